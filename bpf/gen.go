@@ -1,0 +1,6 @@
+// Package bpf holds the xlb data plane: the XDP program's C sources and the
+// Go bindings bpf2go generates from them (committed, so building xlb needs
+// no clang). Nothing else in the module sees C types except through here.
+package bpf
+
+//go:generate go tool bpf2go -tags linux -target bpfel -type svc_key -type service -type backend -type flow_key -type flow -type global_counters -type svc_counters -type backend_counters -type sched -type fwd_mode xlb xlb.c -- -Iinclude

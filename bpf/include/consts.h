@@ -1,0 +1,63 @@
+/* Limits, flags and protocol numbers of the data plane.
+ *
+ * Every limit can be overridden at compile time (tests shrink them) and the
+ * map sizes can also be changed by the loader before load. */
+#ifndef XLB_CONSTS_H
+#define XLB_CONSTS_H
+
+/* Number of services (VIP, port, protocol). Service ids index arrays. */
+#ifndef MAX_SERVICES
+#define MAX_SERVICES 4096
+#endif
+
+/* Number of (service, backend) pairs. Backend id 0 is reserved: "none". */
+#ifndef MAX_BACKENDS
+#define MAX_BACKENDS 65536
+#endif
+
+/* Connection-table entries (LRU: the least recently used flow is evicted). */
+#ifndef CONNTRACK_SIZE
+#define CONNTRACK_SIZE (1 << 20)
+#endif
+
+/* Default Maglev table size; must be prime. The loader sets the real size. */
+#ifndef MAGLEV_SIZE
+#define MAGLEV_SIZE 65537
+#endif
+
+/* VLAN tags parsed at most (802.1Q inside 802.1ad is the common QinQ). */
+#ifndef MAX_VLAN_DEPTH
+#define MAX_VLAN_DEPTH 2
+#endif
+
+/* A flow's last_seen is refreshed at most this often, to keep established
+ * flows from writing the shared connection-table entry on every packet. */
+#define LAST_SEEN_GRANULARITY_NS 1000000000ULL
+
+/* Ethertypes, host order. */
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define ETH_P_8021Q 0x8100
+#define ETH_P_8021AD 0x88A8
+#define ETH_ALEN 6
+
+/* IP protocol numbers. */
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+
+/* Address families as stored in keys (Linux AF_* values). */
+#define XLB_AF_INET 2
+#define XLB_AF_INET6 10
+
+/* IPv4 fragment bits (host order, in frag_off). */
+#define IP_MF 0x2000
+#define IP_OFFSET 0x1FFF
+
+
+/* Backend flags (struct backend.flags). */
+/* F_BACKEND_USABLE: healthy and its MAC is known; may carry traffic.
+ * Drained backends (weight 0) stay usable for their existing flows: they are
+ * only left out of the Maglev table. */
+#define F_BACKEND_USABLE (1U << 0)
+
+#endif

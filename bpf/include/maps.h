@@ -1,0 +1,74 @@
+/* Maps of the data plane. Sizes are defaults: the loader resizes them. */
+#ifndef XLB_MAPS_H
+#define XLB_MAPS_H
+
+#include "types.h"
+#include "consts.h"
+#include "structs.h"
+
+/* Services by (VIP, port, protocol, family). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_SERVICES);
+	__type(key, struct svc_key);
+	__type(value, struct service);
+} services SEC(".maps");
+
+/* Backends by id (0 is never used: it marks an empty Maglev slot). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct backend);
+} backends SEC(".maps");
+
+/* One service's Maglev table: slot -> backend id. Replaced whole, never
+ * edited in place, so packets never see a half-written table. */
+struct maglev_table {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAGLEV_SIZE);
+	__type(key, __u32);
+	__type(value, __u32);
+};
+
+/* Maglev tables by service id (map-in-map: the swap is one atomic update). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, MAX_SERVICES);
+	__type(key, __u32);
+	__array(values, struct maglev_table);
+} maglev_tables SEC(".maps");
+
+/* Connection table: flow -> backend, least recently used evicted first. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, CONNTRACK_SIZE);
+	__type(key, struct flow_key);
+	__type(value, struct flow);
+} conntrack SEC(".maps");
+
+/* Global counters, one entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct global_counters);
+} stats SEC(".maps");
+
+/* Per-service counters by service id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct svc_counters);
+} svc_stats SEC(".maps");
+
+/* Per-backend counters by backend id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct backend_counters);
+} backend_stats SEC(".maps");
+
+#endif

@@ -1,0 +1,200 @@
+/* Header parsing in the cursor style: every parser checks that its whole
+ * header lies before data_end ("pointer plus one past the end"), advances
+ * the cursor past it, and returns the next protocol or a negative PARSE_*. */
+#ifndef XLB_PARSE_H
+#define XLB_PARSE_H
+
+#include "types.h"
+#include "consts.h"
+#include "structs.h"
+
+/* Wire headers, written out here so the build needs no kernel headers. */
+struct ethhdr {
+	__u8 h_dest[ETH_ALEN];
+	__u8 h_source[ETH_ALEN];
+	__be16 h_proto;
+};
+
+struct vlan_hdr {
+	__be16 tci;
+	__be16 encap_proto;
+};
+
+struct iphdr {
+	/* version (high nibble) and IHL in 32-bit words (low nibble) */
+	__u8 ver_ihl;
+	__u8 tos;
+	__be16 tot_len;
+	__be16 id;
+	__be16 frag_off;
+	__u8 ttl;
+	__u8 protocol;
+	__u16 check;
+	__be32 saddr;
+	__be32 daddr;
+};
+
+struct ipv6hdr {
+	/* version (high nibble), traffic class, flow label */
+	__be32 ver_tc_flow;
+	__be16 payload_len;
+	__u8 nexthdr;
+	__u8 hop_limit;
+	__be32 saddr[4];
+	__be32 daddr[4];
+};
+
+struct tcphdr {
+	__be16 source;
+	__be16 dest;
+	__be32 seq;
+	__be32 ack_seq;
+	/* data offset in 32-bit words (high nibble) */
+	__u8 doff_res;
+	__u8 flags;
+	__be16 window;
+	__u16 check;
+	__be16 urg_ptr;
+};
+
+struct udphdr {
+	__be16 source;
+	__be16 dest;
+	__be16 len;
+	__u16 check;
+};
+
+/* Negative parser results. */
+enum {
+	PARSE_MALFORMED = -1,
+	PARSE_FRAGMENT = -2,
+	PARSE_IPV6_EXT = -3,
+	PARSE_OTHER_L4 = -4,
+};
+
+/* What the data plane needs to know about a frame. */
+struct pkt {
+	struct flow_key key;
+	struct ethhdr *eth;
+	__u8 ttl;
+};
+
+/* parse_eth skips Ethernet and up to MAX_VLAN_DEPTH VLAN tags and returns
+ * the inner ethertype in host order. A frame with more tags than that
+ * returns the VLAN ethertype, which callers treat as "not IP". */
+static __always_inline int parse_eth(void **pos, void *end, struct pkt *p)
+{
+	struct ethhdr *eth = *pos;
+
+	if ((void *)(eth + 1) > end)
+		return PARSE_MALFORMED;
+	p->eth = eth;
+	*pos = eth + 1;
+
+	__u16 proto = bpf_ntohs(eth->h_proto);
+#pragma unroll
+	for (int i = 0; i < MAX_VLAN_DEPTH; i++) {
+		if (proto != ETH_P_8021Q && proto != ETH_P_8021AD)
+			break;
+		struct vlan_hdr *vh = *pos;
+		if ((void *)(vh + 1) > end)
+			return PARSE_MALFORMED;
+		proto = bpf_ntohs(vh->encap_proto);
+		*pos = vh + 1;
+	}
+	return proto;
+}
+
+/* parse_ipv4 honours IHL (options are legal) and returns the L4 protocol.
+ * Fragments are reported, not parsed: only the first carries the ports. */
+static __always_inline int parse_ipv4(void **pos, void *end, struct pkt *p)
+{
+	struct iphdr *ip = *pos;
+
+	if ((void *)(ip + 1) > end)
+		return PARSE_MALFORMED;
+	if ((ip->ver_ihl >> 4) != 4)
+		return PARSE_MALFORMED;
+	/* Minimum length first, then the announced length: the mask keeps
+	 * hlen within 60 so the verifier can bound the pointer below. */
+	__u32 hlen = (ip->ver_ihl & 0x0F) * 4;
+	if (hlen < sizeof(*ip))
+		return PARSE_MALFORMED;
+	if (*pos + hlen > end)
+		return PARSE_MALFORMED;
+	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+		return PARSE_FRAGMENT;
+
+	p->key.family = XLB_AF_INET;
+	p->key.src[0] = ip->saddr;
+	p->key.dst[0] = ip->daddr;
+	p->key.proto = ip->protocol;
+	p->ttl = ip->ttl;
+	*pos += hlen;
+	return ip->protocol;
+}
+
+/* parse_ipv6 handles the fixed header; an extension header before L4 is
+ * reported so the frame can go to the kernel. */
+static __always_inline int parse_ipv6(void **pos, void *end, struct pkt *p)
+{
+	struct ipv6hdr *ip6 = *pos;
+
+	if ((void *)(ip6 + 1) > end)
+		return PARSE_MALFORMED;
+	if ((bpf_ntohl(ip6->ver_tc_flow) >> 28) != 6)
+		return PARSE_MALFORMED;
+
+	switch (ip6->nexthdr) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+		break;
+	case 0:   /* hop-by-hop options */
+	case 43:  /* routing */
+	case 44:  /* fragment */
+	case 50:  /* ESP */
+	case 51:  /* AH */
+	case 60:  /* destination options */
+	case 135: /* mobility */
+	case 139: /* HIP */
+	case 140: /* shim6 */
+		return PARSE_IPV6_EXT;
+	default:
+		return PARSE_OTHER_L4;
+	}
+
+	p->key.family = XLB_AF_INET6;
+	__builtin_memcpy(p->key.src, ip6->saddr, sizeof(p->key.src));
+	__builtin_memcpy(p->key.dst, ip6->daddr, sizeof(p->key.dst));
+	p->key.proto = ip6->nexthdr;
+	p->ttl = ip6->hop_limit;
+	*pos = ip6 + 1;
+	return ip6->nexthdr;
+}
+
+/* parse_l4 reads the ports of a complete TCP or UDP header. */
+static __always_inline int parse_l4(void *pos, void *end, int proto,
+				    struct pkt *p)
+{
+	if (proto == IPPROTO_TCP) {
+		struct tcphdr *th = pos;
+		if ((void *)(th + 1) > end)
+			return PARSE_MALFORMED;
+		if ((th->doff_res >> 4) < 5)
+			return PARSE_MALFORMED;
+		p->key.sport = th->source;
+		p->key.dport = th->dest;
+		return 0;
+	}
+	if (proto == IPPROTO_UDP) {
+		struct udphdr *uh = pos;
+		if ((void *)(uh + 1) > end)
+			return PARSE_MALFORMED;
+		p->key.sport = uh->source;
+		p->key.dport = uh->dest;
+		return 0;
+	}
+	return PARSE_OTHER_L4;
+}
+
+#endif

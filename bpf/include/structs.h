@@ -1,0 +1,128 @@
+/* Structures shared between the data plane and the Go control plane.
+ *
+ * Rules: no implicit padding (explicit pad fields, large fields first) so a
+ * key built in Go hashes to the same bytes as one built here; addresses and
+ * ports in network byte order. An IPv4 address lives in addr[0], the other
+ * three words zero. bpf2go emits these as Go types (see gen.go). */
+#ifndef XLB_STRUCTS_H
+#define XLB_STRUCTS_H
+
+#include "types.h"
+
+/* Scheduler of a service: how a new flow picks its backend. */
+enum sched : __u8 {
+	/* Maglev consistent hash of the 5-tuple. */
+	SCHED_MAGLEV = 0,
+	/* Maglev consistent hash of the client address only. */
+	SCHED_SOURCE_HASH = 1,
+};
+
+/* Forwarding mode of a service. */
+enum fwd_mode : __u8 {
+	/* L2 direct server return: rewrite MACs, XDP_TX. */
+	FWD_DSR_L2 = 0,
+};
+
+/* Key of the services map. */
+struct svc_key {
+	__be32 addr[4];
+	__be16 port;
+	__u8 proto;
+	__u8 family;
+};
+
+/* Value of the services map. */
+struct service {
+	/* Index into maglev_tables and svc_stats; owner of its backends. */
+	__u32 id;
+	/* Reserved for F_SVC_* flags. */
+	__u32 flags;
+	enum sched sched;
+	enum fwd_mode fwd;
+	__u8 pad[2];
+};
+
+/* Value of the backends array, indexed by backend id. */
+struct backend {
+	__be32 addr[4];
+	/* Id of the service this backend belongs to. */
+	__u32 svc_id;
+	/* Relative weight (0: drained, no new flows). */
+	__u32 weight;
+	__u8 mac[ETH_ALEN];
+	__u8 family;
+	/* F_BACKEND_* */
+	__u8 flags;
+	__u8 pad[2];
+};
+
+/* Key of the connection table: the client-to-VIP direction of a flow. */
+struct flow_key {
+	__be32 src[4];
+	__be32 dst[4];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 family;
+	__u8 pad[2];
+};
+
+/* Value of the connection table. */
+struct flow {
+	/* bpf_ktime_get_ns() of the latest packet, LAST_SEEN_GRANULARITY_NS. */
+	__u64 last_seen;
+	/* Backend the flow is pinned to. */
+	__u32 backend_id;
+	/* Reserved (TCP state for later schedulers). */
+	__u32 flags;
+};
+
+/* Global counters: one named field per outcome (per-CPU). */
+struct global_counters {
+	/* Every frame the program saw. */
+	__u64 rx_packets;
+	/* Frames forwarded to a backend (XDP_TX). */
+	__u64 tx_packets;
+	/* XDP_PASS: not IPv4/IPv6 (ARP, LLDP, ...). */
+	__u64 pass_not_ip;
+	/* XDP_PASS: IP but not TCP/UDP to a service (incl. other L4). */
+	__u64 pass_not_vip;
+	/* XDP_PASS: frame too short for a header it announces, or bad header. */
+	__u64 pass_malformed;
+	/* XDP_PASS: IPv4 fragment (not handled yet). */
+	__u64 pass_fragment;
+	/* XDP_PASS: IPv6 extension header before L4 (not handled yet). */
+	__u64 pass_ipv6_ext;
+	/* XDP_PASS: TTL/hop limit 0 or 1 on service traffic. */
+	__u64 pass_ttl;
+	/* XDP_PASS: frame to another host's MAC (promiscuous mode). */
+	__u64 pass_other_host;
+	/* XDP_DROP: service has no usable backend. */
+	__u64 drop_no_backend;
+	/* XDP_DROP: internal inconsistency (missing map entry). */
+	__u64 drop_internal;
+	/* Connection-table hits and new flows scheduled. */
+	__u64 conntrack_hits;
+	__u64 new_flows;
+	/* Flows whose backend became unusable and were moved. */
+	__u64 reschedules;
+	/* Connection-table inserts that failed (flow still forwarded). */
+	__u64 conntrack_insert_errors;
+};
+
+/* Per-service counters (per-CPU, indexed by service id). */
+struct svc_counters {
+	__u64 packets;
+	__u64 bytes;
+	__u64 new_flows;
+	__u64 drop_no_backend;
+};
+
+/* Per-backend counters (per-CPU, indexed by backend id). */
+struct backend_counters {
+	__u64 packets;
+	__u64 bytes;
+	__u64 new_flows;
+};
+
+#endif

@@ -1,0 +1,73 @@
+package bpf
+
+import "github.com/cilium/ebpf"
+
+// Readable names for the types bpf2go generates from include/structs.h.
+// The generated names follow the C ones; these aliases are what the rest of
+// the module uses (maps/ is the only package that should need them).
+type (
+	// SvcKey is the key of the services map.
+	SvcKey = xlbSvcKey
+	// Service is the value of the services map.
+	Service = xlbService
+	// Backend is the value of the backends array.
+	Backend = xlbBackend
+	// FlowKey is the key of the connection table.
+	FlowKey = xlbFlowKey
+	// Flow is the value of the connection table.
+	Flow = xlbFlow
+	// GlobalCounters is the per-CPU value of the stats map.
+	GlobalCounters = xlbGlobalCounters
+	// SvcCounters is the per-CPU value of the svc_stats map.
+	SvcCounters = xlbSvcCounters
+	// BackendCounters is the per-CPU value of the backend_stats map.
+	BackendCounters = xlbBackendCounters
+	// Sched is the data plane's scheduler enum.
+	Sched = xlbSched
+	// FwdMode is the data plane's forwarding-mode enum.
+	FwdMode = xlbFwdMode
+	// Objects are the loaded program and maps.
+	Objects = xlbObjects
+	// Maps are the loaded maps.
+	Maps = xlbMaps
+	// Programs are the loaded programs.
+	Programs = xlbPrograms
+)
+
+// Enum values of Sched and FwdMode.
+const (
+	SchedMaglev     = xlbSchedSCHED_MAGLEV
+	SchedSourceHash = xlbSchedSCHED_SOURCE_HASH
+	FwdDSRL2        = xlbFwdModeFWD_DSR_L2
+)
+
+// Flags of Backend.Flags (consts.h F_BACKEND_*).
+const (
+	// BackendUsable marks a backend that may carry traffic.
+	BackendUsable = 1 << 0
+)
+
+// Address families as stored in keys (consts.h XLB_AF_*).
+const (
+	FamilyIPv4 = 2
+	FamilyIPv6 = 10
+)
+
+// Names of the program, maps and variables in the collection.
+const (
+	ProgramName     = "xlb"
+	MapServices     = "services"
+	MapBackends     = "backends"
+	MapMaglevTables = "maglev_tables"
+	MapConntrack    = "conntrack"
+	MapStats        = "stats"
+	MapSvcStats     = "svc_stats"
+	MapBackendStats = "backend_stats"
+	VarIfaceMAC     = "iface_mac"
+	VarMaglevSize   = "maglev_size"
+)
+
+// LoadSpec returns the collection spec of the embedded, committed object.
+func LoadSpec() (*ebpf.CollectionSpec, error) {
+	return loadXlb()
+}

@@ -1,0 +1,490 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"sort"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/xlb-lb/xlb/bpf"
+	"github.com/xlb-lb/xlb/maps"
+)
+
+// Service is the desired state of one service and its backends.
+type Service struct {
+	Key       maps.ServiceKey
+	Scheduler maps.Scheduler
+	Forward   maps.ForwardMode
+	Backends  []Backend
+}
+
+// Backend is the desired state of one backend of a service.
+type Backend struct {
+	// Addr is the backend's own address (not the VIP).
+	Addr netip.Addr
+	// MAC is the backend's Ethernet address for dsr-l2; nil while unknown
+	// (the backend gets no traffic until it is known).
+	MAC net.HardwareAddr
+	// Weight is the relative share of new flows; 0 drains the backend:
+	// its existing flows continue, it gets no new ones.
+	Weight uint32
+	// Down marks a backend that failed its health check: it gets no new
+	// flows and its existing flows move to a usable backend.
+	Down bool
+}
+
+// usable reports whether the data plane may send the backend traffic.
+func (b Backend) usable() bool { return !b.Down && len(b.MAC) == 6 }
+
+// ServiceStatus is a service as installed, with the ids the data plane uses.
+type ServiceStatus struct {
+	Service
+	ID       uint32
+	Backends []BackendStatus
+}
+
+// BackendStatus is one backend as installed.
+type BackendStatus struct {
+	Backend
+	ID uint32
+	// Usable: healthy and MAC known.
+	Usable bool
+	// InTable: usable with a weight above 0, so it receives new flows.
+	InTable bool
+}
+
+type svcState struct {
+	id  uint32
+	cfg Service
+	// backend id by address
+	ids map[netip.Addr]uint32
+}
+
+// Balancer drives one loaded data plane. Its methods are safe for
+// concurrent use; each change is validated whole before any map is written.
+type Balancer struct {
+	opts    Options
+	objs    *bpf.Objects
+	inner   *ebpf.MapSpec
+	link    link.Link
+	adopted bool
+
+	mu       sync.Mutex
+	services map[maps.ServiceKey]*svcState
+	svcIDs   *idAlloc
+	beIDs    *idAlloc
+
+	svcMap    *maps.Services
+	beMap     *maps.Backends
+	tables    *maps.MaglevTables
+	conntrack *maps.Conntrack
+	stats     *maps.Stats
+}
+
+func (b *Balancer) initViews() {
+	m := b.objs
+	b.svcMap = maps.NewServices(m.Services)
+	b.beMap = maps.NewBackends(m.Backends)
+	b.tables = maps.NewMaglevTables(m.MaglevTables, b.inner)
+	b.conntrack = maps.NewConntrack(m.Conntrack)
+	b.stats = maps.NewStats(m.Stats, m.SvcStats, m.BackendStats)
+	b.services = make(map[maps.ServiceKey]*svcState)
+	b.svcIDs = newIDAlloc(0, b.opts.MaxServices)
+	b.beIDs = newIDAlloc(1, b.opts.MaxBackends) // 0 marks an empty slot
+}
+
+// Adopted reports whether Open re-adopted a pinned data plane.
+func (b *Balancer) Adopted() bool { return b.adopted }
+
+// Program is the loaded XDP program (for BPF_PROG_TEST_RUN).
+func (b *Balancer) Program() *ebpf.Program { return b.objs.Xlb }
+
+// Stats reads the data plane's counters.
+func (b *Balancer) Stats() *maps.Stats { return b.stats }
+
+// Conntrack is the connection table.
+func (b *Balancer) Conntrack() *maps.Conntrack { return b.conntrack }
+
+// Tables are the per-service Maglev tables.
+func (b *Balancer) Tables() *maps.MaglevTables { return b.tables }
+
+// BackendMap is the backends array.
+func (b *Balancer) BackendMap() *maps.Backends { return b.beMap }
+
+// MaglevSize is the number of slots of every service's table.
+func (b *Balancer) MaglevSize() uint32 { return b.opts.MaglevSize }
+
+// Close releases the balancer's file descriptors. A pinned data plane
+// keeps forwarding; an unpinned one is detached.
+func (b *Balancer) Close() error {
+	var errs []error
+	if b.link != nil {
+		errs = append(errs, b.link.Close())
+	}
+	errs = append(errs, b.objs.Close())
+	return errors.Join(errs...)
+}
+
+// Detach removes the program from the interface and deletes the pins:
+// forwarding stops and the connection table is gone.
+func (b *Balancer) Detach() error {
+	var errs []error
+	if b.opts.PinDir != "" {
+		if err := os.RemoveAll(b.opts.PinDir); err != nil {
+			errs = append(errs, fmt.Errorf("remove pins %s: %w", b.opts.PinDir, err))
+		}
+	}
+	if b.link != nil {
+		if err := b.link.Unpin(); err != nil && !errors.Is(err, os.ErrNotExist) {
+			// Already gone with the directory; the close below detaches.
+			_ = err
+		}
+	}
+	errs = append(errs, b.Close())
+	return errors.Join(errs...)
+}
+
+// validateService checks one service's desired state.
+func validateService(s Service) error {
+	if err := s.Key.Validate(); err != nil {
+		return err
+	}
+	if s.Scheduler != maps.Maglev && s.Scheduler != maps.SourceHash {
+		return fmt.Errorf("service %s: scheduler %s is not supported", s.Key, s.Scheduler)
+	}
+	if s.Forward != maps.DSRL2 {
+		return fmt.Errorf("service %s: forwarding mode %s is not supported", s.Key, s.Forward)
+	}
+	seen := make(map[netip.Addr]bool, len(s.Backends))
+	for _, be := range s.Backends {
+		switch {
+		case !be.Addr.IsValid():
+			return fmt.Errorf("service %s: backend address missing", s.Key)
+		case be.Addr.IsUnspecified() || be.Addr.IsMulticast() || be.Addr.Zone() != "":
+			return fmt.Errorf("service %s: backend address %s is not a unicast address", s.Key, be.Addr)
+		case seen[be.Addr.Unmap()]:
+			return fmt.Errorf("service %s: duplicate backend %s", s.Key, be.Addr)
+		case be.Weight > maps.MaxWeight:
+			return fmt.Errorf("service %s: backend %s: weight %d out of range 0-%d", s.Key, be.Addr, be.Weight, maps.MaxWeight)
+		case len(be.MAC) != 0 && len(be.MAC) != 6:
+			return fmt.Errorf("service %s: backend %s: mac %s is not a 6-byte Ethernet address", s.Key, be.Addr, be.MAC)
+		}
+		seen[be.Addr.Unmap()] = true
+	}
+	return nil
+}
+
+// plan is a validated change to one service, ready to write.
+type plan struct {
+	key     maps.ServiceKey
+	state   *svcState // new state
+	old     *svcState // nil for a new service
+	table   []uint32
+	newIDs  []uint32 // backend ids allocated for this change
+	freeIDs []uint32 // backend ids of removed backends
+	newSvc  bool
+}
+
+// planService validates s and computes its ids and Maglev table without
+// touching the maps. Allocated ids are released again by abort.
+func (b *Balancer) planService(s Service) (*plan, error) {
+	if err := validateService(s); err != nil {
+		return nil, err
+	}
+	s.Key.VIP = s.Key.VIP.Unmap()
+	s.Backends = slices.Clone(s.Backends)
+	for i := range s.Backends {
+		s.Backends[i].Addr = s.Backends[i].Addr.Unmap()
+	}
+	p := &plan{key: s.Key, old: b.services[s.Key]}
+	st := &svcState{cfg: s, ids: make(map[netip.Addr]uint32, len(s.Backends))}
+	if p.old != nil {
+		st.id = p.old.id
+	} else {
+		id, ok := b.svcIDs.alloc()
+		if !ok {
+			return nil, fmt.Errorf("service %s: no free service slot (limit %d)", s.Key, b.opts.MaxServices)
+		}
+		st.id, p.newSvc = id, true
+	}
+	p.state = st
+	for _, be := range s.Backends {
+		if p.old != nil {
+			if id, ok := p.old.ids[be.Addr]; ok {
+				st.ids[be.Addr] = id
+				continue
+			}
+		}
+		id, ok := b.beIDs.alloc()
+		if !ok {
+			b.abort(p)
+			return nil, fmt.Errorf("service %s: backend %s: no free backend slot (limit %d)", s.Key, be.Addr, b.opts.MaxBackends)
+		}
+		st.ids[be.Addr] = id
+		p.newIDs = append(p.newIDs, id)
+	}
+	if p.old != nil {
+		for addr, id := range p.old.ids {
+			if _, ok := st.ids[addr]; !ok {
+				p.freeIDs = append(p.freeIDs, id)
+			}
+		}
+	}
+	in := make([]maps.MaglevBackend, 0, len(s.Backends))
+	for _, be := range s.Backends {
+		if be.usable() && be.Weight > 0 {
+			in = append(in, maps.MaglevBackend{ID: st.ids[be.Addr], Key: be.Addr.String(), Weight: be.Weight})
+		}
+	}
+	table, err := maps.BuildMaglev(in, b.opts.MaglevSize)
+	if err != nil {
+		b.abort(p)
+		return nil, fmt.Errorf("service %s: %w", s.Key, err)
+	}
+	p.table = table
+	return p, nil
+}
+
+// abort returns the ids a plan allocated.
+func (b *Balancer) abort(p *plan) {
+	for _, id := range p.newIDs {
+		b.beIDs.release(id)
+	}
+	if p.newSvc {
+		b.svcIDs.release(p.state.id)
+	}
+}
+
+// apply writes a plan in an order that packets can never observe half
+// done: new backends first (nothing points at them yet), then the new
+// table in one swap, then the service entry, and last the removed backends
+// (no table points at them any more; their flows move on the next packet).
+func (b *Balancer) apply(p *plan) error {
+	st := p.state
+	newID := make(map[uint32]bool, len(p.newIDs))
+	for _, id := range p.newIDs {
+		newID[id] = true
+		if err := b.stats.ResetBackend(id); err != nil {
+			return err
+		}
+	}
+	if p.newSvc {
+		if err := b.stats.ResetService(st.id); err != nil {
+			return err
+		}
+	}
+	for _, be := range st.cfg.Backends {
+		id := st.ids[be.Addr]
+		if !newID[id] && p.old != nil && sameBackend(p.old.backend(be.Addr), be) {
+			continue
+		}
+		v := maps.Backend{Addr: be.Addr, ServiceID: st.id, Weight: be.Weight, MAC: be.MAC, Usable: be.usable()}
+		if err := b.beMap.Put(id, v); err != nil {
+			return err
+		}
+	}
+	if err := b.tables.Swap(st.id, p.table); err != nil {
+		return err
+	}
+	if p.old == nil || p.old.cfg.Scheduler != st.cfg.Scheduler || p.old.cfg.Forward != st.cfg.Forward {
+		if err := b.svcMap.Put(p.key, maps.Service{ID: st.id, Scheduler: st.cfg.Scheduler, Forward: st.cfg.Forward}); err != nil {
+			return err
+		}
+	}
+	for _, id := range p.freeIDs {
+		if err := b.beMap.Clear(id); err != nil {
+			return err
+		}
+		b.beIDs.release(id)
+	}
+	b.services[p.key] = st
+	return nil
+}
+
+func (s *svcState) backend(addr netip.Addr) Backend {
+	for _, be := range s.cfg.Backends {
+		if be.Addr == addr {
+			return be
+		}
+	}
+	return Backend{}
+}
+
+func sameBackend(a, b Backend) bool {
+	return a.Addr == b.Addr && a.Weight == b.Weight && a.Down == b.Down && slices.Equal(a.MAC, b.MAC)
+}
+
+// SetService creates or replaces a service with exactly the given backends.
+// Existing flows keep their backend while it stays usable.
+func (b *Balancer) SetService(s Service) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p, err := b.planService(s)
+	if err != nil {
+		return err
+	}
+	if err := b.apply(p); err != nil {
+		b.abort(p)
+		return fmt.Errorf("apply service %s: %w", s.Key, err)
+	}
+	return nil
+}
+
+// Sync makes the installed services exactly svcs: every service is
+// validated and its table built before the first map is written, and
+// services not listed are deleted.
+func (b *Balancer) Sync(svcs []Service) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	seen := make(map[maps.ServiceKey]bool, len(svcs))
+	for _, s := range svcs {
+		k := s.Key
+		k.VIP = k.VIP.Unmap()
+		if seen[k] {
+			return fmt.Errorf("service %s: listed twice", k)
+		}
+		seen[k] = true
+	}
+	plans := make([]*plan, 0, len(svcs))
+	abortAll := func() {
+		for _, p := range plans {
+			b.abort(p)
+		}
+	}
+	for _, s := range svcs {
+		p, err := b.planService(s)
+		if err != nil {
+			abortAll()
+			return err
+		}
+		plans = append(plans, p)
+	}
+	for key := range b.services {
+		if !seen[key] {
+			if err := b.deleteLocked(key); err != nil {
+				abortAll()
+				return err
+			}
+		}
+	}
+	for i, p := range plans {
+		if err := b.apply(p); err != nil {
+			for _, q := range plans[i:] {
+				b.abort(q)
+			}
+			return fmt.Errorf("apply service %s: %w", p.key, err)
+		}
+	}
+	return nil
+}
+
+// DeleteService removes a service. Its packets go to the kernel again.
+func (b *Balancer) DeleteService(key maps.ServiceKey) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	key.VIP = key.VIP.Unmap()
+	if _, ok := b.services[key]; !ok {
+		return fmt.Errorf("service %s: %w", key, ErrNoService)
+	}
+	return b.deleteLocked(key)
+}
+
+// ErrNoService means the service is not installed.
+var ErrNoService = errors.New("no such service")
+
+func (b *Balancer) deleteLocked(key maps.ServiceKey) error {
+	st := b.services[key]
+	if err := b.svcMap.Delete(key); err != nil {
+		return err
+	}
+	if err := b.tables.Delete(st.id); err != nil {
+		return err
+	}
+	for _, id := range st.ids {
+		if err := b.beMap.Clear(id); err != nil {
+			return err
+		}
+		b.beIDs.release(id)
+	}
+	b.svcIDs.release(st.id)
+	delete(b.services, key)
+	return nil
+}
+
+// Services returns the installed services sorted by key.
+func (b *Balancer) Services() []ServiceStatus {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]ServiceStatus, 0, len(b.services))
+	for _, st := range b.services {
+		ss := ServiceStatus{Service: st.cfg, ID: st.id}
+		ss.Service.Backends = nil
+		for _, be := range st.cfg.Backends {
+			ss.Backends = append(ss.Backends, BackendStatus{
+				Backend: be, ID: st.ids[be.Addr],
+				Usable: be.usable(), InTable: be.usable() && be.Weight > 0,
+			})
+		}
+		out = append(out, ss)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key.String() < out[j].Key.String() })
+	return out
+}
+
+// Service returns one installed service.
+func (b *Balancer) Service(key maps.ServiceKey) (ServiceStatus, bool) {
+	key.VIP = key.VIP.Unmap()
+	for _, s := range b.Services() {
+		if s.Key == key {
+			return s, true
+		}
+	}
+	return ServiceStatus{}, false
+}
+
+// recoverState rebuilds the in-memory view of services and ids from the
+// re-adopted maps, so the next SetService keeps every id (and so every
+// flow) in place.
+func (b *Balancer) recoverState() error {
+	svcs, err := b.svcMap.All()
+	if err != nil {
+		return err
+	}
+	bes, err := b.beMap.All()
+	if err != nil {
+		return err
+	}
+	byID := make(map[uint32]*svcState, len(svcs))
+	for key, v := range svcs {
+		if v.ID >= b.opts.MaxServices {
+			return fmt.Errorf("pinned service %s has id %d beyond max services %d", key, v.ID, b.opts.MaxServices)
+		}
+		st := &svcState{id: v.ID, cfg: Service{Key: key, Scheduler: v.Scheduler, Forward: v.Forward}, ids: map[netip.Addr]uint32{}}
+		b.services[key] = st
+		byID[v.ID] = st
+		b.svcIDs.take(v.ID)
+	}
+	ids := make([]uint32, 0, len(bes))
+	for id := range bes {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		be := bes[id]
+		st := byID[be.ServiceID]
+		if st == nil || id >= b.opts.MaxBackends {
+			continue // orphan: cleared by the next change of its id
+		}
+		b.beIDs.take(id)
+		st.ids[be.Addr] = id
+		st.cfg.Backends = append(st.cfg.Backends, Backend{Addr: be.Addr, MAC: be.MAC, Weight: be.Weight, Down: !be.Usable && len(be.MAC) == 6})
+	}
+	return nil
+}

@@ -1,0 +1,312 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/xlb-lb/xlb/bpf"
+)
+
+// ErrAttached means the interface already runs another XDP program.
+var ErrAttached = errors.New("interface already has an XDP program attached")
+
+// pinnedMaps are the maps pinned (and re-adopted) by name.
+var pinnedMaps = []string{
+	bpf.MapServices, bpf.MapBackends, bpf.MapMaglevTables, bpf.MapConntrack,
+	bpf.MapStats, bpf.MapSvcStats, bpf.MapBackendStats,
+}
+
+const linkPin = "link"
+
+// Open loads the data plane, or re-adopts the one pinned in opts.PinDir,
+// and attaches it to opts.Interface. On re-adoption the pinned maps are
+// kept (flows, counters, tables) and the pinned link is switched to the
+// freshly loaded program in one atomic update.
+func Open(opts Options) (*Balancer, error) {
+	opts.setDefaults()
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("remove memlock limit: %w", err)
+	}
+
+	var iface *net.Interface
+	if opts.Interface != "" {
+		var err error
+		iface, err = net.InterfaceByName(opts.Interface)
+		if err != nil {
+			return nil, fmt.Errorf("interface %q: %w", opts.Interface, err)
+		}
+	}
+
+	spec, err := bpf.LoadSpec()
+	if err != nil {
+		return nil, fmt.Errorf("load collection spec: %w", err)
+	}
+	if err := sizeSpec(spec, opts, iface); err != nil {
+		return nil, err
+	}
+
+	adopt := opts.PinDir != "" && exists(filepath.Join(opts.PinDir, bpf.MapServices))
+	var replacements map[string]*ebpf.Map
+	if adopt {
+		replacements, err = loadPinnedMaps(opts.PinDir)
+		if err != nil {
+			return nil, err
+		}
+		defer func() {
+			for _, m := range replacements {
+				m.Close()
+			}
+		}()
+	}
+
+	var objs bpf.Objects
+	if err := spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{MapReplacements: replacements}); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			opts.Logger.Error("verifier rejected the program", "log", fmt.Sprintf("%+v", ve))
+		}
+		if adopt {
+			return nil, fmt.Errorf("load program with the maps pinned in %s (a version with other map layouts? detach first): %w", opts.PinDir, err)
+		}
+		return nil, fmt.Errorf("load program: %w", err)
+	}
+
+	b := &Balancer{
+		opts:    opts,
+		objs:    &objs,
+		inner:   spec.Maps[bpf.MapMaglevTables].InnerMap,
+		adopted: adopt,
+	}
+	b.initViews()
+
+	if adopt {
+		if err := b.checkAdoptedTables(); err != nil {
+			b.objs.Close()
+			return nil, err
+		}
+		if err := b.readopt(iface); err != nil {
+			b.objs.Close()
+			return nil, err
+		}
+		if b.link == nil && iface != nil {
+			if err := b.attach(iface); err != nil {
+				b.objs.Close()
+				return nil, err
+			}
+			if err := b.link.Pin(filepath.Join(opts.PinDir, linkPin)); err != nil {
+				b.Close()
+				return nil, fmt.Errorf("pin link: %w", err)
+			}
+		}
+		if err := b.recoverState(); err != nil {
+			b.Close()
+			return nil, err
+		}
+		opts.Logger.Info("re-adopted pinned data plane", "pins", opts.PinDir, "services", len(b.services))
+		return b, nil
+	}
+
+	if iface != nil {
+		if err := b.attach(iface); err != nil {
+			b.objs.Close()
+			return nil, err
+		}
+	}
+	if opts.PinDir != "" {
+		if err := b.pin(); err != nil {
+			b.Close()
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+// sizeSpec applies the options to the spec before load.
+func sizeSpec(spec *ebpf.CollectionSpec, opts Options, iface *net.Interface) error {
+	for _, name := range pinnedMaps {
+		if spec.Maps[name] == nil {
+			return fmt.Errorf("collection has no map %q", name)
+		}
+	}
+	spec.Maps[bpf.MapServices].MaxEntries = opts.MaxServices
+	spec.Maps[bpf.MapMaglevTables].MaxEntries = opts.MaxServices
+	spec.Maps[bpf.MapSvcStats].MaxEntries = opts.MaxServices
+	spec.Maps[bpf.MapBackends].MaxEntries = opts.MaxBackends
+	spec.Maps[bpf.MapBackendStats].MaxEntries = opts.MaxBackends
+	spec.Maps[bpf.MapConntrack].MaxEntries = opts.ConntrackSize
+	if opts.ConntrackNoCommonLRU {
+		spec.Maps[bpf.MapConntrack].Flags |= bpfFNoCommonLRU
+	}
+	inner := spec.Maps[bpf.MapMaglevTables].InnerMap
+	if inner == nil {
+		return fmt.Errorf("map %q has no inner map spec", bpf.MapMaglevTables)
+	}
+	inner.MaxEntries = opts.MaglevSize
+	if err := spec.Variables[bpf.VarMaglevSize].Set(opts.MaglevSize); err != nil {
+		return fmt.Errorf("set maglev size: %w", err)
+	}
+	mac := opts.MAC
+	if len(mac) == 0 && iface != nil {
+		mac = iface.HardwareAddr
+	}
+	if len(mac) == 6 {
+		if err := spec.Variables[bpf.VarIfaceMAC].Set([6]byte(mac)); err != nil {
+			return fmt.Errorf("set interface mac: %w", err)
+		}
+	}
+	return nil
+}
+
+// bpfFNoCommonLRU is BPF_F_NO_COMMON_LRU.
+const bpfFNoCommonLRU = 1 << 1
+
+func loadPinnedMaps(dir string) (map[string]*ebpf.Map, error) {
+	out := make(map[string]*ebpf.Map, len(pinnedMaps))
+	for _, name := range pinnedMaps {
+		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), nil)
+		if err != nil {
+			for _, m := range out {
+				m.Close()
+			}
+			return nil, fmt.Errorf("re-adopt pinned map %s: %w", name, err)
+		}
+		out[name] = m
+	}
+	return out, nil
+}
+
+func (b *Balancer) attach(iface *net.Interface) error {
+	flags := link.XDPDriverMode
+	if b.opts.XDPMode == Generic {
+		flags = link.XDPGenericMode
+	}
+	l, err := link.AttachXDP(link.XDPOptions{Program: b.objs.Xlb, Interface: iface.Index, Flags: flags})
+	if errors.Is(err, os.ErrExist) || errors.Is(err, errBusy) {
+		return fmt.Errorf("attach to %s: %w (another XDP program or another xlbd owns it)", iface.Name, ErrAttached)
+	}
+	if err != nil {
+		hint := ""
+		if b.opts.XDPMode == Native {
+			hint = " (if the driver has no native XDP support, try xdp mode generic)"
+		}
+		return fmt.Errorf("attach xdp (%s mode) to %s: %w%s", b.opts.XDPMode, iface.Name, err, hint)
+	}
+	b.link = l
+	b.opts.Logger.Info("attached", "interface", iface.Name, "mode", string(b.opts.XDPMode))
+	return nil
+}
+
+// readopt takes over the pinned link, if any, and points it at the new
+// program.
+func (b *Balancer) readopt(iface *net.Interface) error {
+	if !exists(filepath.Join(b.opts.PinDir, linkPin)) {
+		return nil
+	}
+	l, err := link.LoadPinnedLink(filepath.Join(b.opts.PinDir, linkPin), nil)
+	if err != nil {
+		return fmt.Errorf("re-adopt pinned link in %s: %w", b.opts.PinDir, err)
+	}
+	if iface != nil {
+		info, err := l.Info()
+		if err == nil && info.XDP() != nil && int(info.XDP().Ifindex) != iface.Index {
+			l.Close()
+			return fmt.Errorf("pins in %s belong to interface index %d, not %s (%d)", b.opts.PinDir, info.XDP().Ifindex, iface.Name, iface.Index)
+		}
+	}
+	if err := l.Update(b.objs.Xlb); err != nil {
+		l.Close()
+		return fmt.Errorf("switch pinned link to the new program: %w", err)
+	}
+	b.link = l
+	return nil
+}
+
+// pin writes the link and maps into a temporary directory next to PinDir
+// and renames it into place, so a crash never leaves a half-pinned set.
+func (b *Balancer) pin() error {
+	parent := filepath.Dir(b.opts.PinDir)
+	if err := os.MkdirAll(parent, 0o700); err != nil {
+		return fmt.Errorf("create pin directory %s: %w (is bpffs mounted? mount -t bpf bpf /sys/fs/bpf)", parent, err)
+	}
+	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(b.opts.PinDir)+".tmp-")
+	if err != nil {
+		return fmt.Errorf("create pin directory in %s: %w", parent, err)
+	}
+	fail := func(err error) error {
+		os.RemoveAll(tmp)
+		return err
+	}
+	for _, name := range pinnedMaps {
+		if err := b.mapByName(name).Pin(filepath.Join(tmp, name)); err != nil {
+			return fail(fmt.Errorf("pin map %s: %w (is %s on a bpffs?)", name, err, parent))
+		}
+	}
+	if b.link != nil {
+		if err := b.link.Pin(filepath.Join(tmp, linkPin)); err != nil {
+			return fail(fmt.Errorf("pin link: %w", err))
+		}
+	}
+	if err := os.Rename(tmp, b.opts.PinDir); err != nil {
+		return fail(fmt.Errorf("move pins into %s: %w", b.opts.PinDir, err))
+	}
+	// The objects remember the temporary paths; Detach removes the
+	// directory by its final name instead of unpinning object by object.
+	return nil
+}
+
+func (b *Balancer) mapByName(name string) *ebpf.Map {
+	m := b.objs
+	switch name {
+	case bpf.MapServices:
+		return m.Services
+	case bpf.MapBackends:
+		return m.Backends
+	case bpf.MapMaglevTables:
+		return m.MaglevTables
+	case bpf.MapConntrack:
+		return m.Conntrack
+	case bpf.MapStats:
+		return m.Stats
+	case bpf.MapSvcStats:
+		return m.SvcStats
+	case bpf.MapBackendStats:
+		return m.BackendStats
+	}
+	panic("unknown map " + name)
+}
+
+// checkAdoptedTables verifies that the pinned Maglev tables have the size
+// this daemon was configured with: the size is fixed per pinned set.
+func (b *Balancer) checkAdoptedTables() error {
+	var (
+		key uint32
+		id  ebpf.MapID
+	)
+	it := b.objs.MaglevTables.Iterate()
+	if it.Next(&key, &id) {
+		m, err := ebpf.NewMapFromID(id)
+		if err != nil {
+			return fmt.Errorf("open pinned maglev table: %w", err)
+		}
+		defer m.Close()
+		if m.MaxEntries() != b.opts.MaglevSize {
+			return fmt.Errorf("maglev table size %d differs from the pinned data plane's %d: keep the old size, or detach (flows are lost) and start again", b.opts.MaglevSize, m.MaxEntries())
+		}
+	}
+	return it.Err()
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}

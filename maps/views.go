@@ -1,0 +1,303 @@
+package maps
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/xlb-lb/xlb/bpf"
+)
+
+// Services is the services map: ServiceKey -> Service.
+type Services struct{ m *ebpf.Map }
+
+// NewServices wraps the services map.
+func NewServices(m *ebpf.Map) *Services { return &Services{m} }
+
+// Put inserts or replaces a service.
+func (s *Services) Put(k ServiceKey, v Service) error {
+	key := k.marshal()
+	val := bpf.Service{Id: v.ID, Sched: bpf.Sched(v.Scheduler), Fwd: bpf.FwdMode(v.Forward)}
+	if err := s.m.Put(&key, &val); err != nil {
+		return fmt.Errorf("put service %s: %w", k, err)
+	}
+	return nil
+}
+
+// Delete removes a service; a missing one is not an error.
+func (s *Services) Delete(k ServiceKey) error {
+	key := k.marshal()
+	if err := s.m.Delete(&key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete service %s: %w", k, err)
+	}
+	return nil
+}
+
+// All returns every service in the map.
+func (s *Services) All() (map[ServiceKey]Service, error) {
+	out := make(map[ServiceKey]Service)
+	var (
+		key bpf.SvcKey
+		val bpf.Service
+	)
+	it := s.m.Iterate()
+	for it.Next(&key, &val) {
+		out[unmarshalServiceKey(key)] = Service{ID: val.Id, Scheduler: Scheduler(val.Sched), Forward: ForwardMode(val.Fwd)}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterate services: %w", err)
+	}
+	return out, nil
+}
+
+// Backends is the backends array: backend id -> Backend.
+type Backends struct{ m *ebpf.Map }
+
+// NewBackends wraps the backends map.
+func NewBackends(m *ebpf.Map) *Backends { return &Backends{m} }
+
+// Put writes backend id.
+func (b *Backends) Put(id uint32, v Backend) error {
+	val, err := v.marshal()
+	if err != nil {
+		return err
+	}
+	if err := b.m.Put(&id, &val); err != nil {
+		return fmt.Errorf("put backend %d (%s): %w", id, v.Addr, err)
+	}
+	return nil
+}
+
+// Clear zeroes backend id: it is no longer usable by any flow.
+func (b *Backends) Clear(id uint32) error {
+	var zero bpf.Backend
+	if err := b.m.Put(&id, &zero); err != nil {
+		return fmt.Errorf("clear backend %d: %w", id, err)
+	}
+	return nil
+}
+
+// Get reads backend id.
+func (b *Backends) Get(id uint32) (Backend, error) {
+	var val bpf.Backend
+	if err := b.m.Lookup(&id, &val); err != nil {
+		return Backend{}, fmt.Errorf("lookup backend %d: %w", id, err)
+	}
+	return unmarshalBackend(val), nil
+}
+
+// All returns every backend id in use (entries with an address).
+func (b *Backends) All() (map[uint32]Backend, error) {
+	out := make(map[uint32]Backend)
+	var (
+		id  uint32
+		val bpf.Backend
+	)
+	it := b.m.Iterate()
+	for it.Next(&id, &val) {
+		if val.Family != 0 {
+			out[id] = unmarshalBackend(val)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterate backends: %w", err)
+	}
+	return out, nil
+}
+
+// MaglevTables is the map-in-map of per-service Maglev tables. A table is
+// never edited in place: Swap fills a fresh inner map and then replaces the
+// outer entry in one update, so packets see the old table or the new one.
+type MaglevTables struct {
+	outer *ebpf.Map
+	inner *ebpf.MapSpec
+}
+
+// NewMaglevTables wraps the outer map; inner is the spec of one table.
+func NewMaglevTables(outer *ebpf.Map, inner *ebpf.MapSpec) *MaglevTables {
+	return &MaglevTables{outer: outer, inner: inner}
+}
+
+// Size is the number of slots of every table.
+func (t *MaglevTables) Size() uint32 { return t.inner.MaxEntries }
+
+// Swap installs table as service svcID's table.
+func (t *MaglevTables) Swap(svcID uint32, table []uint32) error {
+	if uint32(len(table)) != t.inner.MaxEntries {
+		return fmt.Errorf("maglev table for service %d: %d slots, want %d", svcID, len(table), t.inner.MaxEntries)
+	}
+	m, err := ebpf.NewMap(t.inner)
+	if err != nil {
+		return fmt.Errorf("create maglev table for service %d: %w", svcID, err)
+	}
+	defer m.Close() // the outer map holds its own reference
+	keys := make([]uint32, len(table))
+	for i := range keys {
+		keys[i] = uint32(i)
+	}
+	if _, err := m.BatchUpdate(keys, table, nil); err != nil {
+		return fmt.Errorf("fill maglev table for service %d: %w", svcID, err)
+	}
+	if err := t.outer.Put(&svcID, m); err != nil {
+		return fmt.Errorf("install maglev table for service %d: %w", svcID, err)
+	}
+	return nil
+}
+
+// Delete removes service svcID's table.
+func (t *MaglevTables) Delete(svcID uint32) error {
+	if err := t.outer.Delete(&svcID); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete maglev table for service %d: %w", svcID, err)
+	}
+	return nil
+}
+
+// Get reads service svcID's installed table.
+func (t *MaglevTables) Get(svcID uint32) ([]uint32, error) {
+	var id ebpf.MapID
+	if err := t.outer.Lookup(&svcID, &id); err != nil {
+		return nil, fmt.Errorf("lookup maglev table for service %d: %w", svcID, err)
+	}
+	m, err := ebpf.NewMapFromID(id)
+	if err != nil {
+		return nil, fmt.Errorf("open maglev table for service %d: %w", svcID, err)
+	}
+	defer m.Close()
+	n := m.MaxEntries()
+	keys := make([]uint32, n)
+	vals := make([]uint32, n)
+	var cursor ebpf.MapBatchCursor
+	got := 0
+	for got < int(n) {
+		c, err := m.BatchLookup(&cursor, keys[got:], vals[got:], nil)
+		got += c
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read maglev table for service %d: %w", svcID, err)
+		}
+	}
+	table := make([]uint32, n)
+	for i := 0; i < got; i++ {
+		table[keys[i]] = vals[i]
+	}
+	return table, nil
+}
+
+// Conntrack is the connection table.
+type Conntrack struct{ m *ebpf.Map }
+
+// NewConntrack wraps the conntrack map.
+func NewConntrack(m *ebpf.Map) *Conntrack { return &Conntrack{m} }
+
+// Lookup returns a flow's entry.
+func (c *Conntrack) Lookup(k FlowKey) (Flow, bool, error) {
+	key := k.Marshal()
+	var val bpf.Flow
+	err := c.m.Lookup(&key, &val)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return Flow{}, false, nil
+	}
+	if err != nil {
+		return Flow{}, false, fmt.Errorf("lookup flow %s: %w", k, err)
+	}
+	return Flow{LastSeen: val.LastSeen, BackendID: val.BackendId}, true, nil
+}
+
+// Put inserts or replaces a flow's entry.
+func (c *Conntrack) Put(k FlowKey, f Flow) error {
+	key := k.Marshal()
+	val := bpf.Flow{LastSeen: f.LastSeen, BackendId: f.BackendID}
+	if err := c.m.Put(&key, &val); err != nil {
+		return fmt.Errorf("put flow %s: %w", k, err)
+	}
+	return nil
+}
+
+// Iterate calls fn for every flow until fn returns false.
+func (c *Conntrack) Iterate(fn func(FlowKey, Flow) bool) error {
+	var (
+		key bpf.FlowKey
+		val bpf.Flow
+	)
+	it := c.m.Iterate()
+	for it.Next(&key, &val) {
+		if !fn(unmarshalFlowKey(key), Flow{LastSeen: val.LastSeen, BackendID: val.BackendId}) {
+			return nil
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate flows: %w", err)
+	}
+	return nil
+}
+
+// Count returns the number of entries.
+func (c *Conntrack) Count() (int, error) {
+	n := 0
+	err := c.Iterate(func(FlowKey, Flow) bool { n++; return true })
+	return n, err
+}
+
+// Stats reads the per-CPU counters, summed over CPUs.
+type Stats struct{ global, svc, backend *ebpf.Map }
+
+// NewStats wraps the three counter maps.
+func NewStats(global, svc, backend *ebpf.Map) *Stats { return &Stats{global, svc, backend} }
+
+// GlobalCounters are the data plane's global counters (see structs.h).
+type GlobalCounters = bpf.GlobalCounters
+
+// ServiceCounters are one service's counters.
+type ServiceCounters = bpf.SvcCounters
+
+// BackendCounters are one backend's counters.
+type BackendCounters = bpf.BackendCounters
+
+// Global returns the global counters summed over CPUs.
+func (s *Stats) Global() (GlobalCounters, error) {
+	var per []bpf.GlobalCounters
+	if err := s.global.Lookup(uint32(0), &per); err != nil {
+		return GlobalCounters{}, fmt.Errorf("read global counters: %w", err)
+	}
+	return sumCounters(per), nil
+}
+
+// Service returns service id's counters summed over CPUs.
+func (s *Stats) Service(id uint32) (ServiceCounters, error) {
+	var per []bpf.SvcCounters
+	if err := s.svc.Lookup(id, &per); err != nil {
+		return ServiceCounters{}, fmt.Errorf("read counters of service %d: %w", id, err)
+	}
+	return sumCounters(per), nil
+}
+
+// Backend returns backend id's counters summed over CPUs.
+func (s *Stats) Backend(id uint32) (BackendCounters, error) {
+	var per []bpf.BackendCounters
+	if err := s.backend.Lookup(id, &per); err != nil {
+		return BackendCounters{}, fmt.Errorf("read counters of backend %d: %w", id, err)
+	}
+	return sumCounters(per), nil
+}
+
+// ResetService zeroes service id's counters (a new service reusing an id
+// must not inherit its predecessor's numbers).
+func (s *Stats) ResetService(id uint32) error {
+	zero := make([]bpf.SvcCounters, ebpfPossibleCPUs())
+	if err := s.svc.Put(id, zero); err != nil {
+		return fmt.Errorf("reset counters of service %d: %w", id, err)
+	}
+	return nil
+}
+
+// ResetBackend zeroes backend id's counters.
+func (s *Stats) ResetBackend(id uint32) error {
+	zero := make([]bpf.BackendCounters, ebpfPossibleCPUs())
+	if err := s.backend.Put(id, zero); err != nil {
+		return fmt.Errorf("reset counters of backend %d: %w", id, err)
+	}
+	return nil
+}
