@@ -144,6 +144,9 @@ func sizeSpec(spec *ebpf.CollectionSpec, opts Options, iface *net.Interface) err
 	spec.Maps[bpf.MapBackends].MaxEntries = opts.MaxBackends
 	spec.Maps[bpf.MapBackendStats].MaxEntries = opts.MaxBackends
 	spec.Maps[bpf.MapConntrack].MaxEntries = opts.ConntrackSize
+	if opts.ConntrackPerCPU {
+		spec.Maps[bpf.MapConntrack].Type = ebpf.LRUCPUHash
+	}
 	if opts.ConntrackNoCommonLRU {
 		spec.Maps[bpf.MapConntrack].Flags |= bpfFNoCommonLRU
 	}
@@ -238,7 +241,8 @@ func (b *Balancer) pin() error {
 	if err := os.MkdirAll(parent, 0o700); err != nil {
 		return fmt.Errorf("create pin directory %s: %w (is bpffs mounted? mount -t bpf bpf /sys/fs/bpf)", parent, err)
 	}
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(b.opts.PinDir)+".tmp-")
+	// bpffs rejects names with a dot: no hidden-file style here.
+	tmp, err := os.MkdirTemp(parent, filepath.Base(b.opts.PinDir)+"-tmp-")
 	if err != nil {
 		return fmt.Errorf("create pin directory in %s: %w", parent, err)
 	}

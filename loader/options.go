@@ -65,6 +65,10 @@ type Options struct {
 	// connection table (BPF_F_NO_COMMON_LRU). See the benchmark
 	// BenchmarkConntrackVariants for the measurement behind the default.
 	ConntrackNoCommonLRU bool
+	// ConntrackPerCPU makes the connection table an LRU_PERCPU_HASH (for
+	// measurements only: a flow seen on another CPU has no backend there
+	// and is rescheduled).
+	ConntrackPerCPU bool
 	// Logger receives lifecycle events; nil discards them.
 	Logger *slog.Logger
 }

@@ -1,0 +1,117 @@
+package loader_test
+
+import (
+	"net/netip"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/xlb-lb/xlb/loader"
+	"github.com/xlb-lb/xlb/maps"
+	"github.com/xlb-lb/xlb/test/lab"
+)
+
+// BenchmarkConntrackVariants is the measurement behind the connection
+// table's map type. For each variant it reports, per packet:
+//   - hit-ns: an established flow (connection-table hit), BPF_PROG_TEST_RUN
+//     with repeat, so syscall cost is amortised away;
+//   - insert-ns: a new flow (one insert per packet), measured as single
+//     test runs of distinct SYNs minus single runs of one established
+//     frame, which cancels the per-call syscall cost.
+//
+// Run: go test ./loader -run '^$' -bench ConntrackVariants -benchtime 200000x
+func BenchmarkConntrackVariants(b *testing.B) {
+	lab.RequirePrivileged(b)
+	variants := []struct {
+		name string
+		opts loader.Options
+	}{
+		{"lru-shared", loader.Options{}},
+		{"lru-no-common", loader.Options{ConntrackNoCommonLRU: true}},
+		{"lru-percpu", loader.Options{ConntrackPerCPU: true}},
+	}
+	for _, v := range variants {
+		b.Run(v.name, func(b *testing.B) {
+			opts := v.opts
+			// No interface MAC: with repeat, each iteration sees the
+			// previous one's output (addressed to the backend), which the
+			// other-host check would otherwise pass to the kernel.
+			opts.MAC = nil
+			opts.ConntrackSize = 1 << 20
+			opts.MaxServices, opts.MaxBackends = 16, 64
+			bal, err := loader.Open(opts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer bal.Close()
+			if err := bal.SetService(loader.Service{Key: web4, Backends: backends(web4.VIP, 3)}); err != nil {
+				b.Fatal(err)
+			}
+			prog := bal.Program()
+			est := build(b, pkt{src: ap("198.18.0.100:999"), dst: ap("198.18.1.1:80"), proto: maps.TCP})
+
+			ret, hit, err := prog.Benchmark(est, 1_000_000, nil)
+			if err != nil || ret != xdpTX {
+				b.Fatalf("established: verdict %d, %v", ret, err)
+			}
+
+			n := b.N
+			frames := make([][]byte, n)
+			for i := range frames {
+				src := netip.AddrFrom4([4]byte{198, 19, byte(i >> 16), 1})
+				frames[i] = build(b, pkt{src: netip.AddrPortFrom(src, uint16(i)), dst: ap("198.18.1.1:80"), proto: maps.TCP, syn: true})
+			}
+			one := func(frame []byte) time.Duration {
+				start := time.Now()
+				if _, err := prog.Run(&ebpf.RunOptions{Data: frame}); err != nil {
+					b.Fatal(err)
+				}
+				return time.Since(start)
+			}
+			before, _ := bal.Stats().Global()
+			b.ResetTimer()
+			var tNew, tEst time.Duration
+			for i := 0; i < n; i++ {
+				tNew += one(frames[i])
+				tEst += one(est)
+			}
+			b.StopTimer()
+			after, _ := bal.Stats().Global()
+			if got := after.NewFlows - before.NewFlows; got != uint64(n) {
+				b.Fatalf("%d new flows counted for %d distinct SYNs: the measurement does not insert", got, n)
+			}
+			// Inserts from every CPU at once: what the LRU's locking costs
+			// under a SYN flood spread by RSS.
+			cpus := runtime.NumCPU()
+			par := make([][]byte, n)
+			for i := range par {
+				src := netip.AddrFrom4([4]byte{198, 19, byte(i >> 16), 2})
+				par[i] = build(b, pkt{src: netip.AddrPortFrom(src, uint16(i)), dst: ap("198.18.1.1:80"), proto: maps.TCP, syn: true})
+			}
+			var wg sync.WaitGroup
+			start := time.Now()
+			for c := 0; c < cpus; c++ {
+				wg.Add(1)
+				go func(c int) {
+					defer wg.Done()
+					for i := c; i < n; i += cpus {
+						if _, err := prog.Run(&ebpf.RunOptions{Data: par[i]}); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}(c)
+			}
+			wg.Wait()
+			tPar := time.Since(start)
+			b.ReportMetric(float64(tPar.Nanoseconds())/float64(n), "parallel-insert-call-ns")
+			b.ReportMetric(float64(hit.Nanoseconds()), "hit-ns")
+			b.ReportMetric(float64((tNew-tEst).Nanoseconds())/float64(n)+float64(hit.Nanoseconds()), "insert-ns")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+

@@ -1,0 +1,276 @@
+package loader_test
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	"github.com/xlb-lb/xlb/loader"
+	"github.com/xlb-lb/xlb/maps"
+	"github.com/xlb-lb/xlb/test/lab"
+)
+
+// sendFlows sends one packet for each of n flows of a service and returns
+// the destination MAC each got (as a backend index 0..).
+func (f *fixture) sendFlows(svc maps.ServiceKey, n int, firstPort uint16, srcs int) []int {
+	f.t.Helper()
+	out := make([]int, n)
+	for i := range out {
+		src := netip.MustParseAddr(fmt.Sprintf("198.18.0.%d", 100+i%srcs))
+		p := pkt{src: netip.AddrPortFrom(src, firstPort+uint16(i)), dst: netip.AddrPortFrom(svc.VIP, svc.Port), proto: svc.Proto, syn: true}
+		verdict, frame := f.run(build(f.t, p))
+		if verdict != xdpTX {
+			f.t.Fatalf("flow %d: verdict %d, want tx", i, verdict)
+		}
+		out[i] = int(frame[5]) - 0x11
+	}
+	return out
+}
+
+func count(got []int, idx int) int {
+	n := 0
+	for _, g := range got {
+		if g == idx {
+			n++
+		}
+	}
+	return n
+}
+
+// Flows keep their backend when a backend is added, and only the flows
+// of a removed backend move.
+func TestFlowsStayPut(t *testing.T) {
+	f := newFixture(t)
+	const n = 600
+	first := f.sendFlows(web4, n, 20000, 50)
+	for i := 0; i < 3; i++ {
+		if c := count(first, i); c < n/6 {
+			t.Errorf("backend %d got %d of %d new flows: uneven", i, c, n)
+		}
+	}
+
+	f.set(loader.Service{Key: web4, Backends: backends(web4.VIP, 4)})
+	before := f.counters()
+	again := f.sendFlows(web4, n, 20000, 50)
+	if !reflect.DeepEqual(first, again) {
+		t.Fatalf("flows changed backend after a backend was added")
+	}
+	if d := delta(before, f.counters()); d["ConntrackHits"] != n || d["NewFlows"] != 0 {
+		t.Errorf("want %d connection-table hits and no new flows, got %v", n, d)
+	}
+	if fresh := f.sendFlows(web4, n, 30000, 50); count(fresh, 3) == 0 {
+		t.Errorf("the added backend gets no new flows")
+	}
+
+	// Remove backend 1: its flows move, nobody else's do.
+	bes := backends(web4.VIP, 4)
+	f.set(loader.Service{Key: web4, Backends: []loader.Backend{bes[0], bes[2], bes[3]}})
+	before = f.counters()
+	after := f.sendFlows(web4, n, 20000, 50)
+	moved := 0
+	for i := range first {
+		switch {
+		case first[i] == 1 && after[i] == 1:
+			t.Fatalf("flow %d still goes to the removed backend", i)
+		case first[i] == 1:
+			moved++
+		case after[i] != first[i]:
+			t.Fatalf("flow %d moved from backend %d to %d, but its backend was not removed", i, first[i], after[i])
+		}
+	}
+	if d := delta(before, f.counters()); int(d["Reschedules"]) != moved || moved == 0 {
+		t.Errorf("%d flows moved, reschedules counter says %v", moved, d)
+	}
+}
+
+// A drained backend (weight 0) keeps its flows and gets no new ones; a
+// backend that is down loses both.
+func TestDrainAndDown(t *testing.T) {
+	f := newFixture(t)
+	const n = 300
+	first := f.sendFlows(web4, n, 20000, 30)
+	bes := backends(web4.VIP, 3)
+	bes[0].Weight = 0
+	f.set(loader.Service{Key: web4, Backends: bes})
+	if again := f.sendFlows(web4, n, 20000, 30); !reflect.DeepEqual(first, again) {
+		t.Fatalf("draining moved existing flows")
+	}
+	if fresh := f.sendFlows(web4, n, 40000, 30); count(fresh, 0) != 0 {
+		t.Fatalf("drained backend got %d new flows", count(fresh, 0))
+	}
+
+	bes[0].Weight = 1
+	bes[1].Down = true
+	f.set(loader.Service{Key: web4, Backends: bes})
+	after := f.sendFlows(web4, n, 20000, 30)
+	for i := range first {
+		if after[i] == 1 {
+			t.Fatalf("flow %d still goes to the down backend", i)
+		}
+		if first[i] != 1 && after[i] != first[i] {
+			t.Fatalf("flow %d moved although its backend is up", i)
+		}
+	}
+
+	// A backend whose MAC is unknown is not usable either.
+	bes[1].Down = false
+	bes[2].MAC = nil
+	f.set(loader.Service{Key: web4, Backends: bes})
+	if fresh := f.sendFlows(web4, n, 50000, 30); count(fresh, 2) != 0 {
+		t.Fatalf("backend without a MAC got traffic")
+	}
+	st, _ := f.b.Service(web4)
+	for _, be := range st.Backends {
+		if wantUsable := be.Addr != bes[2].Addr; be.Usable != wantUsable {
+			t.Errorf("status of %s: usable %v, want %v", be.Addr, be.Usable, wantUsable)
+		}
+	}
+}
+
+// Source hash sends every flow of a client to one backend, the one the Go
+// twin of the hash predicts, whatever the source port.
+func TestSourceHash(t *testing.T) {
+	f := newFixture(t)
+	for c := 0; c < 20; c++ {
+		src := netip.MustParseAddr(fmt.Sprintf("198.18.0.%d", 100+c))
+		var want int = -1
+		for port := uint16(1000); port < 1030; port++ {
+			p := pkt{src: netip.AddrPortFrom(src, port), dst: netip.AddrPortFrom(sh4.VIP, sh4.Port), proto: maps.TCP, syn: true}
+			_, frame := f.run(build(t, p))
+			got := int(frame[5]) - 0x11
+			if want == -1 {
+				want = got
+				_, be := f.expectedBackend(sh4, flowOf(p))
+				if int(be.MAC[5])-0x11 != got {
+					t.Fatalf("client %s: data plane chose backend %d, Go twin of the hash predicts %s", src, got, be.Addr)
+				}
+			}
+			if got != want {
+				t.Fatalf("client %s port %d went to backend %d, its other flows to %d", src, port, got, want)
+			}
+		}
+	}
+}
+
+// Per-backend counters follow the traffic.
+func TestBackendCounters(t *testing.T) {
+	f := newFixture(t)
+	got := f.sendFlows(web4, 90, 20000, 9)
+	st, _ := f.b.Service(web4)
+	for _, be := range st.Backends {
+		c, err := f.b.Stats().Backend(be.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := uint64(count(got, int(be.MAC[5])-0x11))
+		if c.Packets != want || c.NewFlows != want || c.Bytes != want*60 {
+			t.Errorf("backend %s: counters %+v, want %d packets/flows of 60 bytes", be.Addr, c, want)
+		}
+	}
+}
+
+// A rejected change leaves everything as it was.
+func TestRejectedChangesApplyNothing(t *testing.T) {
+	f := newFixture(t)
+	before := f.b.Services()
+	dup := backends(web4.VIP, 2)
+	dup = append(dup, dup[0])
+	bad := []loader.Service{
+		{Key: web4, Backends: dup},
+		{Key: web4, Backends: []loader.Backend{{Addr: netip.MustParseAddr("198.18.0.11"), MAC: beMAC(0), Weight: 70000}}},
+		{Key: maps.ServiceKey{VIP: web4.VIP, Port: 0, Proto: maps.TCP}},
+		{Key: web4, Scheduler: 9},
+	}
+	for _, s := range bad {
+		if err := f.b.SetService(s); err == nil {
+			t.Errorf("set service %+v: accepted", s)
+		}
+	}
+	// Sync with one bad service changes none of the good ones either.
+	good := loader.Service{Key: svcKey("198.18.1.9:80/tcp"), Backends: backends(web4.VIP, 1)}
+	if err := f.b.Sync([]loader.Service{good, bad[0]}); err == nil {
+		t.Errorf("sync with a bad service: accepted")
+	}
+	if after := f.b.Services(); !reflect.DeepEqual(before, after) {
+		t.Errorf("a rejected change altered the installed services")
+	}
+	if err := f.b.DeleteService(svcKey("198.18.1.99:80/tcp")); !errors.Is(err, loader.ErrNoService) {
+		t.Errorf("delete unknown service: %v, want ErrNoService", err)
+	}
+}
+
+// Sync installs exactly the given set and deletes the rest; deleted
+// services' traffic goes to the kernel again.
+func TestSyncDeletes(t *testing.T) {
+	f := newFixture(t)
+	if err := f.b.Sync([]loader.Service{{Key: dns4, Backends: backends(dns4.VIP, 2)}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.b.Services(); len(got) != 1 || got[0].Key != dns4 {
+		t.Fatalf("after sync: %v", got)
+	}
+	p := pkt{src: ap("198.18.0.100:1234"), dst: ap("198.18.1.1:80"), proto: maps.TCP, syn: true}
+	if verdict, _ := f.run(build(t, p)); verdict != xdpPass {
+		t.Fatalf("deleted service still handled: verdict %d", verdict)
+	}
+}
+
+// A pinned data plane survives Close and is re-adopted with its services,
+// ids and connection table.
+func TestPinAndReadopt(t *testing.T) {
+	lab.RequirePrivileged(t)
+	dir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("xlb-test-%d", os.Getpid()))
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	opts := loader.Options{MAC: lbMAC, PinDir: dir, MaxServices: 16, MaxBackends: 64, ConntrackSize: 1024}
+	b, err := loader.Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{t: t, b: b}
+	f.set(loader.Service{Key: web4, Backends: backends(web4.VIP, 3)})
+	first := f.sendFlows(web4, 50, 20000, 5)
+	want := b.Services()
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	b2, err := loader.Open(opts)
+	if err != nil {
+		t.Fatalf("re-adopt: %v", err)
+	}
+	defer b2.Close()
+	if !b2.Adopted() {
+		t.Fatal("second open did not re-adopt the pins")
+	}
+	got := b2.Services()
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("recovered services differ:\n got %+v\nwant %+v", got, want)
+	}
+	f.b = b2
+	// A new backend set applied after the restart keeps every flow.
+	f.set(loader.Service{Key: web4, Backends: backends(web4.VIP, 4)})
+	before := f.counters()
+	if again := f.sendFlows(web4, 50, 20000, 5); !reflect.DeepEqual(first, again) {
+		t.Fatalf("flows moved across the restart")
+	}
+	if d := delta(before, f.counters()); d["ConntrackHits"] != 50 {
+		t.Errorf("want 50 connection-table hits after re-adoption, got %v", d)
+	}
+
+	// A different maglev size cannot adopt these tables.
+	bad := opts
+	bad.MaglevSize = 251
+	if _, err := loader.Open(bad); err == nil {
+		t.Fatal("re-adopt with another maglev size: accepted")
+	}
+	if err := b2.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("pins left after detach: %v", err)
+	}
+}
