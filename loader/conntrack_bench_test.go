@@ -114,4 +114,3 @@ func BenchmarkConntrackVariants(b *testing.B) {
 		})
 	}
 }
-
