@@ -33,6 +33,9 @@ test-unit: ## pure Go and BPF_PROG_TEST_RUN tests (race detector on)
 test-integration: ## veth/netns lab tests (root)
 	$(GO) test -tags integration $(TEST_FLAGS) -timeout 20m ./test/...
 
+demo: ## the data plane end to end on a lab in network namespaces (root)
+	$(GO) run ./test/demo
+
 bench: ## benchmarks (see README: Performance)
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./maps/ ./loader/
 
