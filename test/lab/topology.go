@@ -1,0 +1,753 @@
+package lab
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Addresses of the segment. All of them come from the benchmarking ranges
+// 198.18.0.0/15 and 2001:2::/48.
+var (
+	// Subnet4 is the segment's IPv4 subnet.
+	Subnet4 = netip.MustParsePrefix("198.18.0.0/24")
+	// Subnet6 is the segment's IPv6 subnet.
+	Subnet6 = netip.MustParsePrefix("2001:2::/64")
+	// VIP4 is the IPv4 virtual IP, held by every backend on lo.
+	VIP4 = netip.MustParseAddr("198.18.1.1")
+	// VIP6 is the IPv6 virtual IP, held by every backend on lo.
+	VIP6 = netip.MustParseAddr("2001:2:0:1::1")
+	// ClientAddr4 is the client's primary IPv4 address.
+	ClientAddr4 = netip.MustParseAddr("198.18.0.2")
+	// ClientAddr6 is the client's primary IPv6 address.
+	ClientAddr6 = netip.MustParseAddr("2001:2::2")
+	// BalancerAddr4 is the balancer's IPv4 address.
+	BalancerAddr4 = netip.MustParseAddr("198.18.0.3")
+	// BalancerAddr6 is the balancer's IPv6 address.
+	BalancerAddr6 = netip.MustParseAddr("2001:2::3")
+
+	firstBackend4 = netip.MustParseAddr("198.18.0.11")
+	firstBackend6 = netip.MustParseAddr("2001:2::11")
+	firstExtra4   = netip.MustParseAddr("198.18.0.200")
+	firstExtra6   = netip.MustParseAddr("2001:2::200")
+)
+
+// Defaults and limits of Config.
+const (
+	// DefaultBackends is the number of backends when Config.Backends is 0.
+	DefaultBackends = 3
+	// MaxBackends is the largest allowed Config.Backends.
+	MaxBackends = 100
+	// DefaultClientAddrs is the number of extra client source addresses
+	// when Config.ClientAddrs is 0.
+	DefaultClientAddrs = 8
+	// MaxClientAddrs is the largest allowed Config.ClientAddrs.
+	MaxClientAddrs = 50
+	// LinkName is the name of every host's interface on the segment.
+	LinkName = "eth0"
+)
+
+// Role names of the fixed hosts; backends are "be1" … "beN".
+const (
+	// RoleClient names the client host and its namespace suffix.
+	RoleClient = "client"
+	// RoleBalancer names the balancer host and its namespace suffix.
+	RoleBalancer = "lb"
+	// RoleSegment is the namespace suffix of the segment (bridge).
+	RoleSegment = "seg"
+)
+
+// Config describes the topology New builds. The zero value is a useful
+// default: 3 backends, 8 extra client addresses, static neighbours, and an
+// XDP_PASS program on the balancer's bridge port only.
+type Config struct {
+	// Backends is the number of backend hosts: 0 means DefaultBackends, a
+	// negative number means none. At most MaxBackends.
+	Backends int
+	// ClientAddrs is the number of extra client source addresses
+	// (198.18.0.200+i, 2001:2::200+i): 0 means DefaultClientAddrs, a
+	// negative number means none. At most MaxClientAddrs.
+	ClientAddrs int
+	// NoStaticNeigh skips the permanent neighbour entries, so hosts resolve
+	// each other with ARP and NDP.
+	NoStaticNeigh bool
+	// PassOnAllPorts attaches the XDP_PASS program to every bridge port in
+	// the segment namespace, not only the balancer's. Needed when any host
+	// other than the balancer sends frames with XDP_TX or XDP_REDIRECT.
+	PassOnAllPorts bool
+	// PassOn lists further hosts, by Host.Name ("client", "be2", …), whose
+	// bridge ports get the XDP_PASS program.
+	PassOn []string
+	// LinkUpTimeout bounds the wait for all links to come up; 0 means 10s.
+	LinkUpTimeout time.Duration
+
+	// hook, when set, is called before every build step of New; an error
+	// makes New fail at that point (tests inject partial failures).
+	hook func(t *Topology, step string) error
+}
+
+// Host is one machine on the segment: a namespace with an eth0 whose peer
+// is a port of the segment bridge.
+type Host struct {
+	// Name is the host's role: "client", "lb", "be1" … "beN".
+	Name string
+	// NS is the host's network namespace.
+	NS *NS
+	// Link is the name of the host's interface on the segment, "eth0".
+	Link string
+	// Ifindex is Link's interface index inside NS.
+	Ifindex int
+	// MAC is Link's hardware address.
+	MAC net.HardwareAddr
+	// Addr4 is the host's primary IPv4 address on Link (in Subnet4).
+	Addr4 netip.Addr
+	// Addr6 is the host's primary IPv6 address on Link (in Subnet6).
+	Addr6 netip.Addr
+	// Extra4 are further IPv4 source addresses (client only).
+	Extra4 []netip.Addr
+	// Extra6 are further IPv6 source addresses (client only).
+	Extra6 []netip.Addr
+	// PeerName is the name of the bridge port in the segment namespace
+	// that Link is connected to, e.g. "xlbab12c-lb".
+	PeerName string
+	// PeerIfindex is PeerName's interface index in the segment namespace.
+	PeerIfindex int
+
+	topo *Topology
+}
+
+// Topology is a built edge segment. Close removes it.
+type Topology struct {
+	// Prefix is the random name prefix of every namespace and bridge port,
+	// e.g. "xlbab12c".
+	Prefix string
+	// Segment is the namespace holding the bridge and the hosts' peers.
+	Segment *NS
+	// Bridge is the name of the bridge in Segment.
+	Bridge string
+	// Client is the traffic source.
+	Client *Host
+	// Balancer is the host that runs the XDP balancer.
+	Balancer *Host
+	// Backends are the real servers, be1 … beN.
+	Backends []*Host
+	// VIP4 is the IPv4 virtual IP (held on the backends' lo).
+	VIP4 netip.Addr
+	// VIP6 is the IPv6 virtual IP (held on the backends' lo).
+	VIP6 netip.Addr
+
+	cfg        Config
+	namespaces []*NS         // every namespace created, in creation order
+	peers      []string      // veth ends created in Segment
+	passProg   *ebpf.Program // XDP_PASS program for bridge ports
+	passLinks  map[string]link.Link
+	mu         sync.Mutex // guards everything below and passLinks
+	closed     bool
+	servers    map[*Server]struct{}
+	conns      map[*trackedConn]struct{}
+}
+
+// Hosts returns the client, the balancer and the backends, in that order.
+func (t *Topology) Hosts() []*Host {
+	var hs []*Host
+	for _, h := range []*Host{t.Client, t.Balancer} {
+		if h != nil {
+			hs = append(hs, h)
+		}
+	}
+	return append(hs, t.Backends...)
+}
+
+// Host returns the host with the given Name, or nil.
+func (t *Topology) Host(name string) *Host {
+	for _, h := range t.Hosts() {
+		if h.Name == name {
+			return h
+		}
+	}
+	return nil
+}
+
+func (c Config) normalize() (Config, error) {
+	switch {
+	case c.Backends == 0:
+		c.Backends = DefaultBackends
+	case c.Backends < 0:
+		c.Backends = 0
+	case c.Backends > MaxBackends:
+		return c, fmt.Errorf("lab: %d backends, at most %d", c.Backends, MaxBackends)
+	}
+	switch {
+	case c.ClientAddrs == 0:
+		c.ClientAddrs = DefaultClientAddrs
+	case c.ClientAddrs < 0:
+		c.ClientAddrs = 0
+	case c.ClientAddrs > MaxClientAddrs:
+		return c, fmt.Errorf("lab: %d client addresses, at most %d", c.ClientAddrs, MaxClientAddrs)
+	}
+	if c.LinkUpTimeout <= 0 {
+		c.LinkUpTimeout = 10 * time.Second
+	}
+	return c, nil
+}
+
+// randomPrefix returns "xlb" followed by 5 random hex digits whose segment
+// namespace does not exist yet.
+func randomPrefix() (string, error) {
+	for range 16 {
+		var b [3]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return "", err
+		}
+		p := "xlb" + hex.EncodeToString(b[:])[:5]
+		if _, err := os.Lstat(filepath.Join(NetnsDir, p+"-"+RoleSegment)); errors.Is(err, os.ErrNotExist) {
+			return p, nil
+		}
+	}
+	return "", errors.New("lab: no free name prefix")
+}
+
+// New builds a topology as described by cfg. If any step fails, everything
+// built so far is removed before New returns the error.
+func New(cfg Config) (*Topology, error) {
+	cfg, err := cfg.normalize()
+	if err != nil {
+		return nil, err
+	}
+	prefix, err := randomPrefix()
+	if err != nil {
+		return nil, err
+	}
+	t := &Topology{
+		Prefix:    prefix,
+		Bridge:    prefix + "-br",
+		VIP4:      VIP4,
+		VIP6:      VIP6,
+		cfg:       cfg,
+		passLinks: map[string]link.Link{},
+		servers:   map[*Server]struct{}{},
+		conns:     map[*trackedConn]struct{}{},
+	}
+	if err := t.build(); err != nil {
+		err = fmt.Errorf("lab %s: %w", prefix, err)
+		if cerr := t.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("clean up after failure: %w", cerr))
+		}
+		return nil, err
+	}
+	return t, nil
+}
+
+func (t *Topology) step(name string) error {
+	if t.cfg.hook != nil {
+		return t.cfg.hook(t, name)
+	}
+	return nil
+}
+
+func (t *Topology) newNS(role string) (*NS, error) {
+	n, err := newNS(t.Prefix + "-" + role)
+	if err != nil {
+		return nil, err
+	}
+	t.namespaces = append(t.namespaces, n)
+	return n, nil
+}
+
+func (t *Topology) build() error {
+	if err := t.step("segment"); err != nil {
+		return err
+	}
+	seg, err := t.newNS(RoleSegment)
+	if err != nil {
+		return err
+	}
+	t.Segment = seg
+	// The segment is pure layer 2: without IPv6 on its ports it sends no
+	// router solicitations, MLD reports or DAD probes of its own.
+	err = seg.run(func() error {
+		for _, k := range []string{"net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"} {
+			if err := writeSysctl(k, "1"); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+
+	if err := t.step("bridge"); err != nil {
+		return err
+	}
+	la := netlink.NewLinkAttrs()
+	la.Name = t.Bridge
+	if err := seg.nl.LinkAdd(&netlink.Bridge{LinkAttrs: la}); err != nil {
+		return fmt.Errorf("add bridge %s: %w", t.Bridge, err)
+	}
+	br, err := seg.nl.LinkByName(t.Bridge)
+	if err != nil {
+		return fmt.Errorf("find bridge: %w", err)
+	}
+	if err := seg.nl.LinkSetUp(br); err != nil {
+		return fmt.Errorf("bridge up: %w", err)
+	}
+
+	if err := t.step("program"); err != nil {
+		return err
+	}
+	if t.passProg, err = newPassProgram(); err != nil {
+		return err
+	}
+
+	client, err := t.addHost(RoleClient, ClientAddr4, ClientAddr6, br.Attrs().Index)
+	if err != nil {
+		return err
+	}
+	t.Client = client
+	for i := range t.cfg.ClientAddrs {
+		client.Extra4 = append(client.Extra4, addN(firstExtra4, i))
+		client.Extra6 = append(client.Extra6, addN(firstExtra6, i))
+	}
+	if err := client.addAddrs(client.Extra4, client.Extra6, 32, 128); err != nil {
+		return err
+	}
+
+	lb, err := t.addHost(RoleBalancer, BalancerAddr4, BalancerAddr6, br.Attrs().Index)
+	if err != nil {
+		return err
+	}
+	t.Balancer = lb
+
+	for i := range t.cfg.Backends {
+		be, err := t.addHost(fmt.Sprintf("be%d", i+1), addN(firstBackend4, i), addN(firstBackend6, i), br.Attrs().Index)
+		if err != nil {
+			return err
+		}
+		t.Backends = append(t.Backends, be)
+		if err := be.makeRealServer(t.VIP4, t.VIP6); err != nil {
+			return err
+		}
+	}
+
+	if err := t.step("xdp"); err != nil {
+		return err
+	}
+	pass := []string{RoleBalancer}
+	pass = append(pass, t.cfg.PassOn...)
+	if t.cfg.PassOnAllPorts {
+		for _, h := range t.Hosts() {
+			pass = append(pass, h.Name)
+		}
+	}
+	for _, name := range pass {
+		h := t.Host(name)
+		if h == nil {
+			return fmt.Errorf("PassOn: no host %q", name)
+		}
+		if err := t.AddPassXDP(h.PeerName); err != nil {
+			return err
+		}
+	}
+
+	if err := t.step("wait"); err != nil {
+		return err
+	}
+	if err := t.waitUp(t.cfg.LinkUpTimeout); err != nil {
+		return err
+	}
+
+	if err := t.step("routes"); err != nil {
+		return err
+	}
+	if err := t.addClientRoutes(); err != nil {
+		return err
+	}
+
+	if t.cfg.NoStaticNeigh {
+		return nil
+	}
+	if err := t.step("neigh"); err != nil {
+		return err
+	}
+	return t.addNeighbours()
+}
+
+// addN returns a advanced by n.
+func addN(a netip.Addr, n int) netip.Addr {
+	for range n {
+		a = a.Next()
+	}
+	return a
+}
+
+// addHost creates a host namespace and its veth pair to the bridge, and
+// configures lo and eth0.
+func (t *Topology) addHost(role string, a4, a6 netip.Addr, bridgeIndex int) (*Host, error) {
+	if err := t.step("host:" + role); err != nil {
+		return nil, err
+	}
+	n, err := t.newNS(role)
+	if err != nil {
+		return nil, err
+	}
+	h := &Host{
+		Name:     role,
+		NS:       n,
+		Link:     LinkName,
+		Addr4:    a4,
+		Addr6:    a6,
+		PeerName: t.Prefix + "-" + role,
+		topo:     t,
+	}
+	if len(h.PeerName) >= unix.IFNAMSIZ {
+		return nil, fmt.Errorf("interface name %q too long", h.PeerName)
+	}
+	// Quiet hosts: no router solicitations, no router advertisements taken.
+	err = n.run(func() error {
+		for _, k := range []string{"net.ipv6.conf.default.router_solicitations", "net.ipv6.conf.default.accept_ra"} {
+			if err := writeSysctl(k, "0"); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", role, err)
+	}
+
+	seg := t.Segment
+	la := netlink.NewLinkAttrs()
+	la.Name = h.PeerName
+	veth := &netlink.Veth{
+		LinkAttrs:     la,
+		PeerName:      LinkName,
+		PeerNamespace: netlink.NsFd(n.handle),
+	}
+	if err := seg.nl.LinkAdd(veth); err != nil {
+		return nil, fmt.Errorf("%s: add veth %s: %w", role, h.PeerName, err)
+	}
+	t.peers = append(t.peers, h.PeerName)
+	peer, err := seg.nl.LinkByName(h.PeerName)
+	if err != nil {
+		return nil, fmt.Errorf("%s: find %s: %w", role, h.PeerName, err)
+	}
+	h.PeerIfindex = peer.Attrs().Index
+	if err := seg.nl.LinkSetMasterByIndex(peer, bridgeIndex); err != nil {
+		return nil, fmt.Errorf("%s: enslave %s: %w", role, h.PeerName, err)
+	}
+	if err := seg.nl.LinkSetUp(peer); err != nil {
+		return nil, fmt.Errorf("%s: %s up: %w", role, h.PeerName, err)
+	}
+
+	lo, err := n.nl.LinkByName("lo")
+	if err != nil {
+		return nil, fmt.Errorf("%s: find lo: %w", role, err)
+	}
+	if err := n.nl.LinkSetUp(lo); err != nil {
+		return nil, fmt.Errorf("%s: lo up: %w", role, err)
+	}
+	eth, err := n.nl.LinkByName(LinkName)
+	if err != nil {
+		return nil, fmt.Errorf("%s: find %s: %w", role, LinkName, err)
+	}
+	h.Ifindex = eth.Attrs().Index
+	h.MAC = slices.Clone(eth.Attrs().HardwareAddr)
+	if err := n.run(func() error { return disableTxChecksum(LinkName) }); err != nil {
+		return nil, fmt.Errorf("%s: %w", role, err)
+	}
+	if err := h.addAddrs([]netip.Addr{a4}, []netip.Addr{a6}, Subnet4.Bits(), Subnet6.Bits()); err != nil {
+		return nil, err
+	}
+	if err := n.nl.LinkSetUp(eth); err != nil {
+		return nil, fmt.Errorf("%s: %s up: %w", role, LinkName, err)
+	}
+	return h, nil
+}
+
+// addAddrs adds IPv4 and IPv6 addresses (IPv6 with nodad) to eth0.
+func (h *Host) addAddrs(v4, v6 []netip.Addr, bits4, bits6 int) error {
+	add := func(a netip.Addr, bits int) error {
+		addr := &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(a, bits))}
+		if a.Is6() {
+			addr.Flags = unix.IFA_F_NODAD
+		}
+		if err := h.NS.nl.AddrAdd(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: h.Ifindex}}, addr); err != nil {
+			return fmt.Errorf("%s: add %s to %s: %w", h.Name, addr.IPNet, h.Link, err)
+		}
+		return nil
+	}
+	for _, a := range v4 {
+		if err := add(a, bits4); err != nil {
+			return err
+		}
+	}
+	for _, a := range v6 {
+		if err := add(a, bits6); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// makeRealServer puts the VIPs on lo and sets the ARP sysctls a direct
+// server return backend needs: answer ARP only for addresses on the
+// receiving interface, announce only such addresses, no reverse path filter.
+func (h *Host) makeRealServer(vip4, vip6 netip.Addr) error {
+	lo, err := h.NS.nl.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("%s: find lo: %w", h.Name, err)
+	}
+	for _, p := range []netip.Prefix{netip.PrefixFrom(vip4, 32), netip.PrefixFrom(vip6, 128)} {
+		addr := &netlink.Addr{IPNet: ipNet(p)}
+		if p.Addr().Is6() {
+			addr.Flags = unix.IFA_F_NODAD
+		}
+		if err := h.NS.nl.AddrAdd(lo, addr); err != nil {
+			return fmt.Errorf("%s: add VIP %s to lo: %w", h.Name, p, err)
+		}
+	}
+	err = h.NS.run(func() error {
+		for _, dev := range []string{"all", LinkName} {
+			for _, kv := range [][2]string{{"arp_ignore", "1"}, {"arp_announce", "2"}, {"rp_filter", "0"}} {
+				if err := writeSysctl("net.ipv4.conf."+dev+"."+kv[0], kv[1]); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", h.Name, err)
+	}
+	return nil
+}
+
+// waitUp waits until every eth0, every bridge port and the bridge are
+// operationally up.
+func (t *Topology) waitUp(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for _, h := range t.Hosts() {
+		for _, c := range []struct {
+			nl   *netlink.Handle
+			name string
+		}{{h.NS.nl, LinkName}, {t.Segment.nl, h.PeerName}} {
+			for {
+				l, err := c.nl.LinkByName(c.name)
+				if err != nil {
+					return fmt.Errorf("%s: find %s: %w", h.Name, c.name, err)
+				}
+				a := l.Attrs()
+				if a.OperState == netlink.OperUp && a.RawFlags&unix.IFF_LOWER_UP != 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					return fmt.Errorf("%s: %s not up after %v (operstate %s)", h.Name, c.name, timeout, a.OperState)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+	}
+	for {
+		br, err := t.Segment.nl.LinkByName(t.Bridge)
+		if err != nil {
+			return fmt.Errorf("find bridge: %w", err)
+		}
+		if br.Attrs().OperState == netlink.OperUp {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bridge %s not up after %v (operstate %s)", t.Bridge, timeout, br.Attrs().OperState)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// addClientRoutes routes the VIPs from the client via the balancer.
+func (t *Topology) addClientRoutes() error {
+	c, lb := t.Client, t.Balancer
+	for _, r := range []struct{ dst, gw netip.Addr }{{t.VIP4, lb.Addr4}, {t.VIP6, lb.Addr6}} {
+		route := &netlink.Route{
+			LinkIndex: c.Ifindex,
+			Dst:       ipNet(netip.PrefixFrom(r.dst, r.dst.BitLen())),
+			Gw:        net.IP(r.gw.AsSlice()),
+		}
+		if err := c.NS.nl.RouteAdd(route); err != nil {
+			return fmt.Errorf("client: route %s via %s: %w", route.Dst, r.gw, err)
+		}
+	}
+	return nil
+}
+
+// addNeighbours installs permanent neighbour entries: client → balancer,
+// balancer → client and backends, backends → client (all its source
+// addresses) and balancer.
+func (t *Topology) addNeighbours() error {
+	c, lb := t.Client, t.Balancer
+	if err := c.addNeigh(lb); err != nil {
+		return err
+	}
+	if err := lb.addNeigh(c); err != nil {
+		return err
+	}
+	for _, be := range t.Backends {
+		if err := lb.addNeigh(be); err != nil {
+			return err
+		}
+		if err := be.addNeigh(c); err != nil {
+			return err
+		}
+		if err := be.addNeigh(lb); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addNeigh adds permanent neighbour entries on h for every address of o.
+func (h *Host) addNeigh(o *Host) error {
+	addrs := append([]netip.Addr{o.Addr4, o.Addr6}, o.Extra4...)
+	addrs = append(addrs, o.Extra6...)
+	for _, a := range addrs {
+		fam := netlink.FAMILY_V4
+		if a.Is6() {
+			fam = netlink.FAMILY_V6
+		}
+		n := &netlink.Neigh{
+			LinkIndex:    h.Ifindex,
+			Family:       fam,
+			State:        netlink.NUD_PERMANENT,
+			IP:           net.IP(a.AsSlice()),
+			HardwareAddr: o.MAC,
+		}
+		if err := h.NS.nl.NeighSet(n); err != nil {
+			return fmt.Errorf("%s: neighbour %s lladdr %s: %w", h.Name, a, o.MAC, err)
+		}
+	}
+	return nil
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// AddPassXDP attaches the lab's XDP_PASS program, in native (driver) mode,
+// to the bridge port peerName in the segment namespace (a Host.PeerName).
+// A veth only delivers frames that its peer sent with XDP_TX or that were
+// redirected into it when it has an XDP program of its own; this gives it
+// one. Adding it to a port that already has it is a no-op.
+func (t *Topology) AddPassXDP(peerName string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return ErrClosed
+	}
+	if _, ok := t.passLinks[peerName]; ok {
+		return nil
+	}
+	var l link.Link
+	err := t.Segment.run(func() error {
+		// The ifindex is resolved in the namespace of the calling
+		// thread, so attach from inside the segment namespace.
+		ifc, err := net.InterfaceByName(peerName)
+		if err != nil {
+			return err
+		}
+		l, err = link.AttachXDP(link.XDPOptions{
+			Program:   t.passProg,
+			Interface: ifc.Index,
+			Flags:     link.XDPDriverMode,
+		})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("attach XDP_PASS to %s: %w", peerName, err)
+	}
+	t.passLinks[peerName] = l
+	return nil
+}
+
+var memlockOnce sync.Once
+
+// newPassProgram loads an XDP program that returns XDP_PASS.
+func newPassProgram() (*ebpf.Program, error) {
+	// A no-op on kernels that charge BPF memory to the cgroup (5.11+);
+	// older kernels need a raised RLIMIT_MEMLOCK.
+	memlockOnce.Do(func() { _ = rlimit.RemoveMemlock() })
+	prog, err := ebpf.NewProgram(passProgramSpec())
+	if err != nil {
+		return nil, fmt.Errorf("load XDP_PASS program: %w", err)
+	}
+	return prog, nil
+}
+
+// Close removes everything the topology created: it stops servers, closes
+// connections from Dial, kills commands, detaches XDP programs, deletes the
+// veth pairs and the bridge and removes the namespaces. It is idempotent: a
+// second call does nothing and returns nil. It keeps going after errors and
+// returns them all.
+func (t *Topology) Close() error {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil
+	}
+	t.closed = true
+	servers := t.servers
+	conns := t.conns
+	links := t.passLinks
+	t.servers, t.conns, t.passLinks = nil, nil, nil
+	t.mu.Unlock()
+
+	var errs []error
+	for s := range servers {
+		s.Stop()
+	}
+	for c := range conns {
+		c.TCPConn.Close()
+	}
+	for name, l := range links {
+		if err := l.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("detach XDP from %s: %w", name, err))
+		}
+	}
+	if t.passProg != nil {
+		t.passProg.Close()
+	}
+	if seg := t.Segment; seg != nil && seg.nl != nil {
+		// Deleting one end of a veth pair deletes both.
+		for _, name := range append(slices.Clone(t.peers), t.Bridge) {
+			l, err := seg.nl.LinkByName(name)
+			if err != nil {
+				var nf netlink.LinkNotFoundError
+				if !errors.As(err, &nf) {
+					errs = append(errs, fmt.Errorf("find %s: %w", name, err))
+				}
+				continue
+			}
+			if err := seg.nl.LinkDel(l); err != nil {
+				errs = append(errs, fmt.Errorf("delete %s: %w", name, err))
+			}
+		}
+	}
+	for _, n := range slices.Backward(t.namespaces) {
+		if err := n.close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
