@@ -21,8 +21,6 @@ type xlbBackend struct {
 	Mac    [6]uint8
 	Family uint8
 	Flags  uint8
-	Pad    [2]uint8
-	_      [2]byte
 }
 
 type xlbBackendCounters struct {

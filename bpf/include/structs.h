@@ -53,7 +53,6 @@ struct backend {
 	__u8 family;
 	/* F_BACKEND_* */
 	__u8 flags;
-	__u8 pad[2];
 };
 
 /* Key of the connection table: the client-to-VIP direction of a flow. */
