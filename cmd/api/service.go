@@ -1,0 +1,489 @@
+package api
+
+import (
+	"fmt"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/xlb-lb/xlb/maps"
+)
+
+// Canonical names accepted in the config and the API. Input is matched
+// case-insensitively and stored in this form.
+const (
+	ProtocolTCP = "tcp"
+	ProtocolUDP = "udp"
+
+	SchedulerMaglev     = "maglev"
+	SchedulerSourceHash = "source-hash"
+
+	ForwardDSRL2 = "dsr-l2"
+
+	HealthTCP  = "tcp"
+	HealthHTTP = "http"
+	HealthICMP = "icmp"
+	HealthNone = "none"
+
+	AllDownDrop     = "drop"
+	AllDownKeepLast = "keep-last"
+)
+
+// Health check defaults and bounds.
+const (
+	DefaultInterval     = Duration(2 * time.Second)
+	DefaultTimeout      = Duration(time.Second) // or half the interval, if less
+	DefaultRise         = 2
+	DefaultFall         = 3
+	DefaultHTTPMethod   = "GET"
+	DefaultHTTPPath     = "/"
+	DefaultExpectStatus = "200-399"
+
+	MinInterval = Duration(100 * time.Millisecond)
+	MaxInterval = Duration(time.Hour)
+	MaxRiseFall = 100
+)
+
+// Service is one virtual service: a VIP, port and protocol, and the
+// backends that serve it. It is both a config file entry and the body of
+// the API's service requests.
+type Service struct {
+	VIP string `yaml:"vip" json:"vip"`
+	// Port is 1-65535.
+	Port int `yaml:"port" json:"port"`
+	// Protocol is tcp (default) or udp.
+	Protocol string `yaml:"protocol" json:"protocol"`
+	// Scheduler is maglev (default; "mh" also accepted) or source-hash
+	// ("sh").
+	Scheduler string `yaml:"scheduler" json:"scheduler"`
+	// Forward is dsr-l2 (default), the only mode so far.
+	Forward string `yaml:"forward" json:"forward"`
+	// Health is the service's health check; nil: backends are always up.
+	Health *Health `yaml:"health,omitempty" json:"health,omitempty"`
+	// Backends may be empty: the service's traffic is then dropped and
+	// counted.
+	Backends []Backend `yaml:"backends" json:"backends"`
+}
+
+// Backend is one real server of a service.
+type Backend struct {
+	// Address is the backend's own IP address (not the VIP).
+	Address string `yaml:"address" json:"address"`
+	// Weight is the relative share of new flows, 0-65535; nil means 1;
+	// 0 drains (existing flows continue, no new ones).
+	Weight *uint32 `yaml:"weight,omitempty" json:"weight,omitempty"`
+}
+
+// Health is the per-service health check.
+type Health struct {
+	// Type is tcp, http, icmp or none, or ldirectord's connect (tcp),
+	// negotiate (http), ping (icmp), on (none). Default: http if an http
+	// block is given, else tcp.
+	Type string `yaml:"type" json:"type"`
+	// Interval between probes, 100ms-1h; default 2s.
+	Interval Duration `yaml:"interval" json:"interval"`
+	// Timeout of one probe, below Interval; default 1s (or half the
+	// interval, if less).
+	Timeout Duration `yaml:"timeout" json:"timeout"`
+	// Rise successes bring a backend up, Fall failures take it down;
+	// 1-100, defaults 2 and 3.
+	Rise int `yaml:"rise" json:"rise"`
+	Fall int `yaml:"fall" json:"fall"`
+	// Port to probe; 0 is the service port. Not with icmp or none.
+	Port int `yaml:"port,omitempty" json:"port,omitempty"`
+	// HTTP configures type http (and only it).
+	HTTP *HTTPCheck `yaml:"http,omitempty" json:"http,omitempty"`
+	// StartUp makes new backends start up instead of down.
+	StartUp bool `yaml:"start_up,omitempty" json:"start_up,omitempty"`
+	// AllDown is what happens when every backend is down: drop (default)
+	// the traffic, or keep-last: keep sending it to the backends that were
+	// up last.
+	AllDown string `yaml:"all_down,omitempty" json:"all_down,omitempty"`
+}
+
+// HTTPCheck is the request of an http health check and the answer it
+// expects.
+type HTTPCheck struct {
+	// Method is GET (default), HEAD, POST, ...; stored upper case.
+	Method string `yaml:"method" json:"method"`
+	// Path is the request target; default "/", must start with "/".
+	Path string `yaml:"path" json:"path"`
+	// Host is the Host header (and TLS server name); default the backend
+	// address.
+	Host  string `yaml:"host,omitempty" json:"host,omitempty"`
+	HTTPS bool   `yaml:"https,omitempty" json:"https,omitempty"`
+	// InsecureSkipVerify skips TLS certificate checks (https only).
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify,omitempty" json:"insecure_skip_verify,omitempty"`
+	// ExpectStatus lists the good status codes: codes and ranges,
+	// comma-separated, within 100-599; default "200-399".
+	ExpectStatus string `yaml:"expect_status" json:"expect_status"`
+	// ExpectBody, if set, must occur in the response body.
+	ExpectBody string `yaml:"expect_body,omitempty" json:"expect_body,omitempty"`
+}
+
+// Normalize applies the defaults (protocol tcp, scheduler maglev, forward
+// dsr-l2, weight 1, health check defaults), puts names and addresses in
+// canonical form, and validates the service. Error paths are relative to
+// the service ("port 0: out of range 1-65535"), for callers to prefix. On
+// error s is unchanged.
+func (s *Service) Normalize() error {
+	n := s.clone()
+	if err := n.normalize(); err != nil {
+		return err
+	}
+	*s = n
+	return nil
+}
+
+// Key returns the service's VIP:PORT/PROTO; s need not be normalised.
+func (s Service) Key() (maps.ServiceKey, error) {
+	vip, err := parseUnicast("vip", s.VIP)
+	if err != nil {
+		return maps.ServiceKey{}, err
+	}
+	if s.Port < 1 || s.Port > 65535 {
+		return maps.ServiceKey{}, fieldErr("port", strconv.Itoa(s.Port), "out of range 1-65535")
+	}
+	name, err := pick("protocol", s.Protocol, ProtocolTCP, []string{ProtocolTCP, ProtocolUDP}, nil)
+	if err != nil {
+		return maps.ServiceKey{}, err
+	}
+	var p maps.Proto
+	if err := p.UnmarshalText([]byte(name)); err != nil {
+		return maps.ServiceKey{}, err
+	}
+	return maps.ServiceKey{VIP: vip, Port: uint16(s.Port), Proto: p}, nil
+}
+
+// Addr returns the backend's address; b need not be normalised.
+func (b Backend) Addr() (netip.Addr, error) { return parseUnicast("address", b.Address) }
+
+// ExpectsStatus reports whether code is one of h.ExpectStatus (the
+// default if empty); false if the list is invalid.
+func (h HTTPCheck) ExpectsStatus(code int) bool {
+	s := h.ExpectStatus
+	if s == "" {
+		s = DefaultExpectStatus
+	}
+	ranges, _, err := parseStatusList(s)
+	if err != nil {
+		return false
+	}
+	for _, r := range ranges {
+		if r[0] <= code && code <= r[1] {
+			return true
+		}
+	}
+	return false
+}
+
+// ParseServiceKey parses VIP:PORT/PROTO, e.g. "198.18.1.1:80/tcp" or
+// "[2001:2::1]:443/udp", with the checks of a config file's vip.
+func ParseServiceKey(s string) (maps.ServiceKey, error) {
+	k, err := maps.ParseServiceKey(s)
+	if err == nil {
+		// Stricter than maps (broadcast), with the same messages as the
+		// config file.
+		_, err = parseUnicast("vip", k.VIP.String())
+	}
+	if err == nil {
+		return k, nil
+	}
+	addr, proto, ok := strings.Cut(s, "/")
+	ap, perr := netip.ParseAddrPort(addr)
+	if !ok || proto == "" || perr != nil {
+		return maps.ServiceKey{}, fmt.Errorf("service %q: want VIP:PORT/PROTO, e.g. 198.18.1.1:80/tcp or [2001:2::1]:443/udp", s)
+	}
+	svc := Service{VIP: ap.Addr().String(), Port: int(ap.Port()), Protocol: proto}
+	if _, kerr := svc.Key(); kerr != nil {
+		err = kerr
+	}
+	return maps.ServiceKey{}, fmt.Errorf("service %q: %w", s, err)
+}
+
+func (s Service) clone() Service {
+	s.Backends = slices.Clone(s.Backends)
+	for i := range s.Backends {
+		if w := s.Backends[i].Weight; w != nil {
+			v := *w
+			s.Backends[i].Weight = &v
+		}
+	}
+	if s.Health != nil {
+		h := s.Health.clone()
+		s.Health = &h
+	}
+	return s
+}
+
+func (h Health) clone() Health {
+	if h.HTTP != nil {
+		c := *h.HTTP
+		h.HTTP = &c
+	}
+	return h
+}
+
+func (s *Service) normalize() error {
+	k, err := s.Key()
+	if err != nil {
+		return err
+	}
+	s.VIP = k.VIP.String()
+	s.Protocol = k.Proto.String()
+	s.Scheduler, err = pick("scheduler", s.Scheduler, SchedulerMaglev,
+		[]string{SchedulerMaglev, SchedulerSourceHash},
+		map[string]string{"mh": SchedulerMaglev, "sh": SchedulerSourceHash})
+	if err != nil {
+		return err
+	}
+	s.Forward, err = pick("forward", s.Forward, ForwardDSRL2, []string{ForwardDSRL2}, nil)
+	if err != nil {
+		return err
+	}
+	if s.Health != nil {
+		if err := s.Health.normalize(); err != nil {
+			return under("health", err)
+		}
+	}
+	if s.Backends == nil {
+		s.Backends = []Backend{}
+	}
+	seen := make(map[netip.Addr]int, len(s.Backends))
+	for i := range s.Backends {
+		at := fmt.Sprintf("backends[%d]", i)
+		a, err := s.Backends[i].normalize()
+		if err != nil {
+			return under(at, err)
+		}
+		if a == k.VIP {
+			return fieldErr(at+".address", quote(s.Backends[i].Address), "same as the service's vip")
+		}
+		if j, dup := seen[a]; dup {
+			return fieldErr(at, "", fmt.Sprintf("duplicate backend %s (also backends[%d])", a, j))
+		}
+		seen[a] = i
+	}
+	return nil
+}
+
+func (b *Backend) normalize() (netip.Addr, error) {
+	a, err := b.Addr()
+	if err != nil {
+		return a, err
+	}
+	b.Address = a.String()
+	if b.Weight == nil {
+		w := uint32(1)
+		b.Weight = &w
+	}
+	if *b.Weight > maps.MaxWeight {
+		return a, fieldErr("weight", strconv.FormatUint(uint64(*b.Weight), 10), fmt.Sprintf("out of range 0-%d", maps.MaxWeight))
+	}
+	return a, nil
+}
+
+func (h *Health) normalize() error {
+	t := strings.ToLower(h.Type)
+	switch t {
+	case "":
+		t = HealthTCP
+		if h.HTTP != nil {
+			t = HealthHTTP
+		}
+	case "connect":
+		t = HealthTCP
+	case "negotiate":
+		t = HealthHTTP
+	case "ping":
+		t = HealthICMP
+	case "on":
+		t = HealthNone
+	case HealthTCP, HealthHTTP, HealthICMP, HealthNone:
+	default:
+		return fieldErr("type", quote(h.Type), "want one of tcp, http, icmp, none (or ldirectord's connect, negotiate, ping, on)")
+	}
+	h.Type = t
+
+	if h.Interval == 0 {
+		h.Interval = DefaultInterval
+	}
+	if h.Interval < MinInterval || h.Interval > MaxInterval {
+		return fieldErr("interval", h.Interval.String(), "out of range 100ms-1h")
+	}
+	switch {
+	case h.Timeout == 0:
+		h.Timeout = min(DefaultTimeout, h.Interval/2)
+	case h.Timeout < 0:
+		return fieldErr("timeout", h.Timeout.String(), "must be greater than 0")
+	case h.Timeout >= h.Interval:
+		return fieldErr("timeout", h.Timeout.String(), "must be less than interval "+h.Interval.String())
+	}
+	for _, f := range []struct {
+		name string
+		v    *int
+		def  int
+	}{{"rise", &h.Rise, DefaultRise}, {"fall", &h.Fall, DefaultFall}} {
+		if *f.v == 0 {
+			*f.v = f.def
+		}
+		if *f.v < 1 || *f.v > MaxRiseFall {
+			return fieldErr(f.name, strconv.Itoa(*f.v), fmt.Sprintf("out of range 1-%d", MaxRiseFall))
+		}
+	}
+	if h.Port < 0 || h.Port > 65535 {
+		return fieldErr("port", strconv.Itoa(h.Port), "out of range 1-65535 (0: the service port)")
+	}
+	if h.Port != 0 && (t == HealthICMP || t == HealthNone) {
+		return fieldErr("port", strconv.Itoa(h.Port), "not used by type "+t)
+	}
+	if h.HTTP != nil && t != HealthHTTP {
+		return fieldErr("http", "", "only allowed with type http (type is "+t+")")
+	}
+	if t == HealthHTTP {
+		if h.HTTP == nil {
+			h.HTTP = &HTTPCheck{}
+		}
+		if err := h.HTTP.normalize(); err != nil {
+			return under("http", err)
+		}
+	}
+	var err error
+	h.AllDown, err = pick("all_down", h.AllDown, AllDownDrop, []string{AllDownDrop, AllDownKeepLast}, nil)
+	return err
+}
+
+func (c *HTTPCheck) normalize() error {
+	if c.Method == "" {
+		c.Method = DefaultHTTPMethod
+	}
+	m := strings.ToUpper(c.Method)
+	if len(m) > 32 || strings.ContainsFunc(m, func(r rune) bool { return r < 'A' || r > 'Z' }) {
+		return fieldErr("method", quote(c.Method), "not an HTTP method (e.g. GET, HEAD, POST)")
+	}
+	c.Method = m
+
+	if c.Path == "" {
+		c.Path = DefaultHTTPPath
+	}
+	switch {
+	case !strings.HasPrefix(c.Path, "/"):
+		return fieldErr("path", quote(c.Path), `must start with "/"`)
+	case strings.ContainsFunc(c.Path, badTextRune):
+		return fieldErr("path", quote(c.Path), "must not contain spaces or control characters (escape them, e.g. %20)")
+	}
+	if _, err := url.ParseRequestURI(c.Path); err != nil {
+		return fieldErr("path", quote(c.Path), "not a valid request path")
+	}
+	if c.Host != "" && (strings.ContainsFunc(c.Host, badTextRune) || strings.ContainsAny(c.Host, "/?#@")) {
+		return fieldErr("host", quote(c.Host), "not a valid host name")
+	}
+	if c.InsecureSkipVerify && !c.HTTPS {
+		return fieldErr("insecure_skip_verify", "true", "only with https: true")
+	}
+	if c.ExpectStatus == "" {
+		c.ExpectStatus = DefaultExpectStatus
+	}
+	_, norm, err := parseStatusList(c.ExpectStatus)
+	if err != nil {
+		return fieldErr("expect_status", quote(c.ExpectStatus), err.Error())
+	}
+	c.ExpectStatus = norm
+	return nil
+}
+
+// badTextRune reports spaces and control characters.
+func badTextRune(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }
+
+// parseStatusList parses "200,204,300-399" into inclusive ranges, and
+// returns it without spaces.
+func parseStatusList(s string) ([][2]int, string, error) {
+	var ranges [][2]int
+	var parts []string
+	for part := range strings.SplitSeq(s, ",") {
+		part = strings.TrimSpace(part)
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, errA := strconv.Atoi(strings.TrimSpace(lo))
+		b, errB := a, error(nil)
+		if isRange {
+			b, errB = strconv.Atoi(strings.TrimSpace(hi))
+		}
+		if part == "" || errA != nil || errB != nil {
+			return nil, "", fmt.Errorf("%q is not a status code or range (e.g. 200,204,300-399)", part)
+		}
+		for _, n := range []int{a, b} {
+			if n < 100 || n > 599 {
+				return nil, "", fmt.Errorf("%d: out of range 100-599", n)
+			}
+		}
+		if a > b {
+			return nil, "", fmt.Errorf("range %q is backwards", part)
+		}
+		ranges = append(ranges, [2]int{a, b})
+		if isRange {
+			parts = append(parts, strconv.Itoa(a)+"-"+strconv.Itoa(b))
+		} else {
+			parts = append(parts, strconv.Itoa(a))
+		}
+	}
+	return ranges, strings.Join(parts, ","), nil
+}
+
+// parseUnicast parses a unicast IP address; IPv4-mapped IPv6 becomes IPv4.
+func parseUnicast(path, s string) (netip.Addr, error) {
+	if s == "" {
+		return netip.Addr{}, fieldErr(path, "", "required (an IP address, e.g. 198.18.1.1)")
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		reason := "not an IP address"
+		if _, err := netip.ParsePrefix(s); err == nil {
+			reason += " (give a single address, without /prefix)"
+		} else if _, err := netip.ParseAddrPort(s); err == nil {
+			reason += " (give the port separately)"
+		}
+		return netip.Addr{}, fieldErr(path, quote(s), reason)
+	}
+	if a.Zone() != "" {
+		return netip.Addr{}, fieldErr(path, quote(s), "zones are not allowed")
+	}
+	a = a.Unmap()
+	var why string
+	switch {
+	case a.IsUnspecified():
+		why = "unspecified"
+	case a.IsLoopback():
+		why = "loopback"
+	case a.IsMulticast():
+		why = "multicast"
+	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		why = "broadcast"
+	}
+	if why != "" {
+		return netip.Addr{}, fieldErr(path, quote(s), "not a unicast address ("+why+")")
+	}
+	return a, nil
+}
+
+// pick matches v case-insensitively against names and aliases; empty
+// gives def.
+func pick(path, v, def string, names []string, aliases map[string]string) (string, error) {
+	l := strings.ToLower(v)
+	if l == "" {
+		return def, nil
+	}
+	if slices.Contains(names, l) {
+		return l, nil
+	}
+	if a, ok := aliases[l]; ok {
+		return a, nil
+	}
+	if len(names) == 1 {
+		return "", fieldErr(path, quote(v), "want "+names[0])
+	}
+	return "", fieldErr(path, quote(v), "want one of "+strings.Join(names, ", "))
+}

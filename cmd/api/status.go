@@ -1,0 +1,75 @@
+package api
+
+import "time"
+
+// Backend states in BackendStatus.State.
+const (
+	StateUp    = "up"     // healthy, MAC known, weight above 0
+	StateDown  = "down"   // failed its health check
+	StateDrain = "drain"  // weight 0: keeps its flows, gets no new ones
+	StateNoMAC = "no-mac" // its Ethernet address is not known (yet)
+)
+
+// Status is the answer to the API's status request.
+type Status struct {
+	Interface string          `json:"interface"`
+	XDPMode   string          `json:"xdp_mode"`
+	Version   string          `json:"version"`
+	Services  []ServiceStatus `json:"services"`
+	// Flows is the number of entries in the connection table.
+	Flows int `json:"flows"`
+}
+
+// ServiceStatus is one service as installed, with its counters.
+type ServiceStatus struct {
+	// Service is the key, VIP:PORT/PROTO.
+	Service   string          `json:"service"`
+	Scheduler string          `json:"scheduler"`
+	Forward   string          `json:"forward"`
+	Health    *Health         `json:"health,omitempty"`
+	Backends  []BackendStatus `json:"backends"`
+	Packets   uint64          `json:"packets"`
+	Bytes     uint64          `json:"bytes"`
+	NewFlows  uint64          `json:"new_flows"`
+	// DropNoBackend counts packets dropped for lack of a usable backend.
+	DropNoBackend uint64 `json:"drop_no_backend"`
+}
+
+// BackendStatus is one backend of a service as installed.
+type BackendStatus struct {
+	Address string `json:"address"`
+	Weight  uint32 `json:"weight"`
+	// MAC is the backend's Ethernet address, empty while unknown.
+	MAC string `json:"mac"`
+	// State is StateUp, StateDown, StateDrain or StateNoMAC.
+	State string `json:"state"`
+	// Usable: healthy and MAC known, may carry traffic.
+	Usable bool `json:"usable"`
+	// InTable: usable with a weight above 0, so it receives new flows.
+	InTable bool `json:"in_table"`
+	// Reason explains State (e.g. the last health check failure).
+	Reason string `json:"reason,omitempty"`
+	// Since is when State last changed; omitted when unknown.
+	Since    time.Time `json:"since,omitzero"`
+	Packets  uint64    `json:"packets"`
+	Bytes    uint64    `json:"bytes"`
+	NewFlows uint64    `json:"new_flows"`
+}
+
+// Flow is one connection-table entry.
+type Flow struct {
+	// Protocol is tcp or udp.
+	Protocol string `json:"protocol"`
+	// Client and VIP are ADDR:PORT ("[2001:2::1]:80" for IPv6).
+	Client  string `json:"client"`
+	VIP     string `json:"vip"`
+	Backend string `json:"backend"`
+	// IdleSeconds is the time since the flow's latest packet (to within
+	// a second).
+	IdleSeconds float64 `json:"idle_seconds"`
+}
+
+// Error is the body of every API error response.
+type Error struct {
+	Error string `json:"error"`
+}
