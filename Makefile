@@ -14,7 +14,7 @@ TEST_FLAGS  ?= -count=1
 # Privileged tiers skip (loudly) without root; XLB_REQUIRE_PRIV=1 (CI) makes
 # those skips failures.
 
-.PHONY: help generate build test test-unit test-integration bench demo lint format check-generated check-printk clean
+.PHONY: help generate build install test test-unit test-integration bench demo lint format check-generated check-printk clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -22,8 +22,12 @@ help: ## list the targets
 generate: ## regenerate the bpf2go bindings (needs clang-14, llvm, libbpf-dev)
 	$(GO) generate ./bpf/
 
-build: ## build the binaries into ./bin (no clang needed: bindings are committed)
-	$(GO) build ./...
+build: ## build xlbd and xlbctl into ./bin (no clang needed: bindings are committed)
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+install: build ## install xlbd and xlbctl into /usr/local/bin and the systemd unit
+	install -m 0755 $(BIN)/xlbd $(BIN)/xlbctl /usr/local/bin/
+	install -m 0644 docs/xlbd.service /etc/systemd/system/xlbd.service
 
 test: test-unit test-integration ## run every tier: unit, BPF test-run, veth integration
 

@@ -189,6 +189,11 @@ func run(ctx context.Context, f *flags, log *slog.Logger) error {
 	} else if st != nil {
 		log.Warn("config file changed since the state was saved: the file is authoritative, API changes not in it are dropped", "config", f.config)
 	}
+	for _, svc := range initial {
+		if svc.Health != nil && svc.Health.Type != "none" {
+			log.Warn("health checks are parsed but not run yet: backends with a known MAC count as up", "service", svc.VIP, "port", svc.Port)
+		}
+	}
 	d.mu.Lock()
 	err = d.commit(initial, hash)
 	d.mu.Unlock()
