@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -23,13 +24,33 @@ type daemon struct {
 	xdpMode   string
 
 	bal   *loader.Balancer
-	neigh *loader.Neighbors
+	neigh macSource
 
 	mu         sync.Mutex
 	desired    []api.Service // normalised, in file/API order
 	configHash string
 
 	kick chan struct{} // coalesced "reconcile now"
+}
+
+// macSource resolves backend MACs (loader.Neighbors; a fake in tests).
+type macSource interface {
+	Lookup(netip.Addr) net.HardwareAddr
+	Want([]netip.Addr)
+}
+
+// initialServices picks the desired state at start: the persisted one
+// while the config file is unchanged since it was saved (it holds the
+// API's changes), else the file's. The second result says why.
+func initialServices(file []api.Service, fileHash string, st *persisted) ([]api.Service, string) {
+	switch {
+	case st == nil:
+		return file, "no state file: the config file's services"
+	case st.ConfigHash == fileHash:
+		return st.Services, "config file unchanged: the saved state, with API changes"
+	default:
+		return file, "config file changed since the state was saved: the file's services (API changes not in it dropped)"
+	}
 }
 
 // reqError carries the HTTP status a rejected change maps to.

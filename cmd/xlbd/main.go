@@ -169,11 +169,12 @@ func run(ctx context.Context, f *flags, log *slog.Logger) error {
 	}
 
 	d := &daemon{log: log, cfgPath: f.config, statePath: f.state, iface: iface, xdpMode: string(xdpMode), bal: bal, kick: make(chan struct{}, 1)}
-	d.neigh, err = loader.WatchNeighbors(ifc.Index, d.kickReconcile)
+	neigh, err := loader.WatchNeighbors(ifc.Index, d.kickReconcile)
 	if err != nil {
 		return err
 	}
-	defer d.neigh.Close()
+	defer neigh.Close()
+	d.neigh = neigh
 
 	// Desired state: the persisted one while the config file is unchanged
 	// (it holds the API's changes), else the file's.
@@ -182,13 +183,8 @@ func run(ctx context.Context, f *flags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	initial := cfg.Services
-	if st != nil && st.ConfigHash == hash {
-		initial = st.Services
-		log.Info("restored state", "file", f.state, "services", len(initial))
-	} else if st != nil {
-		log.Warn("config file changed since the state was saved: the file is authoritative, API changes not in it are dropped", "config", f.config)
-	}
+	initial, why := initialServices(cfg.Services, hash, st)
+	log.Info("desired state", "source", why, "services", len(initial))
 	for _, svc := range initial {
 		if svc.Health != nil && svc.Health.Type != "none" {
 			log.Warn("health checks are parsed but not run yet: backends with a known MAC count as up", "service", svc.VIP, "port", svc.Port)
