@@ -86,7 +86,7 @@ func (e *daemonEnv) writeConfig(s string) {
 
 func (e *daemonEnv) args(extra ...string) []string {
 	return append([]string{"--interface", lab.LinkName, "--config", e.config(), "--bpffs", e.bpffs,
-		"--api", e.sock(), "--state", filepath.Join(e.dir, "state.json"), "--metrics", "127.0.0.1:9641"}, extra...)
+		"--api", e.sock(), "--state", filepath.Join(e.dir, "state.json"), "--metrics", "127.0.0.1:9641", "--run-dir", e.dir}, extra...)
 }
 
 // start runs xlbd in the balancer's namespace and waits until its API

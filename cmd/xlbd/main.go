@@ -47,6 +47,7 @@ func parseFlags(args []string) (*flags, error) {
 	fs.StringVar(&f.metrics, "metrics", "127.0.0.1:9641", "Prometheus metrics listen address (empty: off)")
 	fs.StringVar(&f.state, "state", "/var/lib/xlb/state.json", "state file (API changes survive restarts)")
 	fs.BoolVar(&f.detach, "detach", false, "detach the pinned data plane from the interface, remove its pins and exit (forwarding stops)")
+	fs.StringVar(&f.runDir, "run-dir", "/run/xlb", "directory of the per-interface lock files")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: xlbd [flags]\n\nRuns the xlb data plane on one interface. Stopping xlbd (SIGTERM) keeps\nforwarding; a restarted xlbd re-adopts it. SIGHUP reloads the config file.\n\nFlags:\n")
@@ -124,7 +125,7 @@ func run(ctx context.Context, f *flags, log *slog.Logger) error {
 
 	// Exclusive resources first, before any kernel state is touched: a
 	// second xlbd for the same pins fails here, changing nothing.
-	unlock, err := lockPins(pinDir)
+	unlock, err := lockPins(f.runDir, pinDir)
 	if err != nil {
 		return err
 	}
@@ -229,8 +230,7 @@ func run(ctx context.Context, f *flags, log *slog.Logger) error {
 
 // lockPins takes an exclusive lock for one pin directory, so a second xlbd
 // for the same interface refuses to start.
-func lockPins(pinDir string) (func(), error) {
-	dir := "/run/xlb"
+func lockPins(dir, pinDir string) (func(), error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create %s: %w", dir, err)
 	}
