@@ -30,7 +30,7 @@ var version = "dev"
 
 type flags struct {
 	iface, config, xdpMode, bpffs, apiSock, metrics, state string
-	apiGroup                                               string
+	apiGroup, runDir                                       string
 	detach                                                 bool
 	logLevel                                               string
 }
