@@ -202,7 +202,17 @@ func TestDaemon(t *testing.T) {
 	topo := lab.NewT(t, lab.Config{Backends: 3, ClientAddrs: 8})
 	serveAll(t, topo, 8080)
 	serveAll(t, topo, 9090)
-	e := newDaemonEnv(t, topo, labConfig(topo, 8080))
+	e := newDaemonEnv(t, topo, labConfig(topo, 8080)+"    sheduler: maglev\n")
+
+	// A bad config file: xlbd does not start, names the line and key,
+	// and attaches nothing.
+	if out, err := e.run(); err == nil || !strings.Contains(out, "sheduler") || !strings.Contains(out, "line ") {
+		t.Fatalf("xlbd with a bad config: err %v, output %q", err, out)
+	}
+	if _, err := os.Stat(e.bpffs); !os.IsNotExist(err) {
+		t.Fatalf("xlbd with a bad config left pins: %v", err)
+	}
+	e.writeConfig(labConfig(topo, 8080))
 	e.start()
 
 	web := netip.AddrPortFrom(topo.VIP4, 8080)
@@ -459,6 +469,14 @@ func TestDaemonRestart(t *testing.T) {
 		if b.Address == topo.Backends[2].Addr4.String() && b.State != "drain" {
 			t.Errorf("API drain lost across the restart: %+v", b)
 		}
+	}
+
+	// SIGTERM stops xlbd on purpose: forwarding goes on without it.
+	e.cmd.Process.Signal(syscall.SIGTERM)
+	e.cmd.Wait()
+	e.cmd = nil
+	if _, err := topo.Client.Query("tcp", netip.AddrPort{}, dst, 3*time.Second); err != nil {
+		t.Errorf("after SIGTERM, forwarding stopped: %v", err)
 	}
 
 	// --detach stops forwarding and removes the pins.
