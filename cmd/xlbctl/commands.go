@@ -1,0 +1,193 @@
+package main
+
+// commands is the command table. Noun commands (status, stats, flows,
+// list) only read; verb commands (add, set, del, drain) change the running
+// state. Every change goes through xlbd, which validates it whole and
+// applies all of it or nothing.
+var commands = []command{
+	{
+		name:    "status",
+		flags:   "[-o table|json]",
+		summary: "show the data plane, each service and its backends' state",
+		help: `
+Shows the interface xlbd runs on, its XDP mode, version and number of flows,
+then each service with its health check and a table of its backends: weight,
+state (up, down, drain or no-mac), Ethernet address, packets and new flows
+forwarded, the reason for the state and how long the backend has been in it.
+Like ipvsadm -L -n.`,
+		examples: []string{
+			"xlbctl status",
+			"xlbctl status -o json | jq '.services[].backends[] | select(.state != \"up\")'",
+		},
+		setup: status,
+	},
+	{
+		name:    "stats",
+		flags:   "[-o table|json]",
+		summary: "show packets, bytes, new flows and drops per service and backend",
+		help: `
+Shows the counters of each service and of its backends: packets and bytes
+forwarded, new flows, and packets dropped because no backend was usable.
+Like ipvsadm -L -n --stats.`,
+		examples: []string{
+			"xlbctl stats",
+			"xlbctl stats -o json",
+		},
+		setup: stats,
+	},
+	{
+		name:    "flows",
+		flags:   "[--limit N] [-o table|json]",
+		summary: "list connection-table entries: client, VIP, backend, idle time",
+		help: `
+Lists the entries of the connection table, which keeps each flow on its
+backend: protocol, client, VIP, backend and the time since the flow's last
+packet. Like ipvsadm -L -n -c.`,
+		examples: []string{
+			"xlbctl flows",
+			"xlbctl flows --limit 50000 -o json",
+		},
+		setup: flows,
+	},
+	{
+		name:    "service add",
+		args:    "VIP:PORT/PROTO",
+		flags:   "[--backend ADDR[=WEIGHT]]... [--scheduler NAME] [--check TYPE] [FLAGS]",
+		summary: "create a service",
+		help: `
+Creates a service, with its backends and health check (like ipvsadm -A and
+-a). PROTO is tcp or udp. Give each backend with --backend: its address, or
+ADDR=WEIGHT for a weight other than 1 (weights are relative shares of new
+flows, 0-65535; 0 takes none). IPv6 backends may be plain or in brackets.
+
+Without check flags the service has no health check: its backends count as
+up once their MAC address is known. Any check flag adds a check; its type is
+tcp unless --check says otherwise (or an --http-* flag implies http).`,
+		examples: []string{
+			"xlbctl service add 198.18.1.1:80/tcp --backend 198.18.0.11 --backend 198.18.0.12=2",
+			"xlbctl service add 198.18.1.1:443/tcp --backend 198.18.0.11 --check http --http-path /healthz --http-expect 200,204",
+			"xlbctl service add '[2001:2::1]:53/udp' --scheduler source-hash --backend 2001:2::11 --backend '[2001:2::12]=3' --check icmp",
+		},
+		setup: serviceAdd,
+	},
+	{
+		name:    "service set",
+		args:    "VIP:PORT/PROTO",
+		flags:   "[--backend ADDR[=WEIGHT]]... [--scheduler NAME] [--check TYPE] [FLAGS]",
+		summary: "change a service's settings",
+		help: `
+Changes the settings the flags name and keeps the others (like ipvsadm -E).
+Check flags change the service's health check, or add one. --check with a
+new type drops the settings the old type alone had (the http ones, the
+port for icmp and none). Backends stay as they are unless --backend is given:
+then the service has exactly the backends given (the others are removed; use
+"backend add" and "backend del" to change one).
+
+The change is read from xlbd, modified and written back; another change to
+the same service in between is overwritten.`,
+		examples: []string{
+			"xlbctl service set 198.18.1.1:80/tcp --scheduler source-hash",
+			"xlbctl service set 198.18.1.1:80/tcp --check http --http-path /ready --rise 3 --fall 2",
+			"xlbctl service set 198.18.1.1:80/tcp --backend 198.18.0.11 --backend 198.18.0.13=4",
+			"xlbctl service set 198.18.1.1:80/tcp --check none  # backends always count as up",
+		},
+		setup: serviceSet,
+	},
+	{
+		name:    "service del",
+		args:    "VIP:PORT/PROTO",
+		summary: "delete a service and its backends",
+		help: `
+Deletes the service and its backends (like ipvsadm -D): xlbd stops
+balancing its traffic.`,
+		examples: []string{
+			"xlbctl service del 198.18.1.1:80/tcp",
+			"xlbctl service del '[2001:2::1]:53/udp'",
+		},
+		setup: serviceDel,
+	},
+	{
+		name:    "service list",
+		flags:   "[-o table|json]",
+		summary: "list the services",
+		help: `
+Lists the services with their scheduler, forwarding mode, health check type,
+number of backends and how many are up.`,
+		examples: []string{
+			"xlbctl service list",
+			"xlbctl service list -o json",
+		},
+		setup: serviceList,
+	},
+	{
+		name:    "backend add",
+		args:    "VIP:PORT/PROTO ADDR",
+		flags:   "[--weight N]",
+		summary: "add a backend to a service",
+		help: `
+Adds backend ADDR, an IPv4 or IPv6 address, to the service (like ipvsadm
+-a -g). Its weight is its relative share of new flows, 0-65535, default 1.`,
+		examples: []string{
+			"xlbctl backend add 198.18.1.1:80/tcp 198.18.0.13",
+			"xlbctl backend add '[2001:2::1]:443/tcp' 2001:2::13 --weight 2",
+		},
+		setup: backendAdd,
+	},
+	{
+		name:    "backend set",
+		args:    "VIP:PORT/PROTO ADDR",
+		flags:   "--weight N",
+		summary: "change a backend's weight",
+		help: `
+Sets the weight of backend ADDR of the service (like ipvsadm -e -w): its
+relative share of new flows, 0-65535. Weight 0 drains the backend; a weight
+above 0 undrains it.`,
+		examples: []string{
+			"xlbctl backend set 198.18.1.1:80/tcp 198.18.0.13 --weight 3",
+			"xlbctl backend set 198.18.1.1:80/tcp 198.18.0.11 --weight 1  # undo a drain",
+		},
+		setup: backendSet,
+	},
+	{
+		name:    "backend del",
+		args:    "VIP:PORT/PROTO ADDR",
+		summary: "remove a backend from a service",
+		help: `
+Removes backend ADDR from the service at once (like ipvsadm -d): its flows
+move to the other backends, which breaks its TCP connections. To let them
+finish, drain it first and remove it once "xlbctl flows" shows none left.`,
+		examples: []string{
+			"xlbctl backend del 198.18.1.1:80/tcp 198.18.0.13",
+		},
+		setup: backendDel,
+	},
+	{
+		name:    "backend drain",
+		args:    "VIP:PORT/PROTO ADDR",
+		summary: "stop sending new flows to a backend, keeping its flows",
+		help: `
+Sets the weight of backend ADDR of the service to 0: its established flows
+continue, new flows go to the other backends (like ipvsadm -e -w 0). Undo it
+with "backend set ... --weight N".`,
+		examples: []string{
+			"xlbctl backend drain 198.18.1.1:80/tcp 198.18.0.11",
+			"xlbctl flows | grep 198.18.0.11  # wait for its flows to end, then: backend del",
+		},
+		setup: backendDrain,
+	},
+	{
+		name:    "backend list",
+		args:    "VIP:PORT/PROTO",
+		flags:   "[-o table|json]",
+		summary: "list a service's backends and their state",
+		help: `
+Lists the backends of the service: weight, state (up, down, drain or no-mac),
+Ethernet address, packets and new flows forwarded, the reason for the state
+and how long the backend has been in it.`,
+		examples: []string{
+			"xlbctl backend list 198.18.1.1:80/tcp",
+			"xlbctl backend list '[2001:2::1]:443/tcp' -o json",
+		},
+		setup: backendList,
+	},
+}

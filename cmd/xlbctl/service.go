@@ -1,0 +1,403 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/xlb-lb/xlb/cmd/api"
+	"github.com/xlb-lb/xlb/maps"
+)
+
+// serviceFlags are the settings of service add and service set.
+type serviceFlags struct {
+	scheduler, forward string
+	backends           stringList
+	check              string
+	interval, timeout  string
+	rise, fall, port   string
+	httpPath           string
+	httpExpect         string
+	httpBody           string
+}
+
+// checkFlags are the flags that make up the health check.
+var checkFlags = []string{"check", "check-interval", "check-timeout", "rise", "fall", "check-port", "http-path", "http-expect", "http-body"}
+
+// httpFlags are the flags of the http check.
+var httpFlags = []string{"http-path", "http-expect", "http-body"}
+
+func (f *serviceFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.scheduler, "scheduler", "", "scheduler `NAME`: maglev (the default; ipvsadm's mh) or source-hash (sh)")
+	fs.StringVar(&f.forward, "forward", "", "forwarding `MODE`: dsr-l2 (the default and only mode; ipvsadm's -g)")
+	fs.Var(&f.backends, "backend", "backend `ADDR`, or ADDR=WEIGHT with a weight of 0-65535 (default 1); IPv6 plain or in [brackets]; repeat for more")
+	fs.StringVar(&f.check, "check", "", "health check `TYPE`: tcp (the default), http, icmp or none (no probes: backends count as up)")
+	fs.StringVar(&f.interval, "check-interval", "", "time between probes, a `DURATION` from 100ms to 1h (default 2s)")
+	fs.StringVar(&f.timeout, "check-timeout", "", "`DURATION` a probe may take, less than the interval (default 1s, or half the interval if less)")
+	fs.StringVar(&f.rise, "rise", "", "`N` successes in a row bring a backend up, 1-100 (default 2)")
+	fs.StringVar(&f.fall, "fall", "", "`N` failures in a row take a backend down, 1-100 (default 3)")
+	fs.StringVar(&f.port, "check-port", "", "`PORT` that tcp and http checks probe, 0-65535 (default 0: the service port)")
+	fs.StringVar(&f.httpPath, "http-path", "", "http check: request `PATH` (default /)")
+	fs.StringVar(&f.httpExpect, "http-expect", "", "http check: good status `CODES`, e.g. 200,204,300-399 (default 200-399)")
+	fs.StringVar(&f.httpBody, "http-body", "", "http check: `TEXT` the response body must contain")
+}
+
+// apply sets the flags given on s, checking each value on its own.
+func (f *serviceFlags) apply(s *api.Service, given map[string]bool) error {
+	if given["scheduler"] {
+		name, ok := map[string]string{
+			api.SchedulerMaglev: api.SchedulerMaglev, "mh": api.SchedulerMaglev,
+			api.SchedulerSourceHash: api.SchedulerSourceHash, "sh": api.SchedulerSourceHash,
+		}[strings.ToLower(f.scheduler)]
+		if !ok {
+			return usagef("scheduler %q: want maglev or source-hash", f.scheduler)
+		}
+		s.Scheduler = name
+	}
+	if given["forward"] {
+		if !strings.EqualFold(f.forward, api.ForwardDSRL2) {
+			return usagef("forward %q: want dsr-l2", f.forward)
+		}
+		s.Forward = api.ForwardDSRL2
+	}
+	if given["backend"] {
+		s.Backends = []api.Backend{}
+		for _, v := range f.backends {
+			b, err := parseBackend(v)
+			if err != nil {
+				return err
+			}
+			if slices.ContainsFunc(s.Backends, func(o api.Backend) bool { return o.Address == b.Address }) {
+				return usagef("backend %q: %s is given twice", v, b.Address)
+			}
+			s.Backends = append(s.Backends, b)
+		}
+	}
+	if anyGiven(given, checkFlags) {
+		return f.applyHealth(s, given)
+	}
+	return nil
+}
+
+// validate makes the checks that span several settings (a timeout below
+// the interval, no port for icmp, a backend other than the VIP, ...) by
+// xlbd's own rules, before the service is sent.
+func validate(s api.Service) error {
+	if err := s.Normalize(); err != nil { // changes the copy s only
+		return explain(err)
+	}
+	return nil
+}
+
+func (f *serviceFlags) applyHealth(s *api.Service, given map[string]bool) error {
+	var h api.Health
+	if s.Health != nil {
+		h = *s.Health
+		if h.HTTP != nil {
+			c := *h.HTTP
+			h.HTTP = &c
+		}
+	}
+	if given["check"] {
+		t, ok := map[string]string{
+			api.HealthTCP: api.HealthTCP, api.HealthHTTP: api.HealthHTTP,
+			api.HealthICMP: api.HealthICMP, api.HealthNone: api.HealthNone,
+		}[strings.ToLower(f.check)]
+		if !ok {
+			return usagef("check %q: want tcp, http, icmp or none", f.check)
+		}
+		if t != checkType(h) {
+			// A new type: drop the settings only the old one had.
+			if t != api.HealthHTTP {
+				h.HTTP = nil
+			}
+			if t == api.HealthICMP || t == api.HealthNone {
+				h.Port = 0
+			}
+		}
+		h.Type = t
+	}
+	if given["check-interval"] {
+		d, err := parseDuration("check-interval", f.interval)
+		if err != nil {
+			return err
+		}
+		// A timeout that was the old interval's default follows the new
+		// interval.
+		if !given["check-timeout"] && h.Timeout != 0 && h.Timeout == defaultTimeout(h.Interval) {
+			h.Timeout = 0
+		}
+		h.Interval = d
+	}
+	if given["check-timeout"] {
+		d, err := parseDuration("check-timeout", f.timeout)
+		if err != nil {
+			return err
+		}
+		h.Timeout = d
+	}
+	for _, n := range []struct {
+		name, v string
+		dst     *int
+		lo, hi  int
+	}{
+		{"rise", f.rise, &h.Rise, 1, api.MaxRiseFall},
+		{"fall", f.fall, &h.Fall, 1, api.MaxRiseFall},
+		{"check-port", f.port, &h.Port, 0, 65535},
+	} {
+		if given[n.name] {
+			v, err := parseInt(n.name, n.v, n.lo, n.hi)
+			if err != nil {
+				return err
+			}
+			*n.dst = v
+		}
+	}
+	if anyGiven(given, httpFlags) {
+		if h.HTTP == nil {
+			h.HTTP = &api.HTTPCheck{}
+		}
+		if given["http-path"] {
+			h.HTTP.Path = f.httpPath
+		}
+		if given["http-expect"] {
+			h.HTTP.ExpectStatus = f.httpExpect
+		}
+		if given["http-body"] {
+			h.HTTP.ExpectBody = f.httpBody
+		}
+		if t := checkType(h); t != api.HealthHTTP {
+			i := slices.IndexFunc(httpFlags, func(n string) bool { return given[n] })
+			return usagef("--%s needs --check http (the check is %s)", httpFlags[i], t)
+		}
+	}
+	s.Health = &h
+	return nil
+}
+
+// checkType is the type a health check has once xlbd applies the
+// defaults.
+func checkType(h api.Health) string {
+	switch t := strings.ToLower(h.Type); t {
+	case "":
+		if h.HTTP != nil {
+			return api.HealthHTTP
+		}
+		return api.HealthTCP
+	case "connect":
+		return api.HealthTCP
+	case "negotiate":
+		return api.HealthHTTP
+	case "ping":
+		return api.HealthICMP
+	case "on":
+		return api.HealthNone
+	default:
+		return t
+	}
+}
+
+// defaultTimeout is the timeout xlbd picks for an interval.
+func defaultTimeout(interval api.Duration) api.Duration {
+	if interval == 0 {
+		interval = api.DefaultInterval
+	}
+	return min(api.DefaultTimeout, interval/2)
+}
+
+func anyGiven(given map[string]bool, names []string) bool {
+	return slices.ContainsFunc(names, func(n string) bool { return given[n] })
+}
+
+// flagOfPath names the flag of a field of api.Service.
+var flagOfPath = map[string]string{
+	"scheduler":                 "scheduler",
+	"forward":                   "forward",
+	"health.type":               "check",
+	"health.interval":           "check-interval",
+	"health.timeout":            "check-timeout",
+	"health.rise":               "rise",
+	"health.fall":               "fall",
+	"health.port":               "check-port",
+	"health.http.path":          "http-path",
+	"health.http.expect_status": "http-expect",
+	"health.http.expect_body":   "http-body",
+}
+
+// explain turns a validation error of a service into a usage error that
+// names the flag rather than the field.
+func explain(err error) error {
+	var fe *api.FieldError
+	if !errors.As(err, &fe) {
+		return usageErr(err.Error())
+	}
+	c := *fe
+	if name, ok := flagOfPath[c.Path]; ok {
+		c.Path = name
+	} else if strings.HasPrefix(c.Path, "backends[") {
+		c.Path = "backend"
+	}
+	return usageErr(c.Error())
+}
+
+// findService returns the service named k.
+func findService(svcs []api.ServiceStatus, k maps.ServiceKey) (api.ServiceStatus, bool) {
+	for _, s := range svcs {
+		if sk, err := maps.ParseServiceKey(s.Service); err == nil && sk == k {
+			return s, true
+		}
+	}
+	return api.ServiceStatus{}, false
+}
+
+// noService is the error for a service xlbd does not have.
+func noService(k maps.ServiceKey) error {
+	return fmt.Errorf("service %s: no such service (see xlbctl service list)", k)
+}
+
+// toService turns an installed service back into the API's request form.
+func toService(k maps.ServiceKey, ss api.ServiceStatus) api.Service {
+	s := api.Service{
+		VIP: k.VIP.String(), Port: int(k.Port), Protocol: k.Proto.String(),
+		Scheduler: ss.Scheduler, Forward: ss.Forward,
+		Backends: make([]api.Backend, 0, len(ss.Backends)),
+	}
+	if ss.Health != nil {
+		h := *ss.Health
+		if h.HTTP != nil {
+			c := *h.HTTP
+			h.HTTP = &c
+		}
+		s.Health = &h
+	}
+	for _, b := range ss.Backends {
+		w := b.Weight
+		s.Backends = append(s.Backends, api.Backend{Address: b.Address, Weight: &w})
+	}
+	return s
+}
+
+func countBackends(n int) string {
+	if n == 1 {
+		return "1 backend"
+	}
+	return fmt.Sprintf("%d backends", n)
+}
+
+func serviceAdd(fs *flag.FlagSet) func(context.Context, *call) error {
+	var f serviceFlags
+	f.register(fs)
+	return func(ctx context.Context, c *call) error {
+		k, err := parseKey(c.args[0])
+		if err != nil {
+			return err
+		}
+		s := api.Service{VIP: k.VIP.String(), Port: int(k.Port), Protocol: k.Proto.String(), Backends: []api.Backend{}}
+		if err := f.apply(&s, c.given); err != nil {
+			return err
+		}
+		if err := validate(s); err != nil {
+			return err
+		}
+		st, err := c.client.AddService(ctx, s)
+		if err != nil {
+			return err
+		}
+		n := len(s.Backends)
+		if ss, ok := findService(st.Services, k); ok {
+			n = len(ss.Backends)
+		}
+		fmt.Fprintf(c.env.Stdout, "added service %s with %s\n", k, countBackends(n))
+		return nil
+	}
+}
+
+func serviceSet(fs *flag.FlagSet) func(context.Context, *call) error {
+	var f serviceFlags
+	f.register(fs)
+	return func(ctx context.Context, c *call) error {
+		k, err := parseKey(c.args[0])
+		if err != nil {
+			return err
+		}
+		if !slices.ContainsFunc(append([]string{"scheduler", "forward", "backend"}, checkFlags...), func(n string) bool { return c.given[n] }) {
+			return usagef("nothing to change: give the settings to change as flags (usage: %s)", c.cmd.usageLine())
+		}
+		// Check each flag's value before asking xlbd for the service.
+		probe := api.Service{VIP: k.VIP.String(), Port: int(k.Port), Protocol: k.Proto.String()}
+		if err := f.apply(&probe, c.given); err != nil {
+			return err
+		}
+		svcs, err := c.client.Services(ctx)
+		if err != nil {
+			return err
+		}
+		cur, ok := findService(svcs, k)
+		if !ok {
+			return noService(k)
+		}
+		s := toService(k, cur)
+		if err := f.apply(&s, c.given); err != nil {
+			return err
+		}
+		if err := validate(s); err != nil {
+			return err
+		}
+		if _, err := c.client.SetService(ctx, k.String(), s); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.env.Stdout, "changed service %s\n", k)
+		return nil
+	}
+}
+
+func serviceDel(fs *flag.FlagSet) func(context.Context, *call) error {
+	return func(ctx context.Context, c *call) error {
+		k, err := parseKey(c.args[0])
+		if err != nil {
+			return err
+		}
+		if _, err := c.client.DeleteService(ctx, k.String()); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.env.Stdout, "deleted service %s\n", k)
+		return nil
+	}
+}
+
+func serviceList(fs *flag.FlagSet) func(context.Context, *call) error {
+	out := outputFlag(fs)
+	return func(ctx context.Context, c *call) error {
+		if err := checkOutput(*out); err != nil {
+			return err
+		}
+		svcs, err := c.client.Services(ctx)
+		if err != nil {
+			return err
+		}
+		if svcs == nil {
+			svcs = []api.ServiceStatus{}
+		}
+		if *out == outputJSON {
+			return writeJSON(c.env.Stdout, svcs)
+		}
+		t := newTable(c.env.Stdout, "", "SERVICE", "SCHEDULER", "FORWARD", "CHECK", "BACKENDS", "UP")
+		for _, s := range svcs {
+			up := 0
+			for _, b := range s.Backends {
+				if b.State == api.StateUp {
+					up++
+				}
+			}
+			check := ""
+			if s.Health != nil {
+				check = s.Health.Type
+			}
+			t.row(s.Service, s.Scheduler, s.Forward, check, len(s.Backends), up)
+		}
+		return t.flush()
+	}
+}

@@ -1,0 +1,288 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode"
+
+	"github.com/xlb-lb/xlb/cmd/api"
+)
+
+func status(fs *flag.FlagSet) func(context.Context, *call) error {
+	out := outputFlag(fs)
+	return func(ctx context.Context, c *call) error {
+		if err := checkOutput(*out); err != nil {
+			return err
+		}
+		st, err := c.client.Status(ctx)
+		if err != nil {
+			return err
+		}
+		if *out == outputJSON {
+			return writeJSON(c.env.Stdout, st)
+		}
+		return writeStatus(c.env.Stdout, st, c.env.Now)
+	}
+}
+
+func writeStatus(w io.Writer, st api.Status, now func() time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "Interface:\t%s\n", orDash(st.Interface))
+	fmt.Fprintf(tw, "XDP mode:\t%s\n", orDash(st.XDPMode))
+	fmt.Fprintf(tw, "Version:\t%s\n", orDash(st.Version))
+	fmt.Fprintf(tw, "Flows:\t%d\n", st.Flows)
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(st.Services) == 0 {
+		_, err := fmt.Fprintf(w, "\nNo services.\n")
+		return err
+	}
+	for _, s := range st.Services {
+		fmt.Fprintf(w, "\nService %s, scheduler %s, forward %s\n", s.Service, orDash(s.Scheduler), orDash(s.Forward))
+		fmt.Fprintf(w, "  check: %s\n", describeCheck(s.Health))
+		if len(s.Backends) == 0 {
+			fmt.Fprintf(w, "  no backends: its traffic is dropped\n")
+			continue
+		}
+		if err := writeBackends(w, s.Backends, now, "  "); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeBackends prints a table of backends, each line after indent.
+func writeBackends(w io.Writer, bs []api.BackendStatus, now func() time.Time, indent string) error {
+	t := newTable(w, indent, "ADDRESS", "WEIGHT", "STATE", "MAC", "PACKETS", "NEW-FLOWS", "REASON", "SINCE")
+	for _, b := range bs {
+		t.row(b.Address, b.Weight, b.State, b.MAC, b.Packets, b.NewFlows, b.Reason, ageOf(now, b.Since))
+	}
+	return t.flush()
+}
+
+// describeCheck summarises a health check on one line.
+func describeCheck(h *api.Health) string {
+	if h == nil {
+		return "none (backends count as up)"
+	}
+	t := checkType(*h)
+	if t == api.HealthNone {
+		return "none (backends count as up)"
+	}
+	first := t
+	var parts []string
+	if t == api.HealthHTTP {
+		hc := api.HTTPCheck{}
+		if h.HTTP != nil {
+			hc = *h.HTTP
+		}
+		if hc.HTTPS {
+			first = "https"
+		}
+		first += " " + cmp.Or(hc.Method, api.DefaultHTTPMethod) + " " + cmp.Or(hc.Path, api.DefaultHTTPPath)
+		parts = append(parts, "expect "+cmp.Or(hc.ExpectStatus, api.DefaultExpectStatus))
+		if hc.ExpectBody != "" {
+			parts = append(parts, fmt.Sprintf("body %q", hc.ExpectBody))
+		}
+	}
+	if h.Port != 0 {
+		first += " port " + strconv.Itoa(h.Port)
+	}
+	parts = append([]string{first}, parts...)
+	if h.Interval != 0 {
+		parts = append(parts, "every "+h.Interval.String())
+	}
+	if h.Timeout != 0 {
+		parts = append(parts, "timeout "+h.Timeout.String())
+	}
+	if h.Rise != 0 {
+		parts = append(parts, "rise "+strconv.Itoa(h.Rise))
+	}
+	if h.Fall != 0 {
+		parts = append(parts, "fall "+strconv.Itoa(h.Fall))
+	}
+	if h.AllDown == api.AllDownKeepLast {
+		parts = append(parts, "all down: keep-last")
+	}
+	return strings.Join(parts, ", ")
+}
+
+func stats(fs *flag.FlagSet) func(context.Context, *call) error {
+	out := outputFlag(fs)
+	return func(ctx context.Context, c *call) error {
+		if err := checkOutput(*out); err != nil {
+			return err
+		}
+		st, err := c.client.Status(ctx)
+		if err != nil {
+			return err
+		}
+		if *out == outputJSON {
+			return writeJSON(c.env.Stdout, st)
+		}
+		t := newTable(c.env.Stdout, "", "SERVICE/BACKEND", "PACKETS", "BYTES", "NEW-FLOWS", "DROPS")
+		for _, s := range st.Services {
+			t.row(s.Service, s.Packets, humanBytes(s.Bytes), s.NewFlows, s.DropNoBackend)
+			for _, b := range s.Backends {
+				t.row("  "+b.Address, b.Packets, humanBytes(b.Bytes), b.NewFlows, "")
+			}
+		}
+		return t.flush()
+	}
+}
+
+// humanBytes formats a byte count, with binary units from 1 KiB on:
+// "512", "1258291 (1.2 MiB)".
+func humanBytes(n uint64) string {
+	if n < 1024 {
+		return strconv.FormatUint(n, 10)
+	}
+	v, unit := float64(n), -1
+	for v >= 1024 && unit < 5 {
+		v /= 1024
+		unit++
+	}
+	return fmt.Sprintf("%d (%.1f %ciB)", n, v, "KMGTPE"[unit])
+}
+
+func flows(fs *flag.FlagSet) func(context.Context, *call) error {
+	out := outputFlag(fs)
+	limit := fs.String("limit", "", "show at most `N` flows, 1-1000000 (default xlbd's: 1000)")
+	return func(ctx context.Context, c *call) error {
+		if err := checkOutput(*out); err != nil {
+			return err
+		}
+		n := 0
+		if c.given["limit"] {
+			var err error
+			if n, err = parseInt("limit", *limit, 1, 1_000_000); err != nil {
+				return err
+			}
+		}
+		fl, err := c.client.Flows(ctx, n)
+		if err != nil {
+			return err
+		}
+		if fl == nil {
+			fl = []api.Flow{}
+		}
+		if *out == outputJSON {
+			return writeJSON(c.env.Stdout, fl)
+		}
+		slices.SortStableFunc(fl, func(a, b api.Flow) int {
+			return cmp.Or(compareAddrPort(a.VIP, b.VIP), strings.Compare(a.Protocol, b.Protocol), compareAddrPort(a.Client, b.Client))
+		})
+		t := newTable(c.env.Stdout, "", "PROTO", "CLIENT", "VIP", "BACKEND", "IDLE")
+		for _, f := range fl {
+			t.row(f.Protocol, f.Client, f.VIP, f.Backend, age(time.Duration(f.IdleSeconds*float64(time.Second))))
+		}
+		if err := t.flush(); err != nil {
+			return err
+		}
+		if want := cmp.Or(n, 1000); len(fl) >= want {
+			fmt.Fprintf(c.env.Stderr, "xlbctl: flows: showing the first %d flows (--limit N for more)\n", len(fl))
+		}
+		return nil
+	}
+}
+
+// compareAddrPort orders ADDR:PORT text numerically, falling back to text
+// order for anything else.
+func compareAddrPort(a, b string) int {
+	x, errX := netip.ParseAddrPort(a)
+	y, errY := netip.ParseAddrPort(b)
+	if errX != nil || errY != nil {
+		return strings.Compare(a, b)
+	}
+	return x.Compare(y)
+}
+
+// age formats a duration compactly, to the second: "45s", "3m12s",
+// "2h5m", "3d4h".
+func age(d time.Duration) string {
+	s := int64(d.Round(time.Second) / time.Second)
+	if s < 0 {
+		s = 0
+	}
+	switch {
+	case s < 60:
+		return fmt.Sprintf("%ds", s)
+	case s < 3600:
+		return fmt.Sprintf("%dm%ds", s/60, s%60)
+	case s < 86400:
+		return fmt.Sprintf("%dh%dm", s/3600, s%3600/60)
+	}
+	return fmt.Sprintf("%dd%dh", s/86400, s%86400/3600)
+}
+
+// ageOf formats how long ago t was; "" if t is zero.
+func ageOf(now func() time.Time, t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return age(now().Sub(t))
+}
+
+// writeJSON prints v as indented JSON.
+func writeJSON(w io.Writer, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
+// table writes aligned columns; empty cells show as "-".
+type table struct {
+	tw     *tabwriter.Writer
+	indent string
+}
+
+func newTable(w io.Writer, indent string, header ...string) *table {
+	t := &table{tw: tabwriter.NewWriter(w, 0, 0, 2, ' ', 0), indent: indent}
+	t.line(header)
+	return t
+}
+
+func (t *table) row(cells ...any) {
+	s := make([]string, len(cells))
+	for i, c := range cells {
+		s[i] = orDash(fmt.Sprint(c))
+	}
+	t.line(s)
+}
+
+func (t *table) line(cells []string) {
+	for i, c := range cells {
+		// A tab or newline in a cell (a health check's reason, say) would
+		// break the columns.
+		cells[i] = strings.Map(func(r rune) rune {
+			if unicode.IsControl(r) {
+				return ' '
+			}
+			return r
+		}, c)
+	}
+	fmt.Fprintf(t.tw, "%s%s\n", t.indent, strings.Join(cells, "\t"))
+}
+
+func (t *table) flush() error { return t.tw.Flush() }
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

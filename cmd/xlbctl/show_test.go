@@ -1,0 +1,172 @@
+package main
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/xlb-lb/xlb/cmd/api"
+)
+
+func TestStatus(t *testing.T) {
+	fc := &fakeClient{status: sampleStatus()}
+	r := mustRun(t, fc, "status")
+	sameLines(t, "status", r.stdout, `Interface:  eth0
+XDP mode:   native
+Version:    v0.3.0
+Flows:      42
+
+Service 198.18.1.1:80/tcp, scheduler maglev, forward dsr-l2
+  check: http GET /healthz, expect 200-399, every 2s, timeout 1s, rise 2, fall 3
+  ADDRESS      WEIGHT  STATE   MAC                PACKETS  NEW-FLOWS  REASON                          SINCE
+  198.18.0.11  1       up      02:00:00:00:00:11  1000     20         -                               3m12s
+  198.18.0.12  0       drain   02:00:00:00:00:12  500      10         -                               2h5m
+  198.18.0.13  2       no-mac  -                  0        0          MAC not resolved yet (ARP/NDP)  -
+
+Service [2001:2::1]:53/udp, scheduler source-hash, forward dsr-l2
+  check: none (backends count as up)
+  no backends: its traffic is dropped
+`)
+	if want := []string{"Status"}; !reflect.DeepEqual(r.calls, want) {
+		t.Errorf("calls %q, want %q", r.calls, want)
+	}
+
+	r = mustRun(t, &fakeClient{status: api.Status{Interface: "eth1", XDPMode: "generic", Version: "dev"}}, "status", "--output", "table")
+	sameLines(t, "empty status", r.stdout, "Interface:  eth1\nXDP mode:   generic\nVersion:    dev\nFlows:      0\n\nNo services.\n")
+}
+
+// -o json prints the API's answer, indented, and it decodes back whole.
+func TestReadCommandsJSON(t *testing.T) {
+	st := sampleStatus()
+	flows := []api.Flow{{Protocol: "tcp", Client: "198.18.2.10:40000", VIP: "198.18.1.1:80", Backend: "198.18.0.11", IdleSeconds: 1.5}}
+	for _, tc := range []struct {
+		args  []string
+		want  any
+		calls []string
+	}{
+		{[]string{"status", "-o", "json"}, st, []string{"Status"}},
+		{[]string{"stats", "-o", "json"}, st, []string{"Status"}},
+		{[]string{"service", "list", "-o", "json"}, st.Services, []string{"Services"}},
+		{[]string{"backend", "list", "198.18.1.1:80/tcp", "-o", "json"}, st.Services[0].Backends, []string{"Services"}},
+		{[]string{"backend", "list", "[2001:2::1]:53/udp", "--output", "json"}, []api.BackendStatus{}, []string{"Services"}},
+		{[]string{"flows", "-o", "json", "--limit", "10"}, flows, []string{"Flows 10"}},
+	} {
+		fc := &fakeClient{status: st, flows: flows}
+		r := mustRun(t, fc, tc.args...)
+		sameLines(t, tc.args[0], r.stdout, indentJSON(t, tc.want))
+		if !reflect.DeepEqual(r.calls, tc.calls) {
+			t.Errorf("%q: calls %q, want %q", tc.args, r.calls, tc.calls)
+		}
+		back := reflect.New(reflect.TypeOf(tc.want))
+		if err := json.Unmarshal([]byte(r.stdout), back.Interface()); err != nil || !reflect.DeepEqual(back.Elem().Interface(), tc.want) {
+			t.Errorf("%q: output does not decode back: %v", tc.args, err)
+		}
+	}
+	// Empty lists are [], not null.
+	r := mustRun(t, &fakeClient{}, "service", "list", "-o", "json")
+	sameLines(t, "no services", r.stdout, "[]\n")
+	r = mustRun(t, &fakeClient{}, "flows", "-o", "json")
+	sameLines(t, "no flows", r.stdout, "[]\n")
+}
+
+func TestStats(t *testing.T) {
+	r := mustRun(t, &fakeClient{status: sampleStatus()}, "stats")
+	sameLines(t, "stats", r.stdout, `SERVICE/BACKEND     PACKETS  BYTES               NEW-FLOWS  DROPS
+198.18.1.1:80/tcp   1500     1258291 (1.2 MiB)   30         2
+  198.18.0.11       1000     838860 (819.2 KiB)  20         -
+  198.18.0.12       500      419431 (409.6 KiB)  10         -
+  198.18.0.13       0        0                   0          -
+[2001:2::1]:53/udp  7        700                 0          7
+`)
+}
+
+func TestFlows(t *testing.T) {
+	fc := &fakeClient{flows: []api.Flow{
+		{Protocol: "udp", Client: "[2001:2::100]:5353", VIP: "[2001:2::1]:53", Backend: "2001:2::11", IdleSeconds: 75},
+		{Protocol: "tcp", Client: "198.18.2.10:40000", VIP: "198.18.1.1:80", Backend: "198.18.0.11", IdleSeconds: 0.4},
+		{Protocol: "tcp", Client: "198.18.2.9:40001", VIP: "198.18.1.1:80", Backend: "", IdleSeconds: 4000},
+	}}
+	r := mustRun(t, fc, "flows")
+	// Sorted by VIP, then client, numerically.
+	sameLines(t, "flows", r.stdout, `PROTO  CLIENT              VIP             BACKEND      IDLE
+tcp    198.18.2.9:40001    198.18.1.1:80   -            1h6m
+tcp    198.18.2.10:40000   198.18.1.1:80   198.18.0.11  0s
+udp    [2001:2::100]:5353  [2001:2::1]:53  2001:2::11   1m15s
+`)
+	if want := []string{"Flows 0"}; !reflect.DeepEqual(r.calls, want) {
+		t.Errorf("calls %q, want %q (0: xlbd's default limit)", r.calls, want)
+	}
+
+	// A full page says so on stderr, and still succeeds.
+	fc = &fakeClient{flows: fc.flows[:2]}
+	r = xlbctl(t, fc, "flows", "--limit", "2")
+	if r.code != 0 || r.stderr != "xlbctl: flows: showing the first 2 flows (--limit N for more)\n" {
+		t.Errorf("full page: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if want := []string{"Flows 2"}; !reflect.DeepEqual(r.calls, want) {
+		t.Errorf("calls %q, want %q", r.calls, want)
+	}
+}
+
+func TestServiceList(t *testing.T) {
+	r := mustRun(t, &fakeClient{status: sampleStatus()}, "service", "list")
+	sameLines(t, "service list", r.stdout, `SERVICE             SCHEDULER    FORWARD  CHECK  BACKENDS  UP
+198.18.1.1:80/tcp   maglev       dsr-l2   http   3         1
+[2001:2::1]:53/udp  source-hash  dsr-l2   -      0         0
+`)
+}
+
+func TestBackendList(t *testing.T) {
+	fc := &fakeClient{status: sampleStatus()}
+	// The key is matched in any spelling.
+	r := mustRun(t, fc, "backend", "list", "198.18.1.1:80/TCP")
+	sameLines(t, "backend list", r.stdout, `ADDRESS      WEIGHT  STATE   MAC                PACKETS  NEW-FLOWS  REASON                          SINCE
+198.18.0.11  1       up      02:00:00:00:00:11  1000     20         -                               3m12s
+198.18.0.12  0       drain   02:00:00:00:00:12  500      10         -                               2h5m
+198.18.0.13  2       no-mac  -                  0        0          MAC not resolved yet (ARP/NDP)  -
+`)
+	r = mustRun(t, fc, "backend", "list", "[2001:2:0::1]:53/udp")
+	sameLines(t, "no backends", r.stdout, "ADDRESS  WEIGHT  STATE  MAC  PACKETS  NEW-FLOWS  REASON  SINCE\n")
+
+	r = xlbctl(t, &fakeClient{status: sampleStatus()}, "backend", "list", "198.18.1.9:80/tcp")
+	if r.code != 1 || r.stderr != "xlbctl: backend list: service 198.18.1.9:80/tcp: no such service (see xlbctl service list)\n" {
+		t.Errorf("missing service: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+func TestFormatting(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		-time.Second: "0s", 0: "0s", 499 * time.Millisecond: "0s", 45 * time.Second: "45s",
+		192 * time.Second: "3m12s", 2*time.Hour + 5*time.Minute + 59*time.Second: "2h5m",
+		76 * time.Hour: "3d4h",
+	} {
+		if got := age(d); got != want {
+			t.Errorf("age(%v) = %q, want %q", d, got, want)
+		}
+	}
+	for n, want := range map[uint64]string{
+		0: "0", 1023: "1023", 1024: "1024 (1.0 KiB)", 1258291: "1258291 (1.2 MiB)",
+		5 << 30: "5368709120 (5.0 GiB)", 1<<64 - 1: "18446744073709551615 (16.0 EiB)",
+	} {
+		if got := humanBytes(n); got != want {
+			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
+		}
+	}
+	for _, tc := range []struct {
+		h    *api.Health
+		want string
+	}{
+		{nil, "none (backends count as up)"},
+		{&api.Health{Type: "none"}, "none (backends count as up)"},
+		{&api.Health{Type: "tcp", Port: 8080, Interval: api.Duration(5 * time.Second), Timeout: api.Duration(time.Second), Rise: 1, Fall: 2, AllDown: "keep-last"},
+			"tcp port 8080, every 5s, timeout 1s, rise 1, fall 2, all down: keep-last"},
+		{&api.Health{Type: "http", HTTP: &api.HTTPCheck{Method: "HEAD", Path: "/ready", HTTPS: true, ExpectStatus: "200", ExpectBody: "ok"}},
+			`https HEAD /ready, expect 200, body "ok"`},
+		{&api.Health{Type: "icmp", Interval: api.Duration(time.Second)}, "icmp, every 1s"},
+	} {
+		if got := describeCheck(tc.h); got != tc.want {
+			t.Errorf("describeCheck(%+v) = %q, want %q", tc.h, got, tc.want)
+		}
+	}
+}
