@@ -111,6 +111,23 @@ func (e *daemonEnv) start() {
 	}
 }
 
+// ctl runs xlbctl against this daemon and returns its output.
+func (e *daemonEnv) ctl(args ...string) (string, error) {
+	cmd := exec.Command(filepath.Join(binDir, "xlbctl"), append([]string{"--api", e.sock()}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// mustCtl runs xlbctl and fails the test if it fails.
+func (e *daemonEnv) mustCtl(args ...string) string {
+	e.t.Helper()
+	out, err := e.ctl(args...)
+	if err != nil {
+		e.t.Fatalf("xlbctl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
 // run runs xlbd to completion (for commands that must fail).
 func (e *daemonEnv) run(extra ...string) (string, error) {
 	cmd := e.topo.Balancer.NS.Command(context.Background(), filepath.Join(binDir, "xlbd"), e.args(extra...)...)
@@ -230,15 +247,21 @@ func TestDaemon(t *testing.T) {
 		t.Errorf("second xlbd: err %v, output %q; want a refusal naming another xlbd", err, out)
 	}
 
-	// API: add a service and its backends.
+	// The CLI: add a service with one backend, then the others.
 	key2 := fmt.Sprintf("%s:9090/tcp", topo.VIP4)
-	if code, out := e.do("POST", "/v1/services", map[string]any{"vip": topo.VIP4.String(), "port": 9090, "protocol": "tcp"}); code != 200 {
-		t.Fatalf("add service: %d %s", code, out)
+	e.mustCtl("service", "add", key2, "--backend", topo.Backends[0].Addr4.String())
+	for _, h := range topo.Backends[1:] {
+		e.mustCtl("backend", "add", key2, h.Addr4.String())
 	}
-	for _, h := range topo.Backends {
-		if code, out := e.do("POST", svcPath(key2)+"/backends", map[string]any{"address": h.Addr4.String()}); code != 200 {
-			t.Fatalf("add backend: %d %s", code, out)
-		}
+	if out := e.mustCtl("status"); !strings.Contains(out, key2) || strings.Count(out, " up ") < 6 {
+		t.Errorf("xlbctl status does not show both services with their 6 backends up:\n%s", out)
+	}
+	// CLI errors: one line, non-zero exit, nothing changed.
+	if out, err := e.ctl("backend", "add", key2, "198.18.0.11", "--weight", "70000"); err == nil || strings.Count(strings.TrimSpace(out), "\n") != 0 || !strings.Contains(out, "70000") {
+		t.Errorf("xlbctl with a bad weight: err %v, output %q", err, out)
+	}
+	if out, err := e.ctl("service", "del", "198.18.1.1:1/tcp"); err == nil || !strings.Contains(out, "198.18.1.1:1/tcp") {
+		t.Errorf("xlbctl deleting a missing service: err %v, output %q", err, out)
 	}
 	api2 := netip.AddrPortFrom(topo.VIP4, 9090)
 	if c := spreadOver(t, topo, api2, 300, 21000); len(c) != 3 {
@@ -278,19 +301,26 @@ func TestDaemon(t *testing.T) {
 
 	// Drain one backend of the API service: no new connections reach it.
 	drained := topo.Backends[0]
-	if code, out := e.do("POST", svcPath(key2)+"/backends/"+drained.Addr4.String()+"/drain", nil); code != 200 {
-		t.Fatalf("drain: %d %s", code, out)
-	}
+	e.mustCtl("backend", "drain", key2, drained.Addr4.String())
 	if c := spreadOver(t, topo, api2, 200, 22000); c[drained.Name] != 0 {
 		t.Errorf("drained backend got %d new connections", c[drained.Name])
 	}
 	// Weights: set 3 on one backend and it gets the larger share.
 	heavy := topo.Backends[1]
-	if code, out := e.do("PUT", svcPath(key2)+"/backends/"+heavy.Addr4.String(), map[string]any{"weight": 3}); code != 200 {
-		t.Fatalf("set weight: %d %s", code, out)
+	e.mustCtl("backend", "set", key2, heavy.Addr4.String(), "--weight", "3")
+	var st api.Status
+	if err := json.Unmarshal([]byte(e.mustCtl("status", "-o", "json")), &st); err != nil {
+		t.Fatalf("xlbctl status -o json: %v", err)
 	}
 	if c := spreadOver(t, topo, api2, 400, 23000); c[heavy.Name] < 2*c[topo.Backends[2].Name] {
 		t.Errorf("weight 3 vs 1: %v", c)
+	}
+
+	if out := e.mustCtl("flows", "--limit", "5"); !strings.Contains(out, topo.VIP4.String()) {
+		t.Errorf("xlbctl flows shows no flow to the VIP:\n%s", out)
+	}
+	if out := e.mustCtl("stats"); !strings.Contains(out, key2) {
+		t.Errorf("xlbctl stats lacks %s:\n%s", key2, out)
 	}
 
 	// SIGHUP with a broken file changes nothing.
