@@ -112,7 +112,7 @@ func (c *Config) Validate() error {
 	n := *c
 	n.Services = make([]Service, len(c.Services))
 	for i, s := range c.Services {
-		n.Services[i] = s.clone()
+		n.Services[i] = s.Clone()
 	}
 	if c.Services == nil {
 		n.Services = nil

@@ -351,7 +351,7 @@ func cloneConfig(c *Config) *Config {
 	n := *c
 	n.Services = nil
 	for _, s := range c.Services {
-		n.Services = append(n.Services, s.clone())
+		n.Services = append(n.Services, s.Clone())
 	}
 	return &n
 }

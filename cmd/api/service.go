@@ -131,7 +131,7 @@ type HTTPCheck struct {
 // the service ("port 0: out of range 1-65535"), for callers to prefix. On
 // error s is unchanged.
 func (s *Service) Normalize() error {
-	n := s.clone()
+	n := s.Clone()
 	if err := n.normalize(); err != nil {
 		return err
 	}
@@ -205,7 +205,8 @@ func ParseServiceKey(s string) (maps.ServiceKey, error) {
 	return maps.ServiceKey{}, fmt.Errorf("service %q: %w", s, err)
 }
 
-func (s Service) clone() Service {
+// Clone returns a deep copy: no pointer or slice is shared with s.
+func (s Service) Clone() Service {
 	s.Backends = slices.Clone(s.Backends)
 	for i := range s.Backends {
 		if w := s.Backends[i].Weight; w != nil {
@@ -214,13 +215,14 @@ func (s Service) clone() Service {
 		}
 	}
 	if s.Health != nil {
-		h := s.Health.clone()
+		h := s.Health.Clone()
 		s.Health = &h
 	}
 	return s
 }
 
-func (h Health) clone() Health {
+// Clone returns a deep copy of the health check.
+func (h Health) Clone() Health {
 	if h.HTTP != nil {
 		c := *h.HTTP
 		h.HTTP = &c

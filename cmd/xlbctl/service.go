@@ -266,11 +266,7 @@ func toService(k maps.ServiceKey, ss api.ServiceStatus) api.Service {
 		Backends: make([]api.Backend, 0, len(ss.Backends)),
 	}
 	if ss.Health != nil {
-		h := *ss.Health
-		if h.HTTP != nil {
-			c := *h.HTTP
-			h.HTTP = &c
-		}
+		h := ss.Health.Clone()
 		s.Health = &h
 	}
 	for _, b := range ss.Backends {

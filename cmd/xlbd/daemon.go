@@ -184,32 +184,13 @@ func (d *daemon) mutate(fn func([]api.Service) ([]api.Service, error)) error {
 	defer d.mu.Unlock()
 	next := make([]api.Service, len(d.desired))
 	for i, s := range d.desired {
-		next[i] = cloneService(s)
+		next[i] = s.Clone()
 	}
 	next, err := fn(next)
 	if err != nil {
 		return err
 	}
 	return d.commit(next, d.configHash)
-}
-
-func cloneService(s api.Service) api.Service {
-	s.Backends = slices.Clone(s.Backends)
-	for i, b := range s.Backends {
-		if b.Weight != nil {
-			w := *b.Weight
-			s.Backends[i].Weight = &w
-		}
-	}
-	if s.Health != nil {
-		h := *s.Health
-		if h.HTTP != nil {
-			hc := *h.HTTP
-			h.HTTP = &hc
-		}
-		s.Health = &h
-	}
-	return s
 }
 
 func findService(svcs []api.Service, key maps.ServiceKey) int {
