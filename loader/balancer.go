@@ -141,12 +141,7 @@ func (b *Balancer) Detach() error {
 			errs = append(errs, fmt.Errorf("remove pins %s: %w", b.opts.PinDir, err))
 		}
 	}
-	if b.link != nil {
-		if err := b.link.Unpin(); err != nil && !errors.Is(err, os.ErrNotExist) {
-			// Already gone with the directory; the close below detaches.
-			_ = err
-		}
-	}
+	// The pins went with the directory; closing the last link fd detaches.
 	errs = append(errs, b.Close())
 	return errors.Join(errs...)
 }
