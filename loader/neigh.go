@@ -59,6 +59,20 @@ func WatchNeighbors(ifindex int, onChange func()) (*Neighbors, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("subscribe to neighbour updates: %w", err)
 	}
+	// Read the table now, after subscribing (so no change is missed), so
+	// that callers see every known MAC as soon as this returns.
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		list, err := netlink.NeighList(ifindex, fam)
+		if err != nil {
+			close(n.done)
+			return nil, fmt.Errorf("list neighbours: %w", err)
+		}
+		for _, e := range list {
+			if addr, ok := netip.AddrFromSlice(e.IP); ok && e.State&usableState != 0 && len(e.HardwareAddr) == 6 {
+				n.macs[addr.Unmap()] = append(net.HardwareAddr(nil), e.HardwareAddr...)
+			}
+		}
+	}
 	n.wg.Add(2)
 	go n.follow(updates)
 	go n.retry()
@@ -108,21 +122,30 @@ func (n *Neighbors) Lookup(addr netip.Addr) net.HardwareAddr {
 }
 
 // Want sets the addresses whose MACs are needed and asks the kernel to
-// resolve those it does not know yet.
+// resolve those it does not know yet. If a newly wanted address's MAC is
+// already known (it may have arrived between the caller's Lookup and this
+// call), onChange fires so the caller picks it up.
 func (n *Neighbors) Want(addrs []netip.Addr) {
 	n.mu.Lock()
 	want := make(map[netip.Addr]time.Time, len(addrs))
 	var resolve []netip.Addr
+	known := false
 	for _, a := range addrs {
 		a = a.Unmap()
-		want[a] = n.want[a]
+		last, was := n.want[a]
+		want[a] = last
 		if n.macs[a] == nil {
 			resolve = append(resolve, a)
 			want[a] = time.Now()
+		} else if !was {
+			known = true
 		}
 	}
 	n.want = want
 	n.mu.Unlock()
+	if known && n.onChange != nil {
+		n.onChange()
+	}
 	for _, a := range resolve {
 		solicit(a)
 	}
