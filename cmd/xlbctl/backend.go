@@ -116,29 +116,26 @@ func backendDrain(fs *flag.FlagSet) func(context.Context, *call) error {
 }
 
 func backendList(fs *flag.FlagSet) func(context.Context, *call) error {
-	out := outputFlag(fs)
-	return func(ctx context.Context, c *call) error {
-		if err := checkOutput(*out); err != nil {
-			return err
-		}
-		k, err := parseKey(c.args[0])
-		if err != nil {
-			return err
-		}
-		svcs, err := c.client.Services(ctx)
-		if err != nil {
-			return err
-		}
-		ss, ok := findService(svcs, k)
-		if !ok {
-			return noService(k)
-		}
-		if ss.Backends == nil {
-			ss.Backends = []api.BackendStatus{}
-		}
-		if *out == outputJSON {
-			return writeJSON(c.env.Stdout, ss.Backends)
-		}
-		return writeBackends(c.env.Stdout, ss.Backends, c.env.Now, "")
-	}
+	return readCommand(fs,
+		func(ctx context.Context, c *call) ([]api.BackendStatus, error) {
+			k, err := parseKey(c.args[0])
+			if err != nil {
+				return nil, err
+			}
+			svcs, err := c.client.Services(ctx)
+			if err != nil {
+				return nil, err
+			}
+			ss, ok := findService(svcs, k)
+			if !ok {
+				return nil, noService(k)
+			}
+			if ss.Backends == nil {
+				ss.Backends = []api.BackendStatus{}
+			}
+			return ss.Backends, nil
+		},
+		func(c *call, bes []api.BackendStatus) error {
+			return writeBackends(c.env.Stdout, bes, c.env.Now, "")
+		})
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"strconv"
@@ -102,6 +103,25 @@ func outputFlag(fs *flag.FlagSet) *string {
 	fs.StringVar(o, "output", outputTable, "output `FORMAT`: table or json (the API's JSON)")
 	fs.StringVar(o, "o", outputTable, "short for --output")
 	return o
+}
+
+// readCommand builds a read-only command: it registers -o, checks it,
+// fetches, then writes the API's JSON or the command's table.
+func readCommand[T any](fs *flag.FlagSet, fetch func(context.Context, *call) (T, error), table func(*call, T) error) func(context.Context, *call) error {
+	out := outputFlag(fs)
+	return func(ctx context.Context, c *call) error {
+		if err := checkOutput(*out); err != nil {
+			return err
+		}
+		v, err := fetch(ctx, c)
+		if err != nil {
+			return err
+		}
+		if *out == outputJSON {
+			return writeJSON(c.env.Stdout, v)
+		}
+		return table(c, v)
+	}
 }
 
 // checkOutput checks an -o value.

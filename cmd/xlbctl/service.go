@@ -365,35 +365,29 @@ func serviceDel(fs *flag.FlagSet) func(context.Context, *call) error {
 }
 
 func serviceList(fs *flag.FlagSet) func(context.Context, *call) error {
-	out := outputFlag(fs)
-	return func(ctx context.Context, c *call) error {
-		if err := checkOutput(*out); err != nil {
-			return err
-		}
-		svcs, err := c.client.Services(ctx)
-		if err != nil {
-			return err
-		}
-		if svcs == nil {
-			svcs = []api.ServiceStatus{}
-		}
-		if *out == outputJSON {
-			return writeJSON(c.env.Stdout, svcs)
-		}
-		t := newTable(c.env.Stdout, "", "SERVICE", "SCHEDULER", "FORWARD", "CHECK", "BACKENDS", "UP")
-		for _, s := range svcs {
-			up := 0
-			for _, b := range s.Backends {
-				if b.State == api.StateUp {
-					up++
+	return readCommand(fs,
+		func(ctx context.Context, c *call) ([]api.ServiceStatus, error) {
+			svcs, err := c.client.Services(ctx)
+			if svcs == nil {
+				svcs = []api.ServiceStatus{}
+			}
+			return svcs, err
+		},
+		func(c *call, svcs []api.ServiceStatus) error {
+			t := newTable(c.env.Stdout, "", "SERVICE", "SCHEDULER", "FORWARD", "CHECK", "BACKENDS", "UP")
+			for _, s := range svcs {
+				up := 0
+				for _, b := range s.Backends {
+					if b.State == api.StateUp {
+						up++
+					}
 				}
+				check := ""
+				if s.Health != nil {
+					check = s.Health.Type
+				}
+				t.row(s.Service, s.Scheduler, s.Forward, check, len(s.Backends), up)
 			}
-			check := ""
-			if s.Health != nil {
-				check = s.Health.Type
-			}
-			t.row(s.Service, s.Scheduler, s.Forward, check, len(s.Backends), up)
-		}
-		return t.flush()
-	}
+			return t.flush()
+		})
 }

@@ -19,20 +19,9 @@ import (
 )
 
 func status(fs *flag.FlagSet) func(context.Context, *call) error {
-	out := outputFlag(fs)
-	return func(ctx context.Context, c *call) error {
-		if err := checkOutput(*out); err != nil {
-			return err
-		}
-		st, err := c.client.Status(ctx)
-		if err != nil {
-			return err
-		}
-		if *out == outputJSON {
-			return writeJSON(c.env.Stdout, st)
-		}
-		return writeStatus(c.env.Stdout, st, c.env.Now)
-	}
+	return readCommand(fs,
+		func(ctx context.Context, c *call) (api.Status, error) { return c.client.Status(ctx) },
+		func(c *call, st api.Status) error { return writeStatus(c.env.Stdout, st, c.env.Now) })
 }
 
 func writeStatus(w io.Writer, st api.Status, now func() time.Time) error {
@@ -119,27 +108,18 @@ func describeCheck(h *api.Health) string {
 }
 
 func stats(fs *flag.FlagSet) func(context.Context, *call) error {
-	out := outputFlag(fs)
-	return func(ctx context.Context, c *call) error {
-		if err := checkOutput(*out); err != nil {
-			return err
-		}
-		st, err := c.client.Status(ctx)
-		if err != nil {
-			return err
-		}
-		if *out == outputJSON {
-			return writeJSON(c.env.Stdout, st)
-		}
-		t := newTable(c.env.Stdout, "", "SERVICE/BACKEND", "PACKETS", "BYTES", "NEW-FLOWS", "DROPS")
-		for _, s := range st.Services {
-			t.row(s.Service, s.Packets, humanBytes(s.Bytes), s.NewFlows, s.DropNoBackend)
-			for _, b := range s.Backends {
-				t.row("  "+b.Address, b.Packets, humanBytes(b.Bytes), b.NewFlows, "")
+	return readCommand(fs,
+		func(ctx context.Context, c *call) (api.Status, error) { return c.client.Status(ctx) },
+		func(c *call, st api.Status) error {
+			t := newTable(c.env.Stdout, "", "SERVICE/BACKEND", "PACKETS", "BYTES", "NEW-FLOWS", "DROPS")
+			for _, s := range st.Services {
+				t.row(s.Service, s.Packets, humanBytes(s.Bytes), s.NewFlows, s.DropNoBackend)
+				for _, b := range s.Backends {
+					t.row("  "+b.Address, b.Packets, humanBytes(b.Bytes), b.NewFlows, "")
+				}
 			}
-		}
-		return t.flush()
-	}
+			return t.flush()
+		})
 }
 
 // humanBytes formats a byte count, with binary units from 1 KiB on:
@@ -157,44 +137,39 @@ func humanBytes(n uint64) string {
 }
 
 func flows(fs *flag.FlagSet) func(context.Context, *call) error {
-	out := outputFlag(fs)
 	limit := fs.String("limit", "", "show at most `N` flows, 1-1000000 (default xlbd's: 1000)")
-	return func(ctx context.Context, c *call) error {
-		if err := checkOutput(*out); err != nil {
-			return err
-		}
-		n := 0
-		if c.given["limit"] {
-			var err error
-			if n, err = parseInt("limit", *limit, 1, 1_000_000); err != nil {
+	n := 0 // the parsed --limit, 0 for xlbd's default
+	return readCommand(fs,
+		func(ctx context.Context, c *call) ([]api.Flow, error) {
+			n = 0
+			if c.given["limit"] {
+				var err error
+				if n, err = parseInt("limit", *limit, 1, 1_000_000); err != nil {
+					return nil, err
+				}
+			}
+			fl, err := c.client.Flows(ctx, n)
+			if fl == nil {
+				fl = []api.Flow{}
+			}
+			return fl, err
+		},
+		func(c *call, fl []api.Flow) error {
+			slices.SortStableFunc(fl, func(a, b api.Flow) int {
+				return cmp.Or(compareAddrPort(a.VIP, b.VIP), strings.Compare(a.Protocol, b.Protocol), compareAddrPort(a.Client, b.Client))
+			})
+			t := newTable(c.env.Stdout, "", "PROTO", "CLIENT", "VIP", "BACKEND", "IDLE")
+			for _, f := range fl {
+				t.row(f.Protocol, f.Client, f.VIP, f.Backend, age(time.Duration(f.IdleSeconds*float64(time.Second))))
+			}
+			if err := t.flush(); err != nil {
 				return err
 			}
-		}
-		fl, err := c.client.Flows(ctx, n)
-		if err != nil {
-			return err
-		}
-		if fl == nil {
-			fl = []api.Flow{}
-		}
-		if *out == outputJSON {
-			return writeJSON(c.env.Stdout, fl)
-		}
-		slices.SortStableFunc(fl, func(a, b api.Flow) int {
-			return cmp.Or(compareAddrPort(a.VIP, b.VIP), strings.Compare(a.Protocol, b.Protocol), compareAddrPort(a.Client, b.Client))
+			if want := cmp.Or(n, 1000); len(fl) >= want {
+				fmt.Fprintf(c.env.Stderr, "xlbctl: flows: showing the first %d flows (--limit N for more)\n", len(fl))
+			}
+			return nil
 		})
-		t := newTable(c.env.Stdout, "", "PROTO", "CLIENT", "VIP", "BACKEND", "IDLE")
-		for _, f := range fl {
-			t.row(f.Protocol, f.Client, f.VIP, f.Backend, age(time.Duration(f.IdleSeconds*float64(time.Second))))
-		}
-		if err := t.flush(); err != nil {
-			return err
-		}
-		if want := cmp.Or(n, 1000); len(fl) >= want {
-			fmt.Fprintf(c.env.Stderr, "xlbctl: flows: showing the first %d flows (--limit N for more)\n", len(fl))
-		}
-		return nil
-	}
 }
 
 // compareAddrPort orders ADDR:PORT text numerically, falling back to text
