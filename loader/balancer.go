@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"reflect"
 	"slices"
 	"sort"
 	"sync"
@@ -185,6 +186,7 @@ type plan struct {
 	newIDs  []uint32 // backend ids allocated for this change
 	freeIDs []uint32 // backend ids of removed backends
 	newSvc  bool
+	noop    bool // the service is installed exactly so already
 }
 
 // planService validates s and computes its ids and Maglev table without
@@ -199,6 +201,13 @@ func (b *Balancer) planService(s Service) (*plan, error) {
 		s.Backends[i].Addr = s.Backends[i].Addr.Unmap()
 	}
 	p := &plan{key: s.Key, old: b.services[s.Key]}
+	if p.old != nil && reflect.DeepEqual(p.old.cfg, s) {
+		// Unchanged: no table to build, nothing to write. Sync runs on
+		// every health or neighbour change; only the service that
+		// changed pays for a rebuild.
+		p.state, p.noop = p.old, true
+		return p, nil
+	}
 	st := &svcState{cfg: s, ids: make(map[netip.Addr]uint32, len(s.Backends))}
 	if p.old != nil {
 		st.id = p.old.id
@@ -262,6 +271,9 @@ func (b *Balancer) abort(p *plan) {
 // table in one swap, then the service entry, and last the removed backends
 // (no table points at them any more; their flows move on the next packet).
 func (b *Balancer) apply(p *plan) error {
+	if p.noop {
+		return nil
+	}
 	st := p.state
 	newID := make(map[uint32]bool, len(p.newIDs))
 	for _, id := range p.newIDs {

@@ -274,3 +274,47 @@ func TestPinAndReadopt(t *testing.T) {
 		t.Fatalf("pins left after detach: %v", err)
 	}
 }
+
+// Sync leaves an unchanged service alone (no table rebuilt, no map
+// written), so a health change of one service costs one rebuild, and
+// rebuilds a service whose backends changed.
+func TestSyncSkipsUnchanged(t *testing.T) {
+	f := newFixture(t)
+	svcs := []loader.Service{{Key: web4, Backends: backends(web4.VIP, 3)}, {Key: dns4, Backends: backends(dns4.VIP, 3)}}
+	if err := f.b.Sync(svcs); err != nil {
+		t.Fatal(err)
+	}
+	ids := map[maps.ServiceKey]uint32{}
+	for _, s := range f.b.Services() {
+		ids[s.Key] = s.ID
+	}
+	// A marker table written behind the balancer's back shows whether
+	// Sync rewrote it.
+	marker := make([]uint32, f.b.MaglevSize())
+	for i := range marker {
+		marker[i] = 4242
+	}
+	for _, k := range []maps.ServiceKey{web4, dns4} {
+		if err := f.b.Tables().Swap(ids[k], marker); err != nil {
+			t.Fatal(err)
+		}
+	}
+	svcs[1].Backends[0].Down = true
+	if err := f.b.Sync(svcs); err != nil {
+		t.Fatal(err)
+	}
+	web, err := f.b.Tables().Get(ids[web4])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if web[0] != 4242 {
+		t.Error("unchanged service's table was rebuilt")
+	}
+	dns, err := f.b.Tables().Get(ids[dns4])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dns[0] == 4242 {
+		t.Error("changed service's table was not rebuilt")
+	}
+}
