@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"net/url"
@@ -165,20 +166,22 @@ func (b Backend) Addr() (netip.Addr, error) { return parseUnicast("address", b.A
 // ExpectsStatus reports whether code is one of h.ExpectStatus (the
 // default if empty); false if the list is invalid.
 func (h HTTPCheck) ExpectsStatus(code int) bool {
-	s := h.ExpectStatus
-	if s == "" {
-		s = DefaultExpectStatus
-	}
-	ranges, _, err := parseStatusList(s)
-	if err != nil {
-		return false
-	}
-	for _, r := range ranges {
+	for _, r := range h.StatusRanges() {
 		if r[0] <= code && code <= r[1] {
 			return true
 		}
 	}
 	return false
+}
+
+// StatusRanges returns h.ExpectStatus (the default if empty) as
+// inclusive ranges; nil if the list is invalid.
+func (h HTTPCheck) StatusRanges() [][2]int {
+	ranges, _, err := parseStatusList(cmp.Or(h.ExpectStatus, DefaultExpectStatus))
+	if err != nil {
+		return nil
+	}
+	return ranges
 }
 
 // ParseServiceKey parses VIP:PORT/PROTO, e.g. "198.18.1.1:80/tcp" or

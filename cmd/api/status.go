@@ -33,6 +33,10 @@ type ServiceStatus struct {
 	NewFlows  uint64          `json:"new_flows"`
 	// DropNoBackend counts packets dropped for lack of a usable backend.
 	DropNoBackend uint64 `json:"drop_no_backend"`
+	// AllDown is set while every backend with a weight fails its health
+	// check: AllDownDrop (new and existing flows are dropped) or
+	// AllDownKeepLast (traffic still goes to the last healthy set).
+	AllDown string `json:"all_down,omitempty"`
 }
 
 // BackendStatus is one backend of a service as installed.
@@ -47,13 +51,29 @@ type BackendStatus struct {
 	Usable bool `json:"usable"`
 	// InTable: usable with a weight above 0, so it receives new flows.
 	InTable bool `json:"in_table"`
-	// Reason explains State (e.g. the last health check failure).
+	// Reason explains State (e.g. the health check failure that took
+	// the backend down).
 	Reason string `json:"reason,omitempty"`
-	// Since is when State last changed; omitted when unknown.
-	Since    time.Time `json:"since,omitzero"`
-	Packets  uint64    `json:"packets"`
-	Bytes    uint64    `json:"bytes"`
-	NewFlows uint64    `json:"new_flows"`
+	// Since is when the backend's health last changed (or its check
+	// began); omitted without a health check.
+	Since time.Time `json:"since,omitzero"`
+	// Check is the latest health check result; nil without a health
+	// check or before the first probe has finished.
+	Check    *CheckResult `json:"check,omitempty"`
+	Packets  uint64       `json:"packets"`
+	Bytes    uint64       `json:"bytes"`
+	NewFlows uint64       `json:"new_flows"`
+}
+
+// CheckResult is the outcome of one health check probe.
+type CheckResult struct {
+	OK bool `json:"ok"`
+	// Reason is what happened: "http 200", "connect refused", "timeout",
+	// "http 503", ...
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
+	// Seconds is how long the probe took.
+	Seconds float64 `json:"seconds"`
 }
 
 // Flow is one connection-table entry.

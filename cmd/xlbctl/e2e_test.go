@@ -242,10 +242,10 @@ func TestEndToEnd(t *testing.T) {
 			1, "xlbctl: backend set: service 198.18.1.1:80/tcp: no backend 198.18.0.99\n"},
 		{[]string{"service", "set", svc, "--scheduler", "sh", "--rise", "4"},
 			0, "changed service 198.18.1.1:80/tcp\n"},
-		{[]string{"backend", "list", svc}, 0, `ADDRESS      WEIGHT  STATE  MAC                PACKETS  NEW-FLOWS  REASON  SINCE
-198.18.0.11  0       drain  02:00:00:00:00:01  0        0          -       1m0s
-198.18.0.12  5       up     02:00:00:00:00:01  0        0          -       1m0s
-198.18.0.13  3       up     02:00:00:00:00:01  0        0          -       1m0s
+		{[]string{"backend", "list", svc}, 0, `ADDRESS      WEIGHT  STATE  LAST-CHECK  MAC                PACKETS  NEW-FLOWS  REASON  SINCE
+198.18.0.11  0       drain  -           02:00:00:00:00:01  0        0          -       1m0s
+198.18.0.12  5       up     -           02:00:00:00:00:01  0        0          -       1m0s
+198.18.0.13  3       up     -           02:00:00:00:00:01  0        0          -       1m0s
 `},
 		{[]string{"service", "list"}, 0, `SERVICE            SCHEDULER    FORWARD  CHECK  BACKENDS  UP
 198.18.1.1:80/tcp  source-hash  dsr-l2   http   3         2

@@ -40,6 +40,12 @@ func writeStatus(w io.Writer, st api.Status, now func() time.Time) error {
 	for _, s := range st.Services {
 		fmt.Fprintf(w, "\nService %s, scheduler %s, forward %s\n", s.Service, orDash(s.Scheduler), orDash(s.Forward))
 		fmt.Fprintf(w, "  check: %s\n", describeCheck(s.Health))
+		switch s.AllDown {
+		case api.AllDownDrop:
+			fmt.Fprintf(w, "  ALL BACKENDS DOWN: traffic is dropped (all_down drop)\n")
+		case api.AllDownKeepLast:
+			fmt.Fprintf(w, "  ALL BACKENDS DOWN: traffic still goes to the last healthy backends (all_down keep-last)\n")
+		}
 		if len(s.Backends) == 0 {
 			fmt.Fprintf(w, "  no backends: its traffic is dropped\n")
 			continue
@@ -53,11 +59,24 @@ func writeStatus(w io.Writer, st api.Status, now func() time.Time) error {
 
 // writeBackends prints a table of backends, each line after indent.
 func writeBackends(w io.Writer, bs []api.BackendStatus, now func() time.Time, indent string) error {
-	t := newTable(w, indent, "ADDRESS", "WEIGHT", "STATE", "MAC", "PACKETS", "NEW-FLOWS", "REASON", "SINCE")
+	t := newTable(w, indent, "ADDRESS", "WEIGHT", "STATE", "LAST-CHECK", "MAC", "PACKETS", "NEW-FLOWS", "REASON", "SINCE")
 	for _, b := range bs {
-		t.row(b.Address, b.Weight, b.State, b.MAC, b.Packets, b.NewFlows, b.Reason, ageOf(now, b.Since))
+		t.row(b.Address, b.Weight, b.State, lastCheck(b.Check), b.MAC, b.Packets, b.NewFlows, b.Reason, ageOf(now, b.Since))
 	}
 	return t.flush()
+}
+
+// lastCheck is a health check result in a few words: "ok http 200",
+// "fail connect refused".
+func lastCheck(c *api.CheckResult) string {
+	switch {
+	case c == nil:
+		return ""
+	case c.OK:
+		return "ok " + c.Reason
+	default:
+		return "fail " + c.Reason
+	}
 }
 
 // describeCheck summarises a health check on one line.

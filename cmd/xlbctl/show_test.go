@@ -19,10 +19,10 @@ Flows:      42
 
 Service 198.18.1.1:80/tcp, scheduler maglev, forward dsr-l2
   check: http GET /healthz, expect 200-399, every 2s, timeout 1s, rise 2, fall 3
-  ADDRESS      WEIGHT  STATE   MAC                PACKETS  NEW-FLOWS  REASON                          SINCE
-  198.18.0.11  1       up      02:00:00:00:00:11  1000     20         -                               3m12s
-  198.18.0.12  0       drain   02:00:00:00:00:12  500      10         -                               2h5m
-  198.18.0.13  2       no-mac  -                  0        0          MAC not resolved yet (ARP/NDP)  -
+  ADDRESS      WEIGHT  STATE   LAST-CHECK     MAC                PACKETS  NEW-FLOWS  REASON                                SINCE
+  198.18.0.11  1       up      ok http 200    02:00:00:00:00:11  1000     20         -                                     3m12s
+  198.18.0.12  0       drain   fail http 503  02:00:00:00:00:12  500      10         drained; http check failed: http 503  2h5m
+  198.18.0.13  2       no-mac  -              -                  0        0          MAC not resolved yet (ARP/NDP)        -
 
 Service [2001:2::1]:53/udp, scheduler source-hash, forward dsr-l2
   check: none (backends count as up)
@@ -31,6 +31,34 @@ Service [2001:2::1]:53/udp, scheduler source-hash, forward dsr-l2
 	if want := []string{"Status"}; !reflect.DeepEqual(r.calls, want) {
 		t.Errorf("calls %q, want %q", r.calls, want)
 	}
+
+	// Every backend down: the policy is spelt out.
+	st := api.Status{Interface: "eth1", XDPMode: "native", Version: "dev", Services: []api.ServiceStatus{
+		{Service: "198.18.1.2:80/tcp", Scheduler: "maglev", Forward: "dsr-l2", AllDown: api.AllDownKeepLast,
+			Health: &api.Health{Type: "tcp", AllDown: api.AllDownKeepLast},
+			Backends: []api.BackendStatus{{Address: "198.18.0.11", Weight: 1, MAC: "02:00:00:00:00:11", State: "down", Usable: true, InTable: true,
+				Reason: "kept by all_down keep-last; tcp check failed: timeout",
+				Check:  &api.CheckResult{Reason: "timeout", Seconds: 1}}}},
+		{Service: "198.18.1.3:80/tcp", Scheduler: "maglev", Forward: "dsr-l2", AllDown: api.AllDownDrop,
+			Health: &api.Health{Type: "icmp"}},
+	}}
+	r = mustRun(t, &fakeClient{status: st}, "status")
+	sameLines(t, "all down", r.stdout, `Interface:  eth1
+XDP mode:   native
+Version:    dev
+Flows:      0
+
+Service 198.18.1.2:80/tcp, scheduler maglev, forward dsr-l2
+  check: tcp, all down: keep-last
+  ALL BACKENDS DOWN: traffic still goes to the last healthy backends (all_down keep-last)
+  ADDRESS      WEIGHT  STATE  LAST-CHECK    MAC                PACKETS  NEW-FLOWS  REASON                                                 SINCE
+  198.18.0.11  1       down   fail timeout  02:00:00:00:00:11  0        0          kept by all_down keep-last; tcp check failed: timeout  -
+
+Service 198.18.1.3:80/tcp, scheduler maglev, forward dsr-l2
+  check: icmp
+  ALL BACKENDS DOWN: traffic is dropped (all_down drop)
+  no backends: its traffic is dropped
+`)
 
 	r = mustRun(t, &fakeClient{status: api.Status{Interface: "eth1", XDPMode: "generic", Version: "dev"}}, "status", "--output", "table")
 	sameLines(t, "empty status", r.stdout, "Interface:  eth1\nXDP mode:   generic\nVersion:    dev\nFlows:      0\n\nNo services.\n")
@@ -121,13 +149,13 @@ func TestBackendList(t *testing.T) {
 	fc := &fakeClient{status: sampleStatus()}
 	// The key is matched in any spelling.
 	r := mustRun(t, fc, "backend", "list", "198.18.1.1:80/TCP")
-	sameLines(t, "backend list", r.stdout, `ADDRESS      WEIGHT  STATE   MAC                PACKETS  NEW-FLOWS  REASON                          SINCE
-198.18.0.11  1       up      02:00:00:00:00:11  1000     20         -                               3m12s
-198.18.0.12  0       drain   02:00:00:00:00:12  500      10         -                               2h5m
-198.18.0.13  2       no-mac  -                  0        0          MAC not resolved yet (ARP/NDP)  -
+	sameLines(t, "backend list", r.stdout, `ADDRESS      WEIGHT  STATE   LAST-CHECK     MAC                PACKETS  NEW-FLOWS  REASON                                SINCE
+198.18.0.11  1       up      ok http 200    02:00:00:00:00:11  1000     20         -                                     3m12s
+198.18.0.12  0       drain   fail http 503  02:00:00:00:00:12  500      10         drained; http check failed: http 503  2h5m
+198.18.0.13  2       no-mac  -              -                  0        0          MAC not resolved yet (ARP/NDP)        -
 `)
 	r = mustRun(t, fc, "backend", "list", "[2001:2:0::1]:53/udp")
-	sameLines(t, "no backends", r.stdout, "ADDRESS  WEIGHT  STATE  MAC  PACKETS  NEW-FLOWS  REASON  SINCE\n")
+	sameLines(t, "no backends", r.stdout, "ADDRESS  WEIGHT  STATE  LAST-CHECK  MAC  PACKETS  NEW-FLOWS  REASON  SINCE\n")
 
 	r = xlbctl(t, &fakeClient{status: sampleStatus()}, "backend", "list", "198.18.1.9:80/tcp")
 	if r.code != 1 || r.stderr != "xlbctl: backend list: service 198.18.1.9:80/tcp: no such service (see xlbctl service list)\n" {

@@ -23,8 +23,9 @@ type daemon struct {
 	iface     string
 	xdpMode   string
 
-	bal   *loader.Balancer
-	neigh macSource
+	bal    *loader.Balancer
+	neigh  macSource
+	health *healthState
 
 	mu         sync.Mutex
 	desired    []api.Service // normalised, in file/API order
@@ -82,7 +83,11 @@ func statusOf(err error) int {
 }
 
 // toLoader turns desired services into the loader's form, with each
-// backend's MAC as the kernel currently knows it (nil: not usable yet).
+// backend's MAC as the kernel currently knows it (nil: not usable yet) and
+// its health. A drained backend (weight 0) is never marked down: it keeps
+// its existing flows whatever its health, as a graceful shutdown that
+// fails its check while finishing its connections expects. Callers hold
+// d.mu.
 func (d *daemon) toLoader(svcs []api.Service) ([]loader.Service, error) {
 	out := make([]loader.Service, 0, len(svcs))
 	for i, s := range svcs {
@@ -102,12 +107,15 @@ func (d *daemon) toLoader(svcs []api.Service) ([]loader.Service, error) {
 			if err != nil {
 				return nil, badRequest("service %s: %w", key, err)
 			}
+			w := weightOf(b)
 			ls.Backends = append(ls.Backends, loader.Backend{
 				Addr:   addr,
 				MAC:    d.neigh.Lookup(addr),
-				Weight: weightOf(b),
+				Weight: w,
+				Down:   w > 0 && !d.health.up(key, addr, s.Health),
 			})
 		}
+		d.health.applyAllDown(d.log, s, &ls)
 		out = append(out, ls)
 	}
 	return out, nil
@@ -136,6 +144,10 @@ func backendAddrs(svcs []api.Service) []netip.Addr {
 // it the desired state. If persisting fails the data plane is put back.
 // Callers hold d.mu.
 func (d *daemon) commit(next []api.Service, configHash string) error {
+	specs, err := d.health.specs(next)
+	if err != nil {
+		return err
+	}
 	ls, err := d.toLoader(next)
 	if err != nil {
 		return err
@@ -153,6 +165,11 @@ func (d *daemon) commit(next []api.Service, configHash string) error {
 		return fmt.Errorf("persist state (change not applied): %w", err)
 	}
 	d.desired, d.configHash = next, configHash
+	if err := d.health.checker.Set(specs); err != nil {
+		// specs were validated above: this is a bug, not bad input.
+		d.log.Error("health checks not updated", "err", err)
+	}
+	d.health.forget(next, specs)
 	return nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/xlb-lb/xlb/cmd/api"
+	"github.com/xlb-lb/xlb/health"
 	"github.com/xlb-lb/xlb/loader"
 	"github.com/xlb-lb/xlb/test/lab"
 )
@@ -36,6 +37,13 @@ func (fakeMACs) Want([]netip.Addr) {}
 // newTestDaemon runs the handlers over a real (unattached) data plane.
 func newTestDaemon(t *testing.T, unknown ...string) (*daemon, *httptest.Server) {
 	t.Helper()
+	return newProbedDaemon(t, nil, unknown...)
+}
+
+// newProbedDaemon is newTestDaemon whose health probes are probe's (nil:
+// the real ones). Its reconcile loop runs until the test ends.
+func newProbedDaemon(t *testing.T, probe func(health.Config) health.Prober, unknown ...string) (*daemon, *httptest.Server) {
+	t.Helper()
 	lab.RequirePrivileged(t)
 	bal, err := loader.Open(loader.Options{MaxServices: 16, MaxBackends: 64, ConntrackSize: 1024})
 	if err != nil {
@@ -48,6 +56,25 @@ func newTestDaemon(t *testing.T, unknown ...string) (*daemon, *httptest.Server) 
 	}
 	d := &daemon{log: slog.New(slog.DiscardHandler), statePath: filepath.Join(t.TempDir(), "state.json"),
 		iface: "test0", bal: bal, neigh: macs, kick: make(chan struct{}, 1)}
+	d.health = newHealthState(d.log, d.kickReconcile, probe)
+	stop := make(chan struct{})
+	loopDone := make(chan struct{})
+	go func() {
+		defer close(loopDone)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-d.kick:
+				d.reconcile()
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		d.health.checker.Close()
+		close(stop)
+		<-loopDone
+	})
 	d.mu.Lock()
 	if err := d.commit(nil, "h0"); err != nil {
 		t.Fatal(err)

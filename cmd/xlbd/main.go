@@ -170,6 +170,19 @@ func run(ctx context.Context, f *flags, log *slog.Logger) error {
 	}
 
 	d := &daemon{log: log, cfgPath: f.config, statePath: f.state, iface: iface, xdpMode: string(xdpMode), bal: bal, kick: make(chan struct{}, 1)}
+	d.health = newHealthState(log, d.kickReconcile, nil)
+	defer d.health.checker.Close()
+	if bal.Adopted() {
+		// Backends the previous daemon had up start up: a restart must not
+		// take healthy backends out while their checks run again.
+		for _, s := range bal.Services() {
+			for _, b := range s.Backends {
+				if b.Usable {
+					d.health.adopted[checkID(s.Key, b.Addr)] = true
+				}
+			}
+		}
+	}
 	neigh, err := loader.WatchNeighbors(ifc.Index, d.kickReconcile)
 	if err != nil {
 		return err
@@ -186,11 +199,6 @@ func run(ctx context.Context, f *flags, log *slog.Logger) error {
 	}
 	initial, why := initialServices(cfg.Services, hash, st)
 	log.Info("desired state", "source", why, "services", len(initial))
-	for _, svc := range initial {
-		if svc.Health != nil && svc.Health.Type != "none" {
-			log.Warn("health checks are parsed but not run yet: backends with a known MAC count as up", "service", svc.VIP, "port", svc.Port)
-		}
-	}
 	d.mu.Lock()
 	err = d.commit(initial, hash)
 	d.mu.Unlock()

@@ -5,7 +5,12 @@ import (
 	"fmt"
 	"net/http"
 	"runtime"
+	"slices"
+	"sort"
+	"strconv"
 	"strings"
+
+	"github.com/xlb-lb/xlb/cmd/api"
 )
 
 // metricsHandler serves Prometheus text exposition (format 0.0.4): names
@@ -34,13 +39,31 @@ type family struct {
 }
 
 func (p *promWriter) metric(name, typ, help string, labels []string, value uint64) {
-	f := p.families[name]
+	p.sample(name, name, typ, help, labels, strconv.FormatUint(value, 10))
+}
+
+// sample adds one line to family fam: a histogram's family holds its
+// _bucket, _sum and _count series.
+func (p *promWriter) sample(fam, name, typ, help string, labels []string, value string) {
+	f := p.families[fam]
 	if f == nil {
 		f = &family{typ: typ, help: help}
-		p.families[name] = f
-		p.order = append(p.order, name)
+		p.families[fam] = f
+		p.order = append(p.order, fam)
 	}
-	f.lines = append(f.lines, fmt.Sprintf("%s%s %d", name, labelText(labels), value))
+	f.lines = append(f.lines, name+labelText(labels)+" "+value)
+}
+
+// histogram writes a histogram with cumulative buckets.
+func (p *promWriter) histogram(name, help string, labels []string, bounds []float64, h *histogram) {
+	var cum uint64
+	for i, b := range bounds {
+		cum += h.counts[i]
+		p.sample(name, name+"_bucket", "histogram", help, append(slices.Clone(labels), "le", strconv.FormatFloat(b, 'g', -1, 64)), strconv.FormatUint(cum, 10))
+	}
+	p.sample(name, name+"_bucket", "histogram", help, append(slices.Clone(labels), "le", "+Inf"), strconv.FormatUint(h.count, 10))
+	p.sample(name, name+"_sum", "histogram", help, labels, strconv.FormatFloat(h.sum, 'g', -1, 64))
+	p.sample(name, name+"_count", "histogram", help, labels, strconv.FormatUint(h.count, 10))
 }
 
 func (p *promWriter) flush(w *bufio.Writer) {
@@ -105,6 +128,17 @@ func (d *daemon) writeMetrics(w *bufio.Writer) {
 		p.metric("xlb_service_dropped_packets_total", "counter", "Packets of a service dropped for lack of a usable backend.", sl, s.DropNoBackend)
 	}
 	for _, s := range st.Services {
+		if s.Health == nil || s.Health.Type == api.HealthNone {
+			continue
+		}
+		down := uint64(0)
+		if s.AllDown != "" {
+			down = 1
+		}
+		p.metric("xlb_service_all_backends_down", "gauge", "1 while every weighted backend of a service fails its health check.", []string{"service", s.Service}, down)
+	}
+	d.health.metrics.write(p)
+	for _, s := range st.Services {
 		for _, b := range s.Backends {
 			bl := []string{"service", s.Service, "backend", b.Address}
 			up := uint64(0)
@@ -117,5 +151,34 @@ func (d *daemon) writeMetrics(w *bufio.Writer) {
 			p.metric("xlb_backend_bytes_total", "counter", "Bytes (whole frames) forwarded to a backend.", bl, b.Bytes)
 			p.metric("xlb_backend_new_flows_total", "counter", "New flows scheduled to a backend.", bl, b.NewFlows)
 		}
+	}
+}
+
+// write adds the health check families, in a stable order.
+func (m *healthMetrics) write(p *promWriter) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	counts := make([]checkCount, 0, len(m.checks))
+	for c := range m.checks {
+		counts = append(counts, c)
+	}
+	sort.Slice(counts, func(i, j int) bool {
+		if counts[i].id != counts[j].id {
+			return counts[i].id < counts[j].id
+		}
+		return counts[i].result < counts[j].result
+	})
+	for _, c := range counts {
+		svc, backend := splitCheckID(c.id)
+		p.metric("xlb_health_checks_total", "counter", "Health check probes, by result (success, failure, timeout).",
+			[]string{"service", svc, "backend", backend, "result", c.result}, m.checks[c])
+	}
+	svcs := make([]string, 0, len(m.durations))
+	for s := range m.durations {
+		svcs = append(svcs, s)
+	}
+	sort.Strings(svcs)
+	for _, s := range svcs {
+		p.histogram("xlb_health_check_duration_seconds", "Time a health check probe took.", []string{"service", s}, checkBuckets, m.durations[s])
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	stdmaps "maps"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -150,6 +151,7 @@ func (d *daemon) handleServices(w http.ResponseWriter, r *http.Request) {
 func (d *daemon) status() api.Status {
 	d.mu.Lock()
 	desired := d.desired
+	allDown := stdmaps.Clone(d.health.allDown)
 	d.mu.Unlock()
 	st := api.Status{Interface: d.iface, XDPMode: d.xdpMode, Version: version}
 	stats := d.bal.Stats()
@@ -158,7 +160,7 @@ func (d *daemon) status() api.Status {
 		if err != nil {
 			continue
 		}
-		ss := api.ServiceStatus{Service: key.String(), Scheduler: s.Scheduler, Forward: s.Forward, Health: s.Health}
+		ss := api.ServiceStatus{Service: key.String(), Scheduler: s.Scheduler, Forward: s.Forward, Health: s.Health, AllDown: allDown[key]}
 		inst, ok := d.bal.Service(key)
 		if ok {
 			if c, err := stats.Service(inst.ID); err == nil {
@@ -184,16 +186,7 @@ func (d *daemon) status() api.Status {
 					bs.Packets, bs.Bytes, bs.NewFlows = c.Packets, c.Bytes, c.NewFlows
 				}
 			}
-			switch {
-			case bs.MAC == "":
-				bs.State, bs.Reason = "no-mac", "MAC not resolved yet (ARP/NDP)"
-			case !bs.Usable:
-				bs.State = "down"
-			case bs.Weight == 0:
-				bs.State = "drain"
-			default:
-				bs.State = "up"
-			}
+			d.describeBackend(&bs, key, addr, s.Health)
 			ss.Backends = append(ss.Backends, bs)
 		}
 		st.Services = append(st.Services, ss)
@@ -202,6 +195,49 @@ func (d *daemon) status() api.Status {
 		st.Flows = n
 	}
 	return st
+}
+
+// describeBackend fills in a backend's state, the reason for it, its
+// latest check and the time of its last health transition.
+func (d *daemon) describeBackend(bs *api.BackendStatus, key maps.ServiceKey, addr netip.Addr, hc *api.Health) {
+	cfg, checked := healthConfig(hc)
+	healthy, why := true, ""
+	if checked {
+		st, ok := d.health.checker.State(checkID(key, addr))
+		healthy = ok && st.Up
+		if ok {
+			bs.Since = st.Since
+		}
+		switch {
+		case ok && st.Checked:
+			bs.Check = &api.CheckResult{OK: st.Last.OK, Reason: st.Last.Reason, At: st.Last.At, Seconds: st.Last.Duration.Seconds()}
+			if !st.Up && st.Last.OK {
+				why = fmt.Sprintf("rising: %d of %d checks passed", st.Successes, cfg.Rise)
+			} else if !st.Up {
+				why = fmt.Sprintf("%s check failed: %s", cfg.Type, st.Last.Reason)
+			}
+		case !healthy:
+			why = "waiting for its first " + string(cfg.Type) + " check"
+		}
+	}
+	switch {
+	case bs.MAC == "":
+		bs.State, bs.Reason = api.StateNoMAC, "MAC not resolved yet (ARP/NDP)"
+	case bs.Weight == 0:
+		bs.State = api.StateDrain
+		if !healthy {
+			bs.Reason = "drained; " + why
+		}
+	case !healthy:
+		bs.State, bs.Reason = api.StateDown, why
+		if bs.Usable {
+			bs.Reason = "kept by all_down keep-last; " + why
+		}
+	case !bs.Usable:
+		bs.State, bs.Reason = api.StateDown, "not installed yet"
+	default:
+		bs.State = api.StateUp
+	}
 }
 
 func (d *daemon) handleFlows(w http.ResponseWriter, r *http.Request) {

@@ -1,0 +1,289 @@
+package main
+
+import (
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/xlb-lb/xlb/cmd/api"
+	"github.com/xlb-lb/xlb/health"
+	"github.com/xlb-lb/xlb/loader"
+	"github.com/xlb-lb/xlb/maps"
+)
+
+// healthState is the daemon's side of the health checks: the checker, the
+// initial states a restart inherits, and each service's all-down policy
+// state. Fields other than checker and metrics are guarded by daemon.mu.
+type healthState struct {
+	checker *health.Checker
+	metrics *healthMetrics
+	// adopted holds the checks whose backend was usable in a re-adopted
+	// data plane: they start up, so a restart drops no flow. Used by the
+	// first commit only.
+	adopted map[string]bool
+	// lastUp is each service's latest non-empty set of healthy weighted
+	// backends (the keep-last set).
+	lastUp map[maps.ServiceKey][]netip.Addr
+	// allDown holds the policy of the services whose every weighted
+	// backend is down.
+	allDown map[maps.ServiceKey]string
+}
+
+// newHealthState starts a checker whose transitions are logged and kick
+// the reconcile loop. probe replaces the real probes (tests).
+func newHealthState(log *slog.Logger, kick func(), probe func(health.Config) health.Prober) *healthState {
+	h := &healthState{
+		metrics: newHealthMetrics(),
+		adopted: map[string]bool{},
+		lastUp:  map[maps.ServiceKey][]netip.Addr{},
+		allDown: map[maps.ServiceKey]string{},
+	}
+	h.checker = health.New(health.Options{
+		Probe:    probe,
+		OnResult: h.metrics.observe,
+		OnChange: func(e health.Event) {
+			svc, backend := splitCheckID(e.ID)
+			attrs := []any{"service", svc, "backend", backend, "check", e.State.Last.Reason}
+			if e.State.Up {
+				log.Info("backend up: passed its health checks", attrs...)
+			} else {
+				log.Warn("backend down: failed its health checks", attrs...)
+			}
+			kick()
+		},
+	})
+	return h
+}
+
+// checkID names the check of one backend of one service.
+func checkID(key maps.ServiceKey, addr netip.Addr) string { return key.String() + " " + addr.String() }
+
+func splitCheckID(id string) (svc, backend string) {
+	svc, backend, _ = strings.Cut(id, " ")
+	return svc, backend
+}
+
+// healthConfig is a service's check in the checker's terms; false: the
+// service has no probing check (none, or no health block).
+func healthConfig(h *api.Health) (health.Config, bool) {
+	if h == nil || h.Type == api.HealthNone {
+		return health.Config{}, false
+	}
+	c := health.Config{
+		Type:     health.Type(h.Type),
+		Interval: time.Duration(h.Interval),
+		Timeout:  time.Duration(h.Timeout),
+		Rise:     h.Rise,
+		Fall:     h.Fall,
+	}
+	if hc := h.HTTP; hc != nil {
+		c.HTTP = health.HTTPConfig{
+			Method: hc.Method, Path: hc.Path, Host: hc.Host,
+			HTTPS: hc.HTTPS, InsecureSkipVerify: hc.InsecureSkipVerify,
+			ExpectStatus: hc.StatusRanges(), ExpectBody: hc.ExpectBody,
+		}
+	}
+	return c, true
+}
+
+// specs lists the checks that svcs (normalised) need.
+func (h *healthState) specs(svcs []api.Service) ([]health.Spec, error) {
+	var out []health.Spec
+	for _, s := range svcs {
+		cfg, ok := healthConfig(s.Health)
+		if !ok {
+			continue
+		}
+		key, err := s.Key()
+		if err != nil {
+			return nil, err
+		}
+		if err := cfg.Validate(); err != nil {
+			return nil, badRequest("service %s: health: %w", key, err)
+		}
+		port := uint16(s.Port)
+		if s.Health.Port != 0 {
+			port = uint16(s.Health.Port)
+		}
+		for _, b := range s.Backends {
+			addr, err := b.Addr()
+			if err != nil {
+				return nil, err
+			}
+			id := checkID(key, addr)
+			t := health.Target{Addr: addr, Port: port}
+			if cfg.Type == health.ICMP {
+				t.Port = 0
+			}
+			out = append(out, health.Spec{ID: id, Target: t, Config: cfg, Up: h.startsUp(id, s.Health)})
+		}
+	}
+	return out, nil
+}
+
+// startsUp is the state of a check that has not run yet: down (it must
+// pass rise checks) unless the service says start_up or the backend was
+// usable in the data plane this daemon re-adopted.
+func (h *healthState) startsUp(id string, hc *api.Health) bool {
+	return hc.StartUp || h.adopted[id]
+}
+
+// up reports whether a backend passes its service's health check.
+func (h *healthState) up(key maps.ServiceKey, addr netip.Addr, hc *api.Health) bool {
+	if _, checked := healthConfig(hc); !checked {
+		return true
+	}
+	id := checkID(key, addr)
+	if st, ok := h.checker.State(id); ok {
+		return st.Up
+	}
+	return h.startsUp(id, hc)
+}
+
+// applyAllDown enforces the service's policy when every backend with a
+// weight is down: drop (its traffic is dropped and counted) or keep-last
+// (the last healthy set keeps getting it). Entering and leaving the state
+// is logged once each. Callers hold daemon.mu.
+func (h *healthState) applyAllDown(log *slog.Logger, s api.Service, ls *loader.Service) {
+	if s.Health == nil {
+		return
+	}
+	var up []netip.Addr
+	weighted := false
+	for _, b := range ls.Backends {
+		if b.Weight > 0 {
+			weighted = true
+			if !b.Down {
+				up = append(up, b.Addr)
+			}
+		}
+	}
+	key, was := ls.Key, h.allDown[ls.Key]
+	if len(up) > 0 || !weighted {
+		h.lastUp[key] = up
+		if was != "" {
+			log.Info("service has healthy backends again", "service", key, "healthy", len(up))
+			delete(h.allDown, key)
+		}
+		return
+	}
+	policy := s.Health.AllDown
+	if policy == api.AllDownKeepLast {
+		for i, b := range ls.Backends {
+			if slices.Contains(h.lastUp[key], b.Addr) {
+				ls.Backends[i].Down = false
+			}
+		}
+	}
+	if was != policy {
+		if policy == api.AllDownKeepLast {
+			log.Error("EVERY BACKEND OF THE SERVICE IS DOWN: all_down keep-last, still sending its traffic to the last healthy backends",
+				"service", key, "backends", h.lastUp[key])
+		} else {
+			log.Error("EVERY BACKEND OF THE SERVICE IS DOWN: its traffic is dropped (all_down drop)", "service", key)
+		}
+	}
+	h.allDown[key] = policy
+}
+
+// forget drops the state of services and checks that no longer exist.
+// Callers hold daemon.mu.
+func (h *healthState) forget(svcs []api.Service, specs []health.Spec) {
+	live := map[maps.ServiceKey]bool{}
+	for _, s := range svcs {
+		if k, err := s.Key(); err == nil {
+			live[k] = true
+		}
+	}
+	for k := range h.lastUp {
+		if !live[k] {
+			delete(h.lastUp, k)
+			delete(h.allDown, k)
+		}
+	}
+	ids := make(map[string]bool, len(specs))
+	for _, s := range specs {
+		ids[s.ID] = true
+	}
+	h.metrics.prune(ids)
+	clear(h.adopted) // only a restart's first commit inherits states
+}
+
+// healthMetrics accumulates the probes' results for /metrics.
+type healthMetrics struct {
+	mu        sync.Mutex
+	checks    map[checkCount]uint64
+	durations map[string]*histogram // by service
+}
+
+type checkCount struct{ id, result string }
+
+// checkBuckets are the upper bounds of the probe duration histogram, in
+// seconds.
+var checkBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+
+type histogram struct {
+	counts []uint64 // per bucket, not cumulative
+	count  uint64
+	sum    float64
+}
+
+func newHealthMetrics() *healthMetrics {
+	return &healthMetrics{checks: map[checkCount]uint64{}, durations: map[string]*histogram{}}
+}
+
+// Probe results as the result label of xlb_health_checks_total.
+const (
+	resultSuccess = "success"
+	resultFailure = "failure"
+	resultTimeout = "timeout"
+)
+
+func (m *healthMetrics) observe(id string, r health.Result) {
+	result := resultSuccess
+	switch {
+	case r.Timeout:
+		result = resultTimeout
+	case !r.OK:
+		result = resultFailure
+	}
+	svc, _ := splitCheckID(id)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.checks[checkCount{id, result}]++
+	h := m.durations[svc]
+	if h == nil {
+		h = &histogram{counts: make([]uint64, len(checkBuckets))}
+		m.durations[svc] = h
+	}
+	s := r.Duration.Seconds()
+	if i, _ := slices.BinarySearch(checkBuckets, s); i < len(checkBuckets) {
+		h.counts[i]++
+	}
+	h.count++
+	h.sum += s
+}
+
+// prune forgets the series of checks that are gone.
+func (m *healthMetrics) prune(live map[string]bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	svcs := map[string]bool{}
+	for c := range m.checks {
+		if !live[c.id] {
+			delete(m.checks, c)
+		}
+	}
+	for id := range live {
+		s, _ := splitCheckID(id)
+		svcs[s] = true
+	}
+	for s := range m.durations {
+		if !svcs[s] {
+			delete(m.durations, s)
+		}
+	}
+}
