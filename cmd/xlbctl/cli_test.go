@@ -134,6 +134,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"service", "add", svc, "--scheduler", "rr"}, `xlbctl: service add: scheduler "rr": want maglev or source-hash`},
 		{[]string{"service", "add", svc, "--forward", "nat"}, `xlbctl: service add: forward "nat": want dsr-l2`},
 		{[]string{"service", "add", svc, "--check", "udp"}, `xlbctl: service add: check "udp": want tcp, http, icmp or none`},
+		{[]string{"service", "add", svc, "--all-down", "hold"}, `xlbctl: service add: all-down "hold": want drop or keep-last`},
+		{[]string{"service", "add", svc, "--check", "icmp", "--https"}, `xlbctl: service add: --https needs --check http (the check is icmp)`},
 		{[]string{"service", "add", svc, "--check-interval", "2"}, `xlbctl: service add: check-interval "2": not a duration (want e.g. 2s, 500ms or 1m)`},
 		{[]string{"service", "add", svc, "--check-interval", "50ms"}, `xlbctl: service add: check-interval 50ms: out of range 100ms-1h`},
 		{[]string{"service", "add", svc, "--check-timeout", "-1s"}, `xlbctl: service add: check-timeout "-1s": must be greater than 0`},

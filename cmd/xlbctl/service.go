@@ -22,13 +22,19 @@ type serviceFlags struct {
 	httpPath           string
 	httpExpect         string
 	httpBody           string
+	httpMethod         string
+	httpHost           string
+	https, insecure    bool
+	startUp            bool
+	allDown            string
 }
 
 // checkFlags are the flags that make up the health check.
-var checkFlags = []string{"check", "check-interval", "check-timeout", "rise", "fall", "check-port", "http-path", "http-expect", "http-body"}
+var checkFlags = []string{"check", "check-interval", "check-timeout", "rise", "fall", "check-port", "start-up", "all-down",
+	"http-method", "http-path", "http-host", "http-expect", "http-body", "https", "insecure-skip-verify"}
 
 // httpFlags are the flags of the http check.
-var httpFlags = []string{"http-path", "http-expect", "http-body"}
+var httpFlags = []string{"http-method", "http-path", "http-host", "http-expect", "http-body", "https", "insecure-skip-verify"}
 
 func (f *serviceFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.scheduler, "scheduler", "", "scheduler `NAME`: maglev (the default; ipvsadm's mh) or source-hash (sh)")
@@ -40,6 +46,12 @@ func (f *serviceFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.rise, "rise", "", "`N` successes in a row bring a backend up, 1-100 (default 2)")
 	fs.StringVar(&f.fall, "fall", "", "`N` failures in a row take a backend down, 1-100 (default 3)")
 	fs.StringVar(&f.port, "check-port", "", "`PORT` that tcp and http checks probe, 0-65535 (default 0: the service port)")
+	fs.BoolVar(&f.startUp, "start-up", false, "new backends start up, before their first check (default: down until they pass rise checks)")
+	fs.StringVar(&f.allDown, "all-down", "", "when every backend is down: drop (the default) or keep-last (keep sending to the last healthy ones)")
+	fs.StringVar(&f.httpMethod, "http-method", "", "http check: request `METHOD` (default GET)")
+	fs.StringVar(&f.httpHost, "http-host", "", "http check: Host header and TLS server `NAME` (default the backend address)")
+	fs.BoolVar(&f.https, "https", false, "http check: use TLS")
+	fs.BoolVar(&f.insecure, "insecure-skip-verify", false, "http check: do not verify the backend's TLS certificate")
 	fs.StringVar(&f.httpPath, "http-path", "", "http check: request `PATH` (default /)")
 	fs.StringVar(&f.httpExpect, "http-expect", "", "http check: good status `CODES`, e.g. 200,204,300-399 (default 200-399)")
 	fs.StringVar(&f.httpBody, "http-body", "", "http check: `TEXT` the response body must contain")
@@ -156,9 +168,31 @@ func (f *serviceFlags) applyHealth(s *api.Service, given map[string]bool) error 
 			*n.dst = v
 		}
 	}
+	if given["start-up"] {
+		h.StartUp = f.startUp
+	}
+	if given["all-down"] {
+		mode := strings.ToLower(f.allDown)
+		if mode != api.AllDownDrop && mode != api.AllDownKeepLast {
+			return usagef("all-down %q: want drop or keep-last", f.allDown)
+		}
+		h.AllDown = mode
+	}
 	if anyGiven(given, httpFlags) {
 		if h.HTTP == nil {
 			h.HTTP = &api.HTTPCheck{}
+		}
+		if given["http-method"] {
+			h.HTTP.Method = f.httpMethod
+		}
+		if given["http-host"] {
+			h.HTTP.Host = f.httpHost
+		}
+		if given["https"] {
+			h.HTTP.HTTPS = f.https
+		}
+		if given["insecure-skip-verify"] {
+			h.HTTP.InsecureSkipVerify = f.insecure
 		}
 		if given["http-path"] {
 			h.HTTP.Path = f.httpPath
@@ -214,17 +248,21 @@ func anyGiven(given map[string]bool, names []string) bool {
 
 // flagOfPath names the flag of a field of api.Service.
 var flagOfPath = map[string]string{
-	"scheduler":                 "scheduler",
-	"forward":                   "forward",
-	"health.type":               "check",
-	"health.interval":           "check-interval",
-	"health.timeout":            "check-timeout",
-	"health.rise":               "rise",
-	"health.fall":               "fall",
-	"health.port":               "check-port",
-	"health.http.path":          "http-path",
-	"health.http.expect_status": "http-expect",
-	"health.http.expect_body":   "http-body",
+	"scheduler":                        "scheduler",
+	"forward":                          "forward",
+	"health.type":                      "check",
+	"health.interval":                  "check-interval",
+	"health.timeout":                   "check-timeout",
+	"health.rise":                      "rise",
+	"health.fall":                      "fall",
+	"health.port":                      "check-port",
+	"health.all_down":                  "all-down",
+	"health.http.method":               "http-method",
+	"health.http.host":                 "http-host",
+	"health.http.insecure_skip_verify": "insecure-skip-verify",
+	"health.http.path":                 "http-path",
+	"health.http.expect_status":        "http-expect",
+	"health.http.expect_body":          "http-body",
 }
 
 // explain turns a validation error of a service into a usage error that

@@ -41,6 +41,13 @@ func TestServiceAdd(t *testing.T) {
 			"added service 198.18.1.1:80/tcp with 3 backends\n",
 		},
 		{
+			[]string{"service", "add", "198.18.1.1:443/tcp", "--check", "http", "--https", "--insecure-skip-verify", "--http-method", "HEAD",
+				"--http-host", "www.example.test", "--start-up", "--all-down", "KEEP-LAST"},
+			`AddService {"vip":"198.18.1.1","port":443,"protocol":"tcp","scheduler":"","forward":"",` +
+				`"health":{"type":"http","interval":"0s","timeout":"0s","rise":0,"fall":0,"http":{"method":"HEAD","path":"","host":"www.example.test","https":true,"insecure_skip_verify":true,"expect_status":""},"start_up":true,"all_down":"keep-last"},"backends":[]}`,
+			"added service 198.18.1.1:443/tcp with 0 backends\n",
+		},
+		{
 			// Any check flag adds a check; an --http-* flag alone makes it http.
 			[]string{"service", "add", "198.18.1.1:80/tcp", "--rise", "1"},
 			`AddService ` + key + `"scheduler":"","forward":"","health":{"type":"","interval":"0s","timeout":"0s","rise":1,"fall":0},"backends":[]}`,
