@@ -172,6 +172,33 @@ func (e *daemonEnv) status() (api.Status, error) {
 	return st, json.NewDecoder(resp.Body).Decode(&st)
 }
 
+// metrics scrapes xlbd's /metrics inside the balancer's namespace.
+func (e *daemonEnv) metrics() string {
+	e.t.Helper()
+	var body string
+	if err := e.topo.Balancer.NS.Do(func() error {
+		// Dial here: the socket must be created inside the namespace
+		// (http.Get would dial from another goroutine and thread).
+		c, err := net.Dial("tcp", "127.0.0.1:9641")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "GET /metrics HTTP/1.0\r\nHost: xlbd\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		body = string(b)
+		return err
+	}); err != nil {
+		e.t.Fatalf("scrape metrics: %v", err)
+	}
+	return body
+}
+
 func svcPath(key string) string { return "/v1/services/" + url.PathEscape(key) }
 
 func labConfig(topo *lab.Topology, port int) string {
@@ -340,27 +367,7 @@ func TestDaemon(t *testing.T) {
 	waitUntil(t, "reload", func() bool { st, _ := e.status(); return len(st.Services) == 1 })
 
 	// Metrics.
-	var metrics string
-	if err := topo.Balancer.NS.Do(func() error {
-		// Dial here: the socket must be created inside the namespace
-		// (http.Get would dial from another goroutine and thread).
-		c, err := net.Dial("tcp", "127.0.0.1:9641")
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		fmt.Fprintf(c, "GET /metrics HTTP/1.0\r\nHost: xlbd\r\n\r\n")
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		metrics = string(b)
-		return nil
-	}); err != nil {
-		t.Fatalf("scrape metrics: %v", err)
-	}
+	metrics := e.metrics()
 	for _, want := range []string{"xlb_build_info{", "xlb_forwarded_packets_total ", `xlb_backend_up{service="198.18.1.1:8080/tcp",backend="198.18.0.11"} 1`,
 		`xlb_service_new_flows_total{service="198.18.1.1:8080/tcp"}`, `xlb_passed_packets_total{reason="not_service"}`, "xlb_conntrack_entries "} {
 		if !strings.Contains(metrics, want) {
