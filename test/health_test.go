@@ -25,31 +25,55 @@ func healthConfig(topo *lab.Topology, port int, check string) string {
 	return labConfig(topo, port) + "    health:\n" + check
 }
 
-// waitBackend polls xlbd's status until the backend of service key
-// satisfies ok.
-func (e *daemonEnv) waitBackend(key string, addr netip.Addr, what string, ok func(api.BackendStatus) bool) api.BackendStatus {
+// waitStatus polls xlbd's status until ok holds and returns it.
+func (e *daemonEnv) waitStatus(what string, ok func(api.Status) bool) api.Status {
 	e.t.Helper()
-	var last api.BackendStatus
+	var last api.Status
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		st, err := e.status()
-		if err == nil {
-			for _, s := range st.Services {
-				for _, b := range s.Backends {
-					if s.Service == key && b.Address == addr.String() {
-						last = b
-						if ok(b) {
-							return b
-						}
-					}
-				}
+		if st, err := e.status(); err == nil {
+			last = st
+			if ok(st) {
+				return st
 			}
 		}
 		if time.Now().After(deadline) {
-			e.t.Fatalf("timed out waiting for backend %s of %s to be %s; last status %+v", addr, key, what, last)
+			e.t.Fatalf("timed out waiting for %s; last status %+v", what, last)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// waitService waits until service key satisfies ok.
+func (e *daemonEnv) waitService(key, what string, ok func(api.ServiceStatus) bool) api.ServiceStatus {
+	e.t.Helper()
+	var found api.ServiceStatus
+	e.waitStatus("service "+key+" "+what, func(st api.Status) bool {
+		for _, s := range st.Services {
+			if s.Service == key && ok(s) {
+				found = s
+				return true
+			}
+		}
+		return false
+	})
+	return found
+}
+
+// waitBackend waits until the backend of service key satisfies ok.
+func (e *daemonEnv) waitBackend(key string, addr netip.Addr, what string, ok func(api.BackendStatus) bool) api.BackendStatus {
+	e.t.Helper()
+	var found api.BackendStatus
+	e.waitService(key, "backend "+addr.String()+" "+what, func(s api.ServiceStatus) bool {
+		for _, b := range s.Backends {
+			if b.Address == addr.String() && ok(b) {
+				found = b
+				return true
+			}
+		}
+		return false
+	})
+	return found
 }
 
 func isUp(b api.BackendStatus) bool { return b.State == api.StateUp && b.InTable }
@@ -397,23 +421,5 @@ func TestHealthAllDown(t *testing.T) {
 	e.waitService(key, "no longer all down", func(s api.ServiceStatus) bool { return s.AllDown == "" })
 	if c := connectAll(t, topo, dst, 100, 40000); c[first.Name] != 100 {
 		t.Errorf("after one recovered: %v, want all 100 on %s", c, first.Name)
-	}
-}
-
-func (e *daemonEnv) waitService(key, what string, ok func(api.ServiceStatus) bool) api.ServiceStatus {
-	e.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if st, err := e.status(); err == nil {
-			for _, s := range st.Services {
-				if s.Service == key && ok(s) {
-					return s
-				}
-			}
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("timed out waiting for service %s: %s", key, what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -182,26 +182,18 @@ func (f *serviceFlags) applyHealth(s *api.Service, given map[string]bool) error 
 		if h.HTTP == nil {
 			h.HTTP = &api.HTTPCheck{}
 		}
-		if given["http-method"] {
-			h.HTTP.Method = f.httpMethod
-		}
-		if given["http-host"] {
-			h.HTTP.Host = f.httpHost
-		}
-		if given["https"] {
-			h.HTTP.HTTPS = f.https
-		}
-		if given["insecure-skip-verify"] {
-			h.HTTP.InsecureSkipVerify = f.insecure
-		}
-		if given["http-path"] {
-			h.HTTP.Path = f.httpPath
-		}
-		if given["http-expect"] {
-			h.HTTP.ExpectStatus = f.httpExpect
-		}
-		if given["http-body"] {
-			h.HTTP.ExpectBody = f.httpBody
+		for name, set := range map[string]func(c *api.HTTPCheck){
+			"http-method":          func(c *api.HTTPCheck) { c.Method = f.httpMethod },
+			"http-host":            func(c *api.HTTPCheck) { c.Host = f.httpHost },
+			"https":                func(c *api.HTTPCheck) { c.HTTPS = f.https },
+			"insecure-skip-verify": func(c *api.HTTPCheck) { c.InsecureSkipVerify = f.insecure },
+			"http-path":            func(c *api.HTTPCheck) { c.Path = f.httpPath },
+			"http-expect":          func(c *api.HTTPCheck) { c.ExpectStatus = f.httpExpect },
+			"http-body":            func(c *api.HTTPCheck) { c.ExpectBody = f.httpBody },
+		} {
+			if given[name] {
+				set(h.HTTP)
+			}
 		}
 		if t := checkType(h); t != api.HealthHTTP {
 			i := slices.IndexFunc(httpFlags, func(n string) bool { return given[n] })
