@@ -157,7 +157,7 @@ type Topology struct {
 	passLinks  map[string]link.Link
 	mu         sync.Mutex // guards everything below and passLinks
 	closed     bool
-	servers    map[*Server]struct{}
+	servers    map[stopper]struct{} // running Server and HTTPServer values
 	conns      map[*trackedConn]struct{}
 }
 
@@ -239,7 +239,7 @@ func New(cfg Config) (*Topology, error) {
 		VIP6:      VIP6,
 		cfg:       cfg,
 		passLinks: map[string]link.Link{},
-		servers:   map[*Server]struct{}{},
+		servers:   map[stopper]struct{}{},
 		conns:     map[*trackedConn]struct{}{},
 	}
 	if err := t.build(); err != nil {
