@@ -38,7 +38,7 @@ test-integration: ## veth/netns lab tests (root)
 	$(GO) test -tags integration $(TEST_FLAGS) -timeout 20m ./test/...
 
 demo: ## the data plane end to end on a lab in network namespaces (root)
-	$(GO) run ./test/demo
+	@$(GO) run ./test/demo/xlb-demo
 
 bench: ## benchmarks (see README: Performance)
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./maps/ ./loader/

@@ -1,0 +1,262 @@
+// Package demo is `sudo make demo`: on a fresh Linux host it builds xlbd
+// and xlbctl, builds a lab in network namespaces (a client, a balancer and
+// three web servers holding the VIP on lo), starts the real xlbd with
+// examples/demo.yaml and shows xlb's main job end to end: balancing while
+// the backends see the real client address, a health check taking a killed
+// backend out and back in, a drain that keeps open connections. Everything
+// it creates is removed at the end, on Ctrl-C and on failure.
+//
+// Run returns a Result with what happened, so a test can assert the
+// outcomes without parsing the printed story.
+package demo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/xlb-lb/xlb/cmd/api"
+	"github.com/xlb-lb/xlb/test/lab"
+)
+
+// Options configure Run.
+type Options struct {
+	// Out receives the story.
+	Out io.Writer
+	// Interactive shows spinners (Out is a terminal).
+	Interactive bool
+	// Color uses bold step titles.
+	Color bool
+	// Root is the repository root; empty: found with `go env GOMOD`.
+	Root string
+	// BinDir holds prebuilt xlbd and xlbctl; empty: build them.
+	BinDir string
+	// Config is xlbd's config file; empty: Root/examples/demo.yaml.
+	Config string
+	// Requests is the number of requests of the distribution step; 0
+	// means 600.
+	Requests int
+	// AfterStep, when set, is called after each numbered step (tests
+	// interrupt the demo there).
+	AfterStep func(step int)
+}
+
+// Result is what the demo observed. Times are wall-clock.
+type Result struct {
+	// Prefix names the lab's namespaces ("xlbab12c-lb", ...).
+	Prefix string `json:"prefix"`
+	// Pins is xlbd's bpffs directory; Dir the run's temporary directory.
+	Pins    string `json:"pins"`
+	Dir     string `json:"dir"`
+	XlbdPID int    `json:"xlbd_pid"`
+	// Service is the demo's service key, VIP:PORT/PROTO.
+	Service string `json:"service"`
+	// Backends maps backend names (be1...) to addresses.
+	Backends map[string]netip.Addr `json:"backends"`
+	// Clients are the client source addresses used.
+	Clients []netip.Addr `json:"clients"`
+
+	// Requests are the first requests of the distribution step, one by one.
+	Requests []Request `json:"requests"`
+	// Distribution counts all requests of that step per backend.
+	Distribution map[string]int `json:"distribution"`
+	// SeenMismatches counts answers in which the backend saw another
+	// address than the client's own.
+	SeenMismatches int `json:"seen_mismatches"`
+
+	Failover *Failover `json:"failover,omitempty"`
+	Drain    *Drain    `json:"drain,omitempty"`
+
+	// Leftovers lists what of the run still existed after the tear-down.
+	Leftovers []string `json:"leftovers"`
+	// Elapsed is the whole run, build included.
+	Elapsed time.Duration `json:"elapsed"`
+	// Error is the failure, if the run failed.
+	Error string `json:"error,omitempty"`
+}
+
+// Request is one request through the VIP.
+type Request struct {
+	Client  netip.AddrPort `json:"client"`
+	Backend string         `json:"backend"`
+	Seen    netip.AddrPort `json:"seen"`
+}
+
+// Failover is the health-check step.
+type Failover struct {
+	Backend string `json:"backend"`
+	// Killed is when its web server was stopped; Down when xlbd marked it
+	// down (its status's since, else when first seen down); Seen when the
+	// demo first saw it down.
+	Killed time.Time `json:"killed"`
+	Down   time.Time `json:"down"`
+	Seen   time.Time `json:"seen"`
+	// Detection is Down - Killed; Bound is fall × interval + timeout.
+	Detection time.Duration `json:"detection"`
+	Bound     time.Duration `json:"bound"`
+	Reason    string        `json:"reason"`
+	// Restarted is when its server came back; Up when xlbd marked it up
+	// again; Rejoin is Up - Restarted.
+	Restarted time.Time     `json:"restarted"`
+	Up        time.Time     `json:"up"`
+	Rejoin    time.Duration `json:"rejoin"`
+	// Phases count the requests by when they started.
+	Phases []Phase `json:"phases"`
+}
+
+// Phase counts the requests that started in one phase of the failover.
+type Phase struct {
+	Name      string         `json:"name"`
+	OK        int            `json:"ok"`
+	Failed    int            `json:"failed"`
+	ByBackend map[string]int `json:"by_backend"`
+}
+
+// Phase names.
+const (
+	PhaseBefore   = "before the kill"
+	PhaseDetect   = "kill → marked down"
+	PhaseDown     = "while down"
+	PhaseRestart  = "restart → marked up"
+	PhaseRejoined = "after it rejoined"
+)
+
+// Drain is the drain step.
+type Drain struct {
+	Backend string `json:"backend"`
+	// Held are the kept-alive connections opened to Backend before the
+	// drain: who answered on each before and after it.
+	Held []HeldConn `json:"held"`
+	// New counts new connections after the drain per backend; NewFailed
+	// those that failed.
+	New       map[string]int `json:"new"`
+	NewFailed int            `json:"new_failed"`
+	// State is the backend's state in xlbctl status after the drain.
+	State string `json:"state"`
+}
+
+// HeldConn is one kept-alive connection of the drain step.
+type HeldConn struct {
+	Local  netip.AddrPort `json:"local"`
+	Before string         `json:"before"`
+	After  []string       `json:"after"`
+	Error  string         `json:"error,omitempty"`
+}
+
+// run is one demo run's state.
+type run struct {
+	opts   Options
+	ui     *ui
+	res    *Result
+	root   string
+	config string
+	dir    string // temporary directory: binaries, socket, state, log
+	bin    string
+	topo   *lab.Topology
+
+	servers      map[string]*lab.HTTPServer
+	service      string
+	vip          netip.AddrPort
+	health       api.Health
+	xlbd         *exec.Cmd
+	xlbdExited   chan error
+	log          *os.File
+	held         []*lab.HTTPConn
+	mountedBPFFS bool
+}
+
+// steps is the number of numbered steps.
+const steps = 7
+
+// Run runs the demo. It always tears down what it built, also when ctx is
+// cancelled (Ctrl-C) or a step fails, and returns the result so far with
+// the first error.
+func Run(ctx context.Context, opts Options) (res *Result, err error) {
+	start := time.Now()
+	if opts.Out == nil {
+		opts.Out = io.Discard
+	}
+	if opts.Requests <= 0 {
+		opts.Requests = 600
+	}
+	d := &run{opts: opts, ui: &ui{w: opts.Out, interactive: opts.Interactive, color: opts.Color, steps: steps},
+		res: &Result{Backends: map[string]netip.Addr{}}, servers: map[string]*lab.HTTPServer{}}
+	defer func() {
+		if err != nil {
+			d.res.Error = err.Error()
+			d.fail(ctx, err)
+		}
+		if terrs := d.teardown(); len(terrs) > 0 {
+			err = errors.Join(append([]error{err}, terrs...)...)
+		}
+		d.res.Leftovers = d.leftovers()
+		d.res.Elapsed = time.Since(start)
+		if err == nil && len(d.res.Leftovers) > 0 {
+			err = fmt.Errorf("left behind: %v", d.res.Leftovers)
+		}
+		if err == nil {
+			fmt.Fprintf(opts.Out, "\n%s\n", d.ui.bold(fmt.Sprintf("Done in %.1fs. Everything is removed: namespaces, xlbd, pins, temporary files.", d.res.Elapsed.Seconds())))
+		}
+		res = d.res
+	}()
+
+	fmt.Fprintf(opts.Out, "%s\n", d.ui.bold("xlb demo: an XDP layer-4 load balancer in front of three web servers"))
+	fmt.Fprintf(opts.Out, "%s\n", "Everything runs in network namespaces on 198.18.0.0/15 and is removed at the end (also on Ctrl-C).")
+
+	for i, step := range []func(context.Context) error{
+		d.stepBuild, d.stepLab, d.stepXlbd, d.stepBalance, d.stepFailover, d.stepDrain, d.stepShow,
+	} {
+		if err := ctx.Err(); err != nil {
+			return d.res, err
+		}
+		if err := step(ctx); err != nil {
+			return d.res, err
+		}
+		if opts.AfterStep != nil {
+			opts.AfterStep(i + 1)
+		}
+	}
+	return d.res, nil
+}
+
+// fail prints the failure and, when xlbd ran, where its log is.
+func (d *run) fail(ctx context.Context, err error) {
+	fmt.Fprintln(d.opts.Out)
+	if ctx.Err() != nil {
+		fmt.Fprintln(d.opts.Out, d.ui.bold("Interrupted: removing everything the demo created."))
+		return
+	}
+	fmt.Fprintf(d.opts.Out, "%s %v\n", d.ui.bold("Demo failed:"), err)
+	if path, last := d.keepLog(); path != "" {
+		fmt.Fprintf(d.opts.Out, "xlbd's log is kept in %s; its last lines:\n", path)
+		d.ui.block(last)
+	}
+}
+
+func (d *run) stepBuild(ctx context.Context) error {
+	d.ui.title("Build")
+	if err := d.prepareHost(ctx); err != nil {
+		return err
+	}
+	root, err := findRoot(ctx, d.opts.Root)
+	if err != nil {
+		return err
+	}
+	d.root = root
+	d.config = d.opts.Config
+	if d.config == "" {
+		d.config = filepath.Join(root, "examples", "demo.yaml")
+	}
+	d.dir, err = os.MkdirTemp("", "xlb-demo-")
+	if err != nil {
+		return err
+	}
+	d.res.Dir = d.dir
+	return d.build(ctx)
+}
