@@ -1,6 +1,7 @@
 # xlb: `make help` lists the targets.
 
-GO          ?= go
+# sudo resets PATH on many systems: fall back to the usual install place.
+GO          ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 # One pinned compiler major version: the committed object is byte-for-byte
 # what this clang produces (check-generated proves it).
 CLANG       ?= clang-14
@@ -14,7 +15,7 @@ TEST_FLAGS  ?= -count=1
 # Privileged tiers skip (loudly) without root; XLB_REQUIRE_PRIV=1 (CI) makes
 # those skips failures.
 
-.PHONY: help generate build install test test-unit test-integration bench demo lint format check-generated check-printk clean
+.PHONY: help generate build install test test-unit test-integration bench demo lint format check-generated check-printk clean bpffs
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -31,14 +32,20 @@ install: build ## install xlbd and xlbctl into /usr/local/bin and the systemd un
 
 test: test-unit test-integration ## run every tier: unit, BPF test-run, veth integration
 
-test-unit: ## pure Go and BPF_PROG_TEST_RUN tests (race detector on)
+test-unit: bpffs ## pure Go and BPF_PROG_TEST_RUN tests (race detector on)
 	$(GO) test -race $(TEST_FLAGS) ./...
 
-test-integration: ## veth/netns lab tests (root)
+test-integration: bpffs ## veth/netns lab tests (root)
 	$(GO) test -tags integration $(TEST_FLAGS) -timeout 20m ./test/...
 
-demo: ## the data plane end to end on a lab in network namespaces (root)
+demo: ## xlb end to end: real xlbd and xlbctl, health checks, failover, drain, in network namespaces (root)
+	@echo "Compiling the demo..."
 	@$(GO) run ./test/demo/xlb-demo
+
+# As root, mount bpffs when it is not (a fresh machine); without root the
+# privileged tests skip and say so.
+bpffs:
+	@if [ "$$(id -u)" = 0 ] && ! mountpoint -q /sys/fs/bpf; then echo "mounting bpffs at /sys/fs/bpf"; mount -t bpf bpf /sys/fs/bpf; fi
 
 bench: ## benchmarks (see README: Performance)
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./maps/ ./loader/
