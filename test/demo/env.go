@@ -251,12 +251,29 @@ func (d *run) teardown() (errs []error) {
 			errs = append(errs, err)
 		}
 	}
-	if d.mountedBPFFS {
+	if d.mountedBPFFS && bpffsUnused() {
+		// Only when nothing else pinned there meanwhile: unmounting
+		// would unpin it.
 		if err := unix.Unmount(bpffsRoot, 0); err != nil {
 			errs = append(errs, fmt.Errorf("unmount %s: %w", bpffsRoot, err))
 		}
 	}
 	return errs
+}
+
+// bpffsUnused reports whether bpffs holds nothing but the kernel's own
+// maps.debug and progs.debug.
+func bpffsUnused() bool {
+	ents, err := os.ReadDir(bpffsRoot)
+	if err != nil {
+		return false
+	}
+	for _, e := range ents {
+		if n := e.Name(); n != "maps.debug" && n != "progs.debug" {
+			return false
+		}
+	}
+	return true
 }
 
 // leftovers lists what of this run still exists: lab namespaces, pins, the

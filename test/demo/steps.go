@@ -352,7 +352,7 @@ func (d *run) awaitState(ctx context.Context, s *stream, addr, state string, lim
 			return b, time.Now(), nil
 		}
 		if time.Now().After(deadline) {
-			return b, time.Time{}, fmt.Errorf("xlbd did not mark %s %s within %s (its state: %s %s)", addr, state, limit, b.State, b.Reason)
+			return b, time.Time{}, fmt.Errorf("xlbd did not mark backend %s %s within %s (xlbctl status shows it %s%s)", addr, state, limit, b.State, reasonSuffix(b.Reason))
 		}
 		ok, failed := s.counts()
 		w.set("%d answered, %d failed", ok, failed)
@@ -485,6 +485,13 @@ func (d *run) stepFailover(ctx context.Context) error {
 		d.ui.line("rejoined when healthy.")
 	}
 	return nil
+}
+
+func reasonSuffix(r string) string {
+	if r == "" {
+		return ""
+	}
+	return ": " + r
 }
 
 func orDash(s string) string {
