@@ -25,7 +25,10 @@ func main() {
 	config := flag.String("config", "", "xlbd config `FILE` (default examples/demo.yaml)")
 	flag.Parse()
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// SIGHUP (the terminal closed) and SIGPIPE (`make demo | head`) stop
+	// the demo like Ctrl-C, tearing down; unhandled, they would kill it
+	// with its namespaces left behind.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGPIPE)
 	defer stop()
 	tty := isTerminal(os.Stdout)
 	res, err := demo.Run(ctx, demo.Options{
