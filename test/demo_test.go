@@ -61,8 +61,8 @@ func TestDemo(t *testing.T) {
 		for _, c := range res.Clients {
 			ok = ok || r.Seen.Addr() == c
 		}
-		if !ok || r.Seen.Port() == 0 {
-			t.Errorf("request %+v: the backend saw %s, not one of the client addresses %v", r, r.Seen, res.Clients)
+		if !ok || r.Seen != r.Client {
+			t.Errorf("request %+v: the backend saw %s, not the client's own address and port (clients %v)", r, r.Seen, res.Clients)
 		}
 		clients[r.Seen.Addr().String()] = true
 	}

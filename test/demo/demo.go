@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/xlb-lb/xlb/cmd/api"
@@ -67,7 +68,7 @@ type Result struct {
 	// Distribution counts all requests of that step per backend.
 	Distribution map[string]int `json:"distribution"`
 	// SeenMismatches counts answers in which the backend saw another
-	// address than the client's own.
+	// address or port than the client's own.
 	SeenMismatches int `json:"seen_mismatches"`
 
 	Failover *Failover `json:"failover,omitempty"`
@@ -169,6 +170,7 @@ type run struct {
 	log          *os.File
 	held         []*lab.HTTPConn
 	mountedBPFFS bool
+	srcs         atomic.Int64 // source addresses and ports handed out
 }
 
 // steps is the number of numbered steps.

@@ -177,11 +177,20 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// clientSrc is the i-th request's source: the client's two addresses in
-// turn, an ephemeral port.
-func (d *run) clientSrc(i int) netip.AddrPort {
+// firstPort is the first client source port; the ports the demo uses stay
+// below the kernel's ephemeral range (32768 up), which it never touches.
+const firstPort = 10000
+
+// nextSrc returns the next request's source: the client's two addresses
+// in turn, each time with a port not used before in this run. So every
+// request is a new flow: the connection table, which keeps a flow on its
+// backend for as long as it remembers the 5-tuple, never sees one again
+// (with kernel-chosen ports it can, as the demo's clients close with a
+// reset and leave no TIME_WAIT to keep the kernel from reusing a port).
+func (d *run) nextSrc() netip.AddrPort {
+	n := int(d.srcs.Add(1))
 	ex := d.topo.Client.Extra4
-	return netip.AddrPortFrom(ex[i%len(ex)], 0)
+	return netip.AddrPortFrom(ex[n%len(ex)], uint16(firstPort+n/len(ex)))
 }
 
 func (d *run) backendNames() []string {
@@ -210,7 +219,8 @@ func (d *run) stepBalance(ctx context.Context) error {
 			t.flush()
 			w = d.ui.wait("%d more requests", n-shown)
 		}
-		r, err := d.topo.Client.GetHTTP(d.clientSrc(i), d.vip, requestTimeout)
+		src := d.nextSrc()
+		r, err := d.topo.Client.GetHTTP(src, d.vip, requestTimeout)
 		if err != nil {
 			if w != nil {
 				w.end("")
@@ -219,13 +229,13 @@ func (d *run) stepBalance(ctx context.Context) error {
 			}
 			return fmt.Errorf("request %d: %w", i+1, err)
 		}
-		if r.Client.Addr() != d.clientSrc(i).Addr() {
+		if r.Client != src {
 			d.res.SeenMismatches++
 		}
 		counts[r.Server]++
 		if i < shown {
-			d.res.Requests = append(d.res.Requests, Request{Client: r.Client, Backend: r.Server, Seen: r.Client})
-			t.row(i+1, d.clientSrc(i).Addr(), r.Server, r.Client)
+			d.res.Requests = append(d.res.Requests, Request{Client: src, Backend: r.Server, Seen: r.Client})
+			t.row(i+1, src, r.Server, r.Client)
 		} else if i%20 == 0 {
 			w.set("%d/%d", i-shown, n-shown)
 		}
@@ -280,14 +290,14 @@ func (d *run) startStream() *stream {
 	s := &stream{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
-		for i := 0; ; i++ {
+		for {
 			select {
 			case <-s.stop:
 				return
 			default:
 			}
 			start := time.Now()
-			r, err := d.topo.Client.GetHTTP(d.clientSrc(i), d.vip, requestTimeout)
+			r, err := d.topo.Client.GetHTTP(d.nextSrc(), d.vip, requestTimeout)
 			s.mu.Lock()
 			s.outs = append(s.outs, outcome{start: start, backend: r.Server, err: err})
 			s.mu.Unlock()
@@ -509,14 +519,14 @@ func (d *run) stepDrain(ctx context.Context) error {
 	d.res.Drain = dr
 
 	// Kept-alive connections through the VIP until two land on the victim.
-	for i := 0; len(d.held) < want; i++ {
+	for i := 0; len(d.held) < want; i++ { // i bounds the attempts
 		if i >= 100 {
 			return fmt.Errorf("no %d of 100 connections landed on %s", want, victim.Name)
 		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		c, err := d.topo.Client.DialHTTP(d.clientSrc(i), d.vip, requestTimeout)
+		c, err := d.topo.Client.DialHTTP(d.nextSrc(), d.vip, requestTimeout)
 		if err != nil {
 			return fmt.Errorf("open a kept-alive connection: %w", err)
 		}
@@ -565,7 +575,7 @@ func (d *run) stepDrain(ctx context.Context) error {
 			w.end("")
 			return err
 		}
-		r, err := d.topo.Client.GetHTTP(d.clientSrc(i), d.vip, requestTimeout)
+		r, err := d.topo.Client.GetHTTP(d.nextSrc(), d.vip, requestTimeout)
 		if err != nil {
 			dr.NewFailed++
 		} else {

@@ -73,7 +73,7 @@ type table struct{ tw *tabwriter.Writer }
 func (t *table) row(cells ...any) {
 	parts := make([]string, len(cells))
 	for i, c := range cells {
-		parts[i] = fmt.Sprint(c)
+		parts[i] = strings.TrimRight(fmt.Sprint(c), " ")
 	}
 	// The last cell is not tab-terminated: it is not padded, so lines
 	// carry no trailing blanks.
