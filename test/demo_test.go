@@ -30,7 +30,7 @@ import (
 func TestDemo(t *testing.T) {
 	lab.RequirePrivileged(t)
 	var out bytes.Buffer
-	res, err := demo.Run(context.Background(), demo.Options{Out: &out, Root: ".."})
+	res, err := demo.Run(context.Background(), demo.Options{Out: &out, Root: "..", DropLog: true})
 	t.Logf("demo output:\n%s", out.String())
 	if err != nil {
 		t.Fatalf("demo failed: %v", err)
@@ -177,6 +177,41 @@ func TestDemoInterrupted(t *testing.T) {
 		t.Fatalf("the demo was interrupted before it built the lab and started xlbd: %+v\n%s", res, out.String())
 	}
 	checkNothingLeft(t, &res)
+}
+
+// TestDemoFailure: a run that fails with xlbd running (a health check no
+// backend can pass) says why, shows the end of xlbd's log, and still
+// removes everything.
+func TestDemoFailure(t *testing.T) {
+	lab.RequirePrivileged(t)
+	good, err := os.ReadFile("../examples/demo.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Backends start up, then fail: the greeting has no "wrong" in it.
+	bad := strings.Replace(string(good), "path: /healthz", "path: /", 1)
+	bad = strings.Replace(bad, "expect_body: ok", "expect_body: wrong", 1)
+	bad = strings.Replace(bad, "fall: 2", "fall: 2\n      start_up: true", 1)
+	if bad == string(good) {
+		t.Fatal("examples/demo.yaml changed: cannot break it")
+	}
+	cfg := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(cfg, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	res, err := demo.Run(context.Background(), demo.Options{Out: &out, Root: "..", BinDir: binDir, Config: cfg, DropLog: true})
+	if err == nil {
+		t.Fatalf("the demo passed with a health check no backend passes:\n%s", out.String())
+	}
+	t.Logf("failed as it should: %v", err)
+	if !strings.Contains(out.String(), "Demo failed:") || !strings.Contains(out.String(), "xlbd's last log lines") {
+		t.Errorf("the failure is not reported with xlbd's log:\n%s", out.String())
+	}
+	if res.XlbdPID == 0 {
+		t.Errorf("the demo failed before starting xlbd: %v\n%s", err, out.String())
+	}
+	checkNothingLeft(t, res)
 }
 
 // checkNothingLeft: no namespace of the run, no pins, no temporary

@@ -43,6 +43,9 @@ type Options struct {
 	// Requests is the number of requests of the distribution step; 0
 	// means 600.
 	Requests int
+	// DropLog: on failure print the end of xlbd's log but keep no copy
+	// of it (tests, which must leave nothing behind).
+	DropLog bool
 	// AfterStep, when set, is called after each numbered step (tests
 	// interrupt the demo there).
 	AfterStep func(step int)
@@ -235,8 +238,13 @@ func (d *run) fail(ctx context.Context, err error) {
 		return
 	}
 	fmt.Fprintf(d.opts.Out, "%s %v\n", d.ui.bold("Demo failed:"), err)
-	if path, last := d.keepLog(); path != "" {
+	path, last := d.keepLog(!d.opts.DropLog)
+	switch {
+	case path != "":
 		fmt.Fprintf(d.opts.Out, "xlbd's log is kept in %s; its last lines:\n", path)
+		d.ui.block(last)
+	case last != "":
+		fmt.Fprintf(d.opts.Out, "xlbd's last log lines:\n")
 		d.ui.block(last)
 	}
 }

@@ -299,15 +299,19 @@ func (d *run) leftovers() []string {
 	return left
 }
 
-// keepLog copies xlbd's log out of the temporary directory (which the
-// tear-down removes) and returns the copy's path and its last lines.
-func (d *run) keepLog() (string, string) {
+// keepLog returns the last lines of xlbd's log and, with keep, copies the
+// log out of the temporary directory (which the tear-down removes) and
+// returns the copy's path too.
+func (d *run) keepLog(keep bool) (string, string) {
 	if d.log == nil {
 		return "", ""
 	}
 	data, err := os.ReadFile(d.log.Name())
 	if err != nil {
 		return "", ""
+	}
+	if !keep {
+		return "", tail(data, 15)
 	}
 	path := filepath.Join(os.TempDir(), fmt.Sprintf("xlb-demo-xlbd-%d.log", os.Getpid()))
 	if err := os.WriteFile(path, data, 0o600); err != nil {

@@ -188,7 +188,7 @@ const firstPort = 10000
 // (with kernel-chosen ports it can, as the demo's clients close with a
 // reset and leave no TIME_WAIT to keep the kernel from reusing a port).
 func (d *run) nextSrc() netip.AddrPort {
-	n := int(d.srcs.Add(1))
+	n := int(d.srcs.Add(1)) - 1
 	ex := d.topo.Client.Extra4
 	return netip.AddrPortFrom(ex[n%len(ex)], uint16(firstPort+n/len(ex)))
 }
