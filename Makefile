@@ -15,13 +15,17 @@ TEST_FLAGS  ?= -count=1
 # Privileged tiers skip (loudly) without root; XLB_REQUIRE_PRIV=1 (CI) makes
 # those skips failures.
 
-.PHONY: help generate build install test test-unit test-integration bench demo lint format check-generated check-printk clean bpffs
+.PHONY: help generate build install test test-unit test-integration bench bench-go demo lint format check-generated check-printk clean bpffs
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# Packages with a bpf2go directive and committed output.
+BPF_PKGS    := ./bpf/ ./test/bench/benchbpf/
+BPF_DIRS    := bpf/ test/bench/benchbpf/
+
 generate: ## regenerate the bpf2go bindings (needs clang-14, llvm, libbpf-dev)
-	$(GO) generate ./bpf/
+	$(GO) generate $(BPF_PKGS)
 
 build: ## build xlbd and xlbctl into ./bin (no clang needed: bindings are committed)
 	$(GO) build -o $(BIN)/ ./cmd/...
@@ -47,7 +51,10 @@ demo: ## xlb end to end: real xlbd and xlbctl, health checks, failover, drain, i
 bpffs:
 	@if [ "$$(id -u)" = 0 ] && ! mountpoint -q /sys/fs/bpf; then echo "mounting bpffs at /sys/fs/bpf"; mount -t bpf bpf /sys/fs/bpf; fi
 
-bench: ## benchmarks (see README: Performance)
+bench: bpffs ## xlb beside same-run baselines: per-packet, veth Mpps, control plane, disruption, HAProxy (root; BENCH_QUICK=1: < 2 min)
+	$(GO) run ./test/bench
+
+bench-go: ## Go micro-benchmarks of maps/ and loader/
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./maps/ ./loader/
 
 lint: check-printk ## gofmt, go vet, printk policy
@@ -60,10 +67,10 @@ format: ## gofmt the Go sources
 
 check-generated: ## regenerate and fail if the committed bindings differ
 	$(MAKE) generate
-	git diff --exit-code -- bpf/ || { echo "bpf2go output is stale: run make generate and commit"; exit 1; }
+	git diff --exit-code -- $(BPF_DIRS) || { echo "bpf2go output is stale: run make generate and commit"; exit 1; }
 
 check-printk: ## bpf_printk only behind DEBUG
 	@if grep -n 'bpf_printk' bpf/*.c bpf/include/*.h | grep -v 'DEBUG'; then echo "bpf_printk outside #ifdef DEBUG"; exit 1; fi
 
 clean: ## remove build output
-	rm -rf $(BIN)
+	rm -rf $(BIN) out

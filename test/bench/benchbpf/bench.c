@@ -1,0 +1,246 @@
+//go:build ignore
+
+/* Programs of `make bench`, none of them part of xlb:
+ *
+ *  - macswap: the per-packet baseline: swap the MACs, XDP_TX.
+ *  - l2fwd:   the throughput baseline: destination MAC := the backend's,
+ *             source MAC := the balancer's, XDP_TX. What xlb's dsr-l2 does
+ *             to a frame, without looking at it.
+ *  - gen:     traffic generator for BPF_F_TEST_XDP_LIVE_FRAMES: writes a
+ *             whole Ethernet/IPv4/UDP frame for the next flow, XDP_TX.
+ *  - sink:    counts (per CPU) and drops what reaches a backend.
+ *  - fresh:   gives a TCP frame a new source address and port on every
+ *             run, then tail-calls the measured program, so BPF_PROG_TEST_RUN
+ *             with repeat really inserts a new flow on each iteration. */
+
+#include "bench.h"
+
+/* ---- baselines ---- */
+
+SEC("xdp")
+int macswap(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	__u8 tmp[ETH_ALEN];
+
+	if ((void *)(eth + 1) > end)
+		return XDP_DROP;
+	__builtin_memcpy(tmp, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, tmp, ETH_ALEN);
+	return XDP_TX;
+}
+
+/* MACs of l2fwd, set before load. Read byte by byte: clang may fold a
+ * memcpy of a const volatile array into constant zeros. */
+const volatile __u8 fwd_dst_mac[ETH_ALEN] = {};
+const volatile __u8 fwd_src_mac[ETH_ALEN] = {};
+
+SEC("xdp")
+int l2fwd(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > end)
+		return XDP_DROP;
+#pragma unroll
+	for (int i = 0; i < ETH_ALEN; i++) {
+		eth->h_dest[i] = fwd_dst_mac[i];
+		eth->h_source[i] = fwd_src_mac[i];
+	}
+	return XDP_TX;
+}
+
+/* ---- traffic generator ---- */
+
+/* Generator settings, set before load (network byte order where __be). */
+const volatile __u8 gen_dst_mac[ETH_ALEN] = {};
+const volatile __u8 gen_src_mac[ETH_ALEN] = {};
+const volatile __be32 gen_saddr = 0; /* first source address */
+const volatile __be32 gen_daddr = 0; /* the VIP */
+const volatile __u16 gen_dport = 0;  /* host order */
+const volatile __u16 gen_sport = 0;  /* first source port, host order */
+const volatile __u32 gen_flows = 1;  /* distinct flows, cycled */
+const volatile __u32 gen_ports = 1;  /* source ports per source address */
+
+struct gen_state {
+	__u64 seq;  /* frames written on this CPU */
+	__u64 sent; /* frames returned with XDP_TX */
+	__u64 short_frames; /* frames too short for the headers */
+};
+
+/* Per-CPU generator state and counters. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gen_state);
+} gen_stats SEC(".maps");
+
+static __always_inline __u16 ip_csum(const struct iphdr *ip)
+{
+	const __u16 *w = (const __u16 *)ip;
+	__u32 sum = 0;
+
+#pragma unroll
+	for (int i = 0; i < (int)(sizeof(*ip) / 2); i++)
+		sum += w[i];
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+SEC("xdp")
+int gen(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u32 zero = 0;
+	struct gen_state *st = bpf_map_lookup_elem(&gen_stats, &zero);
+
+	/* Cannot miss (one-entry array), but the verifier needs the check. */
+	if (!st)
+		return XDP_ABORTED;
+
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	struct udphdr *udp = (void *)(ip + 1);
+	if ((void *)(udp + 1) > end) {
+		st->short_frames++;
+		return XDP_DROP;
+	}
+	__u32 flows = gen_flows ? gen_flows : 1;
+	__u32 ports = gen_ports ? gen_ports : 1;
+	__u32 flow = (__u32)(st->seq % flows);
+	st->seq++;
+
+	/* Live frames come back with the previous run's edits: write every
+	 * header field the path relies on, for every frame. */
+#pragma unroll
+	for (int i = 0; i < ETH_ALEN; i++) {
+		eth->h_dest[i] = gen_dst_mac[i];
+		eth->h_source[i] = gen_src_mac[i];
+	}
+	eth->h_proto = bpf_htons(ETH_P_IP);
+
+	__u16 len = (__u16)(end - (void *)ip);
+	ip->ver_ihl = 0x45;
+	ip->tos = 0;
+	ip->tot_len = bpf_htons(len);
+	ip->id = bpf_htons((__u16)flow);
+	ip->frag_off = 0;
+	ip->ttl = 64;
+	ip->protocol = IPPROTO_UDP;
+	ip->check = 0;
+	ip->saddr = bpf_htonl(bpf_ntohl(gen_saddr) + flow / ports);
+	ip->daddr = gen_daddr;
+	ip->check = ip_csum(ip);
+
+	udp->source = bpf_htons((__u16)(gen_sport + flow % ports));
+	udp->dest = bpf_htons(gen_dport);
+	udp->len = bpf_htons(len - sizeof(*ip));
+	udp->check = 0; /* optional for IPv4 */
+
+	st->sent++;
+	return XDP_TX;
+}
+
+/* ---- sink ---- */
+
+/* The VIP the sink counts as "ours". */
+const volatile __be32 sink_daddr = 0;
+
+struct sink_counters {
+	__u64 packets; /* every frame */
+	__u64 ours;    /* IPv4 UDP frames for sink_daddr */
+	__u64 bytes;   /* bytes of those */
+};
+
+/* Per-CPU sink counters. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sink_counters);
+} sink_stats SEC(".maps");
+
+SEC("xdp")
+int sink(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u32 zero = 0;
+	struct sink_counters *c = bpf_map_lookup_elem(&sink_stats, &zero);
+
+	/* Cannot miss (one-entry array), but the verifier needs the check. */
+	if (!c)
+		return XDP_DROP;
+	c->packets++;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > end)
+		return XDP_DROP;
+	if (eth->h_proto == bpf_htons(ETH_P_IP) && ip->protocol == IPPROTO_UDP &&
+	    ip->daddr == sink_daddr) {
+		c->ours++;
+		c->bytes += end - data;
+	}
+	return XDP_DROP;
+}
+
+/* ---- fresh flows for BPF_PROG_TEST_RUN ---- */
+
+/* The program fresh hands each frame to (slot 0). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} fresh_next SEC(".maps");
+
+/* Per-CPU count of frames fresh rewrote. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} fresh_seq SEC(".maps");
+
+/* fresh expects an untagged IPv4 frame without options carrying TCP: it
+ * writes the low 16 bits of the source address and the source port from a
+ * per-CPU sequence number (2^32 distinct tuples), then tail-calls slot 0.
+ * XDP_ABORTED when the frame is not like that or the slot is empty, so a
+ * measurement of the wrong thing cannot go unnoticed. */
+SEC("xdp")
+int fresh(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u32 zero = 0;
+	__u64 *seq = bpf_map_lookup_elem(&fresh_seq, &zero);
+
+	/* Cannot miss (one-entry array), but the verifier needs the check. */
+	if (!seq)
+		return XDP_ABORTED;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	struct tcpports *tcp = (void *)(ip + 1);
+	if ((void *)(tcp + 1) > end)
+		return XDP_ABORTED;
+	if (eth->h_proto != bpf_htons(ETH_P_IP) || ip->ver_ihl != 0x45 ||
+	    ip->protocol != IPPROTO_TCP)
+		return XDP_ABORTED;
+	__u32 n = (__u32)*seq;
+	*seq += 1;
+	__u16 *lo = (__u16 *)&ip->saddr + 1;
+	*lo = bpf_htons((__u16)n);
+	tcp->source = bpf_htons((__u16)(n >> 16) + 1024);
+	bpf_tail_call(ctx, &fresh_next, 0);
+	return XDP_ABORTED;
+}
+
+char _license[] SEC("license") = "Dual BSD/GPL";

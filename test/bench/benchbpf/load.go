@@ -1,0 +1,145 @@
+package benchbpf
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+)
+
+type (
+	// Objects are the loaded programs and maps.
+	Objects = benchObjects
+	// GenState is the generator's per-CPU state and counters.
+	GenState = benchGenState
+	// SinkCounters are the sink's per-CPU counters.
+	SinkCounters = benchSinkCounters
+)
+
+// Config are the programs' load-time settings. Zero values are fine for
+// the programs that do not use them (macswap and fresh use none).
+type Config struct {
+	// FwdDst and FwdSrc are the MACs l2fwd writes.
+	FwdDst, FwdSrc net.HardwareAddr
+	// GenDst and GenSrc are the MACs of generated frames.
+	GenDst, GenSrc net.HardwareAddr
+	// GenSrcAddr is the first source address; flow i comes from
+	// GenSrcAddr + i/GenPorts, port GenSrcPort + i%GenPorts.
+	GenSrcAddr netip.Addr
+	// GenDst is the destination (the VIP) and GenDstPort its UDP port.
+	GenDstAddr netip.Addr
+	GenDstPort uint16
+	GenSrcPort uint16
+	// GenFlows is the number of distinct flows the generator cycles
+	// through; GenPorts the source ports per source address.
+	GenFlows, GenPorts uint32
+	// SinkDst is the address the sink counts as ours.
+	SinkDst netip.Addr
+}
+
+// Load loads every benchmark program with cfg applied.
+func Load(cfg Config) (*Objects, error) {
+	spec, err := loadBench()
+	if err != nil {
+		return nil, fmt.Errorf("load bench collection spec: %w", err)
+	}
+	set := func(name string, v any) error {
+		vs := spec.Variables[name]
+		if vs == nil {
+			return fmt.Errorf("bench collection has no variable %q", name)
+		}
+		if err := vs.Set(v); err != nil {
+			return fmt.Errorf("set %s: %w", name, err)
+		}
+		return nil
+	}
+	mac := func(m net.HardwareAddr) [6]byte {
+		var out [6]byte
+		copy(out[:], m)
+		return out
+	}
+	be32 := func(a netip.Addr) [4]byte {
+		if !a.Is4() {
+			return [4]byte{}
+		}
+		return a.As4() // network order: the bytes as they are on the wire
+	}
+	for _, kv := range []struct {
+		name string
+		v    any
+	}{
+		{"fwd_dst_mac", mac(cfg.FwdDst)},
+		{"fwd_src_mac", mac(cfg.FwdSrc)},
+		{"gen_dst_mac", mac(cfg.GenDst)},
+		{"gen_src_mac", mac(cfg.GenSrc)},
+		{"gen_saddr", be32(cfg.GenSrcAddr)},
+		{"gen_daddr", be32(cfg.GenDstAddr)},
+		{"gen_dport", cfg.GenDstPort},
+		{"gen_sport", cfg.GenSrcPort},
+		{"gen_flows", max(cfg.GenFlows, 1)},
+		{"gen_ports", max(cfg.GenPorts, 1)},
+		{"sink_daddr", be32(cfg.SinkDst)},
+	} {
+		if err := set(kv.name, kv.v); err != nil {
+			return nil, err
+		}
+	}
+	var objs Objects
+	if err := spec.LoadAndAssign(&objs, nil); err != nil {
+		return nil, fmt.Errorf("load bench programs: %w", err)
+	}
+	return &objs, nil
+}
+
+// GenTotals sums the generator's per-CPU state.
+func (o *Objects) GenTotals() (GenState, error) {
+	var per []GenState
+	if err := o.GenStats.Lookup(uint32(0), &per); err != nil {
+		return GenState{}, fmt.Errorf("read generator counters: %w", err)
+	}
+	var t GenState
+	for _, c := range per {
+		t.Seq += c.Seq
+		t.Sent += c.Sent
+		t.ShortFrames += c.ShortFrames
+	}
+	return t, nil
+}
+
+// SinkTotals sums the sink's per-CPU counters.
+func (o *Objects) SinkTotals() (SinkCounters, error) {
+	var per []SinkCounters
+	if err := o.SinkStats.Lookup(uint32(0), &per); err != nil {
+		return SinkCounters{}, fmt.Errorf("read sink counters: %w", err)
+	}
+	var t SinkCounters
+	for _, c := range per {
+		t.Packets += c.Packets
+		t.Ours += c.Ours
+		t.Bytes += c.Bytes
+	}
+	return t, nil
+}
+
+// FreshCount sums the fresh mutator's per-CPU sequence numbers (frames it
+// rewrote).
+func (o *Objects) FreshCount() (uint64, error) {
+	var per []uint64
+	if err := o.FreshSeq.Lookup(uint32(0), &per); err != nil {
+		return 0, fmt.Errorf("read fresh sequence: %w", err)
+	}
+	var t uint64
+	for _, c := range per {
+		t += c
+	}
+	return t, nil
+}
+
+// SetFreshNext makes fresh tail-call prog.
+func (o *Objects) SetFreshNext(prog *ebpf.Program) error {
+	if err := o.FreshNext.Put(uint32(0), prog); err != nil {
+		return fmt.Errorf("set fresh's next program: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,113 @@
+// Command bench is `make bench`: xlb's per-packet cost, veth throughput,
+// control-plane timings, disruption and a proxy comparison, each measured
+// beside a baseline in the same run. It prints a markdown table and writes
+// every figure, with the machine's description, to a JSON file.
+//
+// It needs root (BPF, network namespaces). BENCH_QUICK=1 runs a shorter
+// variant. BENCH_JSON and BENCH_PNG name the output files.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/xlb-lb/xlb/test/lab"
+)
+
+type options struct {
+	quick    bool
+	jsonPath string
+	pngPath  string
+	// only, when not empty, limits the run to these sections (BENCH_ONLY,
+	// comma separated: packet, throughput, control, disruption, proxy).
+	only map[string]bool
+	log  *slog.Logger
+}
+
+func (o options) want(section string) bool { return len(o.only) == 0 || o.only[section] }
+
+func main() {
+	o := options{
+		quick:    os.Getenv("BENCH_QUICK") == "1",
+		jsonPath: envOr("BENCH_JSON", "out/bench.json"),
+		pngPath:  envOr("BENCH_PNG", "out/bench.png"),
+		only:     map[string]bool{},
+		log:      slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
+	}
+	for _, s := range strings.Split(os.Getenv("BENCH_ONLY"), ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			o.only[s] = true
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func run(ctx context.Context, o options) error {
+	if err := lab.CheckPrivileged(); err != nil {
+		return fmt.Errorf("needs root with bpffs mounted: %w", err)
+	}
+	start := time.Now()
+	r := &Report{Date: start.UTC().Format(time.RFC3339), Quick: o.quick, Machine: describeMachine()}
+	r.Command = "sudo make bench"
+	if o.quick {
+		r.Command = "sudo make bench BENCH_QUICK=1"
+	}
+	section := func(name, title string, fn func() error) {
+		if !o.want(name) || ctx.Err() != nil {
+			return
+		}
+		o.log.Info("running", "section", title)
+		t0 := time.Now()
+		if err := fn(); err != nil {
+			o.log.Error("section failed", "section", title, "err", err)
+			r.Failures = append(r.Failures, fmt.Sprintf("%s: %v", title, err))
+		}
+		o.log.Info("done", "section", title, "took", time.Since(t0).Round(time.Millisecond))
+	}
+	section("packet", "per-packet cost", func() (err error) {
+		r.PerPacket, err = measurePerPacket(o)
+		return err
+	})
+	section("throughput", "veth throughput", func() (err error) {
+		r.Throughput, err = measureThroughput(o)
+		return err
+	})
+	section("control", "control plane", func() (err error) {
+		r.Control = &Control{NotMeasured: map[string]string{}}
+		r.Control.Maglev, err = measureMaglev(o)
+		return err
+	})
+	section("disruption", "disruption", func() (err error) {
+		r.Disruption, err = measureDisruption(o)
+		return err
+	})
+	r.Elapsed = time.Since(start).Round(time.Millisecond).String()
+	r.evaluateTargets()
+	fmt.Print(r.Markdown())
+	if err := r.WriteJSON(o.jsonPath); err != nil {
+		return err
+	}
+	fmt.Printf("\nJSON: %s\n", o.jsonPath)
+	if len(r.Failures) > 0 {
+		return fmt.Errorf("%d section(s) failed", len(r.Failures))
+	}
+	return nil
+}

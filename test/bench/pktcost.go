@@ -1,0 +1,286 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/xlb-lb/xlb/loader"
+	"github.com/xlb-lb/xlb/maps"
+	"github.com/xlb-lb/xlb/test/bench/benchbpf"
+	"github.com/xlb-lb/xlb/test/frame"
+)
+
+// XDP verdicts.
+const (
+	xdpAborted = 0
+	xdpDrop    = 1
+	xdpPass    = 2
+	xdpTX      = 3
+)
+
+func verdictName(v uint32) string {
+	switch v {
+	case xdpAborted:
+		return "XDP_ABORTED"
+	case xdpDrop:
+		return "XDP_DROP"
+	case xdpPass:
+		return "XDP_PASS"
+	case xdpTX:
+		return "XDP_TX"
+	}
+	return fmt.Sprintf("verdict %d", v)
+}
+
+// Names of the cases the targets refer to.
+const (
+	caseEstablished = "TCP established (IPv4)"
+	caseNewFlow     = "TCP new flow (IPv4 SYN)"
+)
+
+// PacketCase is one per-packet measurement: xlb and the MAC-swap baseline
+// on the same input, alternating, in the same process.
+type PacketCase struct {
+	Name string `json:"name"`
+	// Path is what the measurement exercises, and Checked how that was
+	// verified after every run.
+	Path    string `json:"path"`
+	Checked string `json:"checked"`
+	// Xlb and Baseline are ns per packet, one value per round.
+	Xlb      Series  `json:"xlb_ns"`
+	Baseline Series  `json:"baseline_ns"`
+	Ratio    float64 `json:"ratio"`
+	// Method notes how the figure was derived when it is not a plain
+	// BPF_PROG_TEST_RUN repeat.
+	Method string `json:"method,omitempty"`
+	// Raw figures behind a derived one (new flow): the mutator chained to
+	// xlb and to the baseline.
+	FreshXlb  *Series `json:"fresh_to_xlb_ns,omitempty"`
+	FreshBase *Series `json:"fresh_to_baseline_ns,omitempty"`
+}
+
+// PerPacket is section 1 of the report.
+type PerPacket struct {
+	Baseline string       `json:"baseline"`
+	Repeat   int          `json:"repeat"`
+	NewFlowR int          `json:"new_flow_repeat"`
+	Rounds   int          `json:"rounds"`
+	Cases    []PacketCase `json:"cases"`
+}
+
+var (
+	ppClientMAC = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x02}
+	ppLBMAC     = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x03}
+)
+
+func ppBackends(vip netip.Addr, n int) []loader.Backend {
+	out := make([]loader.Backend, n)
+	for i := range out {
+		a := netip.AddrFrom4([4]byte{198, 18, 0, byte(11 + i)})
+		if vip.Is6() {
+			a = netip.MustParseAddr(fmt.Sprintf("2001:2::%x", 0x11+i))
+		}
+		out[i] = loader.Backend{Addr: a, MAC: net.HardwareAddr{0x02, 0, 0, 0, 0, byte(0x11 + i)}, Weight: 1}
+	}
+	return out
+}
+
+// measurePerPacket runs section 1.
+func measurePerPacket(o options) (*PerPacket, error) {
+	repeat, newRepeat, rounds := 1_000_000, 100_000, 5
+	if o.quick {
+		repeat, newRepeat, rounds = 200_000, 40_000, 3
+	}
+	// No interface MAC: with repeat, each iteration sees the previous
+	// one's output (addressed to the backend by then), which the
+	// other-host check would otherwise hand to the kernel.
+	bal, err := loader.Open(loader.Options{MaxServices: 16, MaxBackends: 64, ConntrackSize: loader.DefaultConntrackSize})
+	if err != nil {
+		return nil, fmt.Errorf("load xlb: %w", err)
+	}
+	defer bal.Close()
+	web4 := maps.ServiceKey{VIP: netip.MustParseAddr("198.18.1.1"), Port: 80, Proto: maps.TCP}
+	dns4 := maps.ServiceKey{VIP: netip.MustParseAddr("198.18.1.1"), Port: 53, Proto: maps.UDP}
+	web6 := maps.ServiceKey{VIP: netip.MustParseAddr("2001:2:0:1::1"), Port: 80, Proto: maps.TCP}
+	for _, k := range []maps.ServiceKey{web4, dns4, web6} {
+		if err := bal.SetService(loader.Service{Key: k, Backends: ppBackends(k.VIP, 3)}); err != nil {
+			return nil, fmt.Errorf("set service %s: %w", k, err)
+		}
+	}
+	objs, err := benchbpf.Load(benchbpf.Config{})
+	if err != nil {
+		return nil, err
+	}
+	defer objs.Close()
+
+	mk := func(src, dst string, udp, syn bool) []byte {
+		return frame.MustBuild(frame.Spec{SrcMAC: ppClientMAC, DstMAC: ppLBMAC,
+			Src: netip.MustParseAddrPort(src), Dst: netip.MustParseAddrPort(dst), UDP: udp, SYN: syn})
+	}
+	cases := []struct {
+		name, path string
+		frame      []byte
+		verdict    uint32
+		counters   []string // each moves by exactly repeat
+		still      []string // each must not move
+	}{
+		{caseEstablished, "service hit, connection-table hit, MAC rewrite, XDP_TX",
+			mk("198.18.0.100:40000", "198.18.1.1:80", false, false), xdpTX, []string{"ConntrackHits", "TxPackets"}, []string{"NewFlows", "Reschedules", "DropNoBackend"}},
+		{"UDP flow (IPv4)", "service hit, connection-table hit, MAC rewrite, XDP_TX",
+			mk("198.18.0.100:40000", "198.18.1.1:53", true, false), xdpTX, []string{"ConntrackHits", "TxPackets"}, []string{"NewFlows", "Reschedules", "DropNoBackend"}},
+		{"TCP established (IPv6)", "service hit, connection-table hit, MAC rewrite, XDP_TX",
+			mk("[2001:2::100]:40000", "[2001:2:0:1::1]:80", false, false), xdpTX, []string{"ConntrackHits", "TxPackets"}, []string{"NewFlows", "Reschedules", "DropNoBackend"}},
+		{"non-VIP TCP (IPv4)", "service miss, XDP_PASS to the kernel",
+			mk("198.18.0.100:40000", "198.18.1.9:80", false, false), xdpPass, []string{"PassNotVip"}, []string{"TxPackets", "NewFlows"}},
+	}
+	prog := bal.Program()
+	global := func() (maps.GlobalCounters, error) { return bal.Stats().Global() }
+
+	// Establish the flows first (one new flow each), as a client would.
+	for _, c := range cases {
+		ret, err := prog.Run(&ebpf.RunOptions{Data: c.frame})
+		if err != nil {
+			return nil, fmt.Errorf("%s: first packet: %w", c.name, err)
+		}
+		if ret != c.verdict {
+			return nil, fmt.Errorf("%s: first packet: %s, want %s", c.name, verdictName(ret), verdictName(c.verdict))
+		}
+	}
+
+	pp := &PerPacket{
+		Baseline: "macswap: swap source and destination MAC, XDP_TX (no parsing beyond Ethernet, no maps)",
+		Repeat:   repeat, NewFlowR: newRepeat, Rounds: rounds,
+	}
+	bench := func(p *ebpf.Program, in []byte, n int) (uint32, float64, error) {
+		ret, d, err := p.Benchmark(in, n, nil)
+		return ret, float64(d.Nanoseconds()), err
+	}
+	for _, c := range cases {
+		var xs, bs []float64
+		for r := 0; r < rounds; r++ {
+			before, err := global()
+			if err != nil {
+				return nil, err
+			}
+			ret, ns, err := bench(prog, c.frame, repeat)
+			if err != nil {
+				return nil, fmt.Errorf("%s: xlb: %w", c.name, err)
+			}
+			after, err := global()
+			if err != nil {
+				return nil, err
+			}
+			if ret != c.verdict {
+				return nil, fmt.Errorf("%s: xlb returned %s, want %s: not the path named", c.name, verdictName(ret), verdictName(c.verdict))
+			}
+			want := map[string]uint64{"RxPackets": uint64(repeat)}
+			for _, k := range c.counters {
+				want[k] = uint64(repeat)
+			}
+			for _, k := range c.still {
+				want[k] = 0
+			}
+			if err := expectCounters(counterDelta(before, after), want); err != nil {
+				return nil, fmt.Errorf("%s: xlb: %w: not the path named", c.name, err)
+			}
+			bret, bns, err := bench(objs.Macswap, c.frame, repeat)
+			if err != nil {
+				return nil, fmt.Errorf("%s: baseline: %w", c.name, err)
+			}
+			if bret != xdpTX {
+				return nil, fmt.Errorf("%s: baseline returned %s", c.name, verdictName(bret))
+			}
+			xs, bs = append(xs, ns), append(bs, bns)
+		}
+		checked := fmt.Sprintf("verdict %s; per run RxPackets", verdictName(c.verdict))
+		for _, k := range c.counters {
+			checked += ", " + k
+		}
+		checked += fmt.Sprintf(" each +%d", repeat)
+		for i, k := range c.still {
+			if i == 0 {
+				checked += "; "
+			} else {
+				checked += ", "
+			}
+			checked += k
+		}
+		checked += " +0"
+		pc := PacketCase{Name: c.name, Path: c.path, Checked: checked, Xlb: NewSeries(xs), Baseline: NewSeries(bs)}
+		pc.Ratio = ratio(pc.Xlb.Median, pc.Baseline.Median)
+		pp.Cases = append(pp.Cases, pc)
+	}
+
+	// New flows: fresh rewrites the source address and port on every
+	// iteration and tail-calls xlb (or the baseline), so each iteration
+	// is a SYN of a flow never seen. Its own cost and the tail call's are
+	// measured by chaining it to the baseline and cancelled out:
+	//   new flow = t(fresh->xlb) - t(fresh->macswap) + t(macswap).
+	syn := mk("198.19.0.0:1024", "198.18.1.1:80", false, true)
+	var fx, fb, bs, derived []float64
+	for r := 0; r < rounds; r++ {
+		if err := objs.SetFreshNext(prog); err != nil {
+			return nil, err
+		}
+		before, err := global()
+		if err != nil {
+			return nil, err
+		}
+		seq0, err := objs.FreshCount()
+		if err != nil {
+			return nil, err
+		}
+		ret, ns, err := bench(objs.Fresh, syn, newRepeat)
+		if err != nil {
+			return nil, fmt.Errorf("new flow: %w", err)
+		}
+		after, err := global()
+		if err != nil {
+			return nil, err
+		}
+		seq1, err := objs.FreshCount()
+		if err != nil {
+			return nil, err
+		}
+		if ret != xdpTX {
+			return nil, fmt.Errorf("new flow: %s, want XDP_TX", verdictName(ret))
+		}
+		n := uint64(newRepeat)
+		if seq1-seq0 != n {
+			return nil, fmt.Errorf("new flow: mutator ran %d times, want %d", seq1-seq0, n)
+		}
+		if err := expectCounters(counterDelta(before, after), map[string]uint64{
+			"RxPackets": n, "NewFlows": n, "TxPackets": n, "ConntrackHits": 0, "ConntrackInsertErrors": 0,
+		}); err != nil {
+			return nil, fmt.Errorf("new flow: %w: not one insert per packet", err)
+		}
+		if err := objs.SetFreshNext(objs.Macswap); err != nil {
+			return nil, err
+		}
+		bret, bns, err := bench(objs.Fresh, syn, newRepeat)
+		if err != nil || bret != xdpTX {
+			return nil, fmt.Errorf("new flow baseline: %s, %v", verdictName(bret), err)
+		}
+		pret, pns, err := bench(objs.Macswap, syn, repeat)
+		if err != nil || pret != xdpTX {
+			return nil, fmt.Errorf("new flow plain baseline: %s, %v", verdictName(pret), err)
+		}
+		fx, fb, bs = append(fx, ns), append(fb, bns), append(bs, pns)
+		derived = append(derived, ns-bns+pns)
+	}
+	sfx, sfb := NewSeries(fx), NewSeries(fb)
+	pc := PacketCase{
+		Name: caseNewFlow, Path: "service hit, connection-table miss, Maglev lookup, insert, MAC rewrite, XDP_TX",
+		Checked: fmt.Sprintf("verdict XDP_TX; per run NewFlows, TxPackets +%d, ConntrackHits and ConntrackInsertErrors +0, mutator ran %d times", newRepeat, newRepeat),
+		Xlb:     NewSeries(derived), Baseline: NewSeries(bs),
+		Method:   "a mutator gives each iteration a fresh source address and port and tail-calls xlb; its own cost, measured chained to the baseline, is subtracted: t(fresh->xlb) - t(fresh->macswap) + t(macswap)",
+		FreshXlb: &sfx, FreshBase: &sfb,
+	}
+	pc.Ratio = ratio(pc.Xlb.Median, pc.Baseline.Median)
+	// Keep the report's order: established, new, UDP, IPv6, non-VIP.
+	pp.Cases = append(pp.Cases[:1], append([]PacketCase{pc}, pp.Cases[1:]...)...)
+	return pp, nil
+}

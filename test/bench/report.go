@@ -1,0 +1,233 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Report is every figure of one run; the JSON file is this struct.
+type Report struct {
+	Date    string  `json:"date"`
+	Command string  `json:"command"`
+	Quick   bool    `json:"quick"`
+	Elapsed string  `json:"elapsed"`
+	Machine Machine `json:"machine"`
+
+	PerPacket  *PerPacket  `json:"per_packet,omitempty"`
+	Throughput *Throughput `json:"throughput,omitempty"`
+	Control    *Control    `json:"control_plane,omitempty"`
+	Disruption *Disruption `json:"disruption,omitempty"`
+	Proxy      *Proxy      `json:"proxy,omitempty"`
+
+	Targets  []Target `json:"targets"`
+	Failures []string `json:"failures,omitempty"`
+}
+
+// Machine describes where the run happened.
+type Machine struct {
+	CPU       string `json:"cpu"`
+	Cores     int    `json:"cores"`
+	Kernel    string `json:"kernel"`
+	Go        string `json:"go"`
+	LoadAvg   string `json:"loadavg_at_start"`
+	MemTotal  string `json:"mem_total"`
+	Hostname  string `json:"hostname,omitempty"`
+	SharedCPU string `json:"note,omitempty"`
+}
+
+func describeMachine() Machine {
+	m := Machine{CPU: "unknown", Cores: runtime.NumCPU(), Go: runtime.Version()}
+	if f, err := os.Open("/proc/cpuinfo"); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPU = strings.TrimSpace(v)
+				break
+			}
+		}
+		f.Close()
+	}
+	var u unix.Utsname
+	if unix.Uname(&u) == nil {
+		m.Kernel = unix.ByteSliceToString(u.Release[:])
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		f := strings.Fields(string(b))
+		if len(f) >= 3 {
+			m.LoadAvg = strings.Join(f[:3], " ")
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "MemTotal:"); ok {
+				m.MemTotal = strings.TrimSpace(v)
+			}
+		}
+	}
+	return m
+}
+
+// Target is one goal of the issue, printed as met or not met. Targets are
+// not assertions: the bench does not fail on them.
+type Target struct {
+	Name   string `json:"name"`
+	Want   string `json:"want"`
+	Got    string `json:"got"`
+	Status string `json:"status"` // "met", "not met", "not measured"
+}
+
+func target(name, want string, measured bool, got string, met bool) Target {
+	t := Target{Name: name, Want: want, Got: got, Status: "not measured"}
+	if measured {
+		t.Status = "not met"
+		if met {
+			t.Status = "met"
+		}
+	}
+	return t
+}
+
+func (r *Report) evaluateTargets() {
+	r.Targets = nil
+	var est, nf *PacketCase
+	if r.PerPacket != nil {
+		for i := range r.PerPacket.Cases {
+			c := &r.PerPacket.Cases[i]
+			switch c.Name {
+			case caseEstablished:
+				est = c
+			case caseNewFlow:
+				nf = c
+			}
+		}
+	}
+	t := target("established-flow cost vs MAC swap", "≤ 2.5x", est != nil, "", false)
+	if est != nil {
+		t = target(t.Name, t.Want, true, fmt.Sprintf("%.2fx", est.Ratio), est.Ratio <= 2.5)
+	}
+	r.Targets = append(r.Targets, t)
+	t = target("new-flow cost vs MAC swap", "≤ 8x", nf != nil, "", false)
+	if nf != nil {
+		t = target(t.Name, t.Want, true, fmt.Sprintf("%.2fx", nf.Ratio), nf.Ratio <= 8)
+	}
+	r.Targets = append(r.Targets, t)
+	r.Targets = append(r.Targets, r.throughputTarget(), r.disruptionTarget(), r.maglevTarget())
+}
+
+// f formats a float with d decimals; NaN as "n/a".
+func f(v float64, d int) string {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.*f", d, v)
+}
+
+// pct formats a fraction as a percentage.
+func pct(v float64, d int) string {
+	if math.IsNaN(v) {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.*f%%", d, 100*v)
+}
+
+// table renders a markdown table.
+func table(head []string, rows [][]string) string {
+	var b strings.Builder
+	b.WriteString("| " + strings.Join(head, " | ") + " |\n")
+	seps := make([]string, len(head))
+	for i := range seps {
+		seps[i] = "---"
+	}
+	b.WriteString("|" + strings.Join(seps, "|") + "|\n")
+	for _, r := range rows {
+		cells := make([]string, len(head))
+		copy(cells, r)
+		for i := range cells {
+			cells[i] = strings.ReplaceAll(cells[i], "|", "\\|")
+		}
+		b.WriteString("| " + strings.Join(cells, " | ") + " |\n")
+	}
+	return b.String()
+}
+
+// Markdown renders the whole report.
+func (r *Report) Markdown() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "## xlb benchmark, %s\n\n", r.Date)
+	m := r.Machine
+	fmt.Fprintf(&b, "Machine: %s, %d cores, Linux %s, %s, load average at start %s. Command: `%s`. Took %s.\n",
+		m.CPU, m.Cores, m.Kernel, m.Go, m.LoadAvg, r.Command, r.Elapsed)
+	b.WriteString("Every ratio is against a baseline measured in the same run, alternating with xlb; spread = (max-min)/median over the repetitions.\n\n")
+	if r.PerPacket != nil {
+		b.WriteString(r.PerPacket.Markdown())
+	}
+	if r.Throughput != nil {
+		b.WriteString(r.Throughput.Markdown())
+	}
+	if r.Control != nil {
+		b.WriteString(r.Control.Markdown())
+	}
+	if r.Disruption != nil {
+		b.WriteString(r.Disruption.Markdown())
+	}
+	if r.Proxy != nil {
+		b.WriteString(r.Proxy.Markdown())
+	}
+	b.WriteString("### Targets\n\n")
+	var rows [][]string
+	for _, t := range r.Targets {
+		rows = append(rows, []string{t.Name, t.Want, t.Got, t.Status})
+	}
+	b.WriteString(table([]string{"target", "want", "got", "status"}, rows))
+	if len(r.Failures) > 0 {
+		b.WriteString("\n### Failed sections\n\n")
+		for _, s := range r.Failures {
+			fmt.Fprintf(&b, "- %s\n", s)
+		}
+	}
+	return b.String()
+}
+
+// Markdown renders section 1.
+func (p *PerPacket) Markdown() string {
+	var b strings.Builder
+	b.WriteString("### 1. Per-packet cost (BPF_PROG_TEST_RUN)\n\n")
+	fmt.Fprintf(&b, "Baseline: %s. %d rounds of %d iterations each (new flow: %d).\n\n", p.Baseline, p.Rounds, p.Repeat, p.NewFlowR)
+	var rows [][]string
+	for _, c := range p.Cases {
+		rows = append(rows, []string{c.Name, f(c.Xlb.Median, 1), pct(c.Xlb.Spread, 0), f(c.Baseline.Median, 1), pct(c.Baseline.Spread, 0), f(c.Ratio, 2) + "x", c.Path})
+	}
+	b.WriteString(table([]string{"case", "xlb ns/pkt", "spread", "baseline ns/pkt", "spread", "ratio", "path (verdict and counters checked after every run)"}, rows))
+	for _, c := range p.Cases {
+		if c.Method != "" {
+			fmt.Fprintf(&b, "\n%s: %s (raw medians: fresh->xlb %s ns, fresh->baseline %s ns).\n", c.Name, c.Method, f(c.FreshXlb.Median, 1), f(c.FreshBase.Median, 1))
+		}
+	}
+	b.WriteString("\n")
+	return b.String()
+}
+
+// WriteJSON writes the report to path, creating its directory.
+func (r *Report) WriteJSON(path string) error {
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("create %s: %w", dir, err)
+		}
+	}
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode report: %w", err)
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,298 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/xlb-lb/xlb/loader"
+	"github.com/xlb-lb/xlb/maps"
+	"github.com/xlb-lb/xlb/test/bench/benchbpf"
+	"github.com/xlb-lb/xlb/test/frame"
+	"github.com/xlb-lb/xlb/test/lab"
+)
+
+// Throughput is section 2: frames per second through the balancer
+// namespace on veth, xlb against the L2-forward baseline.
+type Throughput struct {
+	Topology  string  `json:"topology"`
+	Baseline  string  `json:"baseline"`
+	Generator string  `json:"generator"`
+	FrameLen  int     `json:"frame_bytes"`
+	Flows     int     `json:"flows"`
+	GenCPUs   []int   `json:"generator_cpus"`
+	Reps      int     `json:"repetitions"`
+	Seconds   float64 `json:"seconds_per_repetition"`
+	Xlb       Side    `json:"xlb"`
+	Base      Side    `json:"baseline_l2fwd"`
+	// Ratio is xlb's median received Mpps over the baseline's.
+	Ratio float64 `json:"ratio"`
+}
+
+// Side is one program's repetitions.
+type Side struct {
+	// RxMpps are frames counted by the sinks per second (millions).
+	RxMpps Series `json:"rx_mpps"`
+	// TxMpps are frames the generator sent per second (millions).
+	TxMpps Series `json:"tx_mpps"`
+	// Loss is the fraction of sent frames that did not reach a sink.
+	Loss Series `json:"loss"`
+	// Forwarded is xlb's own count of frames it sent with XDP_TX (0 for
+	// the baseline, which counts nothing).
+	Forwarded uint64 `json:"forwarded_by_xlb,omitempty"`
+}
+
+const (
+	tputPort     = 9
+	tputFrameLen = 64
+	tputFlows    = 65536
+	tputPorts    = 4096
+)
+
+func genCPUs() ([]int, error) {
+	n := 1
+	if v := envOr("BENCH_GEN_CPUS", ""); v != "" {
+		var err error
+		n, err = strconv.Atoi(v)
+		if err != nil || n < 1 || n > runtime.NumCPU() {
+			return nil, fmt.Errorf("BENCH_GEN_CPUS=%q: want 1-%d", v, runtime.NumCPU())
+		}
+	}
+	// The highest-numbered CPUs: CPU 0 tends to get the most interrupts.
+	var cpus []int
+	for i := runtime.NumCPU() - n; i < runtime.NumCPU(); i++ {
+		cpus = append(cpus, i)
+	}
+	return cpus, nil
+}
+
+func measureThroughput(o options) (*Throughput, error) {
+	reps, secs := 5, 3.0
+	if o.quick {
+		reps, secs = 5, 0.6
+	}
+	cpus, err := genCPUs()
+	if err != nil {
+		return nil, err
+	}
+	topo, err := lab.New(lab.Config{Backends: 2, ClientAddrs: -1, PassOn: []string{lab.RoleClient}})
+	if err != nil {
+		return nil, fmt.Errorf("build lab: %w", err)
+	}
+	defer topo.Close()
+	if err := staticFDB(topo); err != nil {
+		return nil, err
+	}
+	lb, client, be1 := topo.Balancer, topo.Client, topo.Backends[0]
+	objs, err := benchbpf.Load(benchbpf.Config{
+		FwdDst: be1.MAC, FwdSrc: lb.MAC,
+		GenDst: lb.MAC, GenSrc: client.MAC,
+		GenSrcAddr: netip.MustParseAddr("198.18.64.1"), GenDstAddr: topo.VIP4, GenDstPort: tputPort, GenSrcPort: 10000,
+		GenFlows: tputFlows, GenPorts: tputPorts,
+		SinkDst: topo.VIP4,
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer objs.Close()
+
+	var links []link.Link
+	defer func() {
+		for _, l := range links {
+			l.Close()
+		}
+	}()
+	attach := func(h *lab.Host, prog *ebpf.Program) (link.Link, error) {
+		var l link.Link
+		err := h.NS.Do(func() error {
+			var err error
+			l, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: h.Ifindex, Flags: link.XDPDriverMode})
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("attach %s to %s: %w", prog, h.Name, err)
+		}
+		links = append(links, l)
+		return l, nil
+	}
+	for _, be := range topo.Backends {
+		if _, err := attach(be, objs.Sink); err != nil {
+			return nil, err
+		}
+	}
+	bal, err := loader.Open(loader.Options{MAC: lb.MAC, MaxServices: 16, MaxBackends: 64})
+	if err != nil {
+		return nil, fmt.Errorf("load xlb: %w", err)
+	}
+	defer bal.Close()
+	var bes []loader.Backend
+	for _, be := range topo.Backends {
+		bes = append(bes, loader.Backend{Addr: be.Addr4, MAC: be.MAC, Weight: 1})
+	}
+	key := maps.ServiceKey{VIP: topo.VIP4, Port: tputPort, Proto: maps.UDP}
+	if err := bal.SetService(loader.Service{Key: key, Backends: bes}); err != nil {
+		return nil, err
+	}
+	lbLink, err := attach(lb, bal.Program())
+	if err != nil {
+		return nil, err
+	}
+	in := frame.MustBuild(frame.Spec{SrcMAC: client.MAC, DstMAC: lb.MAC,
+		Src: netip.MustParseAddrPort("198.18.64.1:10000"), Dst: netip.AddrPortFrom(topo.VIP4, tputPort), UDP: true, Len: tputFrameLen})
+
+	t := &Throughput{
+		Topology: "client netns -> bridge netns -> balancer netns (one-armed; XDP_TX back out the same veth) -> bridge -> backend netns; " +
+			"XDP_PASS on the client's and balancer's bridge ports, a counting XDP_DROP sink on every backend's eth0, static FDB entries",
+		Baseline: fmt.Sprintf("l2fwd on the balancer: destination MAC := %s (backend be1), source MAC := the balancer's, XDP_TX; no parsing, no maps", be1.MAC),
+		Generator: fmt.Sprintf("BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES in the client netns, one long run per pinned CPU ended by a signal; "+
+			"each frame rewritten whole (Ethernet, IPv4, UDP) for flow i mod %d (%d source addresses x %d ports), XDP_TX out of the client's eth0", tputFlows, tputFlows/tputPorts, tputPorts),
+		FrameLen: len(in), Flows: tputFlows, GenCPUs: cpus, Reps: reps, Seconds: secs,
+	}
+	type sample struct{ rx, tx, loss float64 }
+	one := func(prog *ebpf.Program, isXlb bool) (sample, error) {
+		if err := lbLink.Update(prog); err != nil {
+			return sample{}, fmt.Errorf("switch balancer program: %w", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+		g0, err := objs.GenTotals()
+		if err != nil {
+			return sample{}, err
+		}
+		s0, err := objs.SinkTotals()
+		if err != nil {
+			return sample{}, err
+		}
+		x0, err := bal.Stats().Global()
+		if err != nil {
+			return sample{}, err
+		}
+		el, err := generate(client.NS, objs.Gen, client.Ifindex, in, cpus, time.Duration(secs*float64(time.Second)))
+		if err != nil {
+			return sample{}, err
+		}
+		time.Sleep(100 * time.Millisecond) // let the last frames land
+		g1, err := objs.GenTotals()
+		if err != nil {
+			return sample{}, err
+		}
+		s1, err := objs.SinkTotals()
+		if err != nil {
+			return sample{}, err
+		}
+		x1, err := bal.Stats().Global()
+		if err != nil {
+			return sample{}, err
+		}
+		sent, got := g1.Sent-g0.Sent, s1.Ours-s0.Ours
+		if sent == 0 {
+			return sample{}, errors.New("the generator sent nothing")
+		}
+		if g1.ShortFrames != g0.ShortFrames {
+			return sample{}, errors.New("the generator saw short frames")
+		}
+		if got == 0 {
+			return sample{}, errors.New("nothing reached the sinks")
+		}
+		xd := counterDelta(x0, x1)
+		if isXlb {
+			// xlb must have handled the traffic itself: forwarded, not passed.
+			if xd["TxPackets"] < got {
+				return sample{}, fmt.Errorf("sinks counted %d frames but xlb forwarded only %d", got, xd["TxPackets"])
+			}
+			if xd["DropNoBackend"]+xd["DropInternal"]+xd["PassNotVip"]+xd["PassOtherHost"] != 0 {
+				return sample{}, fmt.Errorf("xlb did not forward everything: %v", xd)
+			}
+			t.Xlb.Forwarded += xd["TxPackets"]
+		} else if xd["RxPackets"] != 0 {
+			return sample{}, fmt.Errorf("xlb saw %d frames during the baseline run", xd["RxPackets"])
+		}
+		sec := el.Seconds()
+		return sample{rx: float64(got) / sec / 1e6, tx: float64(sent) / sec / 1e6, loss: 1 - float64(got)/float64(sent)}, nil
+	}
+	var xs, bs []sample
+	for r := 0; r < reps; r++ {
+		// ABBA order, so a drift in machine load hits both alike.
+		order := []bool{true, false}
+		if r%2 == 1 {
+			order = []bool{false, true}
+		}
+		for _, isXlb := range order {
+			prog := objs.L2fwd
+			if isXlb {
+				prog = bal.Program()
+			}
+			s, err := one(prog, isXlb)
+			if err != nil {
+				name := "baseline"
+				if isXlb {
+					name = "xlb"
+				}
+				return nil, fmt.Errorf("repetition %d, %s: %w", r+1, name, err)
+			}
+			if isXlb {
+				xs = append(xs, s)
+			} else {
+				bs = append(bs, s)
+			}
+			o.log.Debug("throughput", "xlb", isXlb, "rx_mpps", s.rx, "tx_mpps", s.tx, "loss", s.loss)
+		}
+	}
+	side := func(ss []sample) Side {
+		var rx, tx, loss []float64
+		for _, s := range ss {
+			rx, tx, loss = append(rx, s.rx), append(tx, s.tx), append(loss, s.loss)
+		}
+		return Side{RxMpps: NewSeries(rx), TxMpps: NewSeries(tx), Loss: NewSeries(loss)}
+	}
+	fw := t.Xlb.Forwarded
+	t.Xlb, t.Base = side(xs), side(bs)
+	t.Xlb.Forwarded = fw
+	t.Ratio = ratio(t.Xlb.RxMpps.Median, t.Base.RxMpps.Median)
+	return t, nil
+}
+
+// staticFDB pins every host's MAC to its bridge port, so the bridge never
+// floods benchmark frames to every port while it learns.
+func staticFDB(t *lab.Topology) error {
+	return t.Segment.Do(func() error {
+		for _, h := range t.Hosts() {
+			n := &netlink.Neigh{LinkIndex: h.PeerIfindex, Family: unix.AF_BRIDGE, Flags: netlink.NTF_MASTER,
+				State: netlink.NUD_NOARP, HardwareAddr: h.MAC}
+			if err := netlink.NeighSet(n); err != nil {
+				return fmt.Errorf("static fdb entry %s on %s: %w", h.MAC, h.PeerName, err)
+			}
+		}
+		return nil
+	})
+}
+
+// Markdown renders section 2.
+func (t *Throughput) Markdown() string {
+	var b strings.Builder
+	b.WriteString("### 2. Throughput on veth (64-byte UDP, many flows)\n\n")
+	fmt.Fprintf(&b, "%d repetitions of %.1f s each, xlb and baseline alternating; generator on CPU(s) %v.\n\n", t.Reps, t.Seconds, t.GenCPUs)
+	row := func(name string, s Side) []string {
+		return []string{name, f(s.RxMpps.Median, 2), f(s.RxMpps.Min, 2) + "-" + f(s.RxMpps.Max, 2), pct(s.RxMpps.Spread, 0), f(s.TxMpps.Median, 2), pct(s.Loss.Median, 1)}
+	}
+	b.WriteString(table([]string{"balancer program", "received Mpps (median)", "min-max", "spread", "sent Mpps", "loss (median)"},
+		[][]string{row("xlb (dsr-l2 hairpin, 2 backends)", t.Xlb), row("baseline l2fwd", t.Base)}))
+	fmt.Fprintf(&b, "\nxlb / baseline: %.2fx. Baseline: %s. Generator: %s. Topology: %s. Loss is frames sent by the generator that no sink counted (veth ring overflow under overload), not frames xlb dropped; xlb forwarded %d frames in total.\n\n",
+		t.Ratio, t.Baseline, t.Generator, t.Topology, t.Xlb.Forwarded)
+	return b.String()
+}
+
+func (r *Report) throughputTarget() Target {
+	if r.Throughput == nil {
+		return target("veth throughput vs L2-forward baseline", "≥ 0.8x", false, "", false)
+	}
+	return target("veth throughput vs L2-forward baseline", "≥ 0.8x", true, fmt.Sprintf("%.2fx", r.Throughput.Ratio), r.Throughput.Ratio >= 0.8)
+}
