@@ -92,6 +92,12 @@ type Config struct {
 	// PassOn lists further hosts, by Host.Name ("client", "be2", …), whose
 	// bridge ports get the XDP_PASS program.
 	PassOn []string
+	// PortXDP, when set, is attached to the bridge ports (the balancer's,
+	// PassOn's, PassOnAllPorts') instead of the XDP_PASS program, e.g. an
+	// XDP switch for benchmarks. It must return XDP_PASS for frames it
+	// does not handle. The caller owns it (Close does not close it) and
+	// must load it with the XDP attach type.
+	PortXDP *ebpf.Program
 	// LinkUpTimeout bounds the wait for all links to come up; 0 means 10s.
 	LinkUpTimeout time.Duration
 
@@ -154,6 +160,7 @@ type Topology struct {
 	namespaces []*NS         // every namespace created, in creation order
 	peers      []string      // veth ends created in Segment
 	passProg   *ebpf.Program // XDP_PASS program for bridge ports
+	ownPass    bool          // passProg was loaded by the lab
 	passLinks  map[string]link.Link
 	mu         sync.Mutex // guards everything below and passLinks
 	closed     bool
@@ -310,8 +317,13 @@ func (t *Topology) build() error {
 	if err := t.step("program"); err != nil {
 		return err
 	}
-	if t.passProg, err = newPassProgram(); err != nil {
-		return err
+	if t.cfg.PortXDP != nil {
+		t.passProg = t.cfg.PortXDP
+	} else {
+		if t.passProg, err = newPassProgram(); err != nil {
+			return err
+		}
+		t.ownPass = true
 	}
 
 	client, err := t.addHost(RoleClient, ClientAddr4, ClientAddr6, br.Attrs().Index)
@@ -645,7 +657,7 @@ func ipNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
 
-// AddPassXDP attaches the lab's XDP_PASS program, in native (driver) mode,
+// AddPassXDP attaches the lab's XDP_PASS program (or Config.PortXDP), in native (driver) mode,
 // to the bridge port peerName in the segment namespace (a Host.PeerName).
 // A veth only delivers frames that its peer sent with XDP_TX or that were
 // redirected into it when it has an XDP program of its own; this gives it
@@ -725,7 +737,7 @@ func (t *Topology) Close() error {
 			errs = append(errs, fmt.Errorf("detach XDP from %s: %w", name, err))
 		}
 	}
-	if t.passProg != nil {
+	if t.passProg != nil && t.ownPass {
 		t.passProg.Close()
 	}
 	if seg := t.Segment; seg != nil && seg.nl != nil {

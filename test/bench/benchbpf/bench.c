@@ -9,6 +9,9 @@
  *  - gen:     traffic generator for BPF_F_TEST_XDP_LIVE_FRAMES: writes a
  *             whole Ethernet/IPv4/UDP frame for the next flow, XDP_TX.
  *  - sink:    counts (per CPU) and drops what reaches a backend.
+ *  - l2switch: for the lab's bridge ports: frames for a MAC in switch_fdb
+ *             are redirected (XDP, no skb) to that MAC's port; everything
+ *             else is passed to the kernel bridge.
  *  - fresh:   gives a TCP frame a new source address and port on every
  *             run, then tail-calls the measured program, so BPF_PROG_TEST_RUN
  *             with repeat really inserts a new flow on each iteration. */
@@ -190,6 +193,43 @@ int sink(struct xdp_md *ctx)
 		c->bytes += end - data;
 	}
 	return XDP_DROP;
+}
+
+/* ---- XDP switch for the lab's bridge ports ---- */
+
+/* Destination MAC (in the low 6 bytes, rest zero) -> switch_ports slot. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u64);
+	__type(value, __u32);
+} switch_fdb SEC(".maps");
+
+/* Ports by slot (ifindex values, for bpf_redirect_map). */
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u32);
+} switch_ports SEC(".maps");
+
+SEC("xdp")
+int l2switch(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	__u64 mac = 0;
+
+	if ((void *)(eth + 1) > end)
+		return XDP_PASS;
+	if (eth->h_dest[0] & 1) /* broadcast and multicast: the bridge's job */
+		return XDP_PASS;
+	__builtin_memcpy(&mac, eth->h_dest, ETH_ALEN);
+	__u32 *slot = bpf_map_lookup_elem(&switch_fdb, &mac);
+	if (!slot)
+		return XDP_PASS;
+	return bpf_redirect_map(&switch_ports, *slot, XDP_PASS);
 }
 
 /* ---- fresh flows for BPF_PROG_TEST_RUN ---- */

@@ -31,26 +31,29 @@ type benchSinkCounters struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	benchMapFreshNext = "fresh_next"
-	benchMapFreshSeq  = "fresh_seq"
-	benchMapGenStats  = "gen_stats"
-	benchMapSinkStats = "sink_stats"
-	benchProgFresh    = "fresh"
-	benchProgGen      = "gen"
-	benchProgL2fwd    = "l2fwd"
-	benchProgMacswap  = "macswap"
-	benchProgSink     = "sink"
-	benchVarFwdDstMac = "fwd_dst_mac"
-	benchVarFwdSrcMac = "fwd_src_mac"
-	benchVarGenDaddr  = "gen_daddr"
-	benchVarGenDport  = "gen_dport"
-	benchVarGenDstMac = "gen_dst_mac"
-	benchVarGenFlows  = "gen_flows"
-	benchVarGenPorts  = "gen_ports"
-	benchVarGenSaddr  = "gen_saddr"
-	benchVarGenSport  = "gen_sport"
-	benchVarGenSrcMac = "gen_src_mac"
-	benchVarSinkDaddr = "sink_daddr"
+	benchMapFreshNext   = "fresh_next"
+	benchMapFreshSeq    = "fresh_seq"
+	benchMapGenStats    = "gen_stats"
+	benchMapSinkStats   = "sink_stats"
+	benchMapSwitchFdb   = "switch_fdb"
+	benchMapSwitchPorts = "switch_ports"
+	benchProgFresh      = "fresh"
+	benchProgGen        = "gen"
+	benchProgL2fwd      = "l2fwd"
+	benchProgL2switch   = "l2switch"
+	benchProgMacswap    = "macswap"
+	benchProgSink       = "sink"
+	benchVarFwdDstMac   = "fwd_dst_mac"
+	benchVarFwdSrcMac   = "fwd_src_mac"
+	benchVarGenDaddr    = "gen_daddr"
+	benchVarGenDport    = "gen_dport"
+	benchVarGenDstMac   = "gen_dst_mac"
+	benchVarGenFlows    = "gen_flows"
+	benchVarGenPorts    = "gen_ports"
+	benchVarGenSaddr    = "gen_saddr"
+	benchVarGenSport    = "gen_sport"
+	benchVarGenSrcMac   = "gen_src_mac"
+	benchVarSinkDaddr   = "sink_daddr"
 )
 
 // loadBench returns the embedded CollectionSpec for bench.
@@ -95,21 +98,24 @@ type benchSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type benchProgramSpecs struct {
-	Fresh   *ebpf.ProgramSpec `ebpf:"fresh"`
-	Gen     *ebpf.ProgramSpec `ebpf:"gen"`
-	L2fwd   *ebpf.ProgramSpec `ebpf:"l2fwd"`
-	Macswap *ebpf.ProgramSpec `ebpf:"macswap"`
-	Sink    *ebpf.ProgramSpec `ebpf:"sink"`
+	Fresh    *ebpf.ProgramSpec `ebpf:"fresh"`
+	Gen      *ebpf.ProgramSpec `ebpf:"gen"`
+	L2fwd    *ebpf.ProgramSpec `ebpf:"l2fwd"`
+	L2switch *ebpf.ProgramSpec `ebpf:"l2switch"`
+	Macswap  *ebpf.ProgramSpec `ebpf:"macswap"`
+	Sink     *ebpf.ProgramSpec `ebpf:"sink"`
 }
 
 // benchMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type benchMapSpecs struct {
-	FreshNext *ebpf.MapSpec `ebpf:"fresh_next"`
-	FreshSeq  *ebpf.MapSpec `ebpf:"fresh_seq"`
-	GenStats  *ebpf.MapSpec `ebpf:"gen_stats"`
-	SinkStats *ebpf.MapSpec `ebpf:"sink_stats"`
+	FreshNext   *ebpf.MapSpec `ebpf:"fresh_next"`
+	FreshSeq    *ebpf.MapSpec `ebpf:"fresh_seq"`
+	GenStats    *ebpf.MapSpec `ebpf:"gen_stats"`
+	SinkStats   *ebpf.MapSpec `ebpf:"sink_stats"`
+	SwitchFdb   *ebpf.MapSpec `ebpf:"switch_fdb"`
+	SwitchPorts *ebpf.MapSpec `ebpf:"switch_ports"`
 }
 
 // benchVariableSpecs contains global variables before they are loaded into the kernel.
@@ -149,10 +155,12 @@ func (o *benchObjects) Close() error {
 //
 // It can be passed to loadBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type benchMaps struct {
-	FreshNext *ebpf.Map `ebpf:"fresh_next"`
-	FreshSeq  *ebpf.Map `ebpf:"fresh_seq"`
-	GenStats  *ebpf.Map `ebpf:"gen_stats"`
-	SinkStats *ebpf.Map `ebpf:"sink_stats"`
+	FreshNext   *ebpf.Map `ebpf:"fresh_next"`
+	FreshSeq    *ebpf.Map `ebpf:"fresh_seq"`
+	GenStats    *ebpf.Map `ebpf:"gen_stats"`
+	SinkStats   *ebpf.Map `ebpf:"sink_stats"`
+	SwitchFdb   *ebpf.Map `ebpf:"switch_fdb"`
+	SwitchPorts *ebpf.Map `ebpf:"switch_ports"`
 }
 
 func (m *benchMaps) Close() error {
@@ -161,6 +169,8 @@ func (m *benchMaps) Close() error {
 		m.FreshSeq,
 		m.GenStats,
 		m.SinkStats,
+		m.SwitchFdb,
+		m.SwitchPorts,
 	)
 }
 
@@ -185,11 +195,12 @@ type benchVariables struct {
 //
 // It can be passed to loadBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type benchPrograms struct {
-	Fresh   *ebpf.Program `ebpf:"fresh"`
-	Gen     *ebpf.Program `ebpf:"gen"`
-	L2fwd   *ebpf.Program `ebpf:"l2fwd"`
-	Macswap *ebpf.Program `ebpf:"macswap"`
-	Sink    *ebpf.Program `ebpf:"sink"`
+	Fresh    *ebpf.Program `ebpf:"fresh"`
+	Gen      *ebpf.Program `ebpf:"gen"`
+	L2fwd    *ebpf.Program `ebpf:"l2fwd"`
+	L2switch *ebpf.Program `ebpf:"l2switch"`
+	Macswap  *ebpf.Program `ebpf:"macswap"`
+	Sink     *ebpf.Program `ebpf:"sink"`
 }
 
 func (p *benchPrograms) Close() error {
@@ -197,6 +208,7 @@ func (p *benchPrograms) Close() error {
 		p.Fresh,
 		p.Gen,
 		p.L2fwd,
+		p.L2switch,
 		p.Macswap,
 		p.Sink,
 	)

@@ -143,3 +143,20 @@ func (o *Objects) SetFreshNext(prog *ebpf.Program) error {
 	}
 	return nil
 }
+
+// SwitchPort makes l2switch redirect frames for mac to ifindex, through
+// devmap slot slot (one per port).
+func (o *Objects) SwitchPort(slot uint32, mac net.HardwareAddr, ifindex int) error {
+	if len(mac) != 6 {
+		return fmt.Errorf("switch port %d: mac %s is not 6 bytes", ifindex, mac)
+	}
+	if err := o.SwitchPorts.Put(slot, uint32(ifindex)); err != nil {
+		return fmt.Errorf("switch port slot %d -> ifindex %d: %w", slot, ifindex, err)
+	}
+	var k [8]byte
+	copy(k[:], mac)
+	if err := o.SwitchFdb.Put(k, slot); err != nil {
+		return fmt.Errorf("switch fdb %s -> slot %d: %w", mac, slot, err)
+	}
+	return nil
+}
