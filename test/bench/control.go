@@ -127,7 +127,7 @@ func (c *Control) Markdown() string {
 		rows = append(rows,
 			[]string{fmt.Sprintf("xlbd RSS with %d services x %d backends (VmRSS / VmHWM)", m.Services, m.BackendsPerService), fmt.Sprintf("%.0f MiB / %.0f MiB", m.VmRSSMiB, m.VmHWMMiB), ""},
 			[]string{"BPF maps of that data plane (memlock, incl. inner Maglev tables)", fmt.Sprintf("%.0f MiB", m.BPFMapMiB), ""},
-			[]string{"xlbd start with that config until its API answers", f(m.StartupMs, 0) + " ms", ""})
+			[]string{"xlbd start with that config until every service is in the data plane", startup(m), ""})
 	}
 	for k, v := range c.NotMeasured {
 		rows = append(rows, []string{k, v, ""})
@@ -150,4 +150,11 @@ func (r *Report) maglevTarget() Target {
 		}
 	}
 	return t
+}
+
+func startup(m *Memory) string {
+	if m.NotInstalled != "" {
+		return m.NotInstalled
+	}
+	return f(m.StartupMs, 0) + " ms"
 }

@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -31,6 +32,9 @@ type options struct {
 }
 
 func (o options) want(section string) bool { return len(o.only) == 0 || o.only[section] }
+
+// wantPart reports whether a part of a section (BENCH_ONLY=memory) runs.
+func (o options) wantPart(section, part string) bool { return o.want(section) || o.only[part] }
 
 func main() {
 	o := options{
@@ -71,7 +75,7 @@ func run(ctx context.Context, o options) error {
 		r.Command = "sudo make bench BENCH_QUICK=1"
 	}
 	section := func(name, title string, fn func() error) {
-		if !o.want(name) || ctx.Err() != nil {
+		if (!o.want(name) && !(name == "control" && (o.only["maglev"] || o.only["add"] || o.only["memory"]))) || ctx.Err() != nil {
 			return
 		}
 		o.log.Info("running", "section", title)
@@ -91,12 +95,39 @@ func run(ctx context.Context, o options) error {
 		return err
 	})
 	section("control", "control plane", func() (err error) {
-		r.Control = &Control{NotMeasured: map[string]string{}}
-		r.Control.Maglev, err = measureMaglev(o)
-		return err
+		// Parts: maglev, add, memory (BENCH_ONLY may name them alone).
+		c := &Control{NotMeasured: map[string]string{}}
+		r.Control = c
+		var errs []error
+		if o.wantPart("control", "maglev") {
+			if c.Maglev, err = measureMaglev(o); err != nil {
+				errs = append(errs, fmt.Errorf("maglev: %w", err))
+			}
+		}
+		bin, cleanup, err := binaries()
+		if err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+		defer cleanup()
+		if o.wantPart("control", "add") {
+			if c.BackendAdd, err = measureBackendAdd(o, bin); err != nil {
+				errs = append(errs, fmt.Errorf("xlbctl backend add: %w", err))
+			}
+		}
+		c.NotMeasured["time from a backend's death to its removal from the table"] = "not measured: health checks not merged yet"
+		if o.wantPart("control", "memory") {
+			if c.Memory, err = measureMemory(o, bin); err != nil {
+				errs = append(errs, fmt.Errorf("xlbd memory: %w", err))
+			}
+		}
+		return errors.Join(errs...)
 	})
 	section("disruption", "disruption", func() (err error) {
 		r.Disruption, err = measureDisruption(o)
+		return err
+	})
+	section("proxy", "versus HAProxy", func() (err error) {
+		r.Proxy, err = measureProxy(o)
 		return err
 	})
 	r.Elapsed = time.Since(start).Round(time.Millisecond).String()

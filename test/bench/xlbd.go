@@ -1,5 +1,31 @@
 package main
 
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
+
+	"github.com/xlb-lb/xlb/bpf"
+	"github.com/xlb-lb/xlb/cmd/api"
+	"github.com/xlb-lb/xlb/maps"
+	"github.com/xlb-lb/xlb/test/lab"
+)
+
 // AddTiming is how long `xlbctl backend add` takes to take effect.
 type AddTiming struct {
 	Reps      int    `json:"repetitions"`
@@ -25,5 +51,533 @@ type Memory struct {
 	VmRSSMiB           float64 `json:"vm_rss_mib"`
 	VmHWMMiB           float64 `json:"vm_hwm_mib"`
 	BPFMapMiB          float64 `json:"bpf_maps_mib"`
-	StartupMs          float64 `json:"startup_ms"`
+	// StartupMs is from starting xlbd until every service was in the
+	// data plane; Installed counts those that were when memory was read.
+	StartupMs    float64 `json:"startup_ms"`
+	Installed    int     `json:"services_installed"`
+	NotInstalled string  `json:"not_installed,omitempty"`
+}
+
+// binaries builds xlbd and xlbctl into a temporary directory.
+func binaries() (dir string, cleanup func(), err error) {
+	dir, err = os.MkdirTemp("", "xlb-bench-bin-")
+	if err != nil {
+		return "", nil, err
+	}
+	cleanup = func() { os.RemoveAll(dir) }
+	out, err := exec.Command("go", "build", "-o", dir+"/", "github.com/xlb-lb/xlb/cmd/xlbd", "github.com/xlb-lb/xlb/cmd/xlbctl").CombinedOutput()
+	if err != nil {
+		cleanup()
+		return "", nil, fmt.Errorf("build xlbd and xlbctl: %w\n%s", err, out)
+	}
+	return dir, cleanup, nil
+}
+
+// daemon is one xlbd running in a lab's balancer namespace.
+type daemon struct {
+	bin, dir, bpffs string
+	cmd             *exec.Cmd
+	logs            *bytes.Buffer
+	client          *api.Client
+	started         time.Time
+	done            chan struct{}
+}
+
+func (d *daemon) sock() string   { return filepath.Join(d.dir, "xlb.sock") }
+func (d *daemon) pinDir() string { return filepath.Join(d.bpffs, lab.LinkName) }
+
+// startDaemon writes config and starts xlbd on the balancer's eth0; it
+// returns once the API answers (apiWait 0: at once).
+func startDaemon(topo *lab.Topology, bin, config string, apiWait time.Duration) (*daemon, error) {
+	dir, err := os.MkdirTemp("", "xlb-bench-xlbd-")
+	if err != nil {
+		return nil, err
+	}
+	d := &daemon{bin: bin, dir: dir, bpffs: "/sys/fs/bpf/" + topo.Prefix, logs: &bytes.Buffer{}, done: make(chan struct{})}
+	cfg := filepath.Join(dir, "xlb.yaml")
+	if err := os.WriteFile(cfg, []byte(config), 0o600); err != nil {
+		d.stop()
+		return nil, err
+	}
+	d.cmd = topo.Balancer.NS.Command(context.Background(), filepath.Join(bin, "xlbd"),
+		"--interface", lab.LinkName, "--config", cfg, "--bpffs", d.bpffs, "--api", d.sock(),
+		"--state", filepath.Join(dir, "state.json"), "--metrics", "", "--run-dir", dir, "--log-level", "warn")
+	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
+	d.started = time.Now()
+	if err := d.cmd.Start(); err != nil {
+		d.stop()
+		return nil, fmt.Errorf("start xlbd: %w", err)
+	}
+	go func() { d.cmd.Wait(); close(d.done) }()
+	d.client = api.NewClient(d.sock())
+	if apiWait == 0 {
+		return d, nil
+	}
+	deadline := time.Now().Add(apiWait)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := d.client.Status(ctx)
+		cancel()
+		if err == nil {
+			return d, nil
+		}
+		select {
+		case <-d.done:
+			err := fmt.Errorf("xlbd exited: %s", strings.TrimSpace(d.logs.String()))
+			d.stop()
+			return nil, err
+		default:
+		}
+		if time.Now().After(deadline) {
+			d.stop()
+			return nil, fmt.Errorf("xlbd API did not answer within %v: %v", apiWait, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// ctl runs xlbctl against the daemon.
+func (d *daemon) ctl(args ...string) (string, error) {
+	out, err := exec.Command(filepath.Join(d.bin, "xlbctl"), append([]string{"--api", d.sock()}, args...)...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("xlbctl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+// stop ends xlbd and removes its pins (which detaches the data plane) and
+// files.
+func (d *daemon) stop() {
+	if d.cmd != nil && d.cmd.Process != nil {
+		select {
+		case <-d.done:
+		default:
+			_ = d.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-d.done:
+			case <-time.After(10 * time.Second):
+				_ = d.cmd.Process.Kill()
+				<-d.done
+			}
+		}
+	}
+	os.RemoveAll(d.bpffs)
+	os.RemoveAll(d.dir)
+}
+
+// pinned opens the daemon's pinned maps.
+type pinned struct {
+	services, backends, tables *ebpf.Map
+}
+
+func (d *daemon) openPins() (*pinned, error) {
+	p := &pinned{}
+	for _, x := range []struct {
+		name string
+		m    **ebpf.Map
+	}{{bpf.MapServices, &p.services}, {bpf.MapBackends, &p.backends}, {bpf.MapMaglevTables, &p.tables}} {
+		m, err := ebpf.LoadPinnedMap(filepath.Join(d.pinDir(), x.name), nil)
+		if err != nil {
+			p.close()
+			return nil, fmt.Errorf("open pinned %s: %w", x.name, err)
+		}
+		*x.m = m
+	}
+	return p, nil
+}
+
+func (p *pinned) close() {
+	for _, m := range []*ebpf.Map{p.services, p.backends, p.tables} {
+		if m != nil {
+			m.Close()
+		}
+	}
+}
+
+// installed counts the services in the data plane and reports whether
+// each has a table whose every slot holds a backend.
+func (p *pinned) installed() (int, bool, error) {
+	svcs, err := maps.NewServices(p.services).All()
+	if err != nil {
+		return 0, false, err
+	}
+	full := true
+	for _, svc := range svcs {
+		var id ebpf.MapID
+		if err := p.tables.Lookup(svc.ID, &id); err != nil {
+			full = false
+			break
+		}
+	}
+	if full && len(svcs) > 0 {
+		// Spot check: the highest service id's table is filled.
+		var top uint32
+		for _, svc := range svcs {
+			top = max(top, svc.ID)
+		}
+		t, err := maps.NewMaglevTables(p.tables, &ebpf.MapSpec{}).Get(top)
+		if err != nil {
+			return len(svcs), false, nil
+		}
+		for _, v := range t {
+			if v == 0 {
+				full = false
+				break
+			}
+		}
+	}
+	return len(svcs), full, nil
+}
+
+// tableID returns the map id of service key's installed Maglev table (it
+// changes with every swap).
+func (p *pinned) tableID(key maps.ServiceKey) (ebpf.MapID, uint32, error) {
+	svcs, err := maps.NewServices(p.services).All()
+	if err != nil {
+		return 0, 0, err
+	}
+	svc, ok := svcs[key]
+	if !ok {
+		return 0, 0, fmt.Errorf("service %s not installed", key)
+	}
+	var id ebpf.MapID
+	if err := p.tables.Lookup(svc.ID, &id); err != nil {
+		return 0, 0, err
+	}
+	return id, svc.ID, nil
+}
+
+// tableHas reports whether backend addr of service key is in the service's
+// installed Maglev table.
+func (p *pinned) tableHas(key maps.ServiceKey, addr netip.Addr) (bool, error) {
+	_, svcID, err := p.tableID(key)
+	if err != nil {
+		return false, err
+	}
+	bes, err := maps.NewBackends(p.backends).All()
+	if err != nil {
+		return false, err
+	}
+	id := uint32(0)
+	for i, be := range bes {
+		if be.Addr == addr && be.ServiceID == svcID {
+			id = i
+		}
+	}
+	if id == 0 {
+		return false, nil
+	}
+	table, err := maps.NewMaglevTables(p.tables, &ebpf.MapSpec{}).Get(svcID)
+	if err != nil {
+		return false, err
+	}
+	for _, v := range table {
+		if v == id {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// waitTable polls until service key's table was swapped away from old and
+// the new one has (want) or lacks (!want) addr. It returns when that was
+// first seen.
+func (p *pinned) waitTable(key maps.ServiceKey, old ebpf.MapID, addr netip.Addr, want bool, limit time.Duration) (time.Time, error) {
+	deadline := time.Now().Add(limit)
+	seen := old
+	for time.Now().Before(deadline) {
+		id, _, err := p.tableID(key)
+		if err != nil {
+			return time.Time{}, err
+		}
+		if id != seen {
+			at := time.Now()
+			seen = id
+			has, err := p.tableHas(key, addr)
+			if err != nil {
+				return time.Time{}, err
+			}
+			if has == want {
+				return at, nil
+			}
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	return time.Time{}, fmt.Errorf("service %s: backend %s not %s the Maglev table after %v", key, addr, map[bool]string{true: "in", false: "out of"}[want], limit)
+}
+
+// measureBackendAdd times `xlbctl backend add` against a running xlbd.
+func measureBackendAdd(o options, bin string) (*AddTiming, error) {
+	reps := 5
+	if o.quick {
+		reps = 3
+	}
+	topo, err := lab.New(lab.Config{Backends: 3, ClientAddrs: -1})
+	if err != nil {
+		return nil, fmt.Errorf("build lab: %w", err)
+	}
+	defer topo.Close()
+	const port = 8080
+	for _, h := range topo.Backends {
+		if _, err := h.Serve(h.Name, port); err != nil {
+			return nil, err
+		}
+	}
+	be1, be2, be3 := topo.Backends[0], topo.Backends[1], topo.Backends[2]
+	cfg := fmt.Sprintf("services:\n  - vip: %s\n    port: %d\n    backends:\n      - address: %s\n      - address: %s\n", topo.VIP4, port, be1.Addr4, be2.Addr4)
+	d, err := startDaemon(topo, bin, cfg, 30*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer d.stop()
+	pins, err := d.openPins()
+	if err != nil {
+		return nil, err
+	}
+	defer pins.close()
+	key := maps.ServiceKey{VIP: topo.VIP4, Port: port, Proto: maps.TCP}
+	svc := key.String()
+	vip := netip.AddrPortFrom(topo.VIP4, port)
+
+	// The service answers through xlb before the clock starts.
+	if r, err := topo.Client.Query("tcp", netip.AddrPort{}, vip, 3*time.Second); err != nil {
+		return nil, fmt.Errorf("service does not answer before the change: %w", err)
+	} else if r.Server == be3.Name {
+		return nil, fmt.Errorf("%s answered before it was added", be3.Name)
+	}
+
+	var cmdMs, tableMs, trafficMs []float64
+	for r := 0; r < reps; r++ {
+		// Connections in a loop from fresh ports: the first one that
+		// reaches be3 marks the moment traffic flows to it.
+		var stop atomic.Bool
+		var first atomic.Int64
+		var wg sync.WaitGroup
+		t0 := time.Now()
+		for w := 0; w < 4; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for !stop.Load() {
+					rep, err := topo.Client.Query("tcp", netip.AddrPort{}, vip, time.Second)
+					if err == nil && rep.Server == be3.Name {
+						first.CompareAndSwap(0, int64(time.Since(t0)))
+						return
+					}
+				}
+			}()
+		}
+		halt := func() { stop.Store(true); wg.Wait() }
+		old, _, err := pins.tableID(key)
+		if err != nil {
+			halt()
+			return nil, err
+		}
+		// The table is watched from before the command starts.
+		type seen struct {
+			at  time.Time
+			err error
+		}
+		inTable := make(chan seen, 1)
+		go func() {
+			at, err := pins.waitTable(key, old, be3.Addr4, true, 10*time.Second)
+			inTable <- seen{at, err}
+		}()
+		_, err = d.ctl("backend", "add", svc, be3.Addr4.String())
+		cmdMs = append(cmdMs, ms(time.Since(t0)))
+		in := <-inTable
+		if err == nil {
+			err = in.err
+		}
+		if err != nil {
+			halt()
+			return nil, err
+		}
+		tableMs = append(tableMs, ms(in.at.Sub(t0)))
+		deadline := time.Now().Add(10 * time.Second)
+		for first.Load() == 0 && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		halt()
+		if first.Load() == 0 {
+			return nil, errors.New("no connection reached the added backend within 10s")
+		}
+		trafficMs = append(trafficMs, ms(time.Duration(first.Load())))
+		old, _, err = pins.tableID(key)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := d.ctl("backend", "del", svc, be3.Addr4.String()); err != nil {
+			return nil, err
+		}
+		if _, err := pins.waitTable(key, old, be3.Addr4, false, 10*time.Second); err != nil {
+			return nil, err
+		}
+	}
+	return &AddTiming{Reps: reps, CommandMs: NewSeries(cmdMs), TableMs: NewSeries(tableMs), TrafficMs: NewSeries(trafficMs)}, nil
+}
+
+// measureMemory starts xlbd with services x perService backends and
+// reads its memory and its BPF maps' memory.
+func measureMemory(o options, bin string) (*Memory, error) {
+	services, perService := 1000, 100
+	if o.quick {
+		services = 100
+	}
+	if v, err := strconv.Atoi(os.Getenv("BENCH_MEM_SERVICES")); err == nil && v > 0 && v <= 1000 {
+		services = v // for looking into how xlbd scales
+	}
+	topo, err := lab.New(lab.Config{Backends: -1, ClientAddrs: -1})
+	if err != nil {
+		return nil, fmt.Errorf("build lab: %w", err)
+	}
+	defer topo.Close()
+	// The same 100 backends behind every service, as on an edge host;
+	// static neighbour entries give them MACs, so every backend is usable
+	// and in its tables.
+	backends := make([]netip.Addr, perService)
+	err = topo.Balancer.NS.Do(func() error {
+		for i := range backends {
+			backends[i] = netip.AddrFrom4([4]byte{198, 18, 0, byte(11 + i)})
+			n := &netlink.Neigh{LinkIndex: topo.Balancer.Ifindex, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
+				IP: net.IP(backends[i].AsSlice()), HardwareAddr: net.HardwareAddr{2, 0xbe, 0, 0, 0, byte(i)}}
+			if err := netlink.NeighSet(n); err != nil {
+				return fmt.Errorf("neighbour %s: %w", backends[i], err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var b strings.Builder
+	// One slot is reserved: MaxBackends-1 pairs fit.
+	fmt.Fprintf(&b, "limits:\n  max_services: %d\n  max_backends: %d\nservices:\n", 1024, 131072)
+	for s := 0; s < services; s++ {
+		fmt.Fprintf(&b, "  - vip: 198.18.%d.%d\n    port: 80\n    backends:\n", 4+s/250, 1+s%250)
+		for _, a := range backends {
+			fmt.Fprintf(&b, "      - address: %s\n", a)
+		}
+	}
+	d, err := startDaemon(topo, bin, b.String(), 0)
+	if err != nil {
+		return nil, err
+	}
+	defer d.stop()
+	// Up = every service in the data plane with a full table. Read from
+	// the pins: the API waits while xlbd holds its lock for a long sync.
+	var pins *pinned
+	for pinWait := time.Now().Add(30 * time.Second); ; {
+		if pins, err = d.openPins(); err == nil {
+			break
+		}
+		if time.Now().After(pinWait) {
+			return nil, fmt.Errorf("xlbd pinned no maps within 30s: %w (log: %s)", err, strings.TrimSpace(d.logs.String()))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	defer pins.close()
+	limit := 300 * time.Second
+	if o.quick {
+		limit = 60 * time.Second
+	}
+	m := &Memory{Services: services, BackendsPerService: perService, MaglevSize: maps.DefaultMaglevSize}
+	deadline := time.Now().Add(limit)
+	for {
+		n, full, err := pins.installed()
+		if err != nil {
+			return nil, err
+		}
+		m.Installed = n
+		if n == services && full {
+			m.StartupMs = ms(time.Since(d.started))
+			break
+		}
+		if time.Now().After(deadline) {
+			m.NotInstalled = fmt.Sprintf("after %v only %d of %d services were in the data plane with a full table; memory read at that point", limit, n, services)
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	o.log.Info("xlbd with the large config", "installed_after", time.Duration(m.StartupMs*1e6), "installed", m.Installed)
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range strings.Split(string(status), "\n") {
+		k, v, _ := strings.Cut(l, ":")
+		kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+		switch k {
+		case "VmRSS":
+			m.VmRSSMiB = kb / 1024
+		case "VmHWM":
+			m.VmHWMMiB = kb / 1024
+		case "Name":
+			if strings.TrimSpace(v) != "xlbd" {
+				return nil, fmt.Errorf("pid %d is %q, not xlbd", d.cmd.Process.Pid, strings.TrimSpace(v))
+			}
+		}
+	}
+	mem, err := pinnedMapMemory(d.pinDir())
+	if err != nil {
+		return nil, err
+	}
+	m.BPFMapMiB = float64(mem) / (1 << 20)
+	return m, nil
+}
+
+// pinnedMapMemory sums the memlock of every map pinned in dir and of
+// every inner map of the maglev_tables map-in-map.
+func pinnedMapMemory(dir string) (uint64, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	var total uint64
+	add := func(m *ebpf.Map) error {
+		info, err := m.Info()
+		if err != nil {
+			return err
+		}
+		ml, ok := info.Memlock()
+		if !ok {
+			return fmt.Errorf("map %s: kernel reports no memlock", m)
+		}
+		total += ml
+		return nil
+	}
+	for _, e := range ents {
+		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, e.Name()), nil)
+		if err != nil {
+			continue // the pinned link
+		}
+		if err := add(m); err != nil {
+			m.Close()
+			return 0, err
+		}
+		if e.Name() == bpf.MapMaglevTables {
+			var k uint32
+			var id ebpf.MapID
+			it := m.Iterate()
+			for it.Next(&k, &id) {
+				inner, err := ebpf.NewMapFromID(id)
+				if err != nil {
+					m.Close()
+					return 0, err
+				}
+				err = add(inner)
+				inner.Close()
+				if err != nil {
+					m.Close()
+					return 0, err
+				}
+			}
+			if err := it.Err(); err != nil {
+				m.Close()
+				return 0, err
+			}
+		}
+		m.Close()
+	}
+	return total, nil
 }
