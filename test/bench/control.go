@@ -121,7 +121,9 @@ func (c *Control) Markdown() string {
 			[]string{"`xlbctl backend add` until a new connection reaches the new backend", f(a.TrafficMs.Median, 1) + " ms", pct(a.TrafficMs.Spread, 0)})
 	}
 	if h := c.HealthRemoval; h != nil {
-		rows = append(rows, []string{fmt.Sprintf("backend killed until out of the Maglev table (tcp check, interval %s, fall %d)", h.Interval, h.Fall), f(h.RemovalMs.Median, 0) + " ms", pct(h.RemovalMs.Spread, 0)})
+		rows = append(rows,
+			[]string{fmt.Sprintf("backend's server stopped until it is out of the Maglev table (xlbd, tcp check every %s, timeout %s, fall %d)", h.Interval, h.Timeout, h.Fall), f(h.RemovalMs.Median, 0) + " ms", pct(h.RemovalMs.Spread, 0)},
+			[]string{fmt.Sprintf("server restarted until the backend is back in the table (rise %d)", h.Rise), f(h.RecoveryMs.Median, 0) + " ms", pct(h.RecoveryMs.Spread, 0)})
 	}
 	if m := c.Memory; m != nil {
 		rows = append(rows,

@@ -4,7 +4,11 @@
 // every figure, with the machine's description, to a JSON file.
 //
 // It needs root (BPF, network namespaces). BENCH_QUICK=1 runs a shorter
-// variant. BENCH_JSON and BENCH_PNG name the output files.
+// variant (under 2 minutes). BENCH_JSON names the JSON file (default
+// out/bench.json), BENCH_GEN_CPUS the number of generator CPUs for the
+// throughput run (default 1) and BENCH_ONLY, comma separated, limits the
+// run to sections (packet, throughput, control, disruption, proxy) or
+// parts of the control section (maglev, add, health, memory).
 package main
 
 import (
@@ -24,7 +28,6 @@ import (
 type options struct {
 	quick    bool
 	jsonPath string
-	pngPath  string
 	// only, when not empty, limits the run to these sections (BENCH_ONLY,
 	// comma separated: packet, throughput, control, disruption, proxy).
 	only map[string]bool
@@ -40,7 +43,6 @@ func main() {
 	o := options{
 		quick:    os.Getenv("BENCH_QUICK") == "1",
 		jsonPath: envOr("BENCH_JSON", "out/bench.json"),
-		pngPath:  envOr("BENCH_PNG", "out/bench.png"),
 		only:     map[string]bool{},
 		log:      slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	}
@@ -75,7 +77,7 @@ func run(ctx context.Context, o options) error {
 		r.Command = "sudo make bench BENCH_QUICK=1"
 	}
 	section := func(name, title string, fn func() error) {
-		if (!o.want(name) && !(name == "control" && (o.only["maglev"] || o.only["add"] || o.only["memory"]))) || ctx.Err() != nil {
+		if (!o.want(name) && !(name == "control" && (o.only["maglev"] || o.only["add"] || o.only["memory"] || o.only["health"]))) || ctx.Err() != nil {
 			return
 		}
 		o.log.Info("running", "section", title)
@@ -95,7 +97,7 @@ func run(ctx context.Context, o options) error {
 		return err
 	})
 	section("control", "control plane", func() (err error) {
-		// Parts: maglev, add, memory (BENCH_ONLY may name them alone).
+		// Parts: maglev, add, health, memory (BENCH_ONLY may name them alone).
 		c := &Control{NotMeasured: map[string]string{}}
 		r.Control = c
 		var errs []error
@@ -114,7 +116,11 @@ func run(ctx context.Context, o options) error {
 				errs = append(errs, fmt.Errorf("xlbctl backend add: %w", err))
 			}
 		}
-		c.NotMeasured["time from a backend's death to its removal from the table"] = "not measured: health checks not merged yet"
+		if o.wantPart("control", "health") {
+			if c.HealthRemoval, err = measureHealthRemoval(o, bin); err != nil {
+				errs = append(errs, fmt.Errorf("health removal: %w", err))
+			}
+		}
 		if o.wantPart("control", "memory") {
 			if c.Memory, err = measureMemory(o, bin); err != nil {
 				errs = append(errs, fmt.Errorf("xlbd memory: %w", err))

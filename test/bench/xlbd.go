@@ -36,11 +36,15 @@ type AddTiming struct {
 
 // HealthTiming is the time from a backend's death to its removal.
 type HealthTiming struct {
-	Interval  string `json:"interval"`
-	Timeout   string `json:"timeout"`
-	Fall      int    `json:"fall"`
-	Reps      int    `json:"repetitions"`
-	RemovalMs Series `json:"removal_ms"`
+	Interval string `json:"interval"`
+	Timeout  string `json:"timeout"`
+	Fall     int    `json:"fall"`
+	Rise     int    `json:"rise"`
+	Reps     int    `json:"repetitions"`
+	// RemovalMs: server stopped until the backend is out of the table;
+	// RecoveryMs: server restarted until it is back in.
+	RemovalMs  Series `json:"removal_ms"`
+	RecoveryMs Series `json:"recovery_ms"`
 }
 
 // Memory is xlbd's footprint with a large config.
@@ -580,4 +584,93 @@ func pinnedMapMemory(dir string) (uint64, error) {
 		m.Close()
 	}
 	return total, nil
+}
+
+// measureHealthRemoval kills a backend's server under a running xlbd with
+// a tcp health check and times how long until the backend is out of the
+// data plane's Maglev table (and, after a restart, back in).
+func measureHealthRemoval(o options, bin string) (*HealthTiming, error) {
+	reps := 5
+	if o.quick {
+		reps = 3
+	}
+	h := &HealthTiming{Interval: "200ms", Timeout: "100ms", Fall: 3, Rise: 2, Reps: reps}
+	topo, err := lab.New(lab.Config{Backends: 3, ClientAddrs: -1})
+	if err != nil {
+		return nil, fmt.Errorf("build lab: %w", err)
+	}
+	defer topo.Close()
+	const port = 8080
+	servers := map[string]*lab.Server{}
+	for _, b := range topo.Backends {
+		s, err := b.Serve(b.Name, port)
+		if err != nil {
+			return nil, err
+		}
+		servers[b.Name] = s
+	}
+	var cfg strings.Builder
+	fmt.Fprintf(&cfg, "services:\n  - vip: %s\n    port: %d\n    health:\n      type: tcp\n      interval: %s\n      timeout: %s\n      rise: %d\n      fall: %d\n    backends:\n",
+		topo.VIP4, port, h.Interval, h.Timeout, h.Rise, h.Fall)
+	for _, b := range topo.Backends {
+		fmt.Fprintf(&cfg, "      - address: %s\n", b.Addr4)
+	}
+	d, err := startDaemon(topo, bin, cfg.String(), 30*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer d.stop()
+	pins, err := d.openPins()
+	if err != nil {
+		return nil, err
+	}
+	defer pins.close()
+	key := maps.ServiceKey{VIP: topo.VIP4, Port: port, Proto: maps.TCP}
+	victim := topo.Backends[1]
+	waitIn := func(want bool, limit time.Duration) error {
+		deadline := time.Now().Add(limit)
+		for time.Now().Before(deadline) {
+			in, err := pins.tableHas(key, victim.Addr4)
+			if err == nil && in == want {
+				return nil
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		return fmt.Errorf("backend %s not %s the table after %v", victim.Addr4, map[bool]string{true: "in", false: "out of"}[want], limit)
+	}
+	// Every backend passes its checks first (new backends start down).
+	if err := waitIn(true, 15*time.Second); err != nil {
+		return nil, err
+	}
+	var removal, recovery []float64
+	for r := 0; r < reps; r++ {
+		old, _, err := pins.tableID(key)
+		if err != nil {
+			return nil, err
+		}
+		t0 := time.Now()
+		servers[victim.Name].Stop() // connects are refused from now on
+		at, err := pins.waitTable(key, old, victim.Addr4, false, 30*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		removal = append(removal, ms(at.Sub(t0)))
+		old, _, err = pins.tableID(key)
+		if err != nil {
+			return nil, err
+		}
+		t1 := time.Now()
+		s, err := victim.Serve(victim.Name, port)
+		if err != nil {
+			return nil, err
+		}
+		servers[victim.Name] = s
+		at, err = pins.waitTable(key, old, victim.Addr4, true, 30*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		recovery = append(recovery, ms(at.Sub(t1)))
+	}
+	h.RemovalMs, h.RecoveryMs = NewSeries(removal), NewSeries(recovery)
+	return h, nil
 }
