@@ -252,7 +252,8 @@ struct {
 
 /* fresh expects an untagged IPv4 frame without options carrying TCP: it
  * writes the low 16 bits of the source address and the source port from a
- * per-CPU sequence number (2^32 distinct tuples), then tail-calls slot 0.
+ * per-CPU sequence number and the CPU (2^24 distinct tuples per CPU), then
+ * tail-calls slot 0.
  * XDP_ABORTED when the frame is not like that or the slot is empty, so a
  * measurement of the wrong thing cannot go unnoticed. */
 SEC("xdp")
@@ -274,11 +275,14 @@ int fresh(struct xdp_md *ctx)
 	if (eth->h_proto != bpf_htons(ETH_P_IP) || ip->ver_ihl != 0x45 ||
 	    ip->protocol != IPPROTO_TCP)
 		return XDP_ABORTED;
+	/* The sequence is per CPU, and a test run may land on any CPU: the
+	 * CPU goes into the port so no two CPUs make the same tuple. */
 	__u32 n = (__u32)*seq;
+	__u32 cpu = bpf_get_smp_processor_id();
 	*seq += 1;
 	__u16 *lo = (__u16 *)&ip->saddr + 1;
 	*lo = bpf_htons((__u16)n);
-	tcp->source = bpf_htons((__u16)(n >> 16) + 1024);
+	tcp->source = bpf_htons((__u16)(1024 + ((cpu & 0xff) << 8) + ((n >> 16) & 0xff)));
 	bpf_tail_call(ctx, &fresh_next, 0);
 	return XDP_ABORTED;
 }
