@@ -16,6 +16,12 @@ type (
 	FlowKey = xlbFlowKey
 	// Flow is the value of the connection table.
 	Flow = xlbFlow
+	// PersistKey is the key of the persistence table.
+	PersistKey = xlbPersistKey
+	// PersistEntry is the value of the persistence table.
+	PersistEntry = xlbPersistEntry
+	// Config is the value of the one-entry config map.
+	Config = xlbXlbConfig
 	// GlobalCounters is the per-CPU value of the stats map.
 	GlobalCounters = xlbGlobalCounters
 	// SvcCounters is the per-CPU value of the svc_stats map.
@@ -38,6 +44,8 @@ type (
 const (
 	SchedMaglev     = xlbSchedSCHED_MAGLEV
 	SchedSourceHash = xlbSchedSCHED_SOURCE_HASH
+	SchedRoundRobin = xlbSchedSCHED_ROUND_ROBIN
+	SchedLeastConn  = xlbSchedSCHED_LEAST_CONN
 	FwdDSRL2        = xlbFwdModeFWD_DSR_L2
 )
 
@@ -46,6 +54,16 @@ const (
 	// BackendUsable marks a backend that may carry traffic.
 	BackendUsable = 1 << 0
 )
+
+// Flags of Flow.Flags (consts.h F_FLOW_*).
+const (
+	// FlowClosing marks a flow whose client sent FIN or RST.
+	FlowClosing = 1 << 0
+)
+
+// MaxLCBackends is the number of backends with a weight above 0 a
+// least-conn service may have (consts.h MAX_LC_BACKENDS).
+const MaxLCBackends = 256
 
 // Address families as stored in keys (consts.h XLB_AF_*).
 const (
@@ -63,6 +81,10 @@ const (
 	MapStats        = "stats"
 	MapSvcStats     = "svc_stats"
 	MapBackendStats = "backend_stats"
+	MapPersist      = "persist"
+	MapActive       = "backend_active"
+	MapRRCursor     = "rr_cursor"
+	MapConfig       = "config"
 	VarIfaceMAC     = "iface_mac"
 	VarMaglevSize   = "maglev_size"
 )

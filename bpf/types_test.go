@@ -18,6 +18,9 @@ func TestTypeSizes(t *testing.T) {
 		{"backend", unsafe.Sizeof(Backend{}), 32},
 		{"flow_key", unsafe.Sizeof(FlowKey{}), 40},
 		{"flow", unsafe.Sizeof(Flow{}), 16},
+		{"persist_key", unsafe.Sizeof(PersistKey{}), 24},
+		{"persist_entry", unsafe.Sizeof(PersistEntry{}), 16},
+		{"xlb_config", unsafe.Sizeof(Config{}), 24},
 	} {
 		if c.got != c.want {
 			t.Errorf("struct %s: %d bytes, want %d", c.name, c.got, c.want)
@@ -41,6 +44,10 @@ func TestMapSpecsMatchTypes(t *testing.T) {
 		{MapStats, 4, unsafe.Sizeof(GlobalCounters{})},
 		{MapSvcStats, 4, unsafe.Sizeof(SvcCounters{})},
 		{MapBackendStats, 4, unsafe.Sizeof(BackendCounters{})},
+		{MapPersist, unsafe.Sizeof(PersistKey{}), unsafe.Sizeof(PersistEntry{})},
+		{MapActive, 4, 8},
+		{MapRRCursor, 4, 4},
+		{MapConfig, 4, unsafe.Sizeof(Config{})},
 	} {
 		ms := spec.Maps[c.m]
 		if ms == nil {

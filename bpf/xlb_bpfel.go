@@ -71,6 +71,24 @@ type xlbGlobalCounters struct {
 	NewFlows              uint64
 	Reschedules           uint64
 	ConntrackInsertErrors uint64
+	ExpiredFlows          uint64
+	ClosedFlows           uint64
+	PersistHits           uint64
+}
+
+type xlbPersistEntry struct {
+	_         structs.HostLayout
+	LastSeen  uint64
+	BackendId uint32
+	Pad       uint32
+}
+
+type xlbPersistKey struct {
+	_      structs.HostLayout
+	Addr   [4]uint32
+	SvcId  uint32
+	Family uint8
+	Pad    [3]uint8
 }
 
 type xlbSched uint8
@@ -78,15 +96,17 @@ type xlbSched uint8
 const (
 	xlbSchedSCHED_MAGLEV      xlbSched = 0
 	xlbSchedSCHED_SOURCE_HASH xlbSched = 1
+	xlbSchedSCHED_ROUND_ROBIN xlbSched = 2
+	xlbSchedSCHED_LEAST_CONN  xlbSched = 3
 )
 
 type xlbService struct {
-	_     structs.HostLayout
-	Id    uint32
-	Flags uint32
-	Sched xlbSched
-	Fwd   xlbFwdMode
-	Pad   [2]uint8
+	_           structs.HostLayout
+	Id          uint32
+	PersistSecs uint32
+	Sched       xlbSched
+	Fwd         xlbFwdMode
+	Flags       uint16
 }
 
 type xlbSvcCounters struct {
@@ -105,20 +125,31 @@ type xlbSvcKey struct {
 	Family uint8
 }
 
+type xlbXlbConfig struct {
+	_               structs.HostLayout
+	TcpTimeoutNs    uint64
+	TcpFinTimeoutNs uint64
+	UdpTimeoutNs    uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	xlbMapBackendStats = "backend_stats"
-	xlbMapBackends     = "backends"
-	xlbMapConntrack    = "conntrack"
-	xlbMapMaglevTables = "maglev_tables"
-	xlbMapServices     = "services"
-	xlbMapStats        = "stats"
-	xlbMapSvcStats     = "svc_stats"
-	xlbProgXlb         = "xlb"
-	xlbVarIfaceMac     = "iface_mac"
-	xlbVarMaglevSize   = "maglev_size"
+	xlbMapBackendActive = "backend_active"
+	xlbMapBackendStats  = "backend_stats"
+	xlbMapBackends      = "backends"
+	xlbMapConfig        = "config"
+	xlbMapConntrack     = "conntrack"
+	xlbMapMaglevTables  = "maglev_tables"
+	xlbMapPersist       = "persist"
+	xlbMapRrCursor      = "rr_cursor"
+	xlbMapServices      = "services"
+	xlbMapStats         = "stats"
+	xlbMapSvcStats      = "svc_stats"
+	xlbProgXlb          = "xlb"
+	xlbVarIfaceMac      = "iface_mac"
+	xlbVarMaglevSize    = "maglev_size"
 )
 
 // loadXlb returns the embedded CollectionSpec for xlb.
@@ -170,13 +201,17 @@ type xlbProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xlbMapSpecs struct {
-	BackendStats *ebpf.MapSpec `ebpf:"backend_stats"`
-	Backends     *ebpf.MapSpec `ebpf:"backends"`
-	Conntrack    *ebpf.MapSpec `ebpf:"conntrack"`
-	MaglevTables *ebpf.MapSpec `ebpf:"maglev_tables"`
-	Services     *ebpf.MapSpec `ebpf:"services"`
-	Stats        *ebpf.MapSpec `ebpf:"stats"`
-	SvcStats     *ebpf.MapSpec `ebpf:"svc_stats"`
+	BackendActive *ebpf.MapSpec `ebpf:"backend_active"`
+	BackendStats  *ebpf.MapSpec `ebpf:"backend_stats"`
+	Backends      *ebpf.MapSpec `ebpf:"backends"`
+	Config        *ebpf.MapSpec `ebpf:"config"`
+	Conntrack     *ebpf.MapSpec `ebpf:"conntrack"`
+	MaglevTables  *ebpf.MapSpec `ebpf:"maglev_tables"`
+	Persist       *ebpf.MapSpec `ebpf:"persist"`
+	RrCursor      *ebpf.MapSpec `ebpf:"rr_cursor"`
+	Services      *ebpf.MapSpec `ebpf:"services"`
+	Stats         *ebpf.MapSpec `ebpf:"stats"`
+	SvcStats      *ebpf.MapSpec `ebpf:"svc_stats"`
 }
 
 // xlbVariableSpecs contains global variables before they are loaded into the kernel.
@@ -207,21 +242,29 @@ func (o *xlbObjects) Close() error {
 //
 // It can be passed to loadXlbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xlbMaps struct {
-	BackendStats *ebpf.Map `ebpf:"backend_stats"`
-	Backends     *ebpf.Map `ebpf:"backends"`
-	Conntrack    *ebpf.Map `ebpf:"conntrack"`
-	MaglevTables *ebpf.Map `ebpf:"maglev_tables"`
-	Services     *ebpf.Map `ebpf:"services"`
-	Stats        *ebpf.Map `ebpf:"stats"`
-	SvcStats     *ebpf.Map `ebpf:"svc_stats"`
+	BackendActive *ebpf.Map `ebpf:"backend_active"`
+	BackendStats  *ebpf.Map `ebpf:"backend_stats"`
+	Backends      *ebpf.Map `ebpf:"backends"`
+	Config        *ebpf.Map `ebpf:"config"`
+	Conntrack     *ebpf.Map `ebpf:"conntrack"`
+	MaglevTables  *ebpf.Map `ebpf:"maglev_tables"`
+	Persist       *ebpf.Map `ebpf:"persist"`
+	RrCursor      *ebpf.Map `ebpf:"rr_cursor"`
+	Services      *ebpf.Map `ebpf:"services"`
+	Stats         *ebpf.Map `ebpf:"stats"`
+	SvcStats      *ebpf.Map `ebpf:"svc_stats"`
 }
 
 func (m *xlbMaps) Close() error {
 	return _XlbClose(
+		m.BackendActive,
 		m.BackendStats,
 		m.Backends,
+		m.Config,
 		m.Conntrack,
 		m.MaglevTables,
+		m.Persist,
+		m.RrCursor,
 		m.Services,
 		m.Stats,
 		m.SvcStats,

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -23,7 +24,11 @@ type Service struct {
 	Key       maps.ServiceKey
 	Scheduler maps.Scheduler
 	Forward   maps.ForwardMode
-	Backends  []Backend
+	// Persistence sends a client address's new flows to the backend of
+	// its previous one, if that was within this long and the backend is
+	// still usable (drained ones included). Whole seconds; 0 is off.
+	Persistence time.Duration
+	Backends    []Backend
 }
 
 // Backend is the desired state of one backend of a service.
@@ -87,6 +92,9 @@ type Balancer struct {
 	tables    *maps.MaglevTables
 	conntrack *maps.Conntrack
 	stats     *maps.Stats
+	active    *maps.Active
+	persist   *maps.PersistTable
+	cfgMap    *maps.Config
 }
 
 func (b *Balancer) initViews() {
@@ -96,6 +104,9 @@ func (b *Balancer) initViews() {
 	b.tables = maps.NewMaglevTables(m.MaglevTables, b.inner)
 	b.conntrack = maps.NewConntrack(m.Conntrack)
 	b.stats = maps.NewStats(m.Stats, m.SvcStats, m.BackendStats)
+	b.active = maps.NewActive(m.BackendActive)
+	b.persist = maps.NewPersistTable(m.Persist)
+	b.cfgMap = maps.NewConfig(m.Config)
 	b.services = make(map[maps.ServiceKey]*svcState)
 	b.svcIDs = newIDAlloc(0, b.opts.MaxServices)
 	b.beIDs = newIDAlloc(1, b.opts.MaxBackends) // 0 marks an empty slot
@@ -118,6 +129,25 @@ func (b *Balancer) Tables() *maps.MaglevTables { return b.tables }
 
 // BackendMap is the backends array.
 func (b *Balancer) BackendMap() *maps.Backends { return b.beMap }
+
+// Active is the per-backend count of active flows.
+func (b *Balancer) Active() *maps.Active { return b.active }
+
+// Persistence is the client-persistence table.
+func (b *Balancer) Persistence() *maps.PersistTable { return b.persist }
+
+// Timeouts returns the connection table's idle timeouts in force.
+func (b *Balancer) Timeouts() (maps.Timeouts, error) { return b.cfgMap.Timeouts() }
+
+// SetTimeouts changes the connection table's idle timeouts; zero fields
+// take DefaultTimeouts. They apply to every flow's next packet.
+func (b *Balancer) SetTimeouts(t maps.Timeouts) error {
+	t = timeoutDefaults(t)
+	if err := validateTimeouts(t); err != nil {
+		return err
+	}
+	return b.cfgMap.SetTimeouts(t)
+}
 
 // MaglevSize is the number of slots of every service's table.
 func (b *Balancer) MaglevSize() uint32 { return b.opts.MaglevSize }
@@ -152,8 +182,13 @@ func validateService(s Service) error {
 	if err := s.Key.Validate(); err != nil {
 		return err
 	}
-	if s.Scheduler != maps.Maglev && s.Scheduler != maps.SourceHash {
+	switch s.Scheduler {
+	case maps.Maglev, maps.SourceHash, maps.RoundRobin, maps.LeastConn:
+	default:
 		return fmt.Errorf("service %s: scheduler %s is not supported", s.Key, s.Scheduler)
+	}
+	if s.Persistence < 0 || s.Persistence > maps.MaxPersistence || s.Persistence%time.Second != 0 {
+		return fmt.Errorf("service %s: persistence %s: want whole seconds from 0 (off) to %s", s.Key, s.Persistence, maps.MaxPersistence)
 	}
 	if s.Forward != maps.DSRL2 {
 		return fmt.Errorf("service %s: forwarding mode %s is not supported", s.Key, s.Forward)
@@ -247,7 +282,7 @@ func (b *Balancer) planService(s Service) (*plan, error) {
 			in = append(in, maps.MaglevBackend{ID: st.ids[be.Addr], Key: be.Addr.String(), Weight: be.Weight})
 		}
 	}
-	table, err := maps.BuildMaglev(in, b.opts.MaglevSize)
+	table, err := maps.BuildTable(s.Scheduler, in, b.opts.MaglevSize)
 	if err != nil {
 		b.abort(p)
 		return nil, fmt.Errorf("service %s: %w", s.Key, err)
@@ -281,6 +316,9 @@ func (b *Balancer) apply(p *plan) error {
 		if err := b.stats.ResetBackend(id); err != nil {
 			return err
 		}
+		if err := b.active.Set(id, 0); err != nil {
+			return err
+		}
 	}
 	if p.newSvc {
 		if err := b.stats.ResetService(st.id); err != nil {
@@ -300,8 +338,8 @@ func (b *Balancer) apply(p *plan) error {
 	if err := b.tables.Swap(st.id, p.table); err != nil {
 		return err
 	}
-	if p.old == nil || p.old.cfg.Scheduler != st.cfg.Scheduler || p.old.cfg.Forward != st.cfg.Forward {
-		if err := b.svcMap.Put(p.key, maps.Service{ID: st.id, Scheduler: st.cfg.Scheduler, Forward: st.cfg.Forward}); err != nil {
+	if p.old == nil || p.old.cfg.Scheduler != st.cfg.Scheduler || p.old.cfg.Forward != st.cfg.Forward || p.old.cfg.Persistence != st.cfg.Persistence {
+		if err := b.svcMap.Put(p.key, maps.Service{ID: st.id, Scheduler: st.cfg.Scheduler, Forward: st.cfg.Forward, Persistence: st.cfg.Persistence}); err != nil {
 			return err
 		}
 	}
@@ -473,7 +511,7 @@ func (b *Balancer) recoverState() error {
 		if v.ID >= b.opts.MaxServices {
 			return fmt.Errorf("pinned service %s has id %d beyond max services %d", key, v.ID, b.opts.MaxServices)
 		}
-		st := &svcState{id: v.ID, cfg: Service{Key: key, Scheduler: v.Scheduler, Forward: v.Forward}, ids: map[netip.Addr]uint32{}}
+		st := &svcState{id: v.ID, cfg: Service{Key: key, Scheduler: v.Scheduler, Forward: v.Forward, Persistence: v.Persistence}, ids: map[netip.Addr]uint32{}}
 		b.services[key] = st
 		byID[v.ID] = st
 		b.svcIDs.take(v.ID)

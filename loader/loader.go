@@ -21,6 +21,7 @@ var ErrAttached = errors.New("interface already has an XDP program attached")
 var pinnedMaps = []string{
 	bpf.MapServices, bpf.MapBackends, bpf.MapMaglevTables, bpf.MapConntrack,
 	bpf.MapStats, bpf.MapSvcStats, bpf.MapBackendStats,
+	bpf.MapPersist, bpf.MapActive, bpf.MapRRCursor, bpf.MapConfig,
 }
 
 const linkPin = "link"
@@ -88,6 +89,10 @@ func Open(opts Options) (*Balancer, error) {
 		adopted: adopt,
 	}
 	b.initViews()
+	if err := b.cfgMap.SetTimeouts(opts.Timeouts); err != nil {
+		b.objs.Close()
+		return nil, err
+	}
 
 	if adopt {
 		if err := b.checkAdoptedTables(); err != nil {
@@ -144,6 +149,9 @@ func sizeSpec(spec *ebpf.CollectionSpec, opts Options, iface *net.Interface) err
 	spec.Maps[bpf.MapBackends].MaxEntries = opts.MaxBackends
 	spec.Maps[bpf.MapBackendStats].MaxEntries = opts.MaxBackends
 	spec.Maps[bpf.MapConntrack].MaxEntries = opts.ConntrackSize
+	spec.Maps[bpf.MapRRCursor].MaxEntries = opts.MaxServices
+	spec.Maps[bpf.MapActive].MaxEntries = opts.MaxBackends
+	spec.Maps[bpf.MapPersist].MaxEntries = opts.PersistSize
 	if opts.ConntrackPerCPU {
 		spec.Maps[bpf.MapConntrack].Type = ebpf.LRUCPUHash
 	}
@@ -285,6 +293,14 @@ func (b *Balancer) mapByName(name string) *ebpf.Map {
 		return m.SvcStats
 	case bpf.MapBackendStats:
 		return m.BackendStats
+	case bpf.MapPersist:
+		return m.Persist
+	case bpf.MapActive:
+		return m.BackendActive
+	case bpf.MapRRCursor:
+		return m.RrCursor
+	case bpf.MapConfig:
+		return m.Config
 	}
 	panic("unknown map " + name)
 }

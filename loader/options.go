@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"time"
 
 	"github.com/xlb-lb/xlb/maps"
 )
@@ -39,7 +40,15 @@ const (
 	DefaultMaxServices   = 4096
 	DefaultMaxBackends   = 65536
 	DefaultConntrackSize = 1 << 20
+	DefaultPersistSize   = 1 << 18
 )
+
+// Default idle timeouts of the connection table (those of IPVS: tcp 900s,
+// tcpfin 120s, udp 300s).
+var DefaultTimeouts = maps.Timeouts{TCP: 900 * time.Second, TCPFin: 120 * time.Second, UDP: 300 * time.Second}
+
+// MaxTimeout bounds each idle timeout (a week).
+const MaxTimeout = 7 * 24 * time.Hour
 
 // Options configure Open. Zero values take the defaults.
 type Options struct {
@@ -61,6 +70,12 @@ type Options struct {
 	MaxServices   uint32
 	MaxBackends   uint32
 	ConntrackSize uint32
+	// PersistSize is the number of (service, client address) entries of
+	// the persistence table (LRU).
+	PersistSize uint32
+	// Timeouts are the connection table's idle timeouts; zero fields take
+	// DefaultTimeouts. Balancer.SetTimeouts changes them while running.
+	Timeouts maps.Timeouts
 	// ConntrackNoCommonLRU gives each CPU its own LRU list in the shared
 	// connection table (BPF_F_NO_COMMON_LRU). See the benchmark
 	// BenchmarkConntrackVariants for the measurement behind the default.
@@ -89,6 +104,10 @@ func (o *Options) setDefaults() {
 	if o.ConntrackSize == 0 {
 		o.ConntrackSize = DefaultConntrackSize
 	}
+	if o.PersistSize == 0 {
+		o.PersistSize = DefaultPersistSize
+	}
+	o.Timeouts = timeoutDefaults(o.Timeouts)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -110,6 +129,33 @@ func (o *Options) validate() error {
 		return fmt.Errorf("max backends %d: out of range 2-16777216", o.MaxBackends)
 	case o.ConntrackSize < 64 || o.ConntrackSize > 1<<28:
 		return fmt.Errorf("connection table size %d: out of range 64-268435456", o.ConntrackSize)
+	case o.PersistSize < 64 || o.PersistSize > 1<<28:
+		return fmt.Errorf("persistence table size %d: out of range 64-268435456", o.PersistSize)
+	}
+	return validateTimeouts(o.Timeouts)
+}
+
+func timeoutDefaults(t maps.Timeouts) maps.Timeouts {
+	if t.TCP == 0 {
+		t.TCP = DefaultTimeouts.TCP
+	}
+	if t.TCPFin == 0 {
+		t.TCPFin = DefaultTimeouts.TCPFin
+	}
+	if t.UDP == 0 {
+		t.UDP = DefaultTimeouts.UDP
+	}
+	return t
+}
+
+func validateTimeouts(t maps.Timeouts) error {
+	for _, f := range []struct {
+		name string
+		v    time.Duration
+	}{{"tcp", t.TCP}, {"tcp fin", t.TCPFin}, {"udp", t.UDP}} {
+		if f.v < time.Second || f.v > MaxTimeout {
+			return fmt.Errorf("%s idle timeout %s: out of range 1s-%s", f.name, f.v, MaxTimeout)
+		}
 	}
 	return nil
 }

@@ -31,6 +31,7 @@ type pkt struct {
 	icmp     bool
 	payload  []byte
 	syn      bool
+	fin, rst bool
 }
 
 // build serialises p with gopacket, lengths and checksums filled in.
@@ -123,7 +124,7 @@ func build(tb testing.TB, p pkt) []byte {
 		ls = append(ls, u)
 	default:
 		tcp := &layers.TCP{SrcPort: layers.TCPPort(p.src.Port()), DstPort: layers.TCPPort(p.dst.Port()),
-			Seq: 1000, SYN: p.syn, ACK: !p.syn, Window: 64000}
+			Seq: 1000, SYN: p.syn, ACK: !p.syn, FIN: p.fin, RST: p.rst, Window: 64000}
 		tcp.SetNetworkLayerForChecksum(netLayer)
 		ls = append(ls, tcp)
 	}

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/xlb-lb/xlb/bpf"
 )
@@ -57,6 +58,12 @@ const (
 	// SourceHash hashes the client address only: one client, one backend,
 	// on every balancer node.
 	SourceHash = Scheduler(bpf.SchedSourceHash)
+	// RoundRobin spreads new flows over the backends in turn, in
+	// proportion to their weights.
+	RoundRobin = Scheduler(bpf.SchedRoundRobin)
+	// LeastConn sends a new flow to the backend with the fewest active
+	// flows relative to its weight.
+	LeastConn = Scheduler(bpf.SchedLeastConn)
 )
 
 // String returns the scheduler's configuration name.
@@ -66,19 +73,28 @@ func (s Scheduler) String() string {
 		return "maglev"
 	case SourceHash:
 		return "source-hash"
+	case RoundRobin:
+		return "round-robin"
+	case LeastConn:
+		return "least-conn"
 	}
 	return "scheduler(" + strconv.Itoa(int(s)) + ")"
 }
 
-// UnmarshalText parses "maglev" or "source-hash".
+// UnmarshalText parses "maglev" ("mh"), "source-hash" ("sh"),
+// "round-robin" ("rr", "wrr") or "least-conn" ("lc", "wlc").
 func (s *Scheduler) UnmarshalText(b []byte) error {
 	switch strings.ToLower(string(b)) {
-	case "maglev", "":
+	case "maglev", "mh", "":
 		*s = Maglev
 	case "source-hash", "sh":
 		*s = SourceHash
+	case "round-robin", "rr", "wrr":
+		*s = RoundRobin
+	case "least-conn", "lc", "wlc":
+		*s = LeastConn
 	default:
-		return fmt.Errorf("scheduler %q: want maglev or source-hash", b)
+		return fmt.Errorf("scheduler %q: want maglev, source-hash, round-robin or least-conn", b)
 	}
 	return nil
 }
@@ -221,6 +237,24 @@ type Service struct {
 	ID        uint32
 	Scheduler Scheduler
 	Forward   ForwardMode
+	// Persistence is how long a client address stays with its backend
+	// (whole seconds, at most MaxPersistence); 0 is off.
+	Persistence time.Duration
+}
+
+// MaxPersistence is the longest persistence timeout accepted (30 days).
+const MaxPersistence = 30 * 24 * time.Hour
+
+func (s Service) marshal() bpf.Service {
+	return bpf.Service{
+		Id: s.ID, Sched: bpf.Sched(s.Scheduler), Fwd: bpf.FwdMode(s.Forward),
+		PersistSecs: uint32(min(s.Persistence, MaxPersistence) / time.Second),
+	}
+}
+
+func unmarshalService(v bpf.Service) Service {
+	return Service{ID: v.Id, Scheduler: Scheduler(v.Sched), Forward: ForwardMode(v.Fwd),
+		Persistence: time.Duration(v.PersistSecs) * time.Second}
 }
 
 // Backend is one (service, backend) pair in the data plane.
@@ -295,4 +329,48 @@ type Flow struct {
 	// packet, refreshed at most once a second.
 	LastSeen  uint64
 	BackendID uint32
+	// Closing: the client sent FIN or RST; the flow is no longer active.
+	Closing bool
+}
+
+func (f Flow) marshal() bpf.Flow {
+	v := bpf.Flow{LastSeen: f.LastSeen, BackendId: f.BackendID}
+	if f.Closing {
+		v.Flags |= bpf.FlowClosing
+	}
+	return v
+}
+
+func unmarshalFlow(v bpf.Flow) Flow {
+	return Flow{LastSeen: v.LastSeen, BackendID: v.BackendId, Closing: v.Flags&bpf.FlowClosing != 0}
+}
+
+// Timeouts are the connection table's idle timeouts; 0 never expires.
+type Timeouts struct {
+	// TCP is the idle timeout of an established TCP flow.
+	TCP time.Duration
+	// TCPFin is the idle timeout of a TCP flow after the client's FIN or
+	// RST.
+	TCPFin time.Duration
+	// UDP is the idle timeout of a UDP flow.
+	UDP time.Duration
+}
+
+// Of returns the timeout of a flow of protocol p.
+func (t Timeouts) Of(p Proto, f Flow) time.Duration {
+	switch {
+	case p == UDP:
+		return t.UDP
+	case f.Closing:
+		return t.TCPFin
+	}
+	return t.TCP
+}
+
+// Expired reports whether flow f of protocol p, seen last at f.LastSeen,
+// is idle beyond its timeout at monotonic time now (ns), as the data plane
+// judges it.
+func (t Timeouts) Expired(p Proto, f Flow, now uint64) bool {
+	to := t.Of(p, f)
+	return to > 0 && int64(now-f.LastSeen) > int64(to)
 }

@@ -18,7 +18,7 @@ func NewServices(m *ebpf.Map) *Services { return &Services{m} }
 // Put inserts or replaces a service.
 func (s *Services) Put(k ServiceKey, v Service) error {
 	key := k.marshal()
-	val := bpf.Service{Id: v.ID, Sched: bpf.Sched(v.Scheduler), Fwd: bpf.FwdMode(v.Forward)}
+	val := v.marshal()
 	if err := s.m.Put(&key, &val); err != nil {
 		return fmt.Errorf("put service %s: %w", k, err)
 	}
@@ -43,7 +43,7 @@ func (s *Services) All() (map[ServiceKey]Service, error) {
 	)
 	it := s.m.Iterate()
 	for it.Next(&key, &val) {
-		out[unmarshalServiceKey(key)] = Service{ID: val.Id, Scheduler: Scheduler(val.Sched), Forward: ForwardMode(val.Fwd)}
+		out[unmarshalServiceKey(key)] = unmarshalService(val)
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("iterate services: %w", err)
@@ -203,15 +203,24 @@ func (c *Conntrack) Lookup(k FlowKey) (Flow, bool, error) {
 	if err != nil {
 		return Flow{}, false, fmt.Errorf("lookup flow %s: %w", k, err)
 	}
-	return Flow{LastSeen: val.LastSeen, BackendID: val.BackendId}, true, nil
+	return unmarshalFlow(val), true, nil
 }
 
 // Put inserts or replaces a flow's entry.
 func (c *Conntrack) Put(k FlowKey, f Flow) error {
 	key := k.Marshal()
-	val := bpf.Flow{LastSeen: f.LastSeen, BackendId: f.BackendID}
+	val := f.marshal()
 	if err := c.m.Put(&key, &val); err != nil {
 		return fmt.Errorf("put flow %s: %w", k, err)
+	}
+	return nil
+}
+
+// Delete removes a flow's entry; a missing one is not an error.
+func (c *Conntrack) Delete(k FlowKey) error {
+	key := k.Marshal()
+	if err := c.m.Delete(&key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete flow %s: %w", k, err)
 	}
 	return nil
 }
@@ -224,7 +233,7 @@ func (c *Conntrack) Iterate(fn func(FlowKey, Flow) bool) error {
 	)
 	it := c.m.Iterate()
 	for it.Next(&key, &val) {
-		if !fn(unmarshalFlowKey(key), Flow{LastSeen: val.LastSeen, BackendID: val.BackendId}) {
+		if !fn(unmarshalFlowKey(key), unmarshalFlow(val)) {
 			return nil
 		}
 	}

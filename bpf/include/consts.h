@@ -25,6 +25,17 @@
 #define MAGLEV_SIZE 65537
 #endif
 
+/* Client-persistence entries (LRU). */
+#ifndef PERSIST_SIZE
+#define PERSIST_SIZE (1 << 18)
+#endif
+
+/* Backends a least-conn service may have with a weight above 0: the
+ * new-flow path scans them all. */
+#ifndef MAX_LC_BACKENDS
+#define MAX_LC_BACKENDS 256
+#endif
+
 /* VLAN tags parsed at most (802.1Q inside 802.1ad is the common QinQ). */
 #ifndef MAX_VLAN_DEPTH
 #define MAX_VLAN_DEPTH 2
@@ -45,6 +56,12 @@
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
 
+/* TCP flag bits (tcphdr.flags). */
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_ACK 0x10
+
 /* Address families as stored in keys (Linux AF_* values). */
 #define XLB_AF_INET 2
 #define XLB_AF_INET6 10
@@ -53,11 +70,15 @@
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1FFF
 
-
 /* Backend flags (struct backend.flags). */
 /* F_BACKEND_USABLE: healthy and its MAC is known; may carry traffic.
  * Drained backends (weight 0) stay usable for their existing flows: they are
  * only left out of the Maglev table. */
 #define F_BACKEND_USABLE (1U << 0)
+
+/* Flow flags (struct flow.flags). */
+/* F_FLOW_CLOSING: the client sent FIN or RST; the flow no longer counts as
+ * active and expires after the TCP closing timeout. */
+#define F_FLOW_CLOSING (1U << 0)
 
 #endif

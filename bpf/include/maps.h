@@ -22,8 +22,10 @@ struct {
 	__type(value, struct backend);
 } backends SEC(".maps");
 
-/* One service's Maglev table: slot -> backend id. Replaced whole, never
- * edited in place, so packets never see a half-written table. */
+/* One service's scheduler table, replaced whole, never edited in place, so
+ * packets never see a half-written table. maglev and source-hash: slot ->
+ * backend id; round-robin: the weighted sequence, slot by slot; least-conn:
+ * slot 0 holds the number n of candidates, slots 1..n their ids. */
 struct maglev_table {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, MAGLEV_SIZE);
@@ -31,7 +33,8 @@ struct maglev_table {
 	__type(value, __u32);
 };
 
-/* Maglev tables by service id (map-in-map: the swap is one atomic update). */
+/* Scheduler tables by service id (map-in-map: the swap is one atomic
+ * update). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
 	__uint(max_entries, MAX_SERVICES);
@@ -46,6 +49,40 @@ struct {
 	__type(key, struct flow_key);
 	__type(value, struct flow);
 } conntrack SEC(".maps");
+
+/* Client persistence: (service, client address) -> backend, LRU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, PERSIST_SIZE);
+	__type(key, struct persist_key);
+	__type(value, struct persist_entry);
+} persist SEC(".maps");
+
+/* Active flows by backend id: added to on new flows, taken from on a
+ * client's FIN/RST and on reschedules (atomically); the daemon rewrites it
+ * from the connection table to correct evictions and idle expiry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, __s64);
+} backend_active SEC(".maps");
+
+/* Round-robin cursor by service id, one per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, __u32);
+} rr_cursor SEC(".maps");
+
+/* Runtime settings, one entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct xlb_config);
+} config SEC(".maps");
 
 /* Global counters, one entry. */
 struct {

@@ -77,6 +77,8 @@ struct pkt {
 	struct flow_key key;
 	struct ethhdr *eth;
 	__u8 ttl;
+	/* TCP flags (TCP_*), 0 for UDP. */
+	__u8 tcp_flags;
 };
 
 /* parse_eth skips Ethernet and up to MAX_VLAN_DEPTH VLAN tags and returns
@@ -184,6 +186,7 @@ static __always_inline int parse_l4(void *pos, void *end, int proto,
 			return PARSE_MALFORMED;
 		p->key.sport = th->source;
 		p->key.dport = th->dest;
+		p->tcp_flags = th->flags;
 		return 0;
 	}
 	if (proto == IPPROTO_UDP) {

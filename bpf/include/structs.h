@@ -15,6 +15,10 @@ enum sched : __u8 {
 	SCHED_MAGLEV = 0,
 	/* Maglev consistent hash of the client address only. */
 	SCHED_SOURCE_HASH = 1,
+	/* Per-CPU cursor over a smooth weighted round-robin sequence. */
+	SCHED_ROUND_ROBIN = 2,
+	/* Fewest active flows relative to weight ((active+1)/weight). */
+	SCHED_LEAST_CONN = 3,
 };
 
 /* Forwarding mode of a service. */
@@ -35,11 +39,12 @@ struct svc_key {
 struct service {
 	/* Index into maglev_tables and svc_stats; owner of its backends. */
 	__u32 id;
-	/* Reserved for F_SVC_* flags. */
-	__u32 flags;
+	/* Client persistence timeout in seconds; 0: off. */
+	__u32 persist_secs;
 	enum sched sched;
 	enum fwd_mode fwd;
-	__u8 pad[2];
+	/* Reserved for F_SVC_* flags. */
+	__u16 flags;
 };
 
 /* Value of the backends array, indexed by backend id. */
@@ -72,8 +77,36 @@ struct flow {
 	__u64 last_seen;
 	/* Backend the flow is pinned to. */
 	__u32 backend_id;
-	/* Reserved (TCP state for later schedulers). */
+	/* F_FLOW_* */
 	__u32 flags;
+};
+
+/* Key of the persistence table: one client address of one service. */
+struct persist_key {
+	__be32 addr[4];
+	__u32 svc_id;
+	__u8 family;
+	__u8 pad[3];
+};
+
+/* Value of the persistence table. */
+struct persist_entry {
+	/* bpf_ktime_get_ns() of the client's latest new flow (or of a packet
+	 * of one of its flows, LAST_SEEN_GRANULARITY_NS). */
+	__u64 last_seen;
+	__u32 backend_id;
+	__u32 pad;
+};
+
+/* Settings that may change while the program runs (one-entry array).
+ * An idle timeout of 0 means "never expires". */
+struct xlb_config {
+	/* Idle timeout of an established TCP flow. */
+	__u64 tcp_timeout_ns;
+	/* Idle timeout of a TCP flow after a FIN or RST from the client. */
+	__u64 tcp_fin_timeout_ns;
+	/* Idle timeout of a UDP flow. */
+	__u64 udp_timeout_ns;
 };
 
 /* Global counters: one named field per outcome (per-CPU). */
@@ -107,6 +140,12 @@ struct global_counters {
 	__u64 reschedules;
 	/* Connection-table inserts that failed (flow still forwarded). */
 	__u64 conntrack_insert_errors;
+	/* Flows found idle beyond their timeout and scheduled afresh. */
+	__u64 expired_flows;
+	/* TCP flows that saw a FIN or RST from the client. */
+	__u64 closed_flows;
+	/* New flows sent to their client's persistent backend. */
+	__u64 persist_hits;
 };
 
 /* Per-service counters (per-CPU, indexed by service id). */

@@ -1,0 +1,125 @@
+package loader
+
+import (
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xlb-lb/xlb/maps"
+)
+
+// MonotonicNow is CLOCK_MONOTONIC in nanoseconds, the clock of
+// bpf_ktime_get_ns (the last-seen times of flows and persistence entries).
+func MonotonicNow() uint64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano())
+}
+
+// SweepResult is what one Sweep did.
+type SweepResult struct {
+	// Flows is the number of connection-table entries left.
+	Flows int
+	// Expired flows and persistence entries deleted.
+	Expired, PersistExpired int
+	// Corrected is the number of backends whose active-flow count the
+	// data plane had wrong (LRU evictions, flows that expired without a
+	// further packet, closes it never saw).
+	Corrected int
+}
+
+// Sweep deletes connection-table entries idle beyond their timeout and
+// persistence entries older than their service's persistence (or of a
+// service that no longer has it), then rewrites every installed backend's
+// active-flow count from the entries left: flows not closing and not
+// expired. now is MonotonicNow() (a parameter for tests).
+//
+// The rewrite races with the data plane: a flow that starts or closes
+// while the table is walked may be missed or counted twice until the next
+// sweep. The counts steer least-conn; they are not billing.
+func (b *Balancer) Sweep(now uint64) (SweepResult, error) {
+	var res SweepResult
+	to, err := b.cfgMap.Timeouts()
+	if err != nil {
+		return res, err
+	}
+	counts := map[uint32]uint64{}
+	var expired []maps.FlowKey
+	err = b.conntrack.Iterate(func(k maps.FlowKey, f maps.Flow) bool {
+		if to.Expired(k.Proto, f, now) {
+			expired = append(expired, k)
+			return true
+		}
+		res.Flows++
+		if !f.Closing {
+			counts[f.BackendID]++
+		}
+		return true
+	})
+	if err != nil {
+		return res, err
+	}
+	for _, k := range expired {
+		// A packet may have revived the entry since it was read: check
+		// again right before deleting.
+		if f, ok, err := b.conntrack.Lookup(k); err != nil || !ok || !to.Expired(k.Proto, f, MonotonicNow()) {
+			if ok {
+				res.Flows++
+			}
+			continue
+		}
+		if err := b.conntrack.Delete(k); err != nil {
+			return res, err
+		}
+		res.Expired++
+	}
+
+	b.mu.Lock()
+	persistOf := make(map[uint32]time.Duration, len(b.services))
+	var ids []uint32
+	for _, st := range b.services {
+		persistOf[st.id] = st.cfg.Persistence
+		for _, id := range st.ids {
+			ids = append(ids, id)
+		}
+	}
+	b.mu.Unlock()
+
+	for _, id := range ids {
+		cur, err := b.active.Get(id)
+		if err != nil {
+			return res, err
+		}
+		if cur != int64(counts[id]) {
+			if err := b.active.Set(id, counts[id]); err != nil {
+				return res, err
+			}
+			res.Corrected++
+		}
+	}
+
+	var stale []maps.PersistKey
+	err = b.persist.Iterate(func(k maps.PersistKey, p maps.Persistence) bool {
+		if d := persistOf[k.ServiceID]; d == 0 || int64(now-p.LastSeen) > int64(d) {
+			stale = append(stale, k)
+		}
+		return true
+	})
+	if err != nil {
+		return res, err
+	}
+	for _, k := range stale {
+		p, ok, err := b.persist.Lookup(k)
+		if err != nil {
+			return res, err
+		}
+		if d := persistOf[k.ServiceID]; !ok || (d > 0 && int64(MonotonicNow()-p.LastSeen) <= int64(d)) {
+			continue // refreshed since it was read
+		}
+		if err := b.persist.Delete(k); err != nil {
+			return res, err
+		}
+		res.PersistExpired++
+	}
+	return res, nil
+}

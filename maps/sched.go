@@ -1,0 +1,148 @@
+package maps
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/xlb-lb/xlb/bpf"
+)
+
+// MaxLeastConnBackends is the number of backends with a weight above 0 a
+// least-conn service may have: the data plane scans them all for every new
+// flow, so the scan has a fixed bound.
+const MaxLeastConnBackends = bpf.MaxLCBackends
+
+// BuildTable returns the scheduler table the data plane reads for a
+// service with scheduler sched: the Maglev table for maglev and
+// source-hash, the round-robin sequence, or the least-conn candidate list.
+// Backends with weight 0 take no part (drained).
+func BuildTable(sched Scheduler, backends []MaglevBackend, size uint32) ([]uint32, error) {
+	switch sched {
+	case Maglev, SourceHash:
+		return BuildMaglev(backends, size)
+	case RoundRobin:
+		return BuildRoundRobin(backends, size)
+	case LeastConn:
+		return BuildLeastConn(backends, size)
+	}
+	return nil, fmt.Errorf("scheduler %s has no table", sched)
+}
+
+// checkBackends validates backends as BuildMaglev does and returns those
+// with a weight above 0 in Key order.
+func checkBackends(backends []MaglevBackend) ([]MaglevBackend, error) {
+	sorted := slices.Clone(backends)
+	slices.SortFunc(sorted, func(a, b MaglevBackend) int { return strings.Compare(a.Key, b.Key) })
+	out := sorted[:0]
+	for i, b := range sorted {
+		switch {
+		case b.Key == "":
+			return nil, errors.New("backend key is empty")
+		case i > 0 && sorted[i-1].Key == b.Key:
+			return nil, fmt.Errorf("duplicate backend key %q", b.Key)
+		case b.ID == 0:
+			return nil, fmt.Errorf("backend %q: id 0 is reserved", b.Key)
+		case b.Weight > MaxWeight:
+			return nil, fmt.Errorf("backend %q: weight %d out of range 0-%d", b.Key, b.Weight, MaxWeight)
+		}
+		if b.Weight > 0 {
+			out = append(out, b)
+		}
+	}
+	return out, nil
+}
+
+// BuildRoundRobin returns size slots holding a smooth weighted round-robin
+// sequence of the backends with weight above 0 (all 0 when there is none).
+// The data plane walks it with one cursor per CPU, wrapping at size.
+//
+// The sequence is stride scheduling: backend i's k-th turn falls at virtual
+// time (2k-1)/(2*Weight_i), and turns are taken in time order (ties in Key
+// order). The first N slots therefore give every backend its weighted
+// share to within one slot, whatever N is, and any N consecutive slots to
+// within two: a cursor's picks follow the weights closely at every point.
+func BuildRoundRobin(backends []MaglevBackend, size uint32) ([]uint32, error) {
+	if size < 1 {
+		return nil, fmt.Errorf("round-robin table size %d: must be at least 1", size)
+	}
+	active, err := checkBackends(backends)
+	if err != nil {
+		return nil, err
+	}
+	table := make([]uint32, size)
+	if len(active) == 0 {
+		return table, nil
+	}
+	// next[i] is the index k (from 1) of backend i's next turn.
+	next := make([]uint64, len(active))
+	heap := make([]int, len(active))
+	for i := range active {
+		next[i] = 1
+		heap[i] = i
+	}
+	// before orders backends by the time of their next turn,
+	// (2k_a-1)/w_a < (2k_b-1)/w_b by cross-multiplication (k <= 2^26 and
+	// w < 2^16: no overflow), then by Key order.
+	before := func(a, b int) bool {
+		x := (2*next[a] - 1) * uint64(active[b].Weight)
+		y := (2*next[b] - 1) * uint64(active[a].Weight)
+		if x != y {
+			return x < y
+		}
+		return a < b
+	}
+	down := func(i int) {
+		n := len(heap)
+		for {
+			l := 2*i + 1
+			if l >= n {
+				return
+			}
+			m := l
+			if r := l + 1; r < n && before(heap[r], heap[l]) {
+				m = r
+			}
+			if !before(heap[m], heap[i]) {
+				return
+			}
+			heap[i], heap[m] = heap[m], heap[i]
+			i = m
+		}
+	}
+	for i := len(heap)/2 - 1; i >= 0; i-- {
+		down(i)
+	}
+	for s := range table {
+		i := heap[0]
+		table[s] = active[i].ID
+		next[i]++
+		down(0)
+	}
+	return table, nil
+}
+
+// BuildLeastConn returns the least-conn table of size slots: slot 0 holds
+// the number n of backends with weight above 0, slots 1..n their IDs in Key
+// order, the rest 0. The data plane reads weights and active-flow counts
+// live, so a weight change needs no new table to take effect, but one is
+// built anyway (a backend drained to 0 leaves the list).
+func BuildLeastConn(backends []MaglevBackend, size uint32) ([]uint32, error) {
+	active, err := checkBackends(backends)
+	if err != nil {
+		return nil, err
+	}
+	if len(active) > MaxLeastConnBackends {
+		return nil, fmt.Errorf("least-conn: %d backends with weight above 0, at most %d", len(active), MaxLeastConnBackends)
+	}
+	if uint64(len(active))+1 > uint64(size) {
+		return nil, fmt.Errorf("least-conn: %d backends do not fit a table of %d slots", len(active), size)
+	}
+	table := make([]uint32, size)
+	table[0] = uint32(len(active))
+	for i, b := range active {
+		table[1+i] = b.ID
+	}
+	return table, nil
+}

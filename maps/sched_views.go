@@ -1,0 +1,145 @@
+package maps
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/xlb-lb/xlb/bpf"
+)
+
+// Active is the per-backend count of active flows (backend id -> flows).
+// The data plane adds and subtracts as flows start and close; the daemon
+// rewrites it from the connection table (see loader.Balancer.Sweep).
+type Active struct{ m *ebpf.Map }
+
+// NewActive wraps the backend_active map.
+func NewActive(m *ebpf.Map) *Active { return &Active{m} }
+
+// Get returns backend id's count as stored: it can dip below 0 (a close
+// of a flow counted before a correction) until the next correction.
+func (a *Active) Get(id uint32) (int64, error) {
+	var v int64
+	if err := a.m.Lookup(&id, &v); err != nil {
+		return 0, fmt.Errorf("read active flows of backend %d: %w", id, err)
+	}
+	return v, nil
+}
+
+// Set writes backend id's count.
+func (a *Active) Set(id uint32, n uint64) error {
+	v := int64(n)
+	if err := a.m.Put(&id, &v); err != nil {
+		return fmt.Errorf("write active flows of backend %d: %w", id, err)
+	}
+	return nil
+}
+
+// PersistKey is one client address of one service.
+type PersistKey struct {
+	ServiceID uint32
+	Client    netip.Addr
+}
+
+// Persistence is one persistence entry: the backend a client was sent to
+// and when (CLOCK_MONOTONIC ns).
+type Persistence struct {
+	BackendID uint32
+	LastSeen  uint64
+}
+
+// PersistTable is the client-persistence table.
+type PersistTable struct{ m *ebpf.Map }
+
+// NewPersistTable wraps the persist map.
+func NewPersistTable(m *ebpf.Map) *PersistTable { return &PersistTable{m} }
+
+func (k PersistKey) marshal() bpf.PersistKey {
+	w, fam := addrWords(k.Client)
+	return bpf.PersistKey{Addr: w, SvcId: k.ServiceID, Family: fam}
+}
+
+// Lookup returns a client's entry.
+func (p *PersistTable) Lookup(k PersistKey) (Persistence, bool, error) {
+	key := k.marshal()
+	var v bpf.PersistEntry
+	err := p.m.Lookup(&key, &v)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return Persistence{}, false, nil
+	}
+	if err != nil {
+		return Persistence{}, false, fmt.Errorf("lookup persistence of %s: %w", k.Client, err)
+	}
+	return Persistence{BackendID: v.BackendId, LastSeen: v.LastSeen}, true, nil
+}
+
+// Put writes a client's entry.
+func (p *PersistTable) Put(k PersistKey, e Persistence) error {
+	key := k.marshal()
+	v := bpf.PersistEntry{BackendId: e.BackendID, LastSeen: e.LastSeen}
+	if err := p.m.Put(&key, &v); err != nil {
+		return fmt.Errorf("put persistence of %s: %w", k.Client, err)
+	}
+	return nil
+}
+
+// Delete removes a client's entry; a missing one is not an error.
+func (p *PersistTable) Delete(k PersistKey) error {
+	key := k.marshal()
+	if err := p.m.Delete(&key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete persistence of %s: %w", k.Client, err)
+	}
+	return nil
+}
+
+// Iterate calls fn for every entry until fn returns false.
+func (p *PersistTable) Iterate(fn func(PersistKey, Persistence) bool) error {
+	var (
+		key bpf.PersistKey
+		v   bpf.PersistEntry
+	)
+	it := p.m.Iterate()
+	for it.Next(&key, &v) {
+		k := PersistKey{ServiceID: key.SvcId, Client: wordsAddr(key.Addr, key.Family)}
+		if !fn(k, Persistence{BackendID: v.BackendId, LastSeen: v.LastSeen}) {
+			return nil
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate persistence: %w", err)
+	}
+	return nil
+}
+
+// Config is the data plane's runtime settings map.
+type Config struct{ m *ebpf.Map }
+
+// NewConfig wraps the config map.
+func NewConfig(m *ebpf.Map) *Config { return &Config{m} }
+
+// SetTimeouts writes the connection table's idle timeouts.
+func (c *Config) SetTimeouts(t Timeouts) error {
+	var v bpf.Config
+	if err := c.m.Lookup(uint32(0), &v); err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	v.TcpTimeoutNs = uint64(max(t.TCP, 0))
+	v.TcpFinTimeoutNs = uint64(max(t.TCPFin, 0))
+	v.UdpTimeoutNs = uint64(max(t.UDP, 0))
+	if err := c.m.Put(uint32(0), &v); err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	return nil
+}
+
+// Timeouts reads the connection table's idle timeouts.
+func (c *Config) Timeouts() (Timeouts, error) {
+	var v bpf.Config
+	if err := c.m.Lookup(uint32(0), &v); err != nil {
+		return Timeouts{}, fmt.Errorf("read config: %w", err)
+	}
+	return Timeouts{TCP: time.Duration(v.TcpTimeoutNs), TCPFin: time.Duration(v.TcpFinTimeoutNs), UDP: time.Duration(v.UdpTimeoutNs)}, nil
+}
