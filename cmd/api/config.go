@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 
 	"gopkg.in/yaml.v3"
@@ -38,9 +39,31 @@ type Config struct {
 	// given by flag, so Validate accepts it empty; see ValidateInterface.
 	Interface string `yaml:"interface" json:"interface"`
 	// XDPMode is native (default) or generic.
-	XDPMode  string    `yaml:"xdp_mode" json:"xdp_mode"`
-	Limits   Limits    `yaml:"limits" json:"limits"`
-	Services []Service `yaml:"services" json:"services"`
+	XDPMode   string    `yaml:"xdp_mode" json:"xdp_mode"`
+	Limits    Limits    `yaml:"limits" json:"limits"`
+	Conntrack Conntrack `yaml:"conntrack" json:"conntrack"`
+	Services  []Service `yaml:"services" json:"services"`
+}
+
+// Defaults and bounds of Conntrack (those of IPVS).
+const (
+	DefaultTCPTimeout    = Duration(900 * time.Second)
+	DefaultTCPFinTimeout = Duration(120 * time.Second)
+	DefaultUDPTimeout    = Duration(300 * time.Second)
+	MinIdleTimeout       = Duration(time.Second)
+	MaxIdleTimeout       = Duration(7 * 24 * time.Hour)
+)
+
+// Conntrack holds the connection table's idle timeouts: a flow idle
+// longer is forgotten (its next packet is scheduled as a new flow) and no
+// longer counts as active. They apply at start and on every reload.
+type Conntrack struct {
+	// TCPTimeout applies to established TCP flows; default 900s.
+	TCPTimeout Duration `yaml:"tcp_timeout" json:"tcp_timeout"`
+	// TCPFinTimeout applies once the client sent FIN or RST; default 120s.
+	TCPFinTimeout Duration `yaml:"tcp_fin_timeout" json:"tcp_fin_timeout"`
+	// UDPTimeout applies to UDP flows; default 300s.
+	UDPTimeout Duration `yaml:"udp_timeout" json:"udp_timeout"`
 }
 
 // Limits size the data plane's maps; 0 takes the default. They apply when
@@ -162,6 +185,9 @@ func (c *Config) normalize() error {
 	if err := c.Limits.normalize(); err != nil {
 		return under("limits", err)
 	}
+	if err := c.Conntrack.normalize(); err != nil {
+		return under("conntrack", err)
+	}
 
 	seen := make(map[maps.ServiceKey]int, len(c.Services))
 	pairs := 0
@@ -193,6 +219,26 @@ func (c *Config) normalize() error {
 	if uint64(pairs) >= uint64(c.Limits.MaxBackends) {
 		return fieldErr("services", "", fmt.Sprintf("%d backends in all; limits.max_backends %d allows at most %d (one slot is reserved)",
 			pairs, c.Limits.MaxBackends, c.Limits.MaxBackends-1))
+	}
+	return nil
+}
+
+func (t *Conntrack) normalize() error {
+	for _, f := range []struct {
+		name string
+		v    *Duration
+		def  Duration
+	}{
+		{"tcp_timeout", &t.TCPTimeout, DefaultTCPTimeout},
+		{"tcp_fin_timeout", &t.TCPFinTimeout, DefaultTCPFinTimeout},
+		{"udp_timeout", &t.UDPTimeout, DefaultUDPTimeout},
+	} {
+		if *f.v == 0 {
+			*f.v = f.def
+		}
+		if *f.v < MinIdleTimeout || *f.v > MaxIdleTimeout {
+			return fieldErr(f.name, f.v.String(), "out of range "+MinIdleTimeout.String()+"-"+MaxIdleTimeout.String())
+		}
 	}
 	return nil
 }

@@ -32,6 +32,7 @@ func TestParseExample(t *testing.T) {
 			MaxServices:   4096,
 			MaxBackends:   65536,
 		},
+		Conntrack: Conntrack{TCPTimeout: DefaultTCPTimeout, TCPFinTimeout: DefaultTCPFinTimeout, UDPTimeout: DefaultUDPTimeout},
 		Services: []Service{
 			{
 				VIP: "198.18.1.1", Port: 80, Protocol: "tcp", Scheduler: "maglev", Forward: "dsr-l2",
@@ -111,8 +112,9 @@ services:
 		t.Fatal(err)
 	}
 	want := &Config{
-		XDPMode: "native",
-		Limits:  Limits{ConntrackSize: 1 << 20, MaglevSize: 65537, MaxServices: 4096, MaxBackends: 65536},
+		XDPMode:   "native",
+		Limits:    Limits{ConntrackSize: 1 << 20, MaglevSize: 65537, MaxServices: 4096, MaxBackends: 65536},
+		Conntrack: Conntrack{TCPTimeout: DefaultTCPTimeout, TCPFinTimeout: DefaultTCPFinTimeout, UDPTimeout: DefaultUDPTimeout},
 		Services: []Service{
 			{
 				VIP: "198.18.1.1", Port: 80, Protocol: "tcp", Scheduler: "maglev", Forward: "dsr-l2",
@@ -189,7 +191,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"unknown service key", svc + "    sheduler: maglev\n",
 			`line 7: field "sheduler" not found in services[0] (did you mean "scheduler"?)`},
 		{"unknown key far off", svc + "    colour: blue\n",
-			`line 7: field "colour" not found in services[0] (known fields: vip, port, protocol, scheduler, forward, health, backends)`},
+			`line 7: field "colour" not found in services[0] (known fields: vip, port, protocol, scheduler, persistence, forward, health, backends)`},
 		{"unknown backend key", svc + "        mac: 02:00:00:00:00:01\n",
 			`line 7: field "mac" not found in services[0].backends[0] (known fields: address, weight)`},
 		{"unknown health key", svc + "    health: {type: tcp, retries: 3}\n",
@@ -239,7 +241,12 @@ func TestParseConfigErrors(t *testing.T) {
 		{"port range", "services:\n  - vip: 198.18.1.1\n    port: 70000\n", `line 3: services[0].port 70000: out of range 1-65535`},
 		{"port missing", "services:\n  - vip: 198.18.1.1\n", `line 2: services[0].port 0: out of range 1-65535`},
 		{"protocol", svc + "    protocol: sctp\n", `line 7: services[0].protocol "sctp": want one of tcp, udp`},
-		{"scheduler", svc + "    scheduler: rr\n", `line 7: services[0].scheduler "rr": want one of maglev, source-hash`},
+		{"scheduler", svc + "    scheduler: sed\n", `line 7: services[0].scheduler "sed": want one of maglev, source-hash, round-robin, least-conn`},
+		{"persistence fraction", svc + "    persistence: 1500ms\n", `line 7: services[0].persistence 1.5s: must be whole seconds (e.g. 300s)`},
+		{"persistence negative", svc + "    persistence: -1s\n", `line 7: services[0].persistence -1s: out of range 0 (off) to 720h`},
+		{"persistence number", svc + "    persistence: 300\n", `services[0].persistence`},
+		{"tcp timeout", "conntrack:\n  tcp_timeout: 500ms\n", `conntrack.tcp_timeout 500ms: out of range 1s-168h`},
+		{"udp timeout", "conntrack:\n  udp_timeout: 8d\n", `conntrack.udp_timeout`},
 		{"forward", svc + "    forward: nat\n", `line 7: services[0].forward "nat": want dsr-l2`},
 		{"duplicate service", svc + "  - {vip: 198.18.1.2, port: 80}\n  - {vip: 198.18.1.1, port: 80, protocol: TCP}\n",
 			`line 8: services[2]: duplicate service 198.18.1.1:80/tcp (also services[0])`},

@@ -22,6 +22,8 @@ const (
 
 	SchedulerMaglev     = "maglev"
 	SchedulerSourceHash = "source-hash"
+	SchedulerRoundRobin = "round-robin"
+	SchedulerLeastConn  = "least-conn"
 
 	ForwardDSRL2 = "dsr-l2"
 
@@ -34,6 +36,14 @@ const (
 	AllDownKeepLast = "keep-last"
 )
 
+// SchedulerAliases are the other names each scheduler is known by
+// (ipvsadm's among them).
+var SchedulerAliases = map[string]string{
+	"mh": SchedulerMaglev, "sh": SchedulerSourceHash,
+	"rr": SchedulerRoundRobin, "wrr": SchedulerRoundRobin,
+	"lc": SchedulerLeastConn, "wlc": SchedulerLeastConn,
+}
+
 // Health check defaults and bounds.
 const (
 	DefaultInterval     = Duration(2 * time.Second)
@@ -43,6 +53,9 @@ const (
 	DefaultHTTPMethod   = "GET"
 	DefaultHTTPPath     = "/"
 	DefaultExpectStatus = "200-399"
+
+	// MaxPersistence bounds a service's persistence timeout (30 days).
+	MaxPersistence = Duration(maps.MaxPersistence)
 
 	MinInterval = Duration(100 * time.Millisecond)
 	MaxInterval = Duration(time.Hour)
@@ -58,9 +71,14 @@ type Service struct {
 	Port int `yaml:"port" json:"port"`
 	// Protocol is tcp (default) or udp.
 	Protocol string `yaml:"protocol" json:"protocol"`
-	// Scheduler is maglev (default; "mh" also accepted) or source-hash
-	// ("sh").
+	// Scheduler is maglev (default; "mh" also accepted), source-hash
+	// ("sh"), round-robin ("rr", "wrr") or least-conn ("lc", "wlc").
 	Scheduler string `yaml:"scheduler" json:"scheduler"`
+	// Persistence keeps a client address on one backend: its new
+	// connections within this long of its previous one go to the same
+	// backend while that is usable (drained included). Whole seconds up to
+	// 30 days; 0 (default) is off. Works with every scheduler.
+	Persistence Duration `yaml:"persistence,omitempty" json:"persistence,omitempty"`
 	// Forward is dsr-l2 (default), the only mode so far.
 	Forward string `yaml:"forward" json:"forward"`
 	// Health is the service's health check; nil: backends are always up.
@@ -241,10 +259,27 @@ func (s *Service) normalize() error {
 	s.VIP = k.VIP.String()
 	s.Protocol = k.Proto.String()
 	s.Scheduler, err = pick("scheduler", s.Scheduler, SchedulerMaglev,
-		[]string{SchedulerMaglev, SchedulerSourceHash},
-		map[string]string{"mh": SchedulerMaglev, "sh": SchedulerSourceHash})
+		[]string{SchedulerMaglev, SchedulerSourceHash, SchedulerRoundRobin, SchedulerLeastConn},
+		SchedulerAliases)
 	if err != nil {
 		return err
+	}
+	switch p := s.Persistence; {
+	case p < 0 || p > MaxPersistence:
+		return fieldErr("persistence", p.String(), "out of range 0 (off) to "+MaxPersistence.String())
+	case time.Duration(p)%time.Second != 0:
+		return fieldErr("persistence", p.String(), "must be whole seconds (e.g. 300s)")
+	}
+	if s.Scheduler == SchedulerLeastConn {
+		active := 0
+		for _, b := range s.Backends {
+			if b.Weight == nil || *b.Weight > 0 {
+				active++
+			}
+		}
+		if active > maps.MaxLeastConnBackends {
+			return fieldErr("backends", "", fmt.Sprintf("%d backends with weight above 0; least-conn scans at most %d", active, maps.MaxLeastConnBackends))
+		}
 	}
 	s.Forward, err = pick("forward", s.Forward, ForwardDSRL2, []string{ForwardDSRL2}, nil)
 	if err != nil {

@@ -18,19 +18,23 @@ type Status struct {
 	Services  []ServiceStatus `json:"services"`
 	// Flows is the number of entries in the connection table.
 	Flows int `json:"flows"`
+	// Timeouts are the connection table's idle timeouts in force.
+	Timeouts Conntrack `json:"timeouts"`
 }
 
 // ServiceStatus is one service as installed, with its counters.
 type ServiceStatus struct {
 	// Service is the key, VIP:PORT/PROTO.
-	Service   string          `json:"service"`
-	Scheduler string          `json:"scheduler"`
-	Forward   string          `json:"forward"`
-	Health    *Health         `json:"health,omitempty"`
-	Backends  []BackendStatus `json:"backends"`
-	Packets   uint64          `json:"packets"`
-	Bytes     uint64          `json:"bytes"`
-	NewFlows  uint64          `json:"new_flows"`
+	Service   string `json:"service"`
+	Scheduler string `json:"scheduler"`
+	// Persistence is the client persistence timeout; 0 is off.
+	Persistence Duration        `json:"persistence"`
+	Forward     string          `json:"forward"`
+	Health      *Health         `json:"health,omitempty"`
+	Backends    []BackendStatus `json:"backends"`
+	Packets     uint64          `json:"packets"`
+	Bytes       uint64          `json:"bytes"`
+	NewFlows    uint64          `json:"new_flows"`
 	// DropNoBackend counts packets dropped for lack of a usable backend.
 	DropNoBackend uint64 `json:"drop_no_backend"`
 	// AllDown is set while every backend with a weight fails its health
@@ -63,6 +67,13 @@ type BackendStatus struct {
 	Packets  uint64       `json:"packets"`
 	Bytes    uint64       `json:"bytes"`
 	NewFlows uint64       `json:"new_flows"`
+	// ActiveFlows are the backend's flows in the connection table that
+	// neither closed (client FIN/RST) nor expired. The data plane keeps
+	// the count as flows start and close, and xlbd corrects it from the
+	// table every few seconds. In dsr-l2 the balancer sees the client's
+	// packets only: a close the client does not take part in (the
+	// server's RST) ends the flow's count only at its idle timeout.
+	ActiveFlows uint64 `json:"active_flows"`
 }
 
 // CheckResult is the outcome of one health check probe.

@@ -191,7 +191,7 @@ func (m *miniXlbd) status() api.Status {
 	st := api.Status{Interface: "eth0", XDPMode: "native", Version: "test", Flows: 1}
 	for _, s := range m.svcs {
 		k, _ := s.Key()
-		ss := api.ServiceStatus{Service: k.String(), Scheduler: s.Scheduler, Forward: s.Forward, Health: s.Health}
+		ss := api.ServiceStatus{Service: k.String(), Scheduler: s.Scheduler, Persistence: s.Persistence, Forward: s.Forward, Health: s.Health}
 		for _, b := range s.Backends {
 			bs := api.BackendStatus{Address: b.Address, Weight: *b.Weight, MAC: "02:00:00:00:00:01", State: api.StateUp, Usable: true, InTable: true,
 				Since: testNow.Add(-time.Minute)}
@@ -240,15 +240,17 @@ func TestEndToEnd(t *testing.T) {
 			0, "set backend 198.18.0.12 of 198.18.1.1:80/tcp to weight 5\n"},
 		{[]string{"backend", "set", svc, "198.18.0.99", "--weight", "5"},
 			1, "xlbctl: backend set: service 198.18.1.1:80/tcp: no backend 198.18.0.99\n"},
-		{[]string{"service", "set", svc, "--scheduler", "sh", "--rise", "4"},
+		{[]string{"service", "set", svc, "--scheduler", "wlc", "--persistence", "300s", "--rise", "4"},
 			0, "changed service 198.18.1.1:80/tcp\n"},
-		{[]string{"backend", "list", svc}, 0, `ADDRESS      WEIGHT  STATE  LAST-CHECK  MAC                PACKETS  NEW-FLOWS  REASON  SINCE
-198.18.0.11  0       drain  -           02:00:00:00:00:01  0        0          -       1m0s
-198.18.0.12  5       up     -           02:00:00:00:00:01  0        0          -       1m0s
-198.18.0.13  3       up     -           02:00:00:00:00:01  0        0          -       1m0s
+		{[]string{"service", "set", svc, "--persistence", "1500ms"},
+			2, "xlbctl: service set: persistence 1.5s: must be whole seconds (e.g. 300s)\n"},
+		{[]string{"backend", "list", svc}, 0, `ADDRESS      WEIGHT  STATE  LAST-CHECK  MAC                ACTIVE  PACKETS  NEW-FLOWS  REASON  SINCE
+198.18.0.11  0       drain  -           02:00:00:00:00:01  0       0        0          -       1m0s
+198.18.0.12  5       up     -           02:00:00:00:00:01  0       0        0          -       1m0s
+198.18.0.13  3       up     -           02:00:00:00:00:01  0       0        0          -       1m0s
 `},
-		{[]string{"service", "list"}, 0, `SERVICE            SCHEDULER    FORWARD  CHECK  BACKENDS  UP
-198.18.1.1:80/tcp  source-hash  dsr-l2   http   3         2
+		{[]string{"service", "list"}, 0, `SERVICE            SCHEDULER   PERSISTENCE  FORWARD  CHECK  BACKENDS  UP
+198.18.1.1:80/tcp  least-conn  5m           dsr-l2   http   3         2
 `},
 		{[]string{"backend", "del", svc, "198.18.0.13"}, 0, "deleted backend 198.18.0.13 from 198.18.1.1:80/tcp\n"},
 		{[]string{"flows", "--limit", "5"}, 0, `PROTO  CLIENT             VIP            BACKEND      IDLE
@@ -286,7 +288,7 @@ tcp    198.18.2.10:40000  198.18.1.1:80  198.18.0.12  3s
 		t.Fatalf("services: %+v", st.Services)
 	}
 	s := st.Services[0]
-	if s.Scheduler != "source-hash" || s.Health == nil || s.Health.Rise != 4 || s.Health.Type != "http" || s.Health.HTTP.Path != "/healthz" || len(s.Backends) != 2 {
+	if s.Scheduler != "least-conn" || s.Persistence != api.Duration(300*time.Second) || s.Health == nil || s.Health.Rise != 4 || s.Health.Type != "http" || s.Health.HTTP.Path != "/healthz" || len(s.Backends) != 2 {
 		t.Errorf("service after the session: %+v, health %+v", s, s.Health)
 	}
 

@@ -127,6 +127,7 @@ func mustRun(t *testing.T, fc *fakeClient, args ...string) result {
 func sampleStatus() api.Status {
 	return api.Status{
 		Interface: "eth0", XDPMode: "native", Version: "v0.3.0", Flows: 42,
+		Timeouts: api.Conntrack{TCPTimeout: api.Duration(900 * time.Second), TCPFinTimeout: api.Duration(120 * time.Second), UDPTimeout: api.Duration(300 * time.Second)},
 		Services: []api.ServiceStatus{
 			{
 				Service: "198.18.1.1:80/tcp", Scheduler: "maglev", Forward: "dsr-l2",
@@ -138,11 +139,11 @@ func sampleStatus() api.Status {
 				Packets: 1500, Bytes: 1258291, NewFlows: 30, DropNoBackend: 2,
 				Backends: []api.BackendStatus{
 					{Address: "198.18.0.11", Weight: 1, MAC: "02:00:00:00:00:11", State: "up", Usable: true, InTable: true,
-						Since: testNow.Add(-192 * time.Second), Packets: 1000, Bytes: 838860, NewFlows: 20,
+						Since: testNow.Add(-192 * time.Second), Packets: 1000, Bytes: 838860, NewFlows: 20, ActiveFlows: 12,
 						Check: &api.CheckResult{OK: true, Reason: "http 200", At: testNow.Add(-time.Second), Seconds: 0.002}},
 					{Address: "198.18.0.12", Weight: 0, MAC: "02:00:00:00:00:12", State: "drain", Usable: true,
 						Reason: "drained; http check failed: http 503",
-						Since:  testNow.Add(-(2*time.Hour + 5*time.Minute)), Packets: 500, Bytes: 419431, NewFlows: 10,
+						Since:  testNow.Add(-(2*time.Hour + 5*time.Minute)), Packets: 500, Bytes: 419431, NewFlows: 10, ActiveFlows: 3,
 						Check: &api.CheckResult{Reason: "http 503", At: testNow.Add(-time.Second), Seconds: 0.001}},
 					{Address: "198.18.0.13", Weight: 2, State: "no-mac", Reason: "MAC not resolved yet (ARP/NDP)"},
 				},

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/xlb-lb/xlb/cmd/api"
 	"github.com/xlb-lb/xlb/maps"
@@ -15,6 +16,7 @@ import (
 // serviceFlags are the settings of service add and service set.
 type serviceFlags struct {
 	scheduler, forward string
+	persistence        string
 	backends           stringList
 	check              string
 	interval, timeout  string
@@ -37,7 +39,8 @@ var checkFlags = []string{"check", "check-interval", "check-timeout", "rise", "f
 var httpFlags = []string{"http-method", "http-path", "http-host", "http-expect", "http-body", "https", "insecure-skip-verify"}
 
 func (f *serviceFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.scheduler, "scheduler", "", "scheduler `NAME`: maglev (the default; ipvsadm's mh) or source-hash (sh)")
+	fs.StringVar(&f.scheduler, "scheduler", "", "scheduler `NAME`: maglev (the default; ipvsadm's mh), source-hash (sh), round-robin (rr, wrr) or least-conn (lc, wlc)")
+	fs.StringVar(&f.persistence, "persistence", "", "client persistence `DURATION` in whole seconds, e.g. 300s (ipvsadm's -p): a client's new connections follow its previous one's backend, drained or not; 0 turns it off")
 	fs.StringVar(&f.forward, "forward", "", "forwarding `MODE`: dsr-l2 (the default and only mode; ipvsadm's -g)")
 	fs.Var(&f.backends, "backend", "backend `ADDR`, or ADDR=WEIGHT with a weight of 0-65535 (default 1); IPv6 plain or in [brackets]; repeat for more")
 	fs.StringVar(&f.check, "check", "", "health check `TYPE`: tcp (the default), http, icmp or none (no probes: backends count as up)")
@@ -60,14 +63,27 @@ func (f *serviceFlags) register(fs *flag.FlagSet) {
 // apply sets the flags given on s, checking each value on its own.
 func (f *serviceFlags) apply(s *api.Service, given map[string]bool) error {
 	if given["scheduler"] {
-		name, ok := map[string]string{
-			api.SchedulerMaglev: api.SchedulerMaglev, "mh": api.SchedulerMaglev,
-			api.SchedulerSourceHash: api.SchedulerSourceHash, "sh": api.SchedulerSourceHash,
-		}[strings.ToLower(f.scheduler)]
-		if !ok {
-			return usagef("scheduler %q: want maglev or source-hash", f.scheduler)
+		name := strings.ToLower(f.scheduler)
+		if a, ok := api.SchedulerAliases[name]; ok {
+			name = a
+		}
+		switch name {
+		case api.SchedulerMaglev, api.SchedulerSourceHash, api.SchedulerRoundRobin, api.SchedulerLeastConn:
+		default:
+			return usagef("scheduler %q: want maglev, source-hash, round-robin or least-conn", f.scheduler)
 		}
 		s.Scheduler = name
+	}
+	if given["persistence"] {
+		if f.persistence == "0" {
+			s.Persistence = 0
+		} else {
+			d, err := time.ParseDuration(f.persistence)
+			if err != nil {
+				return usagef("persistence %q: not a duration (want e.g. 300s or 5m; 0 turns it off)", f.persistence)
+			}
+			s.Persistence = api.Duration(d)
+		}
 	}
 	if given["forward"] {
 		if !strings.EqualFold(f.forward, api.ForwardDSRL2) {
@@ -241,6 +257,7 @@ func anyGiven(given map[string]bool, names []string) bool {
 // flagOfPath names the flag of a field of api.Service.
 var flagOfPath = map[string]string{
 	"scheduler":                        "scheduler",
+	"persistence":                      "persistence",
 	"forward":                          "forward",
 	"health.type":                      "check",
 	"health.interval":                  "check-interval",
@@ -292,7 +309,7 @@ func noService(k maps.ServiceKey) error {
 func toService(k maps.ServiceKey, ss api.ServiceStatus) api.Service {
 	s := api.Service{
 		VIP: k.VIP.String(), Port: int(k.Port), Protocol: k.Proto.String(),
-		Scheduler: ss.Scheduler, Forward: ss.Forward,
+		Scheduler: ss.Scheduler, Persistence: ss.Persistence, Forward: ss.Forward,
 		Backends: make([]api.Backend, 0, len(ss.Backends)),
 	}
 	if ss.Health != nil {
@@ -349,7 +366,7 @@ func serviceSet(fs *flag.FlagSet) func(context.Context, *call) error {
 		if err != nil {
 			return err
 		}
-		if !slices.ContainsFunc(append([]string{"scheduler", "forward", "backend"}, checkFlags...), func(n string) bool { return c.given[n] }) {
+		if !slices.ContainsFunc(append([]string{"scheduler", "persistence", "forward", "backend"}, checkFlags...), func(n string) bool { return c.given[n] }) {
 			return usagef("nothing to change: give the settings to change as flags (usage: %s)", c.cmd.usageLine())
 		}
 		// Check each flag's value before asking xlbd for the service.
@@ -404,7 +421,7 @@ func serviceList(fs *flag.FlagSet) func(context.Context, *call) error {
 			return svcs, err
 		},
 		func(c *call, svcs []api.ServiceStatus) error {
-			t := newTable(c.env.Stdout, "", "SERVICE", "SCHEDULER", "FORWARD", "CHECK", "BACKENDS", "UP")
+			t := newTable(c.env.Stdout, "", "SERVICE", "SCHEDULER", "PERSISTENCE", "FORWARD", "CHECK", "BACKENDS", "UP")
 			for _, s := range svcs {
 				up := 0
 				for _, b := range s.Backends {
@@ -416,8 +433,16 @@ func serviceList(fs *flag.FlagSet) func(context.Context, *call) error {
 				if s.Health != nil {
 					check = s.Health.Type
 				}
-				t.row(s.Service, s.Scheduler, s.Forward, check, len(s.Backends), up)
+				t.row(s.Service, s.Scheduler, persistenceText(s.Persistence), s.Forward, check, len(s.Backends), up)
 			}
 			return t.flush()
 		})
+}
+
+// persistenceText shows a persistence timeout, "off" for none.
+func persistenceText(d api.Duration) string {
+	if d == 0 {
+		return "off"
+	}
+	return d.String()
 }

@@ -30,6 +30,9 @@ func writeStatus(w io.Writer, st api.Status, now func() time.Time) error {
 	fmt.Fprintf(tw, "XDP mode:\t%s\n", orDash(st.XDPMode))
 	fmt.Fprintf(tw, "Version:\t%s\n", orDash(st.Version))
 	fmt.Fprintf(tw, "Flows:\t%d\n", st.Flows)
+	if t := st.Timeouts; t != (api.Conntrack{}) {
+		fmt.Fprintf(tw, "Idle timeouts:\ttcp %s, tcp-fin %s, udp %s\n", t.TCPTimeout, t.TCPFinTimeout, t.UDPTimeout)
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -38,7 +41,7 @@ func writeStatus(w io.Writer, st api.Status, now func() time.Time) error {
 		return err
 	}
 	for _, s := range st.Services {
-		fmt.Fprintf(w, "\nService %s, scheduler %s, forward %s\n", s.Service, orDash(s.Scheduler), orDash(s.Forward))
+		fmt.Fprintf(w, "\nService %s, scheduler %s, persistence %s, forward %s\n", s.Service, orDash(s.Scheduler), persistenceText(s.Persistence), orDash(s.Forward))
 		fmt.Fprintf(w, "  check: %s\n", describeCheck(s.Health))
 		switch s.AllDown {
 		case api.AllDownDrop:
@@ -59,9 +62,9 @@ func writeStatus(w io.Writer, st api.Status, now func() time.Time) error {
 
 // writeBackends prints a table of backends, each line after indent.
 func writeBackends(w io.Writer, bs []api.BackendStatus, now func() time.Time, indent string) error {
-	t := newTable(w, indent, "ADDRESS", "WEIGHT", "STATE", "LAST-CHECK", "MAC", "PACKETS", "NEW-FLOWS", "REASON", "SINCE")
+	t := newTable(w, indent, "ADDRESS", "WEIGHT", "STATE", "LAST-CHECK", "MAC", "ACTIVE", "PACKETS", "NEW-FLOWS", "REASON", "SINCE")
 	for _, b := range bs {
-		t.row(b.Address, b.Weight, b.State, lastCheck(b.Check), b.MAC, b.Packets, b.NewFlows, b.Reason, ageOf(now, b.Since))
+		t.row(b.Address, b.Weight, b.State, lastCheck(b.Check), b.MAC, b.ActiveFlows, b.Packets, b.NewFlows, b.Reason, ageOf(now, b.Since))
 	}
 	return t.flush()
 }

@@ -12,19 +12,20 @@ import (
 func TestStatus(t *testing.T) {
 	fc := &fakeClient{status: sampleStatus()}
 	r := mustRun(t, fc, "status")
-	sameLines(t, "status", r.stdout, `Interface:  eth0
-XDP mode:   native
-Version:    v0.3.0
-Flows:      42
+	sameLines(t, "status", r.stdout, `Interface:      eth0
+XDP mode:       native
+Version:        v0.3.0
+Flows:          42
+Idle timeouts:  tcp 15m, tcp-fin 2m, udp 5m
 
-Service 198.18.1.1:80/tcp, scheduler maglev, forward dsr-l2
+Service 198.18.1.1:80/tcp, scheduler maglev, persistence off, forward dsr-l2
   check: http GET /healthz, expect 200-399, every 2s, timeout 1s, rise 2, fall 3
-  ADDRESS      WEIGHT  STATE   LAST-CHECK     MAC                PACKETS  NEW-FLOWS  REASON                                SINCE
-  198.18.0.11  1       up      ok http 200    02:00:00:00:00:11  1000     20         -                                     3m12s
-  198.18.0.12  0       drain   fail http 503  02:00:00:00:00:12  500      10         drained; http check failed: http 503  2h5m
-  198.18.0.13  2       no-mac  -              -                  0        0          MAC not resolved yet (ARP/NDP)        -
+  ADDRESS      WEIGHT  STATE   LAST-CHECK     MAC                ACTIVE  PACKETS  NEW-FLOWS  REASON                                SINCE
+  198.18.0.11  1       up      ok http 200    02:00:00:00:00:11  12      1000     20         -                                     3m12s
+  198.18.0.12  0       drain   fail http 503  02:00:00:00:00:12  3       500      10         drained; http check failed: http 503  2h5m
+  198.18.0.13  2       no-mac  -              -                  0       0        0          MAC not resolved yet (ARP/NDP)        -
 
-Service [2001:2::1]:53/udp, scheduler source-hash, forward dsr-l2
+Service [2001:2::1]:53/udp, scheduler source-hash, persistence off, forward dsr-l2
   check: none (backends count as up)
   no backends: its traffic is dropped
 `)
@@ -48,13 +49,13 @@ XDP mode:   native
 Version:    dev
 Flows:      0
 
-Service 198.18.1.2:80/tcp, scheduler maglev, forward dsr-l2
+Service 198.18.1.2:80/tcp, scheduler maglev, persistence off, forward dsr-l2
   check: tcp, all down: keep-last
   ALL BACKENDS DOWN: traffic still goes to the last healthy backends (all_down keep-last)
-  ADDRESS      WEIGHT  STATE  LAST-CHECK    MAC                PACKETS  NEW-FLOWS  REASON                                                 SINCE
-  198.18.0.11  1       down   fail timeout  02:00:00:00:00:11  0        0          kept by all_down keep-last; tcp check failed: timeout  -
+  ADDRESS      WEIGHT  STATE  LAST-CHECK    MAC                ACTIVE  PACKETS  NEW-FLOWS  REASON                                                 SINCE
+  198.18.0.11  1       down   fail timeout  02:00:00:00:00:11  0       0        0          kept by all_down keep-last; tcp check failed: timeout  -
 
-Service 198.18.1.3:80/tcp, scheduler maglev, forward dsr-l2
+Service 198.18.1.3:80/tcp, scheduler maglev, persistence off, forward dsr-l2
   check: icmp
   ALL BACKENDS DOWN: traffic is dropped (all_down drop)
   no backends: its traffic is dropped
@@ -139,9 +140,9 @@ udp    [2001:2::100]:5353  [2001:2::1]:53  2001:2::11   1m15s
 
 func TestServiceList(t *testing.T) {
 	r := mustRun(t, &fakeClient{status: sampleStatus()}, "service", "list")
-	sameLines(t, "service list", r.stdout, `SERVICE             SCHEDULER    FORWARD  CHECK  BACKENDS  UP
-198.18.1.1:80/tcp   maglev       dsr-l2   http   3         1
-[2001:2::1]:53/udp  source-hash  dsr-l2   -      0         0
+	sameLines(t, "service list", r.stdout, `SERVICE             SCHEDULER    PERSISTENCE  FORWARD  CHECK  BACKENDS  UP
+198.18.1.1:80/tcp   maglev       off          dsr-l2   http   3         1
+[2001:2::1]:53/udp  source-hash  off          dsr-l2   -      0         0
 `)
 }
 
@@ -149,13 +150,13 @@ func TestBackendList(t *testing.T) {
 	fc := &fakeClient{status: sampleStatus()}
 	// The key is matched in any spelling.
 	r := mustRun(t, fc, "backend", "list", "198.18.1.1:80/TCP")
-	sameLines(t, "backend list", r.stdout, `ADDRESS      WEIGHT  STATE   LAST-CHECK     MAC                PACKETS  NEW-FLOWS  REASON                                SINCE
-198.18.0.11  1       up      ok http 200    02:00:00:00:00:11  1000     20         -                                     3m12s
-198.18.0.12  0       drain   fail http 503  02:00:00:00:00:12  500      10         drained; http check failed: http 503  2h5m
-198.18.0.13  2       no-mac  -              -                  0        0          MAC not resolved yet (ARP/NDP)        -
+	sameLines(t, "backend list", r.stdout, `ADDRESS      WEIGHT  STATE   LAST-CHECK     MAC                ACTIVE  PACKETS  NEW-FLOWS  REASON                                SINCE
+198.18.0.11  1       up      ok http 200    02:00:00:00:00:11  12      1000     20         -                                     3m12s
+198.18.0.12  0       drain   fail http 503  02:00:00:00:00:12  3       500      10         drained; http check failed: http 503  2h5m
+198.18.0.13  2       no-mac  -              -                  0       0        0          MAC not resolved yet (ARP/NDP)        -
 `)
 	r = mustRun(t, fc, "backend", "list", "[2001:2:0::1]:53/udp")
-	sameLines(t, "no backends", r.stdout, "ADDRESS  WEIGHT  STATE  LAST-CHECK  MAC  PACKETS  NEW-FLOWS  REASON  SINCE\n")
+	sameLines(t, "no backends", r.stdout, "ADDRESS  WEIGHT  STATE  LAST-CHECK  MAC  ACTIVE  PACKETS  NEW-FLOWS  REASON  SINCE\n")
 
 	r = xlbctl(t, &fakeClient{status: sampleStatus()}, "backend", "list", "198.18.1.9:80/tcp")
 	if r.code != 1 || r.stderr != "xlbctl: backend list: service 198.18.1.9:80/tcp: no such service (see xlbctl service list)\n" {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/xlb-lb/xlb/cmd/api"
 	"github.com/xlb-lb/xlb/loader"
@@ -95,7 +97,7 @@ func (d *daemon) toLoader(svcs []api.Service) ([]loader.Service, error) {
 		if err != nil {
 			return nil, badRequest("services[%d]: %w", i, err)
 		}
-		ls := loader.Service{Key: key}
+		ls := loader.Service{Key: key, Persistence: time.Duration(s.Persistence)}
 		if err := ls.Scheduler.UnmarshalText([]byte(s.Scheduler)); err != nil {
 			return nil, badRequest("service %s: %w", key, err)
 		}
@@ -351,5 +353,37 @@ func (d *daemon) reload() error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.commit(cfg.Services, hashBytes(data))
+	if err := d.commit(cfg.Services, hashBytes(data)); err != nil {
+		return err
+	}
+	return d.bal.SetTimeouts(timeoutsOf(cfg.Conntrack))
+}
+
+// timeoutsOf converts the config's idle timeouts for the loader.
+func timeoutsOf(c api.Conntrack) maps.Timeouts {
+	return maps.Timeouts{TCP: time.Duration(c.TCPTimeout), TCPFin: time.Duration(c.TCPFinTimeout), UDP: time.Duration(c.UDPTimeout)}
+}
+
+// sweepLoop runs the connection-table sweep every interval until ctx
+// ends: expired flows and persistence entries go, active-flow counts are
+// corrected.
+func (d *daemon) sweepLoop(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			res, err := d.bal.Sweep(loader.MonotonicNow())
+			if err != nil {
+				d.log.Error("sweep the connection table", "err", err)
+				continue
+			}
+			if res.Expired > 0 || res.PersistExpired > 0 || res.Corrected > 0 {
+				d.log.Debug("swept the connection table", "flows", res.Flows, "expired", res.Expired,
+					"persistence_expired", res.PersistExpired, "active_counts_corrected", res.Corrected)
+			}
+		}
+	}
 }

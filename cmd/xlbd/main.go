@@ -25,6 +25,10 @@ import (
 	"github.com/xlb-lb/xlb/loader"
 )
 
+// sweepInterval is how often the connection table is swept (expired flows
+// deleted, active-flow counts corrected).
+const sweepInterval = 5 * time.Second
+
 // version is set at build time (-ldflags "-X main.version=...").
 var version = "dev"
 
@@ -157,7 +161,7 @@ func run(ctx context.Context, f *flags, log *slog.Logger) error {
 	bal, err := loader.Open(loader.Options{
 		Interface: iface, XDPMode: xdpMode, PinDir: pinDir,
 		MaglevSize: l.MaglevSize, MaxServices: l.MaxServices, MaxBackends: l.MaxBackends, ConntrackSize: l.ConntrackSize,
-		Logger: log,
+		Timeouts: timeoutsOf(cfg.Conntrack), Logger: log,
 	})
 	if err != nil {
 		return err
@@ -205,6 +209,8 @@ func run(ctx context.Context, f *flags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+
+	go d.sweepLoop(ctx, sweepInterval)
 
 	srv := &http.Server{Handler: d.routes(), ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)

@@ -117,6 +117,9 @@ func (d *daemon) writeMetrics(w *bufio.Writer) {
 		p.metric("xlb_new_flows_total", "counter", "Flows scheduled to a backend for the first time.", nil, g.NewFlows)
 		p.metric("xlb_rescheduled_flows_total", "counter", "Flows moved because their backend became unusable.", nil, g.Reschedules)
 		p.metric("xlb_conntrack_insert_errors_total", "counter", "Connection-table inserts that failed.", nil, g.ConntrackInsertErrors)
+		p.metric("xlb_expired_flows_total", "counter", "Flows found idle beyond their timeout by the data plane and scheduled afresh.", nil, g.ExpiredFlows)
+		p.metric("xlb_closed_flows_total", "counter", "TCP flows that saw a FIN or RST from the client.", nil, g.ClosedFlows)
+		p.metric("xlb_persistence_hits_total", "counter", "New flows sent to their client's persistent backend.", nil, g.PersistHits)
 	}
 	st := d.status()
 	p.metric("xlb_conntrack_entries", "gauge", "Entries in the connection table.", nil, uint64(st.Flows))
@@ -150,6 +153,7 @@ func (d *daemon) writeMetrics(w *bufio.Writer) {
 			p.metric("xlb_backend_packets_total", "counter", "Packets forwarded to a backend.", bl, b.Packets)
 			p.metric("xlb_backend_bytes_total", "counter", "Bytes (whole frames) forwarded to a backend.", bl, b.Bytes)
 			p.metric("xlb_backend_new_flows_total", "counter", "New flows scheduled to a backend.", bl, b.NewFlows)
+			p.metric("xlb_backend_active_flows", "gauge", "Flows of a backend neither closed by the client nor expired.", bl, b.ActiveFlows)
 		}
 	}
 }

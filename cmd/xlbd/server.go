@@ -160,7 +160,7 @@ func (d *daemon) status() api.Status {
 		if err != nil {
 			continue
 		}
-		ss := api.ServiceStatus{Service: key.String(), Scheduler: s.Scheduler, Forward: s.Forward, Health: s.Health, AllDown: allDown[key]}
+		ss := api.ServiceStatus{Service: key.String(), Scheduler: s.Scheduler, Persistence: s.Persistence, Forward: s.Forward, Health: s.Health, AllDown: allDown[key]}
 		inst, ok := d.bal.Service(key)
 		if ok {
 			if c, err := stats.Service(inst.ID); err == nil {
@@ -185,6 +185,9 @@ func (d *daemon) status() api.Status {
 				if c, err := stats.Backend(ib.ID); err == nil {
 					bs.Packets, bs.Bytes, bs.NewFlows = c.Packets, c.Bytes, c.NewFlows
 				}
+				if n, err := d.bal.Active().Get(ib.ID); err == nil && n > 0 {
+					bs.ActiveFlows = uint64(n)
+				}
 			}
 			d.describeBackend(&bs, key, addr, s.Health)
 			ss.Backends = append(ss.Backends, bs)
@@ -193,6 +196,9 @@ func (d *daemon) status() api.Status {
 	}
 	if n, err := d.bal.Conntrack().Count(); err == nil {
 		st.Flows = n
+	}
+	if t, err := d.bal.Timeouts(); err == nil {
+		st.Timeouts = api.Conntrack{TCPTimeout: api.Duration(t.TCP), TCPFinTimeout: api.Duration(t.TCPFin), UDPTimeout: api.Duration(t.UDP)}
 	}
 	return st
 }
