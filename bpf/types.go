@@ -53,6 +53,9 @@ const (
 const (
 	// BackendUsable marks a backend that may carry traffic.
 	BackendUsable = 1 << 0
+	// BackendFailing marks a usable backend failing its health check (kept
+	// for its established flows only).
+	BackendFailing = 1 << 1
 )
 
 // Flags of Flow.Flags (consts.h F_FLOW_*).

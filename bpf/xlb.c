@@ -148,8 +148,9 @@ static __always_inline void persist_key_of(struct persist_key *pk,
 }
 
 /* persisted returns the backend the client was last sent to if that was
- * within the service's persistence timeout and the backend is still
- * usable (drained included: a drained backend keeps its clients), else 0. */
+ * within the service's persistence timeout and the backend is still usable
+ * and not failing its health check (drained included: a drained backend
+ * keeps its clients while it is healthy), else 0. */
 static __always_inline __u32 persisted(const struct persist_key *pk,
 				       __u32 svc_id, __u32 secs, __u64 now)
 {
@@ -160,7 +161,8 @@ static __always_inline __u32 persisted(const struct persist_key *pk,
 	if ((__s64)(now - pe->last_seen) > (__s64)secs * 1000000000LL)
 		return 0;
 	__u32 id = pe->backend_id;
-	return usable_backend(id, svc_id) ? id : 0;
+	struct backend *be = usable_backend(id, svc_id);
+	return be && !(be->flags & F_BACKEND_FAILING) ? id : 0;
 }
 
 /* flow_expired reports whether a flow has been idle beyond its timeout.

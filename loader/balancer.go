@@ -44,6 +44,10 @@ type Backend struct {
 	// Down marks a backend that failed its health check: it gets no new
 	// flows and its existing flows move to a usable backend.
 	Down bool
+	// Failing marks a backend failing its health check that is not Down
+	// (a drained one keeps its established flows whatever its health): it
+	// takes no persistent client, whose next flow is scheduled afresh.
+	Failing bool
 }
 
 // usable reports whether the data plane may send the backend traffic.
@@ -330,7 +334,7 @@ func (b *Balancer) apply(p *plan) error {
 		if !newID[id] && p.old != nil && sameBackend(p.old.backend(be.Addr), be) {
 			continue
 		}
-		v := maps.Backend{Addr: be.Addr, ServiceID: st.id, Weight: be.Weight, MAC: be.MAC, Usable: be.usable()}
+		v := maps.Backend{Addr: be.Addr, ServiceID: st.id, Weight: be.Weight, MAC: be.MAC, Usable: be.usable(), Failing: be.Failing || be.Down}
 		if err := b.beMap.Put(id, v); err != nil {
 			return err
 		}
@@ -363,7 +367,7 @@ func (s *svcState) backend(addr netip.Addr) Backend {
 }
 
 func sameBackend(a, b Backend) bool {
-	return a.Addr == b.Addr && a.Weight == b.Weight && a.Down == b.Down && slices.Equal(a.MAC, b.MAC)
+	return a.Addr == b.Addr && a.Weight == b.Weight && a.Down == b.Down && a.Failing == b.Failing && slices.Equal(a.MAC, b.MAC)
 }
 
 // SetService creates or replaces a service with exactly the given backends.
@@ -529,7 +533,7 @@ func (b *Balancer) recoverState() error {
 		}
 		b.beIDs.take(id)
 		st.ids[be.Addr] = id
-		st.cfg.Backends = append(st.cfg.Backends, Backend{Addr: be.Addr, MAC: be.MAC, Weight: be.Weight, Down: !be.Usable && len(be.MAC) == 6})
+		st.cfg.Backends = append(st.cfg.Backends, Backend{Addr: be.Addr, MAC: be.MAC, Weight: be.Weight, Down: !be.Usable && len(be.MAC) == 6, Failing: be.Failing && be.Usable})
 	}
 	return nil
 }

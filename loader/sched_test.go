@@ -258,6 +258,25 @@ func TestPersistence(t *testing.T) {
 			if be := f.send(syn(ps4, client, 2000)); be != first {
 				t.Errorf("after draining backend %d the client went to %d", first, be)
 			}
+			// Drained and failing its health check: its established flow
+			// stays, the persistent client moves (and back again once it
+			// recovers: the entry now names the other backend).
+			est := with(syn(ps4, client, 2000), func(p *pkt) { p.syn = false })
+			svc.Backends[first].Failing = true
+			f.set(svc)
+			if be := f.send(est); be != first {
+				t.Errorf("drained and failing: its established flow went to %d, not %d", be, first)
+			}
+			if be := f.send(syn(ps4, client, 2100)); be == first || be < 0 {
+				t.Errorf("drained and failing: the persistent client still went to %d", be)
+			}
+			svc.Backends[first].Failing = false
+			f.set(svc)
+			st, _ := f.b.Service(ps4)
+			if err := f.b.Persistence().Put(maps.PersistKey{ServiceID: st.ID, Client: netip.MustParseAddr(client)},
+				maps.Persistence{BackendID: f.backendID(ps4, first), LastSeen: loader.MonotonicNow()}); err != nil {
+				t.Fatal(err)
+			}
 			// Within the timeout still; after it, the scheduler picks
 			// among the others (the drained backend gets no new client).
 			f.agePersistence(ps4, client, 299*time.Second)

@@ -265,6 +265,9 @@ type Backend struct {
 	MAC       net.HardwareAddr
 	// Usable: healthy and MAC known, may carry traffic.
 	Usable bool
+	// Failing: failing its health check; if still Usable (drained), for
+	// its established flows only: it takes no persistent client.
+	Failing bool
 }
 
 func (b Backend) marshal() (bpf.Backend, error) {
@@ -277,6 +280,9 @@ func (b Backend) marshal() (bpf.Backend, error) {
 	if b.Usable {
 		v.Flags |= bpf.BackendUsable
 	}
+	if b.Failing {
+		v.Flags |= bpf.BackendFailing
+	}
 	return v, nil
 }
 
@@ -286,6 +292,7 @@ func unmarshalBackend(v bpf.Backend) Backend {
 		ServiceID: v.SvcId,
 		Weight:    v.Weight,
 		Usable:    v.Flags&bpf.BackendUsable != 0,
+		Failing:   v.Flags&bpf.BackendFailing != 0,
 	}
 	if v.Mac != [6]uint8{} {
 		b.MAC = net.HardwareAddr(append([]byte(nil), v.Mac[:]...))

@@ -75,6 +75,10 @@
  * Drained backends (weight 0) stay usable for their existing flows: they are
  * only left out of the Maglev table. */
 #define F_BACKEND_USABLE (1U << 0)
+/* F_BACKEND_FAILING: failing its health check but kept usable for its
+ * established flows (drained backends keep them whatever their health); it
+ * takes no persistent client. */
+#define F_BACKEND_FAILING (1U << 1)
 
 /* Flow flags (struct flow.flags). */
 /* F_FLOW_CLOSING: the client sent FIN or RST; the flow no longer counts as

@@ -110,11 +110,15 @@ func (d *daemon) toLoader(svcs []api.Service) ([]loader.Service, error) {
 				return nil, badRequest("service %s: %w", key, err)
 			}
 			w := weightOf(b)
+			up := d.health.up(key, addr, s.Health)
 			ls.Backends = append(ls.Backends, loader.Backend{
 				Addr:   addr,
 				MAC:    d.neigh.Lookup(addr),
 				Weight: w,
-				Down:   w > 0 && !d.health.up(key, addr, s.Health),
+				Down:   w > 0 && !up,
+				// Drained and failing: its flows stay, its
+				// persistent clients move.
+				Failing: w == 0 && !up,
 			})
 		}
 		d.health.applyAllDown(d.log, s, &ls)
