@@ -1,0 +1,96 @@
+package loader_test
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/xlb-lb/xlb/loader"
+	"github.com/xlb-lb/xlb/maps"
+	"github.com/xlb-lb/xlb/test/lab"
+)
+
+// BenchmarkNewFlow measures, per scheduler, what a packet costs the data
+// plane:
+//   - new-flow-ns: a SYN of a fresh tuple (scheduler choice, connection-
+//     table insert, active-flow count, and with persistence the
+//     persistence lookup and insert). Single test runs of distinct SYNs
+//     minus single runs of one established frame, interleaved, cancel the
+//     per-call syscall cost; the established frame's own cost (measured
+//     with repeat) is added back.
+//   - hit-ns: an established flow (repeat, syscall cost amortised).
+//
+// Run: go test ./loader -run '^$' -bench NewFlow -benchtime 100000x
+func BenchmarkNewFlow(b *testing.B) {
+	lab.RequirePrivileged(b)
+	cases := []struct {
+		name     string
+		sched    maps.Scheduler
+		persist  time.Duration
+		backends int
+	}{
+		{"maglev", maps.Maglev, 0, 3},
+		{"source-hash", maps.SourceHash, 0, 3},
+		{"round-robin", maps.RoundRobin, 0, 3},
+		{"least-conn", maps.LeastConn, 0, 3},
+		{"least-conn-64", maps.LeastConn, 0, 64},
+		{"maglev+persistence", maps.Maglev, 300 * time.Second, 3},
+		{"least-conn+persistence", maps.LeastConn, 300 * time.Second, 3},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			// No interface MAC: with repeat, each iteration sees the
+			// previous one's output (see BenchmarkConntrackVariants).
+			bal, err := loader.Open(loader.Options{ConntrackSize: 1 << 20, PersistSize: 1 << 20, MaxServices: 16, MaxBackends: 256})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer bal.Close()
+			bes := backends(web4.VIP, 3)
+			if c.backends > 3 {
+				bes = manyBackends(c.backends)
+			}
+			if err := bal.SetService(loader.Service{Key: web4, Scheduler: c.sched, Persistence: c.persist, Backends: bes}); err != nil {
+				b.Fatal(err)
+			}
+			prog := bal.Program()
+			est := build(b, pkt{src: ap("198.18.0.100:999"), dst: ap("198.18.1.1:80"), proto: maps.TCP})
+			ret, hit, err := prog.Benchmark(est, 1_000_000, nil)
+			if err != nil || ret != xdpTX {
+				b.Fatalf("established: verdict %d, %v", ret, err)
+			}
+			n := b.N
+			frames := make([][]byte, n)
+			for i := range frames {
+				// A distinct client address per flow: with persistence,
+				// every SYN also misses and inserts there.
+				src := netip.AddrFrom4([4]byte{198, 19, byte(i >> 8), byte(i)})
+				frames[i] = build(b, pkt{src: netip.AddrPortFrom(src, uint16(1024+i>>16)), dst: ap("198.18.1.1:80"), proto: maps.TCP, syn: true})
+			}
+			one := func(frame []byte) time.Duration {
+				start := time.Now()
+				if ret, err := prog.Run(&ebpf.RunOptions{Data: frame}); err != nil || ret != xdpTX {
+					b.Fatalf("verdict %d, %v", ret, err)
+				}
+				return time.Since(start)
+			}
+			before, _ := bal.Stats().Global()
+			b.ResetTimer()
+			var tNew, tEst time.Duration
+			for i := 0; i < n; i++ {
+				tNew += one(frames[i])
+				tEst += one(est)
+			}
+			b.StopTimer()
+			after, _ := bal.Stats().Global()
+			if got := after.NewFlows - before.NewFlows; got != uint64(n) {
+				b.Fatalf("%d new flows counted for %d distinct SYNs", got, n)
+			}
+			b.ReportMetric(float64(hit.Nanoseconds()), "hit-ns")
+			b.ReportMetric(float64((tNew-tEst).Nanoseconds())/float64(n)+float64(hit.Nanoseconds()), "new-flow-ns")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
