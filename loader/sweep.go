@@ -9,7 +9,9 @@ import (
 )
 
 // MonotonicNow is CLOCK_MONOTONIC in nanoseconds, the clock of
-// bpf_ktime_get_ns (the last-seen times of flows and persistence entries).
+// the last-seen times of flows and persistence entries, which the data
+// plane stamps with bpf_ktime_get_coarse_ns (CLOCK_MONOTONIC_COARSE: behind
+// CLOCK_MONOTONIC by at most a tick, nothing at second-scale timeouts).
 func MonotonicNow() uint64 {
 	var ts unix.Timespec
 	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)

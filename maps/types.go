@@ -332,7 +332,7 @@ func unmarshalFlowKey(k bpf.FlowKey) FlowKey {
 
 // Flow is a connection-table entry.
 type Flow struct {
-	// LastSeen is CLOCK_MONOTONIC (bpf_ktime_get_ns) of the flow's latest
+	// LastSeen is CLOCK_MONOTONIC_COARSE (bpf_ktime_get_coarse_ns) of the flow's latest
 	// packet, refreshed at most once a second.
 	LastSeen  uint64
 	BackendID uint32

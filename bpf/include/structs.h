@@ -73,7 +73,7 @@ struct flow_key {
 
 /* Value of the connection table. */
 struct flow {
-	/* bpf_ktime_get_ns() of the latest packet, LAST_SEEN_GRANULARITY_NS. */
+	/* bpf_ktime_get_coarse_ns() of the latest packet, LAST_SEEN_GRANULARITY_NS. */
 	__u64 last_seen;
 	/* Backend the flow is pinned to. */
 	__u32 backend_id;
@@ -91,7 +91,7 @@ struct persist_key {
 
 /* Value of the persistence table. */
 struct persist_entry {
-	/* bpf_ktime_get_ns() of the client's latest new flow (or of a packet
+	/* bpf_ktime_get_coarse_ns() of the client's latest new flow (or of a packet
 	 * of one of its flows, LAST_SEEN_GRANULARITY_NS). */
 	__u64 last_seen;
 	__u32 backend_id;

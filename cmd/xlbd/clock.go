@@ -3,7 +3,8 @@ package main
 import "golang.org/x/sys/unix"
 
 // monotonicNow is CLOCK_MONOTONIC in nanoseconds, the clock of
-// bpf_ktime_get_ns (the connection table's last-seen times).
+// the connection table's last-seen times (bpf_ktime_get_coarse_ns: the
+// same clock, behind by at most a tick).
 func monotonicNow() uint64 {
 	var ts unix.Timespec
 	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
