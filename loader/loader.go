@@ -189,7 +189,7 @@ func loadPinnedMaps(dir string) (map[string]*ebpf.Map, error) {
 			for _, m := range out {
 				m.Close()
 			}
-			return nil, fmt.Errorf("re-adopt pinned map %s: %w", name, err)
+			return nil, fmt.Errorf("re-adopt pinned map %s: %w (pins of an older xlb? xlbd --detach, then start again; flows are lost)", name, err)
 		}
 		out[name] = m
 	}
