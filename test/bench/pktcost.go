@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/cilium/ebpf"
 
@@ -219,7 +220,50 @@ func measurePerPacket(o options) (*PerPacket, error) {
 	// is a SYN of a flow never seen. Its own cost and the tail call's are
 	// measured by chaining it to the baseline and cancelled out:
 	//   new flow = t(fresh->xlb) - t(fresh->macswap) + t(macswap).
-	syn := mk("198.19.0.0:1024", "198.18.1.1:80", false, true)
+	// The first row (maglev) is the one the target applies to; the others
+	// are the same measurement under each scheduler, one service each.
+	var newFlows []PacketCase
+	for i, sc := range newFlowSchedulers {
+		key := maps.ServiceKey{VIP: web4.VIP, Port: uint16(8000 + i), Proto: maps.TCP}
+		if err := bal.SetService(loader.Service{Key: key, Scheduler: sc.sched, Persistence: sc.persist, Backends: ppBackends(key.VIP, 3)}); err != nil {
+			return nil, fmt.Errorf("set service %s: %w", key, err)
+		}
+		syn := mk("198.19.0.0:1024", netip.AddrPortFrom(key.VIP, key.Port).String(), false, true)
+		pc, err := measureNewFlow(objs, prog, global, syn, newRepeat, repeat, rounds, sc.persist == 0)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", sc.name, err)
+		}
+		pc.Name, pc.Path = sc.name, sc.path
+		newFlows = append(newFlows, *pc)
+	}
+	pp.Cases = append(pp.Cases[:1], append(newFlows, pp.Cases[1:]...)...)
+	return pp, nil
+}
+
+// newFlowSchedulers are the new-flow rows: maglev first (the target's row).
+var newFlowSchedulers = []struct {
+	name, path string
+	sched      maps.Scheduler
+	persist    time.Duration
+}{
+	{caseNewFlow, "service hit, connection-table miss, Maglev lookup, insert, MAC rewrite, XDP_TX", maps.Maglev, 0},
+	{"new flow, source-hash", "connection-table miss, Maglev slot of the client address, insert", maps.SourceHash, 0},
+	{"new flow, round-robin", "connection-table miss, next backend of the weighted sequence (per-CPU cursor), insert", maps.RoundRobin, 0},
+	{"new flow, least-conn (3 backends)", "connection-table miss, scan of active counts, insert, count +1", maps.LeastConn, 0},
+	// The mutator's client addresses repeat, so these rows mix persistence
+	// hits (no scheduling) and misses (scheduling and an insert).
+	{"new flow, maglev + persistence 300s", "connection-table miss, persistence lookup (hit, or Maglev lookup and persistence insert), insert", maps.Maglev, 300 * time.Second},
+	{"new flow, least-conn + persistence 300s", "connection-table miss, persistence lookup (hit, or scan and persistence insert), insert", maps.LeastConn, 300 * time.Second},
+}
+
+// measureNewFlow times a SYN with a fresh tuple every iteration, checking
+// after each run that every packet was one new flow and one insert (and,
+// unless the service has persistence, no persistence hit).
+func measureNewFlow(objs *benchbpf.Objects, prog *ebpf.Program, global func() (maps.GlobalCounters, error), syn []byte, newRepeat, repeat, rounds int, noPersist bool) (*PacketCase, error) {
+	bench := func(p *ebpf.Program, in []byte, n int) (uint32, float64, error) {
+		ret, d, err := p.Benchmark(in, n, nil)
+		return ret, float64(d.Nanoseconds()), err
+	}
 	var fx, fb, bs, derived []float64
 	for r := 0; r < rounds; r++ {
 		if err := objs.SetFreshNext(prog); err != nil {
@@ -252,9 +296,11 @@ func measurePerPacket(o options) (*PerPacket, error) {
 		if seq1-seq0 != n {
 			return nil, fmt.Errorf("new flow: mutator ran %d times, want %d", seq1-seq0, n)
 		}
-		if err := expectCounters(counterDelta(before, after), map[string]uint64{
-			"RxPackets": n, "NewFlows": n, "TxPackets": n, "ConntrackHits": 0, "ConntrackInsertErrors": 0,
-		}); err != nil {
+		want := map[string]uint64{"RxPackets": n, "NewFlows": n, "TxPackets": n, "ConntrackHits": 0, "ConntrackInsertErrors": 0}
+		if noPersist {
+			want["PersistHits"] = 0
+		}
+		if err := expectCounters(counterDelta(before, after), want); err != nil {
 			return nil, fmt.Errorf("new flow: %w: not one insert per packet", err)
 		}
 		if err := objs.SetFreshNext(objs.Macswap); err != nil {
@@ -272,15 +318,12 @@ func measurePerPacket(o options) (*PerPacket, error) {
 		derived = append(derived, ns-bns+pns)
 	}
 	sfx, sfb := NewSeries(fx), NewSeries(fb)
-	pc := PacketCase{
-		Name: caseNewFlow, Path: "service hit, connection-table miss, Maglev lookup, insert, MAC rewrite, XDP_TX",
-		Checked: fmt.Sprintf("verdict XDP_TX; per run NewFlows, TxPackets +%d, ConntrackHits and ConntrackInsertErrors +0, mutator ran %d times", newRepeat, newRepeat),
+	pc := &PacketCase{
+		Checked: fmt.Sprintf("verdict XDP_TX; per run NewFlows, TxPackets +%d, ConntrackHits and ConntrackInsertErrors +0 (and PersistHits +0 without persistence), mutator ran %d times", newRepeat, newRepeat),
 		Xlb:     NewSeries(derived), Baseline: NewSeries(bs),
 		Method:   "a mutator gives each iteration a fresh source address and port and tail-calls xlb; its own cost, measured chained to the baseline, is subtracted: t(fresh->xlb) - t(fresh->macswap) + t(macswap)",
 		FreshXlb: &sfx, FreshBase: &sfb,
 	}
 	pc.Ratio = ratio(pc.Xlb.Median, pc.Baseline.Median)
-	// Keep the report's order: established, new, UDP, IPv6, non-VIP.
-	pp.Cases = append(pp.Cases[:1], append([]PacketCase{pc}, pp.Cases[1:]...)...)
-	return pp, nil
+	return pc, nil
 }

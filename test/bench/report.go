@@ -206,10 +206,18 @@ func (p *PerPacket) Markdown() string {
 		rows = append(rows, []string{c.Name, f(c.Xlb.Median, 1), pct(c.Xlb.Spread, 0), f(c.Baseline.Median, 1), pct(c.Baseline.Spread, 0), f(c.Ratio, 2) + "x", c.Path})
 	}
 	b.WriteString(table([]string{"case", "xlb ns/pkt", "spread", "baseline ns/pkt", "spread", "ratio", "path (verdict and counters checked after every run)"}, rows))
+	// The new-flow rows share one method: say it once, then each row's
+	// raw medians.
+	method := ""
 	for _, c := range p.Cases {
-		if c.Method != "" {
-			fmt.Fprintf(&b, "\n%s: %s (raw medians: fresh->xlb %s ns, fresh->baseline %s ns).\n", c.Name, c.Method, f(c.FreshXlb.Median, 1), f(c.FreshBase.Median, 1))
+		if c.Method == "" {
+			continue
 		}
+		if c.Method != method {
+			method = c.Method
+			fmt.Fprintf(&b, "\nNew flows: %s. Raw medians (fresh->xlb, fresh->baseline):\n\n", method)
+		}
+		fmt.Fprintf(&b, "- %s: %s ns, %s ns\n", c.Name, f(c.FreshXlb.Median, 1), f(c.FreshBase.Median, 1))
 	}
 	b.WriteString("\n")
 	return b.String()
