@@ -221,15 +221,10 @@ func measurePerPacket(o options) (*PerPacket, error) {
 	// measured by chaining it to the baseline and cancelled out:
 	//   new flow = t(fresh->xlb) - t(fresh->macswap) + t(macswap).
 	// The first row (maglev) is the one the target applies to; the others
-	// are the same measurement under each scheduler, one service each.
+	// are the same measurement under each scheduler, each on a fresh data plane.
 	var newFlows []PacketCase
-	for i, sc := range newFlowSchedulers {
-		key := maps.ServiceKey{VIP: web4.VIP, Port: uint16(8000 + i), Proto: maps.TCP}
-		if err := bal.SetService(loader.Service{Key: key, Scheduler: sc.sched, Persistence: sc.persist, Backends: ppBackends(key.VIP, 3)}); err != nil {
-			return nil, fmt.Errorf("set service %s: %w", key, err)
-		}
-		syn := mk("198.19.0.0:1024", netip.AddrPortFrom(key.VIP, key.Port).String(), false, true)
-		pc, err := measureNewFlow(objs, prog, global, syn, newRepeat, repeat, rounds, sc.persist == 0)
+	for _, sc := range newFlowSchedulers {
+		pc, err := newFlowRow(objs, sc.sched, sc.persist, mk, newRepeat, repeat, rounds)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", sc.name, err)
 		}
@@ -254,6 +249,24 @@ var newFlowSchedulers = []struct {
 	// hits (no scheduling) and misses (scheduling and an insert).
 	{"new flow, maglev + persistence 300s", "connection-table miss, persistence lookup (hit, or Maglev lookup and persistence insert), insert", maps.Maglev, 300 * time.Second},
 	{"new flow, least-conn + persistence 300s", "connection-table miss, persistence lookup (hit, or scan and persistence insert), insert", maps.LeastConn, 300 * time.Second},
+}
+
+// newFlowRow measures new flows under one scheduler on a data plane of
+// its own, so that every row starts with an empty connection table (rows
+// sharing one would pay LRU eviction once it filled up).
+func newFlowRow(objs *benchbpf.Objects, sched maps.Scheduler, persist time.Duration, mk func(src, dst string, udp, syn bool) []byte, newRepeat, repeat, rounds int) (*PacketCase, error) {
+	bal, err := loader.Open(loader.Options{MaxServices: 16, MaxBackends: 64, ConntrackSize: loader.DefaultConntrackSize})
+	if err != nil {
+		return nil, fmt.Errorf("load xlb: %w", err)
+	}
+	defer bal.Close()
+	key := maps.ServiceKey{VIP: netip.MustParseAddr("198.18.1.1"), Port: 80, Proto: maps.TCP}
+	if err := bal.SetService(loader.Service{Key: key, Scheduler: sched, Persistence: persist, Backends: ppBackends(key.VIP, 3)}); err != nil {
+		return nil, fmt.Errorf("set service %s: %w", key, err)
+	}
+	syn := mk("198.19.0.0:1024", netip.AddrPortFrom(key.VIP, key.Port).String(), false, true)
+	global := func() (maps.GlobalCounters, error) { return bal.Stats().Global() }
+	return measureNewFlow(objs, bal.Program(), global, syn, newRepeat, repeat, rounds, persist == 0)
 }
 
 // measureNewFlow times a SYN with a fresh tuple every iteration, checking
