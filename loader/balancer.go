@@ -3,66 +3,32 @@ package loader
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"reflect"
 	"slices"
 	"sort"
 	"sync"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
 	"github.com/xlb-lb/xlb/bpf"
 	"github.com/xlb-lb/xlb/maps"
+	"github.com/xlb-lb/xlb/maps/lb"
+	"github.com/xlb-lb/xlb/maps/table"
 )
-
-// Service is the desired state of one service and its backends.
-type Service struct {
-	Key       maps.ServiceKey
-	Scheduler maps.Scheduler
-	Forward   maps.ForwardMode
-	// Persistence sends a client address's new flows to the backend of
-	// its previous one, if that was within this long and the backend is
-	// still usable (drained ones included). Whole seconds; 0 is off.
-	Persistence time.Duration
-	Backends    []Backend
-}
-
-// Backend is the desired state of one backend of a service.
-type Backend struct {
-	// Addr is the backend's own address (not the VIP).
-	Addr netip.Addr
-	// MAC is the backend's Ethernet address for dsr-l2; nil while unknown
-	// (the backend gets no traffic until it is known).
-	MAC net.HardwareAddr
-	// Weight is the relative share of new flows; 0 drains the backend:
-	// its existing flows continue, it gets no new ones.
-	Weight uint32
-	// Down marks a backend that failed its health check: it gets no new
-	// flows and its existing flows move to a usable backend.
-	Down bool
-	// Failing marks a backend failing its health check that is not Down
-	// (a drained one keeps its established flows whatever its health): it
-	// takes no persistent client, whose next flow is scheduled afresh.
-	Failing bool
-}
-
-// usable reports whether the data plane may send the backend traffic.
-func (b Backend) usable() bool { return !b.Down && len(b.MAC) == 6 }
 
 // ServiceStatus is a service as installed, with the ids the data plane uses.
 type ServiceStatus struct {
-	Service
+	lb.Service
 	ID       uint32
 	Backends []BackendStatus
 }
 
 // BackendStatus is one backend as installed.
 type BackendStatus struct {
-	Backend
+	lb.Backend
 	ID uint32
 	// Usable: healthy and MAC known.
 	Usable bool
@@ -72,7 +38,7 @@ type BackendStatus struct {
 
 type svcState struct {
 	id  uint32
-	cfg Service
+	cfg lb.Service
 	// backend id by address
 	ids map[netip.Addr]uint32
 }
@@ -87,13 +53,13 @@ type Balancer struct {
 	adopted bool
 
 	mu       sync.Mutex
-	services map[maps.ServiceKey]*svcState
+	services map[lb.ServiceKey]*svcState
 	svcIDs   *idAlloc
 	beIDs    *idAlloc
 
 	svcMap    *maps.Services
 	beMap     *maps.Backends
-	tables    *maps.MaglevTables
+	tables    *maps.SchedTables
 	conntrack *maps.Conntrack
 	stats     *maps.Stats
 	active    *maps.Active
@@ -105,13 +71,13 @@ func (b *Balancer) initViews() {
 	m := b.objs
 	b.svcMap = maps.NewServices(m.Services)
 	b.beMap = maps.NewBackends(m.Backends)
-	b.tables = maps.NewMaglevTables(m.MaglevTables, b.inner)
+	b.tables = maps.NewSchedTables(m.MaglevTables, b.inner)
 	b.conntrack = maps.NewConntrack(m.Conntrack)
 	b.stats = maps.NewStats(m.Stats, m.SvcStats, m.BackendStats)
 	b.active = maps.NewActive(m.BackendActive)
 	b.persist = maps.NewPersistTable(m.Persist)
 	b.cfgMap = maps.NewConfig(m.Config)
-	b.services = make(map[maps.ServiceKey]*svcState)
+	b.services = make(map[lb.ServiceKey]*svcState)
 	b.svcIDs = newIDAlloc(0, b.opts.MaxServices)
 	b.beIDs = newIDAlloc(1, b.opts.MaxBackends) // 0 marks an empty slot
 }
@@ -129,7 +95,7 @@ func (b *Balancer) Stats() *maps.Stats { return b.stats }
 func (b *Balancer) Conntrack() *maps.Conntrack { return b.conntrack }
 
 // Tables are the per-service Maglev tables.
-func (b *Balancer) Tables() *maps.MaglevTables { return b.tables }
+func (b *Balancer) Tables() *maps.SchedTables { return b.tables }
 
 // BackendMap is the backends array.
 func (b *Balancer) BackendMap() *maps.Backends { return b.beMap }
@@ -141,20 +107,20 @@ func (b *Balancer) Active() *maps.Active { return b.active }
 func (b *Balancer) Persistence() *maps.PersistTable { return b.persist }
 
 // Timeouts returns the connection table's idle timeouts in force.
-func (b *Balancer) Timeouts() (maps.Timeouts, error) { return b.cfgMap.Timeouts() }
+func (b *Balancer) Timeouts() (lb.Timeouts, error) { return b.cfgMap.Timeouts() }
 
 // SetTimeouts changes the connection table's idle timeouts; zero fields
 // take DefaultTimeouts. They apply to every flow's next packet.
-func (b *Balancer) SetTimeouts(t maps.Timeouts) error {
-	t = timeoutDefaults(t)
-	if err := validateTimeouts(t); err != nil {
+func (b *Balancer) SetTimeouts(t lb.Timeouts) error {
+	t = t.OrDefault()
+	if err := t.Validate(); err != nil {
 		return err
 	}
 	return b.cfgMap.SetTimeouts(t)
 }
 
-// MaglevSize is the number of slots of every service's table.
-func (b *Balancer) MaglevSize() uint32 { return b.opts.MaglevSize }
+// TableSize is the number of slots of every service's scheduler table.
+func (b *Balancer) TableSize() uint32 { return b.opts.TableSize }
 
 // Close releases the balancer's file descriptors. A pinned data plane
 // keeps forwarding; an unpinned one is detached.
@@ -181,44 +147,9 @@ func (b *Balancer) Detach() error {
 	return errors.Join(errs...)
 }
 
-// validateService checks one service's desired state.
-func validateService(s Service) error {
-	if err := s.Key.Validate(); err != nil {
-		return err
-	}
-	switch s.Scheduler {
-	case maps.Maglev, maps.SourceHash, maps.RoundRobin, maps.LeastConn:
-	default:
-		return fmt.Errorf("service %s: scheduler %s is not supported", s.Key, s.Scheduler)
-	}
-	if s.Persistence < 0 || s.Persistence > maps.MaxPersistence || s.Persistence%time.Second != 0 {
-		return fmt.Errorf("service %s: persistence %s: want whole seconds from 0 (off) to %s", s.Key, s.Persistence, maps.MaxPersistence)
-	}
-	if s.Forward != maps.DSRL2 {
-		return fmt.Errorf("service %s: forwarding mode %s is not supported", s.Key, s.Forward)
-	}
-	seen := make(map[netip.Addr]bool, len(s.Backends))
-	for _, be := range s.Backends {
-		switch {
-		case !be.Addr.IsValid():
-			return fmt.Errorf("service %s: backend address missing", s.Key)
-		case be.Addr.IsUnspecified() || be.Addr.IsMulticast() || be.Addr.Zone() != "":
-			return fmt.Errorf("service %s: backend address %s is not a unicast address", s.Key, be.Addr)
-		case seen[be.Addr.Unmap()]:
-			return fmt.Errorf("service %s: duplicate backend %s", s.Key, be.Addr)
-		case be.Weight > maps.MaxWeight:
-			return fmt.Errorf("service %s: backend %s: weight %d out of range 0-%d", s.Key, be.Addr, be.Weight, maps.MaxWeight)
-		case len(be.MAC) != 0 && len(be.MAC) != 6:
-			return fmt.Errorf("service %s: backend %s: mac %s is not a 6-byte Ethernet address", s.Key, be.Addr, be.MAC)
-		}
-		seen[be.Addr.Unmap()] = true
-	}
-	return nil
-}
-
 // plan is a validated change to one service, ready to write.
 type plan struct {
-	key     maps.ServiceKey
+	key     lb.ServiceKey
 	state   *svcState // new state
 	old     *svcState // nil for a new service
 	table   []uint32
@@ -230,8 +161,8 @@ type plan struct {
 
 // planService validates s and computes its ids and Maglev table without
 // touching the maps. Allocated ids are released again by abort.
-func (b *Balancer) planService(s Service) (*plan, error) {
-	if err := validateService(s); err != nil {
+func (b *Balancer) planService(s lb.Service) (*plan, error) {
+	if err := s.Validate(); err != nil {
 		return nil, err
 	}
 	s.Key.VIP = s.Key.VIP.Unmap()
@@ -280,13 +211,13 @@ func (b *Balancer) planService(s Service) (*plan, error) {
 			}
 		}
 	}
-	in := make([]maps.MaglevBackend, 0, len(s.Backends))
+	in := make([]table.Backend, 0, len(s.Backends))
 	for _, be := range s.Backends {
-		if be.usable() && be.Weight > 0 {
-			in = append(in, maps.MaglevBackend{ID: st.ids[be.Addr], Key: be.Addr.String(), Weight: be.Weight})
+		if be.Usable() && be.Weight > 0 {
+			in = append(in, table.Backend{ID: st.ids[be.Addr], Key: be.Addr.String(), Weight: be.Weight})
 		}
 	}
-	table, err := maps.BuildTable(s.Scheduler, in, b.opts.MaglevSize)
+	table, err := table.Build(s.Scheduler, in, b.opts.TableSize)
 	if err != nil {
 		b.abort(p)
 		return nil, fmt.Errorf("service %s: %w", s.Key, err)
@@ -334,7 +265,7 @@ func (b *Balancer) apply(p *plan) error {
 		if !newID[id] && p.old != nil && sameBackend(p.old.backend(be.Addr), be) {
 			continue
 		}
-		v := maps.Backend{Addr: be.Addr, ServiceID: st.id, Weight: be.Weight, MAC: be.MAC, Usable: be.usable(), Failing: be.Failing || be.Down}
+		v := maps.Backend{Addr: be.Addr, ServiceID: st.id, Weight: be.Weight, MAC: be.MAC, Usable: be.Usable(), Failing: be.Failing || be.Down}
 		if err := b.beMap.Put(id, v); err != nil {
 			return err
 		}
@@ -357,22 +288,22 @@ func (b *Balancer) apply(p *plan) error {
 	return nil
 }
 
-func (s *svcState) backend(addr netip.Addr) Backend {
+func (s *svcState) backend(addr netip.Addr) lb.Backend {
 	for _, be := range s.cfg.Backends {
 		if be.Addr == addr {
 			return be
 		}
 	}
-	return Backend{}
+	return lb.Backend{}
 }
 
-func sameBackend(a, b Backend) bool {
+func sameBackend(a, b lb.Backend) bool {
 	return a.Addr == b.Addr && a.Weight == b.Weight && a.Down == b.Down && a.Failing == b.Failing && slices.Equal(a.MAC, b.MAC)
 }
 
 // SetService creates or replaces a service with exactly the given backends.
 // Existing flows keep their backend while it stays usable.
-func (b *Balancer) SetService(s Service) error {
+func (b *Balancer) SetService(s lb.Service) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	p, err := b.planService(s)
@@ -389,10 +320,10 @@ func (b *Balancer) SetService(s Service) error {
 // Sync makes the installed services exactly svcs: every service is
 // validated and its table built before the first map is written, and
 // services not listed are deleted.
-func (b *Balancer) Sync(svcs []Service) error {
+func (b *Balancer) Sync(svcs []lb.Service) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	seen := make(map[maps.ServiceKey]bool, len(svcs))
+	seen := make(map[lb.ServiceKey]bool, len(svcs))
 	for _, s := range svcs {
 		k := s.Key
 		k.VIP = k.VIP.Unmap()
@@ -435,7 +366,7 @@ func (b *Balancer) Sync(svcs []Service) error {
 }
 
 // DeleteService removes a service. Its packets go to the kernel again.
-func (b *Balancer) DeleteService(key maps.ServiceKey) error {
+func (b *Balancer) DeleteService(key lb.ServiceKey) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	key.VIP = key.VIP.Unmap()
@@ -448,7 +379,7 @@ func (b *Balancer) DeleteService(key maps.ServiceKey) error {
 // ErrNoService means the service is not installed.
 var ErrNoService = errors.New("no such service")
 
-func (b *Balancer) deleteLocked(key maps.ServiceKey) error {
+func (b *Balancer) deleteLocked(key lb.ServiceKey) error {
 	st := b.services[key]
 	if err := b.svcMap.Delete(key); err != nil {
 		return err
@@ -478,7 +409,7 @@ func (b *Balancer) Services() []ServiceStatus {
 		for _, be := range st.cfg.Backends {
 			ss.Backends = append(ss.Backends, BackendStatus{
 				Backend: be, ID: st.ids[be.Addr],
-				Usable: be.usable(), InTable: be.usable() && be.Weight > 0,
+				Usable: be.Usable(), InTable: be.Usable() && be.Weight > 0,
 			})
 		}
 		out = append(out, ss)
@@ -488,7 +419,7 @@ func (b *Balancer) Services() []ServiceStatus {
 }
 
 // Service returns one installed service.
-func (b *Balancer) Service(key maps.ServiceKey) (ServiceStatus, bool) {
+func (b *Balancer) Service(key lb.ServiceKey) (ServiceStatus, bool) {
 	key.VIP = key.VIP.Unmap()
 	for _, s := range b.Services() {
 		if s.Key == key {
@@ -515,7 +446,7 @@ func (b *Balancer) recoverState() error {
 		if v.ID >= b.opts.MaxServices {
 			return fmt.Errorf("pinned service %s has id %d beyond max services %d", key, v.ID, b.opts.MaxServices)
 		}
-		st := &svcState{id: v.ID, cfg: Service{Key: key, Scheduler: v.Scheduler, Forward: v.Forward, Persistence: v.Persistence}, ids: map[netip.Addr]uint32{}}
+		st := &svcState{id: v.ID, cfg: lb.Service{Key: key, Scheduler: v.Scheduler, Forward: v.Forward, Persistence: v.Persistence}, ids: map[netip.Addr]uint32{}}
 		b.services[key] = st
 		byID[v.ID] = st
 		b.svcIDs.take(v.ID)
@@ -533,7 +464,7 @@ func (b *Balancer) recoverState() error {
 		}
 		b.beIDs.take(id)
 		st.ids[be.Addr] = id
-		st.cfg.Backends = append(st.cfg.Backends, Backend{Addr: be.Addr, MAC: be.MAC, Weight: be.Weight, Down: !be.Usable && len(be.MAC) == 6, Failing: be.Failing && be.Usable})
+		st.cfg.Backends = append(st.cfg.Backends, lb.Backend{Addr: be.Addr, MAC: be.MAC, Weight: be.Weight, Down: !be.Usable && len(be.MAC) == 6, Failing: be.Failing && be.Usable})
 	}
 	return nil
 }

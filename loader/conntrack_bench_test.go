@@ -10,7 +10,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/xlb-lb/xlb/loader"
-	"github.com/xlb-lb/xlb/maps"
+	"github.com/xlb-lb/xlb/maps/lb"
 	"github.com/xlb-lb/xlb/test/lab"
 )
 
@@ -47,14 +47,14 @@ func BenchmarkConntrackVariants(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer bal.Close()
-			if err := bal.SetService(loader.Service{Key: web4, Backends: backends(web4.VIP, 3)}); err != nil {
+			if err := bal.SetService(lb.Service{Key: web4, Backends: backends(web4.VIP, 3)}); err != nil {
 				b.Fatal(err)
 			}
 			n := b.N
 			frames := make([][]byte, n)
 			for i := range frames {
 				src := netip.AddrFrom4([4]byte{198, 19, byte(i >> 16), 1})
-				frames[i] = build(b, pkt{src: netip.AddrPortFrom(src, uint16(i)), dst: ap("198.18.1.1:80"), proto: maps.TCP, syn: true})
+				frames[i] = build(b, pkt{src: netip.AddrPortFrom(src, uint16(i)), dst: ap("198.18.1.1:80"), proto: lb.TCP, syn: true})
 			}
 			hit, insert := measureNewFlows(b, bal, frames)
 			prog := bal.Program()
@@ -64,7 +64,7 @@ func BenchmarkConntrackVariants(b *testing.B) {
 			par := make([][]byte, n)
 			for i := range par {
 				src := netip.AddrFrom4([4]byte{198, 19, byte(i >> 16), 2})
-				par[i] = build(b, pkt{src: netip.AddrPortFrom(src, uint16(i)), dst: ap("198.18.1.1:80"), proto: maps.TCP, syn: true})
+				par[i] = build(b, pkt{src: netip.AddrPortFrom(src, uint16(i)), dst: ap("198.18.1.1:80"), proto: lb.TCP, syn: true})
 			}
 			var wg sync.WaitGroup
 			start := time.Now()
@@ -99,7 +99,7 @@ func BenchmarkConntrackVariants(b *testing.B) {
 func measureNewFlows(b *testing.B, bal *loader.Balancer, frames [][]byte) (hitNs, newNs float64) {
 	b.Helper()
 	prog := bal.Program()
-	est := build(b, pkt{src: ap("198.18.0.100:999"), dst: ap("198.18.1.1:80"), proto: maps.TCP})
+	est := build(b, pkt{src: ap("198.18.0.100:999"), dst: ap("198.18.1.1:80"), proto: lb.TCP})
 	ret, hit, err := prog.Benchmark(est, 1_000_000, nil)
 	if err != nil || ret != xdpTX {
 		b.Fatalf("established: verdict %d, %v", ret, err)

@@ -10,13 +10,13 @@ import (
 	"testing"
 
 	"github.com/xlb-lb/xlb/loader"
-	"github.com/xlb-lb/xlb/maps"
+	"github.com/xlb-lb/xlb/maps/lb"
 	"github.com/xlb-lb/xlb/test/lab"
 )
 
 // sendFlows sends one packet for each of n flows of a service and returns
 // the destination MAC each got (as a backend index 0..).
-func (f *fixture) sendFlows(svc maps.ServiceKey, n int, firstPort uint16, srcs int) []int {
+func (f *fixture) sendFlows(svc lb.ServiceKey, n int, firstPort uint16, srcs int) []int {
 	f.t.Helper()
 	out := make([]int, n)
 	for i := range out {
@@ -53,7 +53,7 @@ func TestFlowsStayPut(t *testing.T) {
 		}
 	}
 
-	f.set(loader.Service{Key: web4, Backends: backends(web4.VIP, 4)})
+	f.set(lb.Service{Key: web4, Backends: backends(web4.VIP, 4)})
 	before := f.counters()
 	again := f.sendFlows(web4, n, 20000, 50)
 	if !reflect.DeepEqual(first, again) {
@@ -68,7 +68,7 @@ func TestFlowsStayPut(t *testing.T) {
 
 	// Remove backend 1: its flows move, nobody else's do.
 	bes := backends(web4.VIP, 4)
-	f.set(loader.Service{Key: web4, Backends: []loader.Backend{bes[0], bes[2], bes[3]}})
+	f.set(lb.Service{Key: web4, Backends: []lb.Backend{bes[0], bes[2], bes[3]}})
 	before = f.counters()
 	after := f.sendFlows(web4, n, 20000, 50)
 	moved := 0
@@ -95,7 +95,7 @@ func TestDrainAndDown(t *testing.T) {
 	first := f.sendFlows(web4, n, 20000, 30)
 	bes := backends(web4.VIP, 3)
 	bes[0].Weight = 0
-	f.set(loader.Service{Key: web4, Backends: bes})
+	f.set(lb.Service{Key: web4, Backends: bes})
 	if again := f.sendFlows(web4, n, 20000, 30); !reflect.DeepEqual(first, again) {
 		t.Fatalf("draining moved existing flows")
 	}
@@ -105,7 +105,7 @@ func TestDrainAndDown(t *testing.T) {
 
 	bes[0].Weight = 1
 	bes[1].Down = true
-	f.set(loader.Service{Key: web4, Backends: bes})
+	f.set(lb.Service{Key: web4, Backends: bes})
 	after := f.sendFlows(web4, n, 20000, 30)
 	for i := range first {
 		if after[i] == 1 {
@@ -119,7 +119,7 @@ func TestDrainAndDown(t *testing.T) {
 	// A backend whose MAC is unknown is not usable either.
 	bes[1].Down = false
 	bes[2].MAC = nil
-	f.set(loader.Service{Key: web4, Backends: bes})
+	f.set(lb.Service{Key: web4, Backends: bes})
 	if fresh := f.sendFlows(web4, n, 50000, 30); count(fresh, 2) != 0 {
 		t.Fatalf("backend without a MAC got traffic")
 	}
@@ -139,7 +139,7 @@ func TestSourceHash(t *testing.T) {
 		src := netip.MustParseAddr(fmt.Sprintf("198.18.0.%d", 100+c))
 		var want int = -1
 		for port := uint16(1000); port < 1030; port++ {
-			p := pkt{src: netip.AddrPortFrom(src, port), dst: netip.AddrPortFrom(sh4.VIP, sh4.Port), proto: maps.TCP, syn: true}
+			p := pkt{src: netip.AddrPortFrom(src, port), dst: netip.AddrPortFrom(sh4.VIP, sh4.Port), proto: lb.TCP, syn: true}
 			_, frame := f.run(build(t, p))
 			got := int(frame[5]) - 0x11
 			if want == -1 {
@@ -179,10 +179,10 @@ func TestRejectedChangesApplyNothing(t *testing.T) {
 	before := f.b.Services()
 	dup := backends(web4.VIP, 2)
 	dup = append(dup, dup[0])
-	bad := []loader.Service{
+	bad := []lb.Service{
 		{Key: web4, Backends: dup},
-		{Key: web4, Backends: []loader.Backend{{Addr: netip.MustParseAddr("198.18.0.11"), MAC: beMAC(0), Weight: 70000}}},
-		{Key: maps.ServiceKey{VIP: web4.VIP, Port: 0, Proto: maps.TCP}},
+		{Key: web4, Backends: []lb.Backend{{Addr: netip.MustParseAddr("198.18.0.11"), MAC: beMAC(0), Weight: 70000}}},
+		{Key: lb.ServiceKey{VIP: web4.VIP, Port: 0, Proto: lb.TCP}},
 		{Key: web4, Scheduler: 9},
 	}
 	for _, s := range bad {
@@ -191,8 +191,8 @@ func TestRejectedChangesApplyNothing(t *testing.T) {
 		}
 	}
 	// Sync with one bad service changes none of the good ones either.
-	good := loader.Service{Key: svcKey("198.18.1.9:80/tcp"), Backends: backends(web4.VIP, 1)}
-	if err := f.b.Sync([]loader.Service{good, bad[0]}); err == nil {
+	good := lb.Service{Key: svcKey("198.18.1.9:80/tcp"), Backends: backends(web4.VIP, 1)}
+	if err := f.b.Sync([]lb.Service{good, bad[0]}); err == nil {
 		t.Errorf("sync with a bad service: accepted")
 	}
 	if after := f.b.Services(); !reflect.DeepEqual(before, after) {
@@ -207,13 +207,13 @@ func TestRejectedChangesApplyNothing(t *testing.T) {
 // services' traffic goes to the kernel again.
 func TestSyncDeletes(t *testing.T) {
 	f := newFixture(t)
-	if err := f.b.Sync([]loader.Service{{Key: dns4, Backends: backends(dns4.VIP, 2)}}); err != nil {
+	if err := f.b.Sync([]lb.Service{{Key: dns4, Backends: backends(dns4.VIP, 2)}}); err != nil {
 		t.Fatal(err)
 	}
 	if got := f.b.Services(); len(got) != 1 || got[0].Key != dns4 {
 		t.Fatalf("after sync: %v", got)
 	}
-	p := pkt{src: ap("198.18.0.100:1234"), dst: ap("198.18.1.1:80"), proto: maps.TCP, syn: true}
+	p := pkt{src: ap("198.18.0.100:1234"), dst: ap("198.18.1.1:80"), proto: lb.TCP, syn: true}
 	if verdict, _ := f.run(build(t, p)); verdict != xdpPass {
 		t.Fatalf("deleted service still handled: verdict %d", verdict)
 	}
@@ -231,7 +231,7 @@ func TestPinAndReadopt(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := &fixture{t: t, b: b}
-	f.set(loader.Service{Key: web4, Backends: backends(web4.VIP, 3)})
+	f.set(lb.Service{Key: web4, Backends: backends(web4.VIP, 3)})
 	first := f.sendFlows(web4, 50, 20000, 5)
 	want := b.Services()
 	if err := b.Close(); err != nil {
@@ -252,7 +252,7 @@ func TestPinAndReadopt(t *testing.T) {
 	}
 	f.b = b2
 	// A new backend set applied after the restart keeps every flow.
-	f.set(loader.Service{Key: web4, Backends: backends(web4.VIP, 4)})
+	f.set(lb.Service{Key: web4, Backends: backends(web4.VIP, 4)})
 	before := f.counters()
 	if again := f.sendFlows(web4, 50, 20000, 5); !reflect.DeepEqual(first, again) {
 		t.Fatalf("flows moved across the restart")
@@ -263,7 +263,7 @@ func TestPinAndReadopt(t *testing.T) {
 
 	// A different maglev size cannot adopt these tables.
 	bad := opts
-	bad.MaglevSize = 251
+	bad.TableSize = 251
 	if _, err := loader.Open(bad); err == nil {
 		t.Fatal("re-adopt with another maglev size: accepted")
 	}
@@ -280,21 +280,21 @@ func TestPinAndReadopt(t *testing.T) {
 // rebuilds a service whose backends changed.
 func TestSyncSkipsUnchanged(t *testing.T) {
 	f := newFixture(t)
-	svcs := []loader.Service{{Key: web4, Backends: backends(web4.VIP, 3)}, {Key: dns4, Backends: backends(dns4.VIP, 3)}}
+	svcs := []lb.Service{{Key: web4, Backends: backends(web4.VIP, 3)}, {Key: dns4, Backends: backends(dns4.VIP, 3)}}
 	if err := f.b.Sync(svcs); err != nil {
 		t.Fatal(err)
 	}
-	ids := map[maps.ServiceKey]uint32{}
+	ids := map[lb.ServiceKey]uint32{}
 	for _, s := range f.b.Services() {
 		ids[s.Key] = s.ID
 	}
 	// A marker table written behind the balancer's back shows whether
 	// Sync rewrote it.
-	marker := make([]uint32, f.b.MaglevSize())
+	marker := make([]uint32, f.b.TableSize())
 	for i := range marker {
 		marker[i] = 4242
 	}
-	for _, k := range []maps.ServiceKey{web4, dns4} {
+	for _, k := range []lb.ServiceKey{web4, dns4} {
 		if err := f.b.Tables().Swap(ids[k], marker); err != nil {
 			t.Fatal(err)
 		}

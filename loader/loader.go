@@ -6,12 +6,14 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/xlb-lb/xlb/bpf"
+	"github.com/xlb-lb/xlb/maps/lb"
 )
 
 // ErrAttached means the interface already runs another XDP program.
@@ -162,8 +164,8 @@ func sizeSpec(spec *ebpf.CollectionSpec, opts Options, iface *net.Interface) err
 	if inner == nil {
 		return fmt.Errorf("map %q has no inner map spec", bpf.MapMaglevTables)
 	}
-	inner.MaxEntries = opts.MaglevSize
-	if err := spec.Variables[bpf.VarMaglevSize].Set(opts.MaglevSize); err != nil {
+	inner.MaxEntries = opts.TableSize
+	if err := spec.Variables[bpf.VarMaglevSize].Set(opts.TableSize); err != nil {
 		return fmt.Errorf("set maglev size: %w", err)
 	}
 	mac := opts.MAC
@@ -198,7 +200,7 @@ func loadPinnedMaps(dir string) (map[string]*ebpf.Map, error) {
 
 func (b *Balancer) attach(iface *net.Interface) error {
 	flags := link.XDPDriverMode
-	if b.opts.XDPMode == Generic {
+	if b.opts.XDPMode == lb.Generic {
 		flags = link.XDPGenericMode
 	}
 	l, err := link.AttachXDP(link.XDPOptions{Program: b.objs.Xlb, Interface: iface.Index, Flags: flags})
@@ -207,7 +209,7 @@ func (b *Balancer) attach(iface *net.Interface) error {
 	}
 	if err != nil {
 		hint := ""
-		if b.opts.XDPMode == Native {
+		if b.opts.XDPMode == lb.Native {
 			hint = " (if the driver has no native XDP support, try xdp mode generic)"
 		}
 		return fmt.Errorf("attach xdp (%s mode) to %s: %w%s", b.opts.XDPMode, iface.Name, err, hint)
@@ -319,8 +321,8 @@ func (b *Balancer) checkAdoptedTables() error {
 			return fmt.Errorf("open pinned maglev table: %w", err)
 		}
 		defer m.Close()
-		if m.MaxEntries() != b.opts.MaglevSize {
-			return fmt.Errorf("maglev table size %d differs from the pinned data plane's %d: keep the old size, or detach (flows are lost) and start again", b.opts.MaglevSize, m.MaxEntries())
+		if m.MaxEntries() != b.opts.TableSize {
+			return fmt.Errorf("table size %d (limits.maglev_size) differs from the pinned data plane's %d: keep the old size, or detach (flows are lost) and start again", b.opts.TableSize, m.MaxEntries())
 		}
 	}
 	return it.Err()
@@ -329,4 +331,27 @@ func (b *Balancer) checkAdoptedTables() error {
 func exists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
+}
+
+// Detach stops the data plane pinned in pinDir and removes its pins: the
+// link's pin is the last reference to the attachment, so removing it
+// detaches the program. It loads nothing and reads no map, so a data plane
+// pinned with other limits, or by another version, detaches alike. The
+// parent directory goes too when this leaves it empty.
+func Detach(pinDir string) error {
+	if _, err := os.Stat(pinDir); err != nil {
+		return fmt.Errorf("nothing to detach at %s: %w", pinDir, err)
+	}
+	if l, err := link.LoadPinnedLink(filepath.Join(pinDir, linkPin), nil); err == nil {
+		// Held until the pins are gone, then closed: the attachment ends
+		// with this last reference.
+		defer l.Close()
+	}
+	if err := os.RemoveAll(pinDir); err != nil {
+		return fmt.Errorf("remove pins %s: %w", pinDir, err)
+	}
+	if err := os.Remove(filepath.Dir(pinDir)); err != nil && !errors.Is(err, syscall.ENOTEMPTY) && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove %s: %w", filepath.Dir(pinDir), err)
+	}
+	return nil
 }

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/xlb-lb/xlb/loader"
-	"github.com/xlb-lb/xlb/maps"
+	"github.com/xlb-lb/xlb/maps/lb"
 	"github.com/xlb-lb/xlb/test/lab"
 )
 
@@ -25,17 +25,17 @@ func BenchmarkNewFlow(b *testing.B) {
 	lab.RequirePrivileged(b)
 	cases := []struct {
 		name     string
-		sched    maps.Scheduler
+		sched    lb.Scheduler
 		persist  time.Duration
 		backends int
 	}{
-		{"maglev", maps.Maglev, 0, 3},
-		{"source-hash", maps.SourceHash, 0, 3},
-		{"round-robin", maps.RoundRobin, 0, 3},
-		{"least-conn", maps.LeastConn, 0, 3},
-		{"least-conn-64", maps.LeastConn, 0, 64},
-		{"maglev+persistence", maps.Maglev, 300 * time.Second, 3},
-		{"least-conn+persistence", maps.LeastConn, 300 * time.Second, 3},
+		{"maglev", lb.Maglev, 0, 3},
+		{"source-hash", lb.SourceHash, 0, 3},
+		{"round-robin", lb.RoundRobin, 0, 3},
+		{"least-conn", lb.LeastConn, 0, 3},
+		{"least-conn-64", lb.LeastConn, 0, 64},
+		{"maglev+persistence", lb.Maglev, 300 * time.Second, 3},
+		{"least-conn+persistence", lb.LeastConn, 300 * time.Second, 3},
 	}
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
@@ -50,7 +50,7 @@ func BenchmarkNewFlow(b *testing.B) {
 			if c.backends > 3 {
 				bes = manyBackends(c.backends)
 			}
-			if err := bal.SetService(loader.Service{Key: web4, Scheduler: c.sched, Persistence: c.persist, Backends: bes}); err != nil {
+			if err := bal.SetService(lb.Service{Key: web4, Scheduler: c.sched, Persistence: c.persist, Backends: bes}); err != nil {
 				b.Fatal(err)
 			}
 			frames := make([][]byte, b.N)
@@ -58,7 +58,7 @@ func BenchmarkNewFlow(b *testing.B) {
 				// A distinct client address per flow: with persistence,
 				// every SYN also misses and inserts there.
 				src := netip.AddrFrom4([4]byte{198, 19, byte(i >> 8), byte(i)})
-				frames[i] = build(b, pkt{src: netip.AddrPortFrom(src, uint16(1024+i>>16)), dst: ap("198.18.1.1:80"), proto: maps.TCP, syn: true})
+				frames[i] = build(b, pkt{src: netip.AddrPortFrom(src, uint16(1024+i>>16)), dst: ap("198.18.1.1:80"), proto: lb.TCP, syn: true})
 			}
 			hit, newFlow := measureNewFlows(b, bal, frames)
 			b.ReportMetric(hit, "hit-ns")

@@ -7,8 +7,7 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
-
-	"github.com/xlb-lb/xlb/maps"
+	"github.com/xlb-lb/xlb/maps/lb"
 )
 
 var (
@@ -20,7 +19,7 @@ var (
 // pkt describes a test frame. Zero values give a plain client-to-VIP frame.
 type pkt struct {
 	src, dst netip.AddrPort
-	proto    maps.Proto
+	proto    lb.Proto
 	dstMAC   net.HardwareAddr
 	vlans    []layers.EthernetType // outer to inner tag types
 	ttl      uint8
@@ -66,7 +65,7 @@ func build(tb testing.TB, p pkt) []byte {
 		}
 	}
 	ipProto := layers.IPProtocolTCP
-	if p.proto == maps.UDP {
+	if p.proto == lb.UDP {
 		ipProto = layers.IPProtocolUDP
 	}
 	if p.icmp {
@@ -118,7 +117,7 @@ func build(tb testing.TB, p pkt) []byte {
 		ls = append(ls, icmp)
 	case p.icmp:
 		ls = append(ls, &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeEchoRequest, 0)})
-	case p.proto == maps.UDP:
+	case p.proto == lb.UDP:
 		u := &layers.UDP{SrcPort: layers.UDPPort(p.src.Port()), DstPort: layers.UDPPort(p.dst.Port())}
 		u.SetNetworkLayerForChecksum(netLayer)
 		ls = append(ls, u)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/xlb-lb/xlb/loader"
 	"github.com/xlb-lb/xlb/maps"
+	"github.com/xlb-lb/xlb/maps/lb"
 )
 
 var (
@@ -19,7 +20,7 @@ var (
 )
 
 // weighted returns usable backends of vip with the given weights.
-func weighted(vip netip.Addr, w ...uint32) []loader.Backend {
+func weighted(vip netip.Addr, w ...uint32) []lb.Backend {
 	bes := backends(vip, len(w))
 	for i := range bes {
 		bes[i].Weight = w[i]
@@ -39,14 +40,14 @@ func (f *fixture) send(p pkt) int {
 }
 
 // syn is a SYN from client src:port to service k.
-func syn(k maps.ServiceKey, src string, port uint16) pkt {
+func syn(k lb.ServiceKey, src string, port uint16) pkt {
 	return pkt{src: netip.AddrPortFrom(netip.MustParseAddr(src), port), dst: netip.AddrPortFrom(k.VIP, k.Port), proto: k.Proto, syn: true}
 }
 
 // with returns p changed by mod.
 func with(p pkt, mod func(*pkt)) pkt { mod(&p); return p }
 
-func (f *fixture) backendID(k maps.ServiceKey, i int) uint32 {
+func (f *fixture) backendID(k lb.ServiceKey, i int) uint32 {
 	f.t.Helper()
 	st, ok := f.b.Service(k)
 	if !ok {
@@ -61,7 +62,7 @@ func (f *fixture) backendID(k maps.ServiceKey, i int) uint32 {
 	return 0
 }
 
-func (f *fixture) active(k maps.ServiceKey, i int) int64 {
+func (f *fixture) active(k lb.ServiceKey, i int) int64 {
 	f.t.Helper()
 	n, err := f.b.Active().Get(f.backendID(k, i))
 	if err != nil {
@@ -70,7 +71,7 @@ func (f *fixture) active(k maps.ServiceKey, i int) int64 {
 	return n
 }
 
-func (f *fixture) setActive(k maps.ServiceKey, counts ...int64) {
+func (f *fixture) setActive(k lb.ServiceKey, counts ...int64) {
 	f.t.Helper()
 	for i, c := range counts {
 		if err := f.b.Active().Set(f.backendID(k, i), uint64(c)); err != nil {
@@ -84,7 +85,7 @@ func (f *fixture) setActive(k maps.ServiceKey, counts ...int64) {
 // cursor), and a drained backend none.
 func TestRoundRobin(t *testing.T) {
 	f := newFixture(t)
-	f.set(loader.Service{Key: rr4, Scheduler: maps.RoundRobin, Backends: weighted(rr4.VIP, 1, 2, 3)})
+	f.set(lb.Service{Key: rr4, Scheduler: lb.RoundRobin, Backends: weighted(rr4.VIP, 1, 2, 3)})
 	slack := runtime.NumCPU()
 	got := make([]int, 3)
 	const n = 1200
@@ -103,7 +104,7 @@ func TestRoundRobin(t *testing.T) {
 
 	// Established flows stay; a drained backend gets no new ones.
 	first := f.send(syn(rr4, "198.18.2.1", 10001))
-	f.set(loader.Service{Key: rr4, Scheduler: maps.RoundRobin, Backends: weighted(rr4.VIP, 1, 0, 1)})
+	f.set(lb.Service{Key: rr4, Scheduler: lb.RoundRobin, Backends: weighted(rr4.VIP, 1, 0, 1)})
 	if again := f.send(with(syn(rr4, "198.18.2.1", 10001), func(p *pkt) { p.syn = false })); again != first {
 		t.Errorf("established flow moved from backend %d to %d on a drain", first, again)
 	}
@@ -121,7 +122,7 @@ func TestRoundRobin(t *testing.T) {
 // or RST.
 func TestLeastConn(t *testing.T) {
 	f := newFixture(t)
-	f.set(loader.Service{Key: lc4, Scheduler: maps.LeastConn, Backends: weighted(lc4.VIP, 1, 1, 1)})
+	f.set(lb.Service{Key: lc4, Scheduler: lb.LeastConn, Backends: weighted(lc4.VIP, 1, 1, 1)})
 
 	f.setActive(lc4, 5, 2, 7)
 	if be := f.send(syn(lc4, "198.18.2.1", 1000)); be != 1 {
@@ -141,13 +142,13 @@ func TestLeastConn(t *testing.T) {
 	}
 
 	// Weights: (3+1)/1 = 4 > (5+1)/2 = 3: backend 1, weight 2, wins.
-	f.set(loader.Service{Key: lc4, Scheduler: maps.LeastConn, Backends: weighted(lc4.VIP, 1, 2, 1)})
+	f.set(lb.Service{Key: lc4, Scheduler: lb.LeastConn, Backends: weighted(lc4.VIP, 1, 2, 1)})
 	f.setActive(lc4, 3, 5, 9)
 	if be := f.send(syn(lc4, "198.18.2.3", 1000)); be != 1 {
 		t.Errorf("counts 3,5,9 weights 1,2,1: backend %d, want 1", be)
 	}
 	// Drained: a backend of weight 0 gets no new flow, however idle.
-	f.set(loader.Service{Key: lc4, Scheduler: maps.LeastConn, Backends: weighted(lc4.VIP, 0, 1, 1)})
+	f.set(lb.Service{Key: lc4, Scheduler: lb.LeastConn, Backends: weighted(lc4.VIP, 0, 1, 1)})
 	f.setActive(lc4, 0, 4, 4)
 	if be := f.send(syn(lc4, "198.18.2.4", 1000)); be == 0 || be < 0 {
 		t.Errorf("drained backend 0 (or nobody) got a new flow: %d", be)
@@ -199,7 +200,7 @@ func TestLeastConn(t *testing.T) {
 }
 
 // persistenceKey is the persistence entry of a client of service k.
-func (f *fixture) persistence(k maps.ServiceKey, client string) (maps.Persistence, bool) {
+func (f *fixture) persistence(k lb.ServiceKey, client string) (maps.Persistence, bool) {
 	f.t.Helper()
 	st, _ := f.b.Service(k)
 	p, ok, err := f.b.Persistence().Lookup(maps.PersistKey{ServiceID: st.ID, Client: netip.MustParseAddr(client)})
@@ -209,7 +210,7 @@ func (f *fixture) persistence(k maps.ServiceKey, client string) (maps.Persistenc
 	return p, ok
 }
 
-func (f *fixture) agePersistence(k maps.ServiceKey, client string, age time.Duration) {
+func (f *fixture) agePersistence(k lb.ServiceKey, client string, age time.Duration) {
 	f.t.Helper()
 	st, _ := f.b.Service(k)
 	key := maps.PersistKey{ServiceID: st.ID, Client: netip.MustParseAddr(client)}
@@ -227,10 +228,10 @@ func (f *fixture) agePersistence(k maps.ServiceKey, client string, age time.Dura
 // timeout, also after the backend is drained; after the timeout, or once
 // the backend is down, the scheduler decides again.
 func TestPersistence(t *testing.T) {
-	for _, sched := range []maps.Scheduler{maps.Maglev, maps.SourceHash, maps.RoundRobin, maps.LeastConn} {
+	for _, sched := range []lb.Scheduler{lb.Maglev, lb.SourceHash, lb.RoundRobin, lb.LeastConn} {
 		t.Run(sched.String(), func(t *testing.T) {
 			f := newFixture(t)
-			svc := loader.Service{Key: ps4, Scheduler: sched, Persistence: 300 * time.Second, Backends: weighted(ps4.VIP, 1, 1, 1)}
+			svc := lb.Service{Key: ps4, Scheduler: sched, Persistence: 300 * time.Second, Backends: weighted(ps4.VIP, 1, 1, 1)}
 			f.set(svc)
 			const client = "198.18.3.1"
 			first := f.send(syn(ps4, client, 1000))
@@ -328,16 +329,16 @@ func (f *fixture) ageFlow(p pkt, age time.Duration, closing bool) {
 // (and no longer counted as active); one within it is not.
 func TestIdleTimeouts(t *testing.T) {
 	f := newFixture(t)
-	if err := f.b.SetTimeouts(maps.Timeouts{TCP: 900 * time.Second, TCPFin: 120 * time.Second, UDP: 300 * time.Second}); err != nil {
+	if err := f.b.SetTimeouts(lb.Timeouts{TCP: 900 * time.Second, TCPFin: 120 * time.Second, UDP: 300 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
-	f.set(loader.Service{Key: lc4, Scheduler: maps.LeastConn, Backends: weighted(lc4.VIP, 1, 1, 1)})
-	f.set(loader.Service{Key: pu4, Scheduler: maps.LeastConn, Backends: weighted(pu4.VIP, 1, 1, 1)})
-	udp := pkt{src: ap("198.18.4.1:5000"), dst: netip.AddrPortFrom(pu4.VIP, pu4.Port), proto: maps.UDP}
+	f.set(lb.Service{Key: lc4, Scheduler: lb.LeastConn, Backends: weighted(lc4.VIP, 1, 1, 1)})
+	f.set(lb.Service{Key: pu4, Scheduler: lb.LeastConn, Backends: weighted(pu4.VIP, 1, 1, 1)})
+	udp := pkt{src: ap("198.18.4.1:5000"), dst: netip.AddrPortFrom(pu4.VIP, pu4.Port), proto: lb.UDP}
 	cases := []struct {
 		name    string
 		p       pkt
-		svc     maps.ServiceKey
+		svc     lb.ServiceKey
 		age     time.Duration
 		closing bool
 		expired bool
@@ -388,7 +389,7 @@ func TestIdleTimeouts(t *testing.T) {
 // the active counts from what is left.
 func TestSweep(t *testing.T) {
 	f := newFixture(t)
-	f.set(loader.Service{Key: lc4, Scheduler: maps.LeastConn, Persistence: 60 * time.Second, Backends: weighted(lc4.VIP, 1, 1, 1)})
+	f.set(lb.Service{Key: lc4, Scheduler: lb.LeastConn, Persistence: 60 * time.Second, Backends: weighted(lc4.VIP, 1, 1, 1)})
 	var flows []pkt
 	for i := 0; i < 6; i++ {
 		p := syn(lc4, fmt.Sprintf("198.18.5.%d", i), 1000)
@@ -420,11 +421,11 @@ func TestSweep(t *testing.T) {
 // Invalid settings are refused whole.
 func TestSchedulerValidation(t *testing.T) {
 	f := newFixture(t)
-	for _, s := range []loader.Service{
+	for _, s := range []lb.Service{
 		{Key: ps4, Persistence: 1500 * time.Millisecond, Backends: backends(ps4.VIP, 1)},
 		{Key: ps4, Persistence: -time.Second},
 		{Key: ps4, Scheduler: 9},
-		{Key: lc4, Scheduler: maps.LeastConn, Backends: manyBackends(maps.MaxLeastConnBackends + 1)},
+		{Key: lc4, Scheduler: lb.LeastConn, Backends: manyBackends(lb.MaxLeastConnBackends + 1)},
 	} {
 		if err := f.b.SetService(s); err == nil {
 			t.Errorf("service %+v accepted", s.Key)
@@ -432,18 +433,18 @@ func TestSchedulerValidation(t *testing.T) {
 			t.Logf("refused: %v", err)
 		}
 	}
-	if err := f.b.SetService(loader.Service{Key: lc4, Scheduler: maps.LeastConn, Backends: manyBackends(maps.MaxLeastConnBackends)}); err != nil {
-		t.Errorf("least-conn with %d backends: %v", maps.MaxLeastConnBackends, err)
+	if err := f.b.SetService(lb.Service{Key: lc4, Scheduler: lb.LeastConn, Backends: manyBackends(lb.MaxLeastConnBackends)}); err != nil {
+		t.Errorf("least-conn with %d backends: %v", lb.MaxLeastConnBackends, err)
 	}
-	if err := f.b.SetTimeouts(maps.Timeouts{TCP: time.Millisecond}); err == nil {
+	if err := f.b.SetTimeouts(lb.Timeouts{TCP: time.Millisecond}); err == nil {
 		t.Errorf("tcp timeout 1ms accepted")
 	}
 }
 
-func manyBackends(n int) []loader.Backend {
-	out := make([]loader.Backend, n)
+func manyBackends(n int) []lb.Backend {
+	out := make([]lb.Backend, n)
 	for i := range out {
-		out[i] = loader.Backend{Addr: netip.AddrFrom4([4]byte{198, 18, 100 + byte(i/250), byte(1 + i%250)}), MAC: beMAC(0), Weight: 1}
+		out[i] = lb.Backend{Addr: netip.AddrFrom4([4]byte{198, 18, 100 + byte(i/250), byte(1 + i%250)}), MAC: beMAC(0), Weight: 1}
 	}
 	return out
 }

@@ -6,6 +6,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xlb-lb/xlb/maps"
+	"github.com/xlb-lb/xlb/maps/lb"
 )
 
 // MonotonicNow is CLOCK_MONOTONIC in nanoseconds, the clock of
@@ -18,18 +19,6 @@ func MonotonicNow() uint64 {
 	return uint64(ts.Nano())
 }
 
-// SweepResult is what one Sweep did.
-type SweepResult struct {
-	// Flows is the number of connection-table entries left.
-	Flows int
-	// Expired flows and persistence entries deleted.
-	Expired, PersistExpired int
-	// Corrected is the number of backends whose active-flow count the
-	// data plane had wrong (LRU evictions, flows that expired without a
-	// further packet, closes it never saw).
-	Corrected int
-}
-
 // Sweep deletes connection-table entries idle beyond their timeout and
 // persistence entries older than their service's persistence (or of a
 // service that no longer has it), then rewrites every installed backend's
@@ -39,16 +28,16 @@ type SweepResult struct {
 // The rewrite races with the data plane: a flow that starts or closes
 // while the table is walked may be missed or counted twice until the next
 // sweep. The counts steer least-conn; they are not billing.
-func (b *Balancer) Sweep(now uint64) (SweepResult, error) {
-	var res SweepResult
+func (b *Balancer) Sweep(now uint64) (lb.SweepResult, error) {
+	var res lb.SweepResult
 	to, err := b.cfgMap.Timeouts()
 	if err != nil {
 		return res, err
 	}
 	counts := map[uint32]uint64{}
-	var expired []maps.FlowKey
-	err = b.conntrack.Iterate(func(k maps.FlowKey, f maps.Flow) bool {
-		if to.Expired(k.Proto, f, now) {
+	var expired []lb.FlowKey
+	err = b.conntrack.Iterate(func(k lb.FlowKey, f maps.Flow) bool {
+		if maps.Expired(to, k.Proto, f, now) {
 			expired = append(expired, k)
 			return true
 		}
@@ -64,7 +53,7 @@ func (b *Balancer) Sweep(now uint64) (SweepResult, error) {
 	for _, k := range expired {
 		// A packet may have revived the entry since it was read: check
 		// again right before deleting.
-		if f, ok, err := b.conntrack.Lookup(k); err != nil || !ok || !to.Expired(k.Proto, f, MonotonicNow()) {
+		if f, ok, err := b.conntrack.Lookup(k); err != nil || !ok || !maps.Expired(to, k.Proto, f, MonotonicNow()) {
 			if ok {
 				res.Flows++
 			}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/xlb-lb/xlb/loader"
 	"github.com/xlb-lb/xlb/maps"
+	"github.com/xlb-lb/xlb/maps/lb"
 	"github.com/xlb-lb/xlb/test/lab"
 )
 
@@ -32,8 +33,8 @@ var (
 	sh4    = svcKey("198.18.1.3:80/tcp")
 )
 
-func svcKey(s string) maps.ServiceKey {
-	k, err := maps.ParseServiceKey(s)
+func svcKey(s string) lb.ServiceKey {
+	k, err := lb.ParseServiceKey(s)
 	if err != nil {
 		panic(err)
 	}
@@ -43,14 +44,14 @@ func svcKey(s string) maps.ServiceKey {
 func beMAC(i int) net.HardwareAddr { return net.HardwareAddr{0x02, 0, 0, 0, 0, byte(0x11 + i)} }
 
 // backends returns n usable weight-1 backends of the family of vip.
-func backends(vip netip.Addr, n int) []loader.Backend {
-	out := make([]loader.Backend, n)
+func backends(vip netip.Addr, n int) []lb.Backend {
+	out := make([]lb.Backend, n)
 	for i := range out {
 		a := netip.MustParseAddr(fmt.Sprintf("198.18.0.%d", 11+i))
 		if vip.Is6() {
 			a = netip.MustParseAddr(fmt.Sprintf("2001:2::%x", 0x11+i))
 		}
-		out[i] = loader.Backend{Addr: a, MAC: beMAC(i), Weight: 1}
+		out[i] = lb.Backend{Addr: a, MAC: beMAC(i), Weight: 1}
 	}
 	return out
 }
@@ -71,20 +72,20 @@ func newFixture(t *testing.T) *fixture {
 	}
 	t.Cleanup(func() { b.Close() })
 	f := &fixture{t: t, b: b}
-	for _, s := range []loader.Service{
+	for _, s := range []lb.Service{
 		{Key: web4, Backends: backends(web4.VIP, 3)},
 		{Key: dns4, Backends: backends(dns4.VIP, 3)},
 		{Key: web6, Backends: backends(web6.VIP, 3)},
 		{Key: dns6, Backends: backends(dns6.VIP, 3)},
 		{Key: empty4},
-		{Key: sh4, Scheduler: maps.SourceHash, Backends: backends(sh4.VIP, 3)},
+		{Key: sh4, Scheduler: lb.SourceHash, Backends: backends(sh4.VIP, 3)},
 	} {
 		f.set(s)
 	}
 	return f
 }
 
-func (f *fixture) set(s loader.Service) {
+func (f *fixture) set(s lb.Service) {
 	f.t.Helper()
 	if err := f.b.SetService(s); err != nil {
 		f.t.Fatalf("set service %s: %v", s.Key, err)
@@ -128,7 +129,7 @@ func delta(before, after maps.GlobalCounters) map[string]uint64 {
 
 // expectedBackend predicts, from the installed table and the Go twin of
 // the data plane's hash, which backend a new flow must get.
-func (f *fixture) expectedBackend(k maps.ServiceKey, flow maps.FlowKey) (uint32, maps.Backend) {
+func (f *fixture) expectedBackend(k lb.ServiceKey, flow lb.FlowKey) (uint32, maps.Backend) {
 	f.t.Helper()
 	st, ok := f.b.Service(k)
 	if !ok {
@@ -146,18 +147,18 @@ func (f *fixture) expectedBackend(k maps.ServiceKey, flow maps.FlowKey) (uint32,
 	return id, be
 }
 
-func flowOf(p pkt) maps.FlowKey { return maps.FlowKey{Src: p.src, Dst: p.dst, Proto: p.proto} }
+func flowOf(p pkt) lb.FlowKey { return lb.FlowKey{Src: p.src, Dst: p.dst, Proto: p.proto} }
 
 func TestVerdicts(t *testing.T) {
 	f := newFixture(t)
 	port := uint16(40000)
-	c4 := func(dst netip.AddrPort, proto maps.Proto) pkt {
+	c4 := func(dst netip.AddrPort, proto lb.Proto) pkt {
 		port++
-		return pkt{src: netip.AddrPortFrom(netip.MustParseAddr("198.18.0.200"), port), dst: dst, proto: proto, syn: proto == maps.TCP}
+		return pkt{src: netip.AddrPortFrom(netip.MustParseAddr("198.18.0.200"), port), dst: dst, proto: proto, syn: proto == lb.TCP}
 	}
-	c6 := func(dst netip.AddrPort, proto maps.Proto) pkt {
+	c6 := func(dst netip.AddrPort, proto lb.Proto) pkt {
 		port++
-		return pkt{src: netip.AddrPortFrom(netip.MustParseAddr("2001:2::200"), port), dst: dst, proto: proto, syn: proto == maps.TCP}
+		return pkt{src: netip.AddrPortFrom(netip.MustParseAddr("2001:2::200"), port), dst: dst, proto: proto, syn: proto == lb.TCP}
 	}
 	vip4web, vip4dns := ap("198.18.1.1:80"), ap("198.18.1.1:53")
 	vip6web, vip6dns := ap("[2001:2:0:1::1]:80"), ap("[2001:2:0:1::1]:53")
@@ -167,40 +168,40 @@ func TestVerdicts(t *testing.T) {
 	cases := []struct {
 		name     string
 		p        pkt
-		svc      maps.ServiceKey // for TX: the service that must match
+		svc      lb.ServiceKey // for TX: the service that must match
 		verdict  uint32
 		counters map[string]uint64 // besides RxPackets
 	}{
-		{"tcp4 syn", c4(vip4web, maps.TCP), web4, xdpTX, newFlow},
-		{"tcp4 mid-flow ack", with(c4(vip4web, maps.TCP), func(p *pkt) { p.syn = false; p.payload = []byte("hello") }), web4, xdpTX, newFlow},
-		{"udp4", with(c4(vip4dns, maps.UDP), func(p *pkt) { p.payload = []byte("query") }), dns4, xdpTX, newFlow},
-		{"tcp6 syn", c6(vip6web, maps.TCP), web6, xdpTX, newFlow},
-		{"udp6", with(c6(vip6dns, maps.UDP), func(p *pkt) { p.payload = []byte("query") }), dns6, xdpTX, newFlow},
-		{"tcp4 802.1Q", with(c4(vip4web, maps.TCP), func(p *pkt) { p.vlans = []layers.EthernetType{layers.EthernetTypeDot1Q} }), web4, xdpTX, newFlow},
-		{"udp6 QinQ", with(c6(vip6dns, maps.UDP), func(p *pkt) {
+		{"tcp4 syn", c4(vip4web, lb.TCP), web4, xdpTX, newFlow},
+		{"tcp4 mid-flow ack", with(c4(vip4web, lb.TCP), func(p *pkt) { p.syn = false; p.payload = []byte("hello") }), web4, xdpTX, newFlow},
+		{"udp4", with(c4(vip4dns, lb.UDP), func(p *pkt) { p.payload = []byte("query") }), dns4, xdpTX, newFlow},
+		{"tcp6 syn", c6(vip6web, lb.TCP), web6, xdpTX, newFlow},
+		{"udp6", with(c6(vip6dns, lb.UDP), func(p *pkt) { p.payload = []byte("query") }), dns6, xdpTX, newFlow},
+		{"tcp4 802.1Q", with(c4(vip4web, lb.TCP), func(p *pkt) { p.vlans = []layers.EthernetType{layers.EthernetTypeDot1Q} }), web4, xdpTX, newFlow},
+		{"udp6 QinQ", with(c6(vip6dns, lb.UDP), func(p *pkt) {
 			p.vlans = []layers.EthernetType{layers.EthernetTypeQinQ, layers.EthernetTypeDot1Q}
 		}), dns6, xdpTX, newFlow},
-		{"tcp4 three VLAN tags", with(c4(vip4web, maps.TCP), func(p *pkt) {
+		{"tcp4 three VLAN tags", with(c4(vip4web, lb.TCP), func(p *pkt) {
 			p.vlans = []layers.EthernetType{layers.EthernetTypeQinQ, layers.EthernetTypeDot1Q, layers.EthernetTypeDot1Q}
-		}), maps.ServiceKey{}, xdpPass, map[string]uint64{"PassNotIp": 1}},
-		{"tcp4 one option word", with(c4(vip4web, maps.TCP), func(p *pkt) { p.ipv4Opts = 1 }), web4, xdpTX, newFlow},
-		{"udp4 max options (IHL 15)", with(c4(vip4dns, maps.UDP), func(p *pkt) { p.ipv4Opts = 10 }), dns4, xdpTX, newFlow},
-		{"tcp4 not a VIP", c4(ap("198.18.9.9:80"), maps.TCP), maps.ServiceKey{}, xdpPass, map[string]uint64{"PassNotVip": 1}},
-		{"tcp6 not a VIP", c6(ap("[2001:2::9]:80"), maps.TCP), maps.ServiceKey{}, xdpPass, map[string]uint64{"PassNotVip": 1}},
-		{"tcp4 wrong port", c4(ap("198.18.1.1:81"), maps.TCP), maps.ServiceKey{}, xdpPass, map[string]uint64{"PassNotVip": 1}},
-		{"udp4 to tcp-only port", c4(vip4web, maps.UDP), maps.ServiceKey{}, xdpPass, map[string]uint64{"PassNotVip": 1}},
-		{"tcp6 to udp-only port", c6(vip6dns, maps.TCP), maps.ServiceKey{}, xdpPass, map[string]uint64{"PassNotVip": 1}},
-		{"icmp4 to VIP", with(c4(vip4web, maps.TCP), func(p *pkt) { p.icmp = true }), maps.ServiceKey{}, xdpPass, map[string]uint64{"PassNotVip": 1}},
-		{"icmp6 to VIP", with(c6(vip6web, maps.TCP), func(p *pkt) { p.icmp = true }), maps.ServiceKey{}, xdpPass, map[string]uint64{"PassNotVip": 1}},
-		{"ttl 1", with(c4(vip4web, maps.TCP), func(p *pkt) { p.ttl = 1 }), maps.ServiceKey{}, xdpPass, map[string]uint64{"PassTtl": 1}},
-		{"hop limit 1", with(c6(vip6web, maps.TCP), func(p *pkt) { p.ttl = 1 }), maps.ServiceKey{}, xdpPass, map[string]uint64{"PassTtl": 1}},
-		{"ttl 2 forwarded", with(c4(vip4web, maps.TCP), func(p *pkt) { p.ttl = 2 }), web4, xdpTX, newFlow},
-		{"first fragment", with(c4(vip4dns, maps.UDP), func(p *pkt) { p.moreFrag = true }), maps.ServiceKey{}, xdpPass, map[string]uint64{"PassFragment": 1}},
-		{"later fragment", with(c4(vip4dns, maps.UDP), func(p *pkt) { p.fragment = 10 }), maps.ServiceKey{}, xdpPass, map[string]uint64{"PassFragment": 1}},
-		{"ipv6 hop-by-hop", with(c6(vip6web, maps.TCP), func(p *pkt) { p.hopByHop = true }), maps.ServiceKey{}, xdpPass, map[string]uint64{"PassIpv6Ext": 1}},
-		{"no backends", c4(ap("198.18.1.2:80"), maps.TCP), maps.ServiceKey{}, xdpDrop, map[string]uint64{"DropNoBackend": 1}},
-		{"other host's MAC", with(c4(vip4web, maps.TCP), func(p *pkt) { p.dstMAC = otherMAC }), maps.ServiceKey{}, xdpPass, map[string]uint64{"PassOtherHost": 1}},
-		{"broadcast MAC", with(c4(vip4web, maps.TCP), func(p *pkt) { p.dstMAC = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff} }), maps.ServiceKey{}, xdpPass, map[string]uint64{"PassOtherHost": 1}},
+		}), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassNotIp": 1}},
+		{"tcp4 one option word", with(c4(vip4web, lb.TCP), func(p *pkt) { p.ipv4Opts = 1 }), web4, xdpTX, newFlow},
+		{"udp4 max options (IHL 15)", with(c4(vip4dns, lb.UDP), func(p *pkt) { p.ipv4Opts = 10 }), dns4, xdpTX, newFlow},
+		{"tcp4 not a VIP", c4(ap("198.18.9.9:80"), lb.TCP), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassNotVip": 1}},
+		{"tcp6 not a VIP", c6(ap("[2001:2::9]:80"), lb.TCP), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassNotVip": 1}},
+		{"tcp4 wrong port", c4(ap("198.18.1.1:81"), lb.TCP), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassNotVip": 1}},
+		{"udp4 to tcp-only port", c4(vip4web, lb.UDP), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassNotVip": 1}},
+		{"tcp6 to udp-only port", c6(vip6dns, lb.TCP), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassNotVip": 1}},
+		{"icmp4 to VIP", with(c4(vip4web, lb.TCP), func(p *pkt) { p.icmp = true }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassNotVip": 1}},
+		{"icmp6 to VIP", with(c6(vip6web, lb.TCP), func(p *pkt) { p.icmp = true }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassNotVip": 1}},
+		{"ttl 1", with(c4(vip4web, lb.TCP), func(p *pkt) { p.ttl = 1 }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassTtl": 1}},
+		{"hop limit 1", with(c6(vip6web, lb.TCP), func(p *pkt) { p.ttl = 1 }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassTtl": 1}},
+		{"ttl 2 forwarded", with(c4(vip4web, lb.TCP), func(p *pkt) { p.ttl = 2 }), web4, xdpTX, newFlow},
+		{"first fragment", with(c4(vip4dns, lb.UDP), func(p *pkt) { p.moreFrag = true }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassFragment": 1}},
+		{"later fragment", with(c4(vip4dns, lb.UDP), func(p *pkt) { p.fragment = 10 }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassFragment": 1}},
+		{"ipv6 hop-by-hop", with(c6(vip6web, lb.TCP), func(p *pkt) { p.hopByHop = true }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassIpv6Ext": 1}},
+		{"no backends", c4(ap("198.18.1.2:80"), lb.TCP), lb.ServiceKey{}, xdpDrop, map[string]uint64{"DropNoBackend": 1}},
+		{"other host's MAC", with(c4(vip4web, lb.TCP), func(p *pkt) { p.dstMAC = otherMAC }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassOtherHost": 1}},
+		{"broadcast MAC", with(c4(vip4web, lb.TCP), func(p *pkt) { p.dstMAC = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff} }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassOtherHost": 1}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -265,11 +266,11 @@ func TestMalformed(t *testing.T) {
 		p      pkt
 		l4Size int
 	}{
-		{"tcp4", pkt{src: ap("198.18.0.200:1000"), dst: ap("198.18.1.1:80"), proto: maps.TCP, syn: true}, 20},
-		{"udp4 options", pkt{src: ap("198.18.0.200:1000"), dst: ap("198.18.1.1:53"), proto: maps.UDP, ipv4Opts: 3}, 8},
-		{"tcp6 QinQ", pkt{src: ap("[2001:2::200]:1000"), dst: ap("[2001:2:0:1::1]:80"), proto: maps.TCP,
+		{"tcp4", pkt{src: ap("198.18.0.200:1000"), dst: ap("198.18.1.1:80"), proto: lb.TCP, syn: true}, 20},
+		{"udp4 options", pkt{src: ap("198.18.0.200:1000"), dst: ap("198.18.1.1:53"), proto: lb.UDP, ipv4Opts: 3}, 8},
+		{"tcp6 QinQ", pkt{src: ap("[2001:2::200]:1000"), dst: ap("[2001:2:0:1::1]:80"), proto: lb.TCP,
 			vlans: []layers.EthernetType{layers.EthernetTypeQinQ, layers.EthernetTypeDot1Q}}, 20},
-		{"udp6 802.1Q", pkt{src: ap("[2001:2::200]:1000"), dst: ap("[2001:2:0:1::1]:53"), proto: maps.UDP,
+		{"udp6 802.1Q", pkt{src: ap("[2001:2::200]:1000"), dst: ap("[2001:2:0:1::1]:53"), proto: lb.UDP,
 			vlans: []layers.EthernetType{layers.EthernetTypeDot1Q}}, 8},
 	}
 	for _, base := range bases {
@@ -301,7 +302,7 @@ func TestMalformed(t *testing.T) {
 		}
 	}
 
-	tcp4 := build(t, pkt{src: ap("198.18.0.200:1001"), dst: ap("198.18.1.1:80"), proto: maps.TCP, syn: true})
+	tcp4 := build(t, pkt{src: ap("198.18.0.200:1001"), dst: ap("198.18.1.1:80"), proto: lb.TCP, syn: true})
 	corrupt := []struct {
 		name string
 		mod  func([]byte)

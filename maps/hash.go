@@ -2,6 +2,8 @@ package maps
 
 import (
 	"math/bits"
+
+	"github.com/xlb-lb/xlb/maps/lb"
 )
 
 // The Go twin of bpf/include/hash.h. It predicts the slot a flow hashes to,
@@ -29,8 +31,8 @@ func hashFinal(h, n uint32) uint32 {
 }
 
 // FlowHash is the data plane's hash of a flow's 5-tuple (maglev scheduler).
-func FlowHash(k FlowKey) uint32 {
-	m := k.Marshal()
+func FlowHash(k lb.FlowKey) uint32 {
+	m := MarshalFlowKey(k)
 	h := uint32(hashSeed)
 	for _, w := range m.Src {
 		h = hashMix(h, w)
@@ -45,8 +47,8 @@ func FlowHash(k FlowKey) uint32 {
 
 // ClientHash is the data plane's hash of a flow's client address
 // (source-hash scheduler).
-func ClientHash(k FlowKey) uint32 {
-	m := k.Marshal()
+func ClientHash(k lb.FlowKey) uint32 {
+	m := MarshalFlowKey(k)
 	h := uint32(hashSeed)
 	for _, w := range m.Src {
 		h = hashMix(h, w)
@@ -56,8 +58,8 @@ func ClientHash(k FlowKey) uint32 {
 }
 
 // Slot returns the Maglev slot the data plane uses for a flow under sched.
-func Slot(sched Scheduler, k FlowKey, size uint32) uint32 {
-	if sched == SourceHash {
+func Slot(sched lb.Scheduler, k lb.FlowKey, size uint32) uint32 {
+	if sched == lb.SourceHash {
 		return ClientHash(k) % size
 	}
 	return FlowHash(k) % size

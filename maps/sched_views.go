@@ -9,6 +9,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/xlb-lb/xlb/bpf"
+	"github.com/xlb-lb/xlb/maps/lb"
 )
 
 // Active is the per-backend count of active flows (backend id -> flows).
@@ -121,7 +122,7 @@ type Config struct{ m *ebpf.Map }
 func NewConfig(m *ebpf.Map) *Config { return &Config{m} }
 
 // SetTimeouts writes the connection table's idle timeouts.
-func (c *Config) SetTimeouts(t Timeouts) error {
+func (c *Config) SetTimeouts(t lb.Timeouts) error {
 	var v bpf.Config
 	if err := c.m.Lookup(uint32(0), &v); err != nil {
 		return fmt.Errorf("read config: %w", err)
@@ -136,10 +137,10 @@ func (c *Config) SetTimeouts(t Timeouts) error {
 }
 
 // Timeouts reads the connection table's idle timeouts.
-func (c *Config) Timeouts() (Timeouts, error) {
+func (c *Config) Timeouts() (lb.Timeouts, error) {
 	var v bpf.Config
 	if err := c.m.Lookup(uint32(0), &v); err != nil {
-		return Timeouts{}, fmt.Errorf("read config: %w", err)
+		return lb.Timeouts{}, fmt.Errorf("read config: %w", err)
 	}
-	return Timeouts{TCP: time.Duration(v.TcpTimeoutNs), TCPFin: time.Duration(v.TcpFinTimeoutNs), UDP: time.Duration(v.UdpTimeoutNs)}, nil
+	return lb.Timeouts{TCP: time.Duration(v.TcpTimeoutNs), TCPFin: time.Duration(v.TcpFinTimeoutNs), UDP: time.Duration(v.UdpTimeoutNs)}, nil
 }

@@ -7,17 +7,18 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/xlb-lb/xlb/bpf"
+	"github.com/xlb-lb/xlb/maps/lb"
 )
 
-// Services is the services map: ServiceKey -> Service.
+// Services is the services map: lb.ServiceKey -> Service.
 type Services struct{ m *ebpf.Map }
 
 // NewServices wraps the services map.
 func NewServices(m *ebpf.Map) *Services { return &Services{m} }
 
 // Put inserts or replaces a service.
-func (s *Services) Put(k ServiceKey, v Service) error {
-	key := k.marshal()
+func (s *Services) Put(k lb.ServiceKey, v Service) error {
+	key := marshalServiceKey(k)
 	val := v.marshal()
 	if err := s.m.Put(&key, &val); err != nil {
 		return fmt.Errorf("put service %s: %w", k, err)
@@ -26,8 +27,8 @@ func (s *Services) Put(k ServiceKey, v Service) error {
 }
 
 // Delete removes a service; a missing one is not an error.
-func (s *Services) Delete(k ServiceKey) error {
-	key := k.marshal()
+func (s *Services) Delete(k lb.ServiceKey) error {
+	key := marshalServiceKey(k)
 	if err := s.m.Delete(&key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete service %s: %w", k, err)
 	}
@@ -35,8 +36,8 @@ func (s *Services) Delete(k ServiceKey) error {
 }
 
 // All returns every service in the map.
-func (s *Services) All() (map[ServiceKey]Service, error) {
-	out := make(map[ServiceKey]Service)
+func (s *Services) All() (map[lb.ServiceKey]Service, error) {
+	out := make(map[lb.ServiceKey]Service)
 	var (
 		key bpf.SvcKey
 		val bpf.Service
@@ -106,24 +107,26 @@ func (b *Backends) All() (map[uint32]Backend, error) {
 	return out, nil
 }
 
-// MaglevTables is the map-in-map of per-service Maglev tables. A table is
-// never edited in place: Swap fills a fresh inner map and then replaces the
+// SchedTables is the map-in-map of per-service scheduler tables (the
+// Maglev table, the round-robin sequence or the least-conn list, built by
+// package table). Its BPF map keeps its first name, maglev_tables, so that
+// pinned data planes are re-adopted across upgrades. A table is never edited in place: Swap fills a fresh inner map and then replaces the
 // outer entry in one update, so packets see the old table or the new one.
-type MaglevTables struct {
+type SchedTables struct {
 	outer *ebpf.Map
 	inner *ebpf.MapSpec
 }
 
-// NewMaglevTables wraps the outer map; inner is the spec of one table.
-func NewMaglevTables(outer *ebpf.Map, inner *ebpf.MapSpec) *MaglevTables {
-	return &MaglevTables{outer: outer, inner: inner}
+// NewSchedTables wraps the outer map; inner is the spec of one table.
+func NewSchedTables(outer *ebpf.Map, inner *ebpf.MapSpec) *SchedTables {
+	return &SchedTables{outer: outer, inner: inner}
 }
 
 // Size is the number of slots of every table.
-func (t *MaglevTables) Size() uint32 { return t.inner.MaxEntries }
+func (t *SchedTables) Size() uint32 { return t.inner.MaxEntries }
 
 // Swap installs table as service svcID's table.
-func (t *MaglevTables) Swap(svcID uint32, table []uint32) error {
+func (t *SchedTables) Swap(svcID uint32, table []uint32) error {
 	if uint32(len(table)) != t.inner.MaxEntries {
 		return fmt.Errorf("maglev table for service %d: %d slots, want %d", svcID, len(table), t.inner.MaxEntries)
 	}
@@ -146,7 +149,7 @@ func (t *MaglevTables) Swap(svcID uint32, table []uint32) error {
 }
 
 // Delete removes service svcID's table.
-func (t *MaglevTables) Delete(svcID uint32) error {
+func (t *SchedTables) Delete(svcID uint32) error {
 	if err := t.outer.Delete(&svcID); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete maglev table for service %d: %w", svcID, err)
 	}
@@ -154,7 +157,7 @@ func (t *MaglevTables) Delete(svcID uint32) error {
 }
 
 // Get reads service svcID's installed table.
-func (t *MaglevTables) Get(svcID uint32) ([]uint32, error) {
+func (t *SchedTables) Get(svcID uint32) ([]uint32, error) {
 	var id ebpf.MapID
 	if err := t.outer.Lookup(&svcID, &id); err != nil {
 		return nil, fmt.Errorf("lookup maglev table for service %d: %w", svcID, err)
@@ -193,8 +196,8 @@ type Conntrack struct{ m *ebpf.Map }
 func NewConntrack(m *ebpf.Map) *Conntrack { return &Conntrack{m} }
 
 // Lookup returns a flow's entry.
-func (c *Conntrack) Lookup(k FlowKey) (Flow, bool, error) {
-	key := k.Marshal()
+func (c *Conntrack) Lookup(k lb.FlowKey) (Flow, bool, error) {
+	key := MarshalFlowKey(k)
 	var val bpf.Flow
 	err := c.m.Lookup(&key, &val)
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -207,8 +210,8 @@ func (c *Conntrack) Lookup(k FlowKey) (Flow, bool, error) {
 }
 
 // Put inserts or replaces a flow's entry.
-func (c *Conntrack) Put(k FlowKey, f Flow) error {
-	key := k.Marshal()
+func (c *Conntrack) Put(k lb.FlowKey, f Flow) error {
+	key := MarshalFlowKey(k)
 	val := f.marshal()
 	if err := c.m.Put(&key, &val); err != nil {
 		return fmt.Errorf("put flow %s: %w", k, err)
@@ -217,8 +220,8 @@ func (c *Conntrack) Put(k FlowKey, f Flow) error {
 }
 
 // Delete removes a flow's entry; a missing one is not an error.
-func (c *Conntrack) Delete(k FlowKey) error {
-	key := k.Marshal()
+func (c *Conntrack) Delete(k lb.FlowKey) error {
+	key := MarshalFlowKey(k)
 	if err := c.m.Delete(&key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete flow %s: %w", k, err)
 	}
@@ -226,7 +229,7 @@ func (c *Conntrack) Delete(k FlowKey) error {
 }
 
 // Iterate calls fn for every flow until fn returns false.
-func (c *Conntrack) Iterate(fn func(FlowKey, Flow) bool) error {
+func (c *Conntrack) Iterate(fn func(lb.FlowKey, Flow) bool) error {
 	var (
 		key bpf.FlowKey
 		val bpf.Flow
@@ -246,7 +249,7 @@ func (c *Conntrack) Iterate(fn func(FlowKey, Flow) bool) error {
 // Count returns the number of entries.
 func (c *Conntrack) Count() (int, error) {
 	n := 0
-	err := c.Iterate(func(FlowKey, Flow) bool { n++; return true })
+	err := c.Iterate(func(lb.FlowKey, Flow) bool { n++; return true })
 	return n, err
 }
 
@@ -309,4 +312,27 @@ func (s *Stats) ResetBackend(id uint32) error {
 		return fmt.Errorf("reset counters of backend %d: %w", id, err)
 	}
 	return nil
+}
+
+// LBGlobal converts the data plane's global counters to the vocabulary's.
+func LBGlobal(g GlobalCounters) lb.GlobalCounters {
+	return lb.GlobalCounters{
+		RxPackets: g.RxPackets, TxPackets: g.TxPackets,
+		PassNotIP: g.PassNotIp, PassNotVIP: g.PassNotVip, PassMalformed: g.PassMalformed,
+		PassFragment: g.PassFragment, PassIPv6Ext: g.PassIpv6Ext, PassTTL: g.PassTtl, PassOtherHost: g.PassOtherHost,
+		DropNoBackend: g.DropNoBackend, DropInternal: g.DropInternal,
+		ConntrackHits: g.ConntrackHits, NewFlows: g.NewFlows, Reschedules: g.Reschedules,
+		ConntrackInsertErrors: g.ConntrackInsertErrors,
+		ExpiredFlows:          g.ExpiredFlows, ClosedFlows: g.ClosedFlows, PersistHits: g.PersistHits,
+	}
+}
+
+// LBService converts a service's counters to the vocabulary's.
+func LBService(c ServiceCounters) lb.ServiceCounters {
+	return lb.ServiceCounters{Packets: c.Packets, Bytes: c.Bytes, NewFlows: c.NewFlows, DropNoBackend: c.DropNoBackend}
+}
+
+// LBBackend converts a backend's counters to the vocabulary's.
+func LBBackend(c BackendCounters) lb.BackendCounters {
+	return lb.BackendCounters{Packets: c.Packets, Bytes: c.Bytes, NewFlows: c.NewFlows}
 }

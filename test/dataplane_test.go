@@ -10,19 +10,19 @@ import (
 	"time"
 
 	"github.com/xlb-lb/xlb/loader"
-	"github.com/xlb-lb/xlb/maps"
+	"github.com/xlb-lb/xlb/maps/lb"
 	"github.com/xlb-lb/xlb/test/lab"
 )
 
 // startBalancer loads and attaches the data plane (native XDP) on the
 // balancer's eth0 and installs the given services with every lab backend.
-func startBalancer(t *testing.T, topo *lab.Topology, keys ...maps.ServiceKey) *loader.Balancer {
+func startBalancer(t *testing.T, topo *lab.Topology, keys ...lb.ServiceKey) *loader.Balancer {
 	t.Helper()
 	var bal *loader.Balancer
 	err := topo.Balancer.NS.Do(func() error {
 		var err error
 		bal, err = loader.Open(loader.Options{
-			Interface: lab.LinkName, XDPMode: loader.Native,
+			Interface: lab.LinkName, XDPMode: lb.Native,
 			MaxServices: 16, MaxBackends: 256, ConntrackSize: 1 << 16,
 		})
 		return err
@@ -32,15 +32,15 @@ func startBalancer(t *testing.T, topo *lab.Topology, keys ...maps.ServiceKey) *l
 	}
 	t.Cleanup(func() { bal.Close() })
 	for _, k := range keys {
-		var bes []loader.Backend
+		var bes []lb.Backend
 		for _, h := range topo.Backends {
 			addr := h.Addr4
 			if k.VIP.Is6() {
 				addr = h.Addr6
 			}
-			bes = append(bes, loader.Backend{Addr: addr, MAC: h.MAC, Weight: 1})
+			bes = append(bes, lb.Backend{Addr: addr, MAC: h.MAC, Weight: 1})
 		}
-		if err := bal.SetService(loader.Service{Key: k, Backends: bes}); err != nil {
+		if err := bal.SetService(lb.Service{Key: k, Backends: bes}); err != nil {
 			t.Fatalf("set service %s: %v", k, err)
 		}
 	}
@@ -67,8 +67,8 @@ func TestL2DSR(t *testing.T) {
 				}
 				t.Cleanup(srv.Stop)
 			}
-			tcpSvc := maps.ServiceKey{VIP: vip, Port: port, Proto: maps.TCP}
-			udpSvc := maps.ServiceKey{VIP: vip, Port: port, Proto: maps.UDP}
+			tcpSvc := lb.ServiceKey{VIP: vip, Port: port, Proto: lb.TCP}
+			udpSvc := lb.ServiceKey{VIP: vip, Port: port, Proto: lb.UDP}
 			bal := startBalancer(t, topo, tcpSvc, udpSvc)
 
 			check := func(network string, n int) {
@@ -133,7 +133,7 @@ func TestL2DSR(t *testing.T) {
 			if g.DropNoBackend != 0 || g.DropInternal != 0 {
 				t.Errorf("drops: %+v", g)
 			}
-			for _, k := range []maps.ServiceKey{tcpSvc, udpSvc} {
+			for _, k := range []lb.ServiceKey{tcpSvc, udpSvc} {
 				st, _ := bal.Service(k)
 				c, _ := bal.Stats().Service(st.ID)
 				if c.NewFlows == 0 || c.Packets < c.NewFlows {

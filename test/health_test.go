@@ -16,6 +16,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/xlb-lb/xlb/cmd/api"
+	"github.com/xlb-lb/xlb/maps/lb"
 	"github.com/xlb-lb/xlb/test/lab"
 )
 
@@ -382,7 +383,7 @@ func TestHealthAllDown(t *testing.T) {
 		e.waitBackend(key, h.Addr4, "failing", func(b api.BackendStatus) bool { return b.State == api.StateDown })
 	}
 	last := topo.Backends[2]
-	svc := e.waitService(key, "keep-last", func(s api.ServiceStatus) bool { return s.AllDown == api.AllDownKeepLast })
+	svc := e.waitService(key, "keep-last", func(s api.ServiceStatus) bool { return s.AllDown == string(lb.AllDownKeepLast) })
 	for _, b := range svc.Backends {
 		if want := b.Address == last.Addr4.String(); b.InTable != want {
 			t.Errorf("keep-last: %s in table %v, want %v", b.Address, b.InTable, want)
@@ -400,7 +401,7 @@ func TestHealthAllDown(t *testing.T) {
 
 	// Policy drop: the same situation drops the service's traffic.
 	e.mustCtl("service", "set", key, "--all-down", "drop")
-	svc = e.waitService(key, "drop", func(s api.ServiceStatus) bool { return s.AllDown == api.AllDownDrop })
+	svc = e.waitService(key, "drop", func(s api.ServiceStatus) bool { return s.AllDown == string(lb.AllDownDrop) })
 	dropsBefore := svc.DropNoBackend
 	for i := range 3 {
 		src := netip.AddrPortFrom(topo.Client.Extra4[i], uint16(30000+i))

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/xlb-lb/xlb/cmd/config"
 )
 
 // DefaultSocket is where xlbd serves its local API by default.
@@ -23,7 +25,7 @@ const ClientTimeout = 10 * time.Second
 
 // Client talks to xlbd's local API (HTTP/JSON over a unix socket). Its
 // methods are safe for concurrent use. Services are named by their key,
-// VIP:PORT/PROTO (as maps.ServiceKey.String formats it), backends by their
+// VIP:PORT/PROTO (as lb.ServiceKey.String formats it), backends by their
 // IP address.
 type Client struct {
 	socket string
@@ -105,13 +107,13 @@ func (c *Client) Services(ctx context.Context) ([]ServiceStatus, error) {
 
 // AddService creates a service; it fails with status 409 if the service
 // exists.
-func (c *Client) AddService(ctx context.Context, s Service) (Status, error) {
+func (c *Client) AddService(ctx context.Context, s config.Service) (Status, error) {
 	return c.mutate(ctx, http.MethodPost, "/v1/services", s)
 }
 
 // SetService replaces the service key (VIP:PORT/PROTO) with s, backends
 // included; it fails with status 404 if there is no such service.
-func (c *Client) SetService(ctx context.Context, key string, s Service) (Status, error) {
+func (c *Client) SetService(ctx context.Context, key string, s config.Service) (Status, error) {
 	return c.mutate(ctx, http.MethodPut, servicePath(key), s)
 }
 
@@ -121,13 +123,13 @@ func (c *Client) DeleteService(ctx context.Context, key string) (Status, error) 
 }
 
 // AddBackend adds b to the service key.
-func (c *Client) AddBackend(ctx context.Context, key string, b Backend) (Status, error) {
+func (c *Client) AddBackend(ctx context.Context, key string, b config.Backend) (Status, error) {
 	return c.mutate(ctx, http.MethodPost, servicePath(key)+"/backends", b)
 }
 
 // SetBackend replaces backend addr of the service key with b; an empty
 // b.Address is addr.
-func (c *Client) SetBackend(ctx context.Context, key, addr string, b Backend) (Status, error) {
+func (c *Client) SetBackend(ctx context.Context, key, addr string, b config.Backend) (Status, error) {
 	if b.Address == "" {
 		b.Address = addr
 	}

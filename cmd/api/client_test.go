@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/xlb-lb/xlb/cmd/api"
+	"github.com/xlb-lb/xlb/cmd/config"
 )
 
 // request is what the test server saw.
@@ -105,16 +106,16 @@ func TestClientRequests(t *testing.T) {
 		{"Status", func() (api.Status, error) { return c.Status(ctx) },
 			request{"GET", "/v1/status", ""}},
 		{"AddService", func() (api.Status, error) {
-			return c.AddService(ctx, api.Service{VIP: "198.18.1.1", Port: 80, Protocol: "tcp", Backends: []api.Backend{{Address: "198.18.0.11", Weight: w32(2)}}})
+			return c.AddService(ctx, config.Service{VIP: "198.18.1.1", Port: 80, Protocol: "tcp", Backends: []config.Backend{{Address: "198.18.0.11", Weight: w32(2)}}})
 		}, request{"POST", "/v1/services", `{"vip":"198.18.1.1","port":80,"protocol":"tcp","scheduler":"","forward":"","backends":[{"address":"198.18.0.11","weight":2}]}`}},
 		{"SetService", func() (api.Status, error) {
-			return c.SetService(ctx, "198.18.1.1:80/tcp", api.Service{VIP: "198.18.1.1", Port: 80, Protocol: "tcp", Scheduler: "source-hash"})
+			return c.SetService(ctx, "198.18.1.1:80/tcp", config.Service{VIP: "198.18.1.1", Port: 80, Protocol: "tcp", Scheduler: "source-hash"})
 		}, request{"PUT", "/v1/services/198.18.1.1:80%2Ftcp", `{"vip":"198.18.1.1","port":80,"protocol":"tcp","scheduler":"source-hash","forward":"","backends":null}`}},
 		{"DeleteService", func() (api.Status, error) { return c.DeleteService(ctx, v6) },
 			request{"DELETE", v6path, ""}},
-		{"AddBackend", func() (api.Status, error) { return c.AddBackend(ctx, v6, api.Backend{Address: "2001:2::11"}) },
+		{"AddBackend", func() (api.Status, error) { return c.AddBackend(ctx, v6, config.Backend{Address: "2001:2::11"}) },
 			request{"POST", v6path + "/backends", `{"address":"2001:2::11"}`}},
-		{"SetBackend", func() (api.Status, error) { return c.SetBackend(ctx, v6, "2001:2::11", api.Backend{Weight: w32(0)}) },
+		{"SetBackend", func() (api.Status, error) { return c.SetBackend(ctx, v6, "2001:2::11", config.Backend{Weight: w32(0)}) },
 			request{"PUT", v6path + "/backends/2001:2::11", `{"address":"2001:2::11","weight":0}`}},
 		{"DeleteBackend", func() (api.Status, error) { return c.DeleteBackend(ctx, "198.18.1.1:53/udp", "198.18.0.11") },
 			request{"DELETE", "/v1/services/198.18.1.1:53%2Fudp/backends/198.18.0.11", ""}},
@@ -235,9 +236,9 @@ func TestClientBodiesDecode(t *testing.T) {
 	sock := serveUnix(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var err error
 		if strings.HasSuffix(r.URL.Path, "/backends") {
-			_, err = api.DecodeBackend(r.Body)
+			_, err = config.DecodeBackend(r.Body)
 		} else {
-			_, err = api.DecodeService(r.Body)
+			_, err = config.DecodeService(r.Body)
 		}
 		mu.Lock()
 		got = append(got, r.URL.Path+": "+errString(err))
@@ -246,11 +247,11 @@ func TestClientBodiesDecode(t *testing.T) {
 	}))
 	c := api.NewClient(sock)
 	ctx := context.Background()
-	h := &api.Health{Type: "http", Interval: api.Duration(time.Second), HTTP: &api.HTTPCheck{Path: "/ready"}}
-	if _, err := c.AddService(ctx, api.Service{VIP: "2001:2::1", Port: 443, Health: h, Backends: []api.Backend{{Address: "2001:2::11"}}}); err != nil {
+	h := &config.Health{Type: "http", Interval: config.Duration(time.Second), HTTP: &config.HTTPCheck{Path: "/ready"}}
+	if _, err := c.AddService(ctx, config.Service{VIP: "2001:2::1", Port: 443, Health: h, Backends: []config.Backend{{Address: "2001:2::11"}}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.AddBackend(ctx, "198.18.1.1:80/tcp", api.Backend{Address: "198.18.0.11", Weight: w32(3)}); err != nil {
+	if _, err := c.AddBackend(ctx, "198.18.1.1:80/tcp", config.Backend{Address: "198.18.0.11", Weight: w32(3)}); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"/v1/services: <nil>", "/v1/services/198.18.1.1:80/tcp/backends: <nil>"}

@@ -1,6 +1,10 @@
 package api
 
-import "time"
+import (
+	"time"
+
+	"github.com/xlb-lb/xlb/cmd/config"
+)
 
 // Backend states in BackendStatus.State.
 const (
@@ -19,7 +23,7 @@ type Status struct {
 	// Flows is the number of entries in the connection table.
 	Flows int `json:"flows"`
 	// Timeouts are the connection table's idle timeouts in force.
-	Timeouts Conntrack `json:"timeouts"`
+	Timeouts config.Conntrack `json:"timeouts"`
 }
 
 // ServiceStatus is one service as installed, with its counters.
@@ -28,9 +32,9 @@ type ServiceStatus struct {
 	Service   string `json:"service"`
 	Scheduler string `json:"scheduler"`
 	// Persistence is the client persistence timeout; 0 is off.
-	Persistence Duration        `json:"persistence"`
+	Persistence config.Duration `json:"persistence"`
 	Forward     string          `json:"forward"`
-	Health      *Health         `json:"health,omitempty"`
+	Health      *config.Health  `json:"health,omitempty"`
 	Backends    []BackendStatus `json:"backends"`
 	Packets     uint64          `json:"packets"`
 	Bytes       uint64          `json:"bytes"`

@@ -6,11 +6,12 @@ import (
 	"fmt"
 
 	"github.com/xlb-lb/xlb/cmd/api"
-	"github.com/xlb-lb/xlb/maps"
+	"github.com/xlb-lb/xlb/cmd/config"
+	"github.com/xlb-lb/xlb/maps/lb"
 )
 
 // backendArgs checks the VIP:PORT/PROTO ADDR arguments.
-func backendArgs(c *call) (maps.ServiceKey, string, error) {
+func backendArgs(c *call) (lb.ServiceKey, string, error) {
 	k, err := parseKey(c.args[0])
 	if err != nil {
 		return k, "", err
@@ -20,7 +21,7 @@ func backendArgs(c *call) (maps.ServiceKey, string, error) {
 }
 
 // weightOf returns the weight backend addr of service k has in st.
-func weightOf(st api.Status, k maps.ServiceKey, addr string) (uint32, bool) {
+func weightOf(st api.Status, k lb.ServiceKey, addr string) (uint32, bool) {
 	ss, ok := findService(st.Services, k)
 	if !ok {
 		return 0, false
@@ -44,7 +45,7 @@ func backendAdd(fs *flag.FlagSet) func(context.Context, *call) error {
 		if err != nil {
 			return err
 		}
-		b := api.Backend{Address: addr}
+		b := config.Backend{Address: addr}
 		if c.given["weight"] {
 			w, err := parseWeight(*weight)
 			if err != nil {
@@ -79,7 +80,7 @@ func backendSet(fs *flag.FlagSet) func(context.Context, *call) error {
 		if err != nil {
 			return err
 		}
-		if _, err := c.client.SetBackend(ctx, k.String(), addr, api.Backend{Address: addr, Weight: &w}); err != nil {
+		if _, err := c.client.SetBackend(ctx, k.String(), addr, config.Backend{Address: addr, Weight: &w}); err != nil {
 			return err
 		}
 		fmt.Fprintf(c.env.Stdout, "set backend %s of %s to weight %d\n", addr, k, w)

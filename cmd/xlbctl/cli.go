@@ -266,7 +266,7 @@ func writeFlags(w io.Writer, title string, flags []*flag.Flag) {
 }
 
 func writeGlobalFlags(w io.Writer) {
-	fmt.Fprintf(w, "\nGlobal flags (before or after the command):\n  --api SOCKET  xlbd's API socket (default %s)\n", api.DefaultSocket)
+	fmt.Fprintf(w, "\nGlobal flags (before or after the command):\n  --api SOCKET  xlbd's API socket (default $%s, else %s)\n", envSocket, api.DefaultSocket)
 }
 
 // writeGroupHelp prints the commands of a group ("service").

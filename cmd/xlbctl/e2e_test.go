@@ -18,14 +18,15 @@ import (
 	"time"
 
 	"github.com/xlb-lb/xlb/cmd/api"
-	"github.com/xlb-lb/xlb/maps"
+	"github.com/xlb-lb/xlb/cmd/config"
+	"github.com/xlb-lb/xlb/maps/lb"
 )
 
 // miniXlbd serves xlbd's API routes from memory, with xlbd's validation
 // (the api package's decoders) and error texts.
 type miniXlbd struct {
 	mu       sync.Mutex
-	svcs     []api.Service
+	svcs     []config.Service
 	requests []string
 }
 
@@ -51,7 +52,7 @@ func (m *miniXlbd) routes() http.Handler {
 	})
 	mux.HandleFunc("POST /v1/services", func(w http.ResponseWriter, r *http.Request) {
 		m.mutate(w, r, func() error {
-			s, err := api.DecodeService(r.Body)
+			s, err := config.DecodeService(r.Body)
 			if err != nil {
 				return &httpError{400, err.Error()}
 			}
@@ -65,7 +66,7 @@ func (m *miniXlbd) routes() http.Handler {
 	})
 	mux.HandleFunc("PUT /v1/services/{service}", func(w http.ResponseWriter, r *http.Request) {
 		m.withService(w, r, func(i int) error {
-			s, err := api.DecodeService(r.Body)
+			s, err := config.DecodeService(r.Body)
 			if err != nil {
 				return &httpError{400, err.Error()}
 			}
@@ -81,7 +82,7 @@ func (m *miniXlbd) routes() http.Handler {
 	})
 	mux.HandleFunc("POST /v1/services/{service}/backends", func(w http.ResponseWriter, r *http.Request) {
 		m.withService(w, r, func(i int) error {
-			b, err := api.DecodeBackend(r.Body)
+			b, err := config.DecodeBackend(r.Body)
 			if err != nil {
 				return &httpError{400, err.Error()}
 			}
@@ -95,7 +96,7 @@ func (m *miniXlbd) routes() http.Handler {
 	})
 	mux.HandleFunc("PUT /v1/services/{service}/backends/{backend}", func(w http.ResponseWriter, r *http.Request) {
 		m.withBackend(w, r, func(i, j int) error {
-			b, err := api.DecodeBackend(r.Body)
+			b, err := config.DecodeBackend(r.Body)
 			if err != nil {
 				return &httpError{400, err.Error()}
 			}
@@ -151,7 +152,7 @@ func (m *miniXlbd) mutate(w http.ResponseWriter, r *http.Request, fn func() erro
 
 func (m *miniXlbd) withService(w http.ResponseWriter, r *http.Request, fn func(i int) error) {
 	m.mutate(w, r, func() error {
-		k, err := api.ParseServiceKey(r.PathValue("service"))
+		k, err := lb.ParseServiceKey(r.PathValue("service"))
 		if err != nil {
 			return &httpError{400, err.Error()}
 		}
@@ -179,12 +180,12 @@ func (m *miniXlbd) withBackend(w http.ResponseWriter, r *http.Request, fn func(i
 	})
 }
 
-func (m *miniXlbd) find(k maps.ServiceKey) int {
-	return slices.IndexFunc(m.svcs, func(s api.Service) bool { sk, _ := s.Key(); return sk == k })
+func (m *miniXlbd) find(k lb.ServiceKey) int {
+	return slices.IndexFunc(m.svcs, func(s config.Service) bool { sk, _ := s.Key(); return sk == k })
 }
 
 func (m *miniXlbd) findBackend(i int, addr string) int {
-	return slices.IndexFunc(m.svcs[i].Backends, func(b api.Backend) bool { return b.Address == addr })
+	return slices.IndexFunc(m.svcs[i].Backends, func(b config.Backend) bool { return b.Address == addr })
 }
 
 func (m *miniXlbd) status() api.Status {
@@ -288,7 +289,7 @@ tcp    198.18.2.10:40000  198.18.1.1:80  198.18.0.12  3s
 		t.Fatalf("services: %+v", st.Services)
 	}
 	s := st.Services[0]
-	if s.Scheduler != "least-conn" || s.Persistence != api.Duration(300*time.Second) || s.Health == nil || s.Health.Rise != 4 || s.Health.Type != "http" || s.Health.HTTP.Path != "/healthz" || len(s.Backends) != 2 {
+	if s.Scheduler != "least-conn" || s.Persistence != config.Duration(300*time.Second) || s.Health == nil || s.Health.Rise != 4 || s.Health.Type != "http" || s.Health.HTTP.Path != "/healthz" || len(s.Backends) != 2 {
 		t.Errorf("service after the session: %+v, health %+v", s, s.Health)
 	}
 

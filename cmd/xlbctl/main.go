@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/xlb-lb/xlb/cmd/api"
+	"github.com/xlb-lb/xlb/cmd/config"
 )
 
 // Exit statuses.
@@ -35,11 +36,11 @@ const (
 type Client interface {
 	Status(ctx context.Context) (api.Status, error)
 	Services(ctx context.Context) ([]api.ServiceStatus, error)
-	AddService(ctx context.Context, s api.Service) (api.Status, error)
-	SetService(ctx context.Context, key string, s api.Service) (api.Status, error)
+	AddService(ctx context.Context, s config.Service) (api.Status, error)
+	SetService(ctx context.Context, key string, s config.Service) (api.Status, error)
 	DeleteService(ctx context.Context, key string) (api.Status, error)
-	AddBackend(ctx context.Context, key string, b api.Backend) (api.Status, error)
-	SetBackend(ctx context.Context, key, addr string, b api.Backend) (api.Status, error)
+	AddBackend(ctx context.Context, key string, b config.Backend) (api.Status, error)
+	SetBackend(ctx context.Context, key, addr string, b config.Backend) (api.Status, error)
 	DeleteBackend(ctx context.Context, key, addr string) (api.Status, error)
 	DrainBackend(ctx context.Context, key, addr string) (api.Status, error)
 	Flows(ctx context.Context, limit int) ([]api.Flow, error)
@@ -54,7 +55,13 @@ type env struct {
 	Client Client
 	// Now is the clock that ages are measured with; nil: time.Now.
 	Now func() time.Time
+	// Getenv reads the environment (XLB_API); nil: os.Getenv.
+	Getenv func(string) string
 }
+
+// envSocket names the environment variable that replaces the default API
+// socket (--api still wins).
+const envSocket = "XLB_API"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -69,7 +76,13 @@ func run(ctx context.Context, e env, args []string) int {
 	if e.Now == nil {
 		e.Now = time.Now
 	}
+	if e.Getenv == nil {
+		e.Getenv = os.Getenv
+	}
 	socket := api.DefaultSocket
+	if v := e.Getenv(envSocket); v != "" {
+		socket = v
+	}
 	fs := newFlagSet("xlbctl")
 	globalFlags(fs, &socket)
 	err := fs.Parse(args)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/xlb-lb/xlb/cmd/api"
+	"github.com/xlb-lb/xlb/cmd/config"
 )
 
 // fakeClient records the requests of a command and answers them.
@@ -59,11 +60,11 @@ func (f *fakeClient) Services(ctx context.Context) ([]api.ServiceStatus, error) 
 	return st.Services, err
 }
 
-func (f *fakeClient) AddService(ctx context.Context, s api.Service) (api.Status, error) {
+func (f *fakeClient) AddService(ctx context.Context, s config.Service) (api.Status, error) {
 	return f.mutation("AddService", s)
 }
 
-func (f *fakeClient) SetService(ctx context.Context, key string, s api.Service) (api.Status, error) {
+func (f *fakeClient) SetService(ctx context.Context, key string, s config.Service) (api.Status, error) {
 	return f.mutation("SetService", key, s)
 }
 
@@ -71,11 +72,11 @@ func (f *fakeClient) DeleteService(ctx context.Context, key string) (api.Status,
 	return f.mutation("DeleteService", key)
 }
 
-func (f *fakeClient) AddBackend(ctx context.Context, key string, b api.Backend) (api.Status, error) {
+func (f *fakeClient) AddBackend(ctx context.Context, key string, b config.Backend) (api.Status, error) {
 	return f.mutation("AddBackend", key, b)
 }
 
-func (f *fakeClient) SetBackend(ctx context.Context, key, addr string, b api.Backend) (api.Status, error) {
+func (f *fakeClient) SetBackend(ctx context.Context, key, addr string, b config.Backend) (api.Status, error) {
 	return f.mutation("SetBackend", key, addr, b)
 }
 
@@ -127,14 +128,14 @@ func mustRun(t *testing.T, fc *fakeClient, args ...string) result {
 func sampleStatus() api.Status {
 	return api.Status{
 		Interface: "eth0", XDPMode: "native", Version: "v0.3.0", Flows: 42,
-		Timeouts: api.Conntrack{TCPTimeout: api.Duration(900 * time.Second), TCPFinTimeout: api.Duration(120 * time.Second), UDPTimeout: api.Duration(300 * time.Second)},
+		Timeouts: config.Conntrack{TCPTimeout: config.Duration(900 * time.Second), TCPFinTimeout: config.Duration(120 * time.Second), UDPTimeout: config.Duration(300 * time.Second)},
 		Services: []api.ServiceStatus{
 			{
 				Service: "198.18.1.1:80/tcp", Scheduler: "maglev", Forward: "dsr-l2",
-				Health: &api.Health{
-					Type: "http", Interval: api.Duration(2 * time.Second), Timeout: api.Duration(time.Second),
+				Health: &config.Health{
+					Type: "http", Interval: config.Duration(2 * time.Second), Timeout: config.Duration(time.Second),
 					Rise: 2, Fall: 3, AllDown: "drop",
-					HTTP: &api.HTTPCheck{Method: "GET", Path: "/healthz", ExpectStatus: "200-399"},
+					HTTP: &config.HTTPCheck{Method: "GET", Path: "/healthz", ExpectStatus: "200-399"},
 				},
 				Packets: 1500, Bytes: 1258291, NewFlows: 30, DropNoBackend: 2,
 				Backends: []api.BackendStatus{

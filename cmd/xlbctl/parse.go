@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/xlb-lb/xlb/cmd/api"
-	"github.com/xlb-lb/xlb/maps"
+	"github.com/xlb-lb/xlb/cmd/config"
+	"github.com/xlb-lb/xlb/maps/lb"
 )
 
 // Argument checks, done before anything is sent to xlbd. Each error names
@@ -17,8 +17,8 @@ import (
 
 // parseKey checks a service argument and returns it in canonical form
 // ("198.18.1.1:80/tcp", "[2001:2::1]:443/udp").
-func parseKey(s string) (maps.ServiceKey, error) {
-	k, err := api.ParseServiceKey(s)
+func parseKey(s string) (lb.ServiceKey, error) {
+	k, err := lb.ParseServiceKey(s)
 	if err != nil {
 		return k, usageErr(err.Error()) // service "x": ...
 	}
@@ -33,10 +33,10 @@ func parseAddr(name, s string) (string, error) {
 	if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
 		bare = s[1 : len(s)-1]
 	}
-	a, err := api.Backend{Address: bare}.Addr()
+	a, err := config.Backend{Address: bare}.Addr()
 	if err != nil {
 		reason := err.Error()
-		var fe *api.FieldError
+		var fe *config.FieldError
 		if errors.As(err, &fe) {
 			reason = fe.Reason
 		}
@@ -47,7 +47,7 @@ func parseAddr(name, s string) (string, error) {
 
 // parseWeight checks a weight, 0-65535.
 func parseWeight(s string) (uint32, error) {
-	n, err := parseInt("weight", s, 0, maps.MaxWeight)
+	n, err := parseInt("weight", s, 0, lb.MaxWeight)
 	return uint32(n), err
 }
 
@@ -61,7 +61,7 @@ func parseInt(name, s string, lo, hi int) (int, error) {
 }
 
 // parseDuration checks a duration such as 2s or 500ms.
-func parseDuration(name, s string) (api.Duration, error) {
+func parseDuration(name, s string) (config.Duration, error) {
 	d, err := time.ParseDuration(s)
 	if err != nil {
 		return 0, usagef("%s %q: not a duration (want e.g. 2s, 500ms or 1m)", name, s)
@@ -69,26 +69,26 @@ func parseDuration(name, s string) (api.Duration, error) {
 	if d <= 0 {
 		return 0, usagef("%s %q: must be greater than 0", name, s)
 	}
-	return api.Duration(d), nil
+	return config.Duration(d), nil
 }
 
 // parseBackend checks a --backend value: ADDR or ADDR=WEIGHT, the address
 // plain or in brackets.
-func parseBackend(s string) (api.Backend, error) {
+func parseBackend(s string) (config.Backend, error) {
 	addr, weight, hasWeight := strings.Cut(s, "=")
 	if !hasWeight {
 		a, err := parseAddr("backend", s)
-		return api.Backend{Address: a}, err
+		return config.Backend{Address: a}, err
 	}
 	a, err := parseAddr("address", addr)
 	if err != nil {
-		return api.Backend{}, usagef("backend %q: %v", s, err)
+		return config.Backend{}, usagef("backend %q: %v", s, err)
 	}
 	w, err := parseWeight(weight)
 	if err != nil {
-		return api.Backend{}, usagef("backend %q: %v", s, err)
+		return config.Backend{}, usagef("backend %q: %v", s, err)
 	}
-	return api.Backend{Address: a, Weight: &w}, nil
+	return config.Backend{Address: a, Weight: &w}, nil
 }
 
 // Output formats of read commands.

@@ -10,7 +10,8 @@ import (
 	"time"
 
 	"github.com/xlb-lb/xlb/cmd/api"
-	"github.com/xlb-lb/xlb/maps"
+	"github.com/xlb-lb/xlb/cmd/config"
+	"github.com/xlb-lb/xlb/maps/lb"
 )
 
 // serviceFlags are the settings of service add and service set.
@@ -61,18 +62,13 @@ func (f *serviceFlags) register(fs *flag.FlagSet) {
 }
 
 // apply sets the flags given on s, checking each value on its own.
-func (f *serviceFlags) apply(s *api.Service, given map[string]bool) error {
+func (f *serviceFlags) apply(s *config.Service, given map[string]bool) error {
 	if given["scheduler"] {
-		name := strings.ToLower(f.scheduler)
-		if a, ok := api.SchedulerAliases[name]; ok {
-			name = a
+		v, err := lb.Schedulers.Parse(f.scheduler)
+		if err != nil {
+			return usagef("%v", err)
 		}
-		switch name {
-		case api.SchedulerMaglev, api.SchedulerSourceHash, api.SchedulerRoundRobin, api.SchedulerLeastConn:
-		default:
-			return usagef("scheduler %q: want maglev, source-hash, round-robin or least-conn", f.scheduler)
-		}
-		s.Scheduler = name
+		s.Scheduler = v.String()
 	}
 	if given["persistence"] {
 		if f.persistence == "0" {
@@ -82,23 +78,24 @@ func (f *serviceFlags) apply(s *api.Service, given map[string]bool) error {
 			if err != nil {
 				return usagef("persistence %q: not a duration (want e.g. 300s or 5m; 0 turns it off)", f.persistence)
 			}
-			s.Persistence = api.Duration(d)
+			s.Persistence = config.Duration(d)
 		}
 	}
 	if given["forward"] {
-		if !strings.EqualFold(f.forward, api.ForwardDSRL2) {
-			return usagef("forward %q: want dsr-l2", f.forward)
+		v, err := lb.ForwardModes.Parse(f.forward)
+		if err != nil {
+			return usagef("%v", err)
 		}
-		s.Forward = api.ForwardDSRL2
+		s.Forward = v.String()
 	}
 	if given["backend"] {
-		s.Backends = []api.Backend{}
+		s.Backends = []config.Backend{}
 		for _, v := range f.backends {
 			b, err := parseBackend(v)
 			if err != nil {
 				return err
 			}
-			if slices.ContainsFunc(s.Backends, func(o api.Backend) bool { return o.Address == b.Address }) {
+			if slices.ContainsFunc(s.Backends, func(o config.Backend) bool { return o.Address == b.Address }) {
 				return usagef("backend %q: %s is given twice", v, b.Address)
 			}
 			s.Backends = append(s.Backends, b)
@@ -113,15 +110,15 @@ func (f *serviceFlags) apply(s *api.Service, given map[string]bool) error {
 // validate makes the checks that span several settings (a timeout below
 // the interval, no port for icmp, a backend other than the VIP, ...) by
 // xlbd's own rules, before the service is sent.
-func validate(s api.Service) error {
+func validate(s config.Service) error {
 	if err := s.Normalize(); err != nil { // changes the copy s only
 		return explain(err)
 	}
 	return nil
 }
 
-func (f *serviceFlags) applyHealth(s *api.Service, given map[string]bool) error {
-	var h api.Health
+func (f *serviceFlags) applyHealth(s *config.Service, given map[string]bool) error {
+	var h config.Health
 	if s.Health != nil {
 		h = *s.Health
 		if h.HTTP != nil {
@@ -130,19 +127,17 @@ func (f *serviceFlags) applyHealth(s *api.Service, given map[string]bool) error 
 		}
 	}
 	if given["check"] {
-		t, ok := map[string]string{
-			api.HealthTCP: api.HealthTCP, api.HealthHTTP: api.HealthHTTP,
-			api.HealthICMP: api.HealthICMP, api.HealthNone: api.HealthNone,
-		}[strings.ToLower(f.check)]
-		if !ok {
-			return usagef("check %q: want tcp, http, icmp or none", f.check)
+		ct, err := lb.CheckTypes.Parse(f.check)
+		if err != nil {
+			return usagef("check %q: %s", f.check, lb.CheckTypes.Want())
 		}
+		t := string(ct)
 		if t != checkType(h) {
 			// A new type: drop the settings only the old one had.
-			if t != api.HealthHTTP {
+			if t != string(lb.CheckHTTP) {
 				h.HTTP = nil
 			}
-			if t == api.HealthICMP || t == api.HealthNone {
+			if t == string(lb.CheckICMP) || t == string(lb.CheckNone) {
 				h.Port = 0
 			}
 		}
@@ -155,7 +150,7 @@ func (f *serviceFlags) applyHealth(s *api.Service, given map[string]bool) error 
 		}
 		// A timeout that was the old interval's default follows the new
 		// interval.
-		if !given["check-timeout"] && h.Timeout != 0 && h.Timeout == defaultTimeout(h.Interval) {
+		if !given["check-timeout"] && h.Timeout != 0 && h.Timeout == config.DefaultCheckTimeout(h.Interval) {
 			h.Timeout = 0
 		}
 		h.Interval = d
@@ -172,8 +167,8 @@ func (f *serviceFlags) applyHealth(s *api.Service, given map[string]bool) error 
 		dst     *int
 		lo, hi  int
 	}{
-		{"rise", f.rise, &h.Rise, 1, api.MaxRiseFall},
-		{"fall", f.fall, &h.Fall, 1, api.MaxRiseFall},
+		{"rise", f.rise, &h.Rise, lb.CheckRise.Min, lb.CheckRise.Max},
+		{"fall", f.fall, &h.Fall, lb.CheckFall.Min, lb.CheckFall.Max},
 		{"check-port", f.port, &h.Port, 0, 65535},
 	} {
 		if given[n.name] {
@@ -188,30 +183,31 @@ func (f *serviceFlags) applyHealth(s *api.Service, given map[string]bool) error 
 		h.StartUp = f.startUp
 	}
 	if given["all-down"] {
-		mode := strings.ToLower(f.allDown)
-		if mode != api.AllDownDrop && mode != api.AllDownKeepLast {
-			return usagef("all-down %q: want drop or keep-last", f.allDown)
+		v, err := lb.AllDowns.Parse(f.allDown)
+		if err != nil {
+			return usagef("all-down %q: %s", f.allDown, lb.AllDowns.Want())
 		}
+		mode := string(v)
 		h.AllDown = mode
 	}
 	if anyGiven(given, httpFlags) {
 		if h.HTTP == nil {
-			h.HTTP = &api.HTTPCheck{}
+			h.HTTP = &config.HTTPCheck{}
 		}
-		for name, set := range map[string]func(c *api.HTTPCheck){
-			"http-method":          func(c *api.HTTPCheck) { c.Method = f.httpMethod },
-			"http-host":            func(c *api.HTTPCheck) { c.Host = f.httpHost },
-			"https":                func(c *api.HTTPCheck) { c.HTTPS = f.https },
-			"insecure-skip-verify": func(c *api.HTTPCheck) { c.InsecureSkipVerify = f.insecure },
-			"http-path":            func(c *api.HTTPCheck) { c.Path = f.httpPath },
-			"http-expect":          func(c *api.HTTPCheck) { c.ExpectStatus = f.httpExpect },
-			"http-body":            func(c *api.HTTPCheck) { c.ExpectBody = f.httpBody },
+		for name, set := range map[string]func(c *config.HTTPCheck){
+			"http-method":          func(c *config.HTTPCheck) { c.Method = f.httpMethod },
+			"http-host":            func(c *config.HTTPCheck) { c.Host = f.httpHost },
+			"https":                func(c *config.HTTPCheck) { c.HTTPS = f.https },
+			"insecure-skip-verify": func(c *config.HTTPCheck) { c.InsecureSkipVerify = f.insecure },
+			"http-path":            func(c *config.HTTPCheck) { c.Path = f.httpPath },
+			"http-expect":          func(c *config.HTTPCheck) { c.ExpectStatus = f.httpExpect },
+			"http-body":            func(c *config.HTTPCheck) { c.ExpectBody = f.httpBody },
 		} {
 			if given[name] {
 				set(h.HTTP)
 			}
 		}
-		if t := checkType(h); t != api.HealthHTTP {
+		if t := checkType(h); t != string(lb.CheckHTTP) {
 			i := slices.IndexFunc(httpFlags, func(n string) bool { return given[n] })
 			return usagef("--%s needs --check http (the check is %s)", httpFlags[i], t)
 		}
@@ -222,39 +218,24 @@ func (f *serviceFlags) applyHealth(s *api.Service, given map[string]bool) error 
 
 // checkType is the type a health check has once xlbd applies the
 // defaults.
-func checkType(h api.Health) string {
-	switch t := strings.ToLower(h.Type); t {
-	case "":
+func checkType(h config.Health) string {
+	if h.Type == "" {
 		if h.HTTP != nil {
-			return api.HealthHTTP
+			return string(lb.CheckHTTP)
 		}
-		return api.HealthTCP
-	case "connect":
-		return api.HealthTCP
-	case "negotiate":
-		return api.HealthHTTP
-	case "ping":
-		return api.HealthICMP
-	case "on":
-		return api.HealthNone
-	default:
-		return t
+		return string(lb.CheckTCP)
 	}
-}
-
-// defaultTimeout is the timeout xlbd picks for an interval.
-func defaultTimeout(interval api.Duration) api.Duration {
-	if interval == 0 {
-		interval = api.DefaultInterval
+	if t, ok := lb.CheckTypes.Lookup(h.Type); ok {
+		return string(t)
 	}
-	return min(api.DefaultTimeout, interval/2)
+	return strings.ToLower(h.Type)
 }
 
 func anyGiven(given map[string]bool, names []string) bool {
 	return slices.ContainsFunc(names, func(n string) bool { return given[n] })
 }
 
-// flagOfPath names the flag of a field of api.Service.
+// flagOfPath names the flag of a field of config.Service.
 var flagOfPath = map[string]string{
 	"scheduler":                        "scheduler",
 	"persistence":                      "persistence",
@@ -277,7 +258,7 @@ var flagOfPath = map[string]string{
 // explain turns a validation error of a service into a usage error that
 // names the flag rather than the field.
 func explain(err error) error {
-	var fe *api.FieldError
+	var fe *config.FieldError
 	if !errors.As(err, &fe) {
 		return usageErr(err.Error())
 	}
@@ -291,9 +272,9 @@ func explain(err error) error {
 }
 
 // findService returns the service named k.
-func findService(svcs []api.ServiceStatus, k maps.ServiceKey) (api.ServiceStatus, bool) {
+func findService(svcs []api.ServiceStatus, k lb.ServiceKey) (api.ServiceStatus, bool) {
 	for _, s := range svcs {
-		if sk, err := maps.ParseServiceKey(s.Service); err == nil && sk == k {
+		if sk, err := lb.ParseServiceKey(s.Service); err == nil && sk == k {
 			return s, true
 		}
 	}
@@ -301,16 +282,16 @@ func findService(svcs []api.ServiceStatus, k maps.ServiceKey) (api.ServiceStatus
 }
 
 // noService is the error for a service xlbd does not have.
-func noService(k maps.ServiceKey) error {
+func noService(k lb.ServiceKey) error {
 	return fmt.Errorf("service %s: no such service (see xlbctl service list)", k)
 }
 
 // toService turns an installed service back into the API's request form.
-func toService(k maps.ServiceKey, ss api.ServiceStatus) api.Service {
-	s := api.Service{
+func toService(k lb.ServiceKey, ss api.ServiceStatus) config.Service {
+	s := config.Service{
 		VIP: k.VIP.String(), Port: int(k.Port), Protocol: k.Proto.String(),
 		Scheduler: ss.Scheduler, Persistence: ss.Persistence, Forward: ss.Forward,
-		Backends: make([]api.Backend, 0, len(ss.Backends)),
+		Backends: make([]config.Backend, 0, len(ss.Backends)),
 	}
 	if ss.Health != nil {
 		h := ss.Health.Clone()
@@ -318,7 +299,7 @@ func toService(k maps.ServiceKey, ss api.ServiceStatus) api.Service {
 	}
 	for _, b := range ss.Backends {
 		w := b.Weight
-		s.Backends = append(s.Backends, api.Backend{Address: b.Address, Weight: &w})
+		s.Backends = append(s.Backends, config.Backend{Address: b.Address, Weight: &w})
 	}
 	return s
 }
@@ -338,7 +319,7 @@ func serviceAdd(fs *flag.FlagSet) func(context.Context, *call) error {
 		if err != nil {
 			return err
 		}
-		s := api.Service{VIP: k.VIP.String(), Port: int(k.Port), Protocol: k.Proto.String(), Backends: []api.Backend{}}
+		s := config.Service{VIP: k.VIP.String(), Port: int(k.Port), Protocol: k.Proto.String(), Backends: []config.Backend{}}
 		if err := f.apply(&s, c.given); err != nil {
 			return err
 		}
@@ -370,7 +351,7 @@ func serviceSet(fs *flag.FlagSet) func(context.Context, *call) error {
 			return usagef("nothing to change: give the settings to change as flags (usage: %s)", c.cmd.usageLine())
 		}
 		// Check each flag's value before asking xlbd for the service.
-		probe := api.Service{VIP: k.VIP.String(), Port: int(k.Port), Protocol: k.Proto.String()}
+		probe := config.Service{VIP: k.VIP.String(), Port: int(k.Port), Protocol: k.Proto.String()}
 		if err := f.apply(&probe, c.given); err != nil {
 			return err
 		}
@@ -440,7 +421,7 @@ func serviceList(fs *flag.FlagSet) func(context.Context, *call) error {
 }
 
 // persistenceText shows a persistence timeout, "off" for none.
-func persistenceText(d api.Duration) string {
+func persistenceText(d config.Duration) string {
 	if d == 0 {
 		return "off"
 	}

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xlb-lb/xlb/cmd/api"
+	"github.com/xlb-lb/xlb/cmd/config"
 )
 
 func TestServiceAdd(t *testing.T) {
@@ -80,11 +80,11 @@ func TestServiceAddBodiesDecode(t *testing.T) {
 	fc := &fakeClient{}
 	mustRun(t, fc, "service", "add", "198.18.1.1:80/tcp", "--check", "http", "--http-path", "/healthz", "--check-interval", "500ms", "--backend", "198.18.0.11=7")
 	body := strings.TrimPrefix(fc.calls[0], "AddService ")
-	s, err := api.DecodeService(strings.NewReader(body))
+	s, err := config.DecodeService(strings.NewReader(body))
 	if err != nil {
 		t.Fatalf("%s: %v", body, err)
 	}
-	if s.Health.Timeout != api.Duration(250*time.Millisecond) || *s.Backends[0].Weight != 7 || s.Health.HTTP.Path != "/healthz" {
+	if s.Health.Timeout != config.Duration(250*time.Millisecond) || *s.Backends[0].Weight != 7 || s.Health.HTTP.Path != "/healthz" {
 		t.Errorf("decoded %+v", s)
 	}
 }
@@ -160,7 +160,7 @@ func TestServiceSet(t *testing.T) {
 	}
 	// On a service with a tcp check, --http-* alone is an error too.
 	st := sampleStatus()
-	st.Services[0].Health = &api.Health{Type: "tcp", Interval: api.Duration(2 * time.Second), Timeout: api.Duration(time.Second), Rise: 2, Fall: 3}
+	st.Services[0].Health = &config.Health{Type: "tcp", Interval: config.Duration(2 * time.Second), Timeout: config.Duration(time.Second), Rise: 2, Fall: 3}
 	r = xlbctl(t, &fakeClient{status: st}, "service", "set", "198.18.1.1:80/tcp", "--http-expect", "200")
 	if r.code != 2 || r.stderr != "xlbctl: service set: --http-expect needs --check http (the check is tcp)\n" {
 		t.Errorf("http flag on a tcp check: exit %d, stderr %q", r.code, r.stderr)

@@ -16,6 +16,8 @@ import (
 	"unicode"
 
 	"github.com/xlb-lb/xlb/cmd/api"
+	"github.com/xlb-lb/xlb/cmd/config"
+	"github.com/xlb-lb/xlb/maps/lb"
 )
 
 func status(fs *flag.FlagSet) func(context.Context, *call) error {
@@ -30,7 +32,7 @@ func writeStatus(w io.Writer, st api.Status, now func() time.Time) error {
 	fmt.Fprintf(tw, "XDP mode:\t%s\n", orDash(st.XDPMode))
 	fmt.Fprintf(tw, "Version:\t%s\n", orDash(st.Version))
 	fmt.Fprintf(tw, "Flows:\t%d\n", st.Flows)
-	if t := st.Timeouts; t != (api.Conntrack{}) {
+	if t := st.Timeouts; t != (config.Conntrack{}) {
 		fmt.Fprintf(tw, "Idle timeouts:\ttcp %s, tcp-fin %s, udp %s\n", t.TCPTimeout, t.TCPFinTimeout, t.UDPTimeout)
 	}
 	if err := tw.Flush(); err != nil {
@@ -44,9 +46,9 @@ func writeStatus(w io.Writer, st api.Status, now func() time.Time) error {
 		fmt.Fprintf(w, "\nService %s, scheduler %s, persistence %s, forward %s\n", s.Service, orDash(s.Scheduler), persistenceText(s.Persistence), orDash(s.Forward))
 		fmt.Fprintf(w, "  check: %s\n", describeCheck(s.Health))
 		switch s.AllDown {
-		case api.AllDownDrop:
+		case string(lb.AllDownDrop):
 			fmt.Fprintf(w, "  ALL BACKENDS DOWN: traffic is dropped (all_down drop)\n")
-		case api.AllDownKeepLast:
+		case string(lb.AllDownKeepLast):
 			fmt.Fprintf(w, "  ALL BACKENDS DOWN: traffic still goes to the last healthy backends (all_down keep-last)\n")
 		}
 		if len(s.Backends) == 0 {
@@ -83,26 +85,26 @@ func lastCheck(c *api.CheckResult) string {
 }
 
 // describeCheck summarises a health check on one line.
-func describeCheck(h *api.Health) string {
+func describeCheck(h *config.Health) string {
 	if h == nil {
 		return "none (backends count as up)"
 	}
 	t := checkType(*h)
-	if t == api.HealthNone {
+	if t == string(lb.CheckNone) {
 		return "none (backends count as up)"
 	}
 	first := t
 	var parts []string
-	if t == api.HealthHTTP {
-		hc := api.HTTPCheck{}
+	if t == string(lb.CheckHTTP) {
+		hc := config.HTTPCheck{}
 		if h.HTTP != nil {
 			hc = *h.HTTP
 		}
 		if hc.HTTPS {
 			first = "https"
 		}
-		first += " " + cmp.Or(hc.Method, api.DefaultHTTPMethod) + " " + cmp.Or(hc.Path, api.DefaultHTTPPath)
-		parts = append(parts, "expect "+cmp.Or(hc.ExpectStatus, api.DefaultExpectStatus))
+		first += " " + cmp.Or(hc.Method, config.DefaultHTTPMethod) + " " + cmp.Or(hc.Path, config.DefaultHTTPPath)
+		parts = append(parts, "expect "+cmp.Or(hc.ExpectStatus, config.DefaultExpectStatus))
 		if hc.ExpectBody != "" {
 			parts = append(parts, fmt.Sprintf("body %q", hc.ExpectBody))
 		}
@@ -123,7 +125,7 @@ func describeCheck(h *api.Health) string {
 	if h.Fall != 0 {
 		parts = append(parts, "fall "+strconv.Itoa(h.Fall))
 	}
-	if h.AllDown == api.AllDownKeepLast {
+	if h.AllDown == string(lb.AllDownKeepLast) {
 		parts = append(parts, "all down: keep-last")
 	}
 	return strings.Join(parts, ", ")

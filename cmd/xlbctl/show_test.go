@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/xlb-lb/xlb/cmd/api"
+	"github.com/xlb-lb/xlb/cmd/config"
+	"github.com/xlb-lb/xlb/maps/lb"
 )
 
 func TestStatus(t *testing.T) {
@@ -35,13 +37,13 @@ Service [2001:2::1]:53/udp, scheduler source-hash, persistence off, forward dsr-
 
 	// Every backend down: the policy is spelt out.
 	st := api.Status{Interface: "eth1", XDPMode: "native", Version: "dev", Services: []api.ServiceStatus{
-		{Service: "198.18.1.2:80/tcp", Scheduler: "maglev", Forward: "dsr-l2", AllDown: api.AllDownKeepLast,
-			Health: &api.Health{Type: "tcp", AllDown: api.AllDownKeepLast},
+		{Service: "198.18.1.2:80/tcp", Scheduler: "maglev", Forward: "dsr-l2", AllDown: string(lb.AllDownKeepLast),
+			Health: &config.Health{Type: "tcp", AllDown: string(lb.AllDownKeepLast)},
 			Backends: []api.BackendStatus{{Address: "198.18.0.11", Weight: 1, MAC: "02:00:00:00:00:11", State: "down", Usable: true, InTable: true,
 				Reason: "kept by all_down keep-last; tcp check failed: timeout",
 				Check:  &api.CheckResult{Reason: "timeout", Seconds: 1}}}},
-		{Service: "198.18.1.3:80/tcp", Scheduler: "maglev", Forward: "dsr-l2", AllDown: api.AllDownDrop,
-			Health: &api.Health{Type: "icmp"}},
+		{Service: "198.18.1.3:80/tcp", Scheduler: "maglev", Forward: "dsr-l2", AllDown: string(lb.AllDownDrop),
+			Health: &config.Health{Type: "icmp"}},
 	}}
 	r = mustRun(t, &fakeClient{status: st}, "status")
 	sameLines(t, "all down", r.stdout, `Interface:  eth1
@@ -183,16 +185,16 @@ func TestFormatting(t *testing.T) {
 		}
 	}
 	for _, tc := range []struct {
-		h    *api.Health
+		h    *config.Health
 		want string
 	}{
 		{nil, "none (backends count as up)"},
-		{&api.Health{Type: "none"}, "none (backends count as up)"},
-		{&api.Health{Type: "tcp", Port: 8080, Interval: api.Duration(5 * time.Second), Timeout: api.Duration(time.Second), Rise: 1, Fall: 2, AllDown: "keep-last"},
+		{&config.Health{Type: "none"}, "none (backends count as up)"},
+		{&config.Health{Type: "tcp", Port: 8080, Interval: config.Duration(5 * time.Second), Timeout: config.Duration(time.Second), Rise: 1, Fall: 2, AllDown: "keep-last"},
 			"tcp port 8080, every 5s, timeout 1s, rise 1, fall 2, all down: keep-last"},
-		{&api.Health{Type: "http", HTTP: &api.HTTPCheck{Method: "HEAD", Path: "/ready", HTTPS: true, ExpectStatus: "200", ExpectBody: "ok"}},
+		{&config.Health{Type: "http", HTTP: &config.HTTPCheck{Method: "HEAD", Path: "/ready", HTTPS: true, ExpectStatus: "200", ExpectBody: "ok"}},
 			`https HEAD /ready, expect 200, body "ok"`},
-		{&api.Health{Type: "icmp", Interval: api.Duration(time.Second)}, "icmp, every 1s"},
+		{&config.Health{Type: "icmp", Interval: config.Duration(time.Second)}, "icmp, every 1s"},
 	} {
 		if got := describeCheck(tc.h); got != tc.want {
 			t.Errorf("describeCheck(%+v) = %q, want %q", tc.h, got, tc.want)

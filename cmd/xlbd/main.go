@@ -22,7 +22,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xlb-lb/xlb/cmd/api"
+	"github.com/xlb-lb/xlb/cmd/config"
+	"github.com/xlb-lb/xlb/cmd/daemon"
 	"github.com/xlb-lb/xlb/loader"
+	"github.com/xlb-lb/xlb/maps/lb"
 )
 
 // sweepInterval is how often the connection table is swept (expired flows
@@ -43,10 +46,10 @@ func parseFlags(args []string) (*flags, error) {
 	f := &flags{}
 	fs := flag.NewFlagSet("xlbd", flag.ContinueOnError)
 	fs.StringVar(&f.iface, "interface", "", "interface to attach to (default: the config file's)")
-	fs.StringVar(&f.config, "config", "/etc/xlb/xlb.yaml", "config file")
+	fs.StringVar(&f.config, "config", config.DefaultPath, "config file")
 	fs.StringVar(&f.xdpMode, "xdp-mode", "", "native or generic (default: the config file's, else native)")
 	fs.StringVar(&f.bpffs, "bpffs", "/sys/fs/bpf/xlb", "bpffs directory for pins (one subdirectory per interface)")
-	fs.StringVar(&f.apiSock, "api", "/run/xlb/xlb.sock", "API unix socket")
+	fs.StringVar(&f.apiSock, "api", api.DefaultSocket, "API unix socket")
 	fs.StringVar(&f.apiGroup, "api-group", "", "group allowed to use the API socket (mode 0660); default root only (0600)")
 	fs.StringVar(&f.metrics, "metrics", "127.0.0.1:9641", "Prometheus metrics listen address (empty: off)")
 	fs.StringVar(&f.state, "state", "/var/lib/xlb/state.json", "state file (API changes survive restarts)")
@@ -89,21 +92,8 @@ func main() {
 	}
 }
 
-// readConfig loads the config file and returns its bytes for hashing.
-func readConfig(path string) (*api.Config, []byte, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, nil, fmt.Errorf("config: %w", err)
-	}
-	cfg, err := api.ParseConfig(data)
-	if err != nil {
-		return nil, nil, badRequest("config %s: %w", path, err)
-	}
-	return cfg, data, nil
-}
-
 func run(ctx context.Context, f *flags, log *slog.Logger) error {
-	cfg, data, err := readConfig(f.config)
+	cfg, data, err := config.Load(f.config)
 	if err != nil {
 		return err
 	}
@@ -114,14 +104,14 @@ func run(ctx context.Context, f *flags, log *slog.Logger) error {
 	if iface == "" {
 		return errors.New("no interface: set interface in the config file or pass --interface")
 	}
-	if err := api.ValidateInterface(iface); err != nil {
+	if err := config.ValidateInterface(iface); err != nil {
 		return fmt.Errorf("--interface: %w", err)
 	}
 	mode := cfg.XDPMode
 	if f.xdpMode != "" {
 		mode = f.xdpMode
 	}
-	var xdpMode loader.XDPMode
+	var xdpMode lb.XDPMode
 	if err := xdpMode.UnmarshalText([]byte(mode)); err != nil {
 		return fmt.Errorf("--xdp-mode: %w", err)
 	}
@@ -136,7 +126,15 @@ func run(ctx context.Context, f *flags, log *slog.Logger) error {
 	defer unlock()
 
 	if f.detach {
-		return detach(pinDir, log)
+		if err := detach(pinDir, log); err != nil {
+			return err
+		}
+		// Nothing left to guard: the lock file goes while it is still
+		// held, so no other xlbd locks a file about to vanish.
+		if err := os.Remove(lockPath(f.runDir, pinDir)); err != nil {
+			log.Warn("remove the lock file", "err", err)
+		}
+		return nil
 	}
 
 	ln, err := listenAPI(f.apiSock, f.apiGroup)
@@ -160,8 +158,8 @@ func run(ctx context.Context, f *flags, log *slog.Logger) error {
 	l := cfg.Limits
 	bal, err := loader.Open(loader.Options{
 		Interface: iface, XDPMode: xdpMode, PinDir: pinDir,
-		MaglevSize: l.MaglevSize, MaxServices: l.MaxServices, MaxBackends: l.MaxBackends, ConntrackSize: l.ConntrackSize,
-		Timeouts: timeoutsOf(cfg.Conntrack), Logger: log,
+		TableSize: l.MaglevSize, MaxServices: l.MaxServices, MaxBackends: l.MaxBackends, ConntrackSize: l.ConntrackSize,
+		Timeouts: cfg.Conntrack.Timeouts(), Logger: log,
 	})
 	if err != nil {
 		return err
@@ -173,51 +171,31 @@ func run(ctx context.Context, f *flags, log *slog.Logger) error {
 		log.Info("attached a fresh data plane", "interface", iface, "mode", string(xdpMode), "pins", pinDir)
 	}
 
-	d := &daemon{log: log, cfgPath: f.config, statePath: f.state, iface: iface, xdpMode: string(xdpMode), bal: bal, kick: make(chan struct{}, 1)}
-	d.health = newHealthState(log, d.kickReconcile, nil)
-	defer d.health.checker.Close()
-	if bal.Adopted() {
-		// Backends the previous daemon had up start up: a restart must not
-		// take healthy backends out while their checks run again.
-		for _, s := range bal.Services() {
-			for _, b := range s.Backends {
-				if b.Usable {
-					d.health.adopted[checkID(s.Key, b.Addr)] = true
-				}
-			}
-		}
-	}
-	neigh, err := loader.WatchNeighbors(ifc.Index, d.kickReconcile)
+	d := daemon.New(daemon.Options{
+		Log: log, ConfigPath: f.config, StatePath: f.state,
+		Interface: iface, XDPMode: string(xdpMode), Version: version,
+		DataPlane: bal, Adopted: bal.Adopted(),
+	})
+	defer d.Close()
+	neigh, err := loader.WatchNeighbors(ifc.Index, d.Kick)
 	if err != nil {
 		return err
 	}
 	defer neigh.Close()
-	d.neigh = neigh
-
-	// Desired state: the persisted one while the config file is unchanged
-	// (it holds the API's changes), else the file's.
-	hash := hashBytes(data)
-	st, err := loadState(f.state)
-	if err != nil {
-		return err
-	}
-	initial, why := initialServices(cfg.Services, hash, st)
-	log.Info("desired state", "source", why, "services", len(initial))
-	d.mu.Lock()
-	err = d.commit(initial, hash)
-	d.mu.Unlock()
-	if err != nil {
+	if err := d.Start(neigh, cfg, data); err != nil {
 		return err
 	}
 
-	go d.sweepLoop(ctx, sweepInterval)
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	go d.Run(runCtx, sweepInterval)
 
-	srv := &http.Server{Handler: d.routes(), ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
+	srv := &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go serve(log, "api", srv, ln)
 	defer srv.Close()
 	if metricsLn != nil {
-		msrv := &http.Server{Handler: d.metricsHandler(), ReadHeaderTimeout: 5 * time.Second}
-		go msrv.Serve(metricsLn)
+		msrv := &http.Server{Handler: d.MetricsHandler(), ReadHeaderTimeout: 5 * time.Second}
+		go serve(log, "metrics", msrv, metricsLn)
 		defer msrv.Close()
 	}
 
@@ -231,25 +209,29 @@ func run(ctx context.Context, f *flags, log *slog.Logger) error {
 			log.Info("stopping; the data plane keeps forwarding (xlbd --detach removes it)")
 			return nil
 		case <-hup:
-			if err := d.reload(); err != nil {
+			if err := d.Reload(); err != nil {
 				log.Error("reload rejected, previous config keeps serving", "err", err)
 			} else {
 				log.Info("reloaded config", "file", f.config)
 			}
-		case <-d.kick:
-			d.reconcile()
 		}
 	}
 }
 
+// serve runs srv on ln until it is closed.
+func serve(log *slog.Logger, what string, srv *http.Server, ln net.Listener) {
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Error("serve "+what, "err", err)
+	}
+}
+
 // lockPins takes an exclusive lock for one pin directory, so a second xlbd
-// for the same interface refuses to start.
+// for the same interface refuses to start. The returned func releases it.
 func lockPins(dir, pinDir string) (func(), error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create %s: %w", dir, err)
 	}
-	name := strings.NewReplacer("/", "_").Replace(strings.Trim(pinDir, "/"))
-	path := filepath.Join(dir, name+".lock")
+	path := lockPath(dir, pinDir)
 	fd, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open lock %s: %w", path, err)
@@ -262,6 +244,11 @@ func lockPins(dir, pinDir string) (func(), error) {
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	return func() { fd.Close() }, nil
+}
+
+func lockPath(dir, pinDir string) string {
+	name := strings.NewReplacer("/", "_").Replace(strings.Trim(pinDir, "/"))
+	return filepath.Join(dir, name+".lock")
 }
 
 // listenAPI binds the API socket (mode 0600, or 0660 for a group). A stale
@@ -300,18 +287,10 @@ func listenAPI(path, group string) (net.Listener, error) {
 	return ln, nil
 }
 
-// detach stops forwarding and removes the pins (xlbd --detach).
+// detach stops forwarding and removes the pins (xlbd --detach), whatever
+// limits or version they were made with.
 func detach(pinDir string, log *slog.Logger) error {
-	if _, err := os.Stat(pinDir); err != nil {
-		return fmt.Errorf("nothing to detach at %s: %w", pinDir, err)
-	}
-	bal, err := loader.Open(loader.Options{PinDir: pinDir, Logger: log})
-	if err != nil {
-		// Pins of another layout: remove them anyway, which detaches.
-		log.Warn("could not open the pins; removing them", "err", err)
-		return os.RemoveAll(pinDir)
-	}
-	if err := bal.Detach(); err != nil {
+	if err := loader.Detach(pinDir); err != nil {
 		return err
 	}
 	log.Info("detached and unpinned", "pins", pinDir)

@@ -8,7 +8,8 @@ import (
 	"time"
 
 	"github.com/xlb-lb/xlb/loader"
-	"github.com/xlb-lb/xlb/maps"
+	"github.com/xlb-lb/xlb/maps/lb"
+	"github.com/xlb-lb/xlb/maps/table"
 )
 
 // Control is section 3: control-plane timings and memory.
@@ -25,7 +26,7 @@ type Control struct {
 type MaglevTiming struct {
 	Backends int    `json:"backends"`
 	Size     uint32 `json:"table_size"`
-	// BuildMs is maps.BuildMaglev alone; InstallMs is Balancer.SetService
+	// BuildMs is table.Maglev alone; InstallMs is Balancer.SetService
 	// for a new service: validation, ids, build, backend entries, a fresh
 	// inner map filled and swapped in.
 	BuildMs   Series `json:"build_ms"`
@@ -38,39 +39,39 @@ func measureMaglev(o options) ([]MaglevTiming, error) {
 		reps = 3
 	}
 	var out []MaglevTiming
-	for _, size := range []uint32{maps.DefaultMaglevSize, 655373} {
-		if !maps.IsPrime(size) {
+	for _, size := range []uint32{lb.TableSize.Default, 655373} {
+		if !lb.IsPrime(size) {
 			return nil, fmt.Errorf("table size %d is not prime", size)
 		}
-		bal, err := loader.Open(loader.Options{MaglevSize: size, MaxServices: 64, MaxBackends: 1 << 16, ConntrackSize: 1024})
+		bal, err := loader.Open(loader.Options{TableSize: size, MaxServices: 64, MaxBackends: 1 << 16, ConntrackSize: 1024})
 		if err != nil {
 			return nil, fmt.Errorf("load xlb with table size %d: %w", size, err)
 		}
 		for _, n := range []int{10, 100, 1000, 4096} {
-			bes := make([]loader.Backend, n)
-			in := make([]maps.MaglevBackend, n)
+			bes := make([]lb.Backend, n)
+			in := make([]table.Backend, n)
 			for i := range bes {
 				a := netip.AddrFrom4([4]byte{198, 18, byte(8 + i/250), byte(1 + i%250)})
-				bes[i] = loader.Backend{Addr: a, MAC: net.HardwareAddr{2, 0xbe, 0, 0, byte(i >> 8), byte(i)}, Weight: 1}
-				in[i] = maps.MaglevBackend{ID: uint32(i + 1), Key: a.String(), Weight: 1}
+				bes[i] = lb.Backend{Addr: a, MAC: net.HardwareAddr{2, 0xbe, 0, 0, byte(i >> 8), byte(i)}, Weight: 1}
+				in[i] = table.Backend{ID: uint32(i + 1), Key: a.String(), Weight: 1}
 			}
 			mt := MaglevTiming{Backends: n, Size: size}
 			var build, install []float64
 			for r := 0; r < reps; r++ {
 				t0 := time.Now()
-				table, err := maps.BuildMaglev(in, size)
+				tbl, err := table.Maglev(in, size)
 				build = append(build, ms(time.Since(t0)))
 				if err != nil {
 					bal.Close()
 					return nil, err
 				}
-				if len(table) != int(size) {
+				if len(tbl) != int(size) {
 					bal.Close()
-					return nil, fmt.Errorf("maglev table of %d slots, want %d", len(table), size)
+					return nil, fmt.Errorf("maglev table of %d slots, want %d", len(tbl), size)
 				}
-				key := maps.ServiceKey{VIP: netip.AddrFrom4([4]byte{198, 18, 1, byte(10 + r)}), Port: uint16(n), Proto: maps.TCP}
+				key := lb.ServiceKey{VIP: netip.AddrFrom4([4]byte{198, 18, 1, byte(10 + r)}), Port: uint16(n), Proto: lb.TCP}
 				t0 = time.Now()
-				err = bal.SetService(loader.Service{Key: key, Backends: bes})
+				err = bal.SetService(lb.Service{Key: key, Backends: bes})
 				install = append(install, ms(time.Since(t0)))
 				if err != nil {
 					bal.Close()
@@ -112,7 +113,7 @@ func (c *Control) Markdown() string {
 	for _, m := range c.Maglev {
 		rows = append(rows, []string{fmt.Sprint(m.Backends), fmt.Sprint(m.Size), f(m.BuildMs.Median, 2), f(m.InstallMs.Median, 2), pct(m.InstallMs.Spread, 0)})
 	}
-	b.WriteString(table([]string{"backends", "table size M", "build ms (median)", "build + install ms (median)", "spread"}, rows))
+	b.WriteString(mdTable([]string{"backends", "table size M", "build ms (median)", "build + install ms (median)", "spread"}, rows))
 	b.WriteString("\nInstall = Balancer.SetService of a new service: validate, allocate ids, build the table, write the backend entries, fill a fresh inner map (one batch update) and swap it in.\n\n")
 	rows = nil
 	if a := c.BackendAdd; a != nil {
@@ -135,7 +136,7 @@ func (c *Control) Markdown() string {
 		rows = append(rows, []string{k, v, ""})
 	}
 	if len(rows) > 0 {
-		b.WriteString(table([]string{"measurement", "median", "spread"}, rows))
+		b.WriteString(mdTable([]string{"measurement", "median", "spread"}, rows))
 		b.WriteString("\n")
 	}
 	return b.String()
@@ -147,7 +148,7 @@ func (r *Report) maglevTarget() Target {
 		return t
 	}
 	for _, m := range r.Control.Maglev {
-		if m.Backends == 1000 && m.Size == maps.DefaultMaglevSize {
+		if m.Backends == 1000 && m.Size == lb.TableSize.Default {
 			return target(t.Name, t.Want+fmt.Sprintf(" (M=%d)", m.Size), true, f(m.InstallMs.Median, 1)+" ms", m.InstallMs.Median < 100)
 		}
 	}

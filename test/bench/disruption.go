@@ -12,7 +12,7 @@ import (
 
 	"github.com/xlb-lb/xlb/bpf"
 	"github.com/xlb-lb/xlb/loader"
-	"github.com/xlb-lb/xlb/maps"
+	"github.com/xlb-lb/xlb/maps/lb"
 	"github.com/xlb-lb/xlb/test/frame"
 )
 
@@ -59,17 +59,17 @@ func measureDisruption(o options) (*Disruption, error) {
 	}
 	defer ct.Close()
 
-	key := maps.ServiceKey{VIP: netip.MustParseAddr("198.18.1.1"), Port: 80, Proto: maps.TCP}
+	key := lb.ServiceKey{VIP: netip.MustParseAddr("198.18.1.1"), Port: 80, Proto: lb.TCP}
 	frames := make([][]byte, flows)
 	for i := range frames {
 		src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 19, byte(i >> 8), byte(i)}), uint16(10000+i%50000))
 		frames[i] = frame.MustBuild(frame.Spec{SrcMAC: ppClientMAC, DstMAC: ppLBMAC, Src: src,
 			Dst: netip.AddrPortFrom(key.VIP, key.Port)})
 	}
-	backendsN := func(n int) []loader.Backend {
-		out := make([]loader.Backend, n)
+	backendsN := func(n int) []lb.Backend {
+		out := make([]lb.Backend, n)
 		for i := range out {
-			out[i] = loader.Backend{Addr: netip.AddrFrom4([4]byte{198, 18, byte(2 + i/200), byte(1 + i%200)}),
+			out[i] = lb.Backend{Addr: netip.AddrFrom4([4]byte{198, 18, byte(2 + i/200), byte(1 + i%200)}),
 				MAC: net.HardwareAddr{0x02, 0xbe, 0, 0, byte(i >> 8), byte(i)}, Weight: 1}
 		}
 		return out
@@ -96,8 +96,8 @@ func measureDisruption(o options) (*Disruption, error) {
 		}
 		return out, nil
 	}
-	set := func(bes []loader.Backend) error {
-		return bal.SetService(loader.Service{Key: key, Backends: bes})
+	set := func(bes []lb.Backend) error {
+		return bal.SetService(lb.Service{Key: key, Backends: bes})
 	}
 	d := &Disruption{Flows: flows}
 	for _, n := range sizes {
@@ -119,7 +119,7 @@ func measureDisruption(o options) (*Disruption, error) {
 				removed = n / 2
 				c.Change = fmt.Sprintf("remove 1 of %d", n)
 				c.Ideal = 1 / float64(n)
-				next := append(append([]loader.Backend{}, all[:removed]...), all[removed+1:n]...)
+				next := append(append([]lb.Backend{}, all[:removed]...), all[removed+1:n]...)
 				if err := set(next); err != nil {
 					return nil, err
 				}
@@ -222,7 +222,7 @@ func (d *Disruption) Markdown() string {
 	for _, c := range d.Cases {
 		rows = append(rows, []string{c.Change, pct(c.Ideal, 2), pct(c.WithConntrack, 2), fmt.Sprint(c.MovedOthers), pct(c.WithoutConntrack, 2), pct(c.OnRemoved, 2)})
 	}
-	b.WriteString(table([]string{"change", "ideal (1/N)", "moved, with connection table", "of which not on the removed backend", "moved, without", "flows on removed backend"}, rows))
+	b.WriteString(mdTable([]string{"change", "ideal (1/N)", "moved, with connection table", "of which not on the removed backend", "moved, without", "flows on removed backend"}, rows))
 	b.WriteString("\n")
 	return b.String()
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/xlb-lb/xlb/loader"
 	"github.com/xlb-lb/xlb/maps"
+	"github.com/xlb-lb/xlb/maps/lb"
 	"github.com/xlb-lb/xlb/test/bench/benchbpf"
 	"github.com/xlb-lb/xlb/test/frame"
 )
@@ -77,14 +78,14 @@ var (
 	ppLBMAC     = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x03}
 )
 
-func ppBackends(vip netip.Addr, n int) []loader.Backend {
-	out := make([]loader.Backend, n)
+func ppBackends(vip netip.Addr, n int) []lb.Backend {
+	out := make([]lb.Backend, n)
 	for i := range out {
 		a := netip.AddrFrom4([4]byte{198, 18, 0, byte(11 + i)})
 		if vip.Is6() {
 			a = netip.MustParseAddr(fmt.Sprintf("2001:2::%x", 0x11+i))
 		}
-		out[i] = loader.Backend{Addr: a, MAC: net.HardwareAddr{0x02, 0, 0, 0, 0, byte(0x11 + i)}, Weight: 1}
+		out[i] = lb.Backend{Addr: a, MAC: net.HardwareAddr{0x02, 0, 0, 0, 0, byte(0x11 + i)}, Weight: 1}
 	}
 	return out
 }
@@ -98,16 +99,16 @@ func measurePerPacket(o options) (*PerPacket, error) {
 	// No interface MAC: with repeat, each iteration sees the previous
 	// one's output (addressed to the backend by then), which the
 	// other-host check would otherwise hand to the kernel.
-	bal, err := loader.Open(loader.Options{MaxServices: 16, MaxBackends: 64, ConntrackSize: loader.DefaultConntrackSize})
+	bal, err := loader.Open(loader.Options{MaxServices: 16, MaxBackends: 64, ConntrackSize: lb.ConntrackSize.Default})
 	if err != nil {
 		return nil, fmt.Errorf("load xlb: %w", err)
 	}
 	defer bal.Close()
-	web4 := maps.ServiceKey{VIP: netip.MustParseAddr("198.18.1.1"), Port: 80, Proto: maps.TCP}
-	dns4 := maps.ServiceKey{VIP: netip.MustParseAddr("198.18.1.1"), Port: 53, Proto: maps.UDP}
-	web6 := maps.ServiceKey{VIP: netip.MustParseAddr("2001:2:0:1::1"), Port: 80, Proto: maps.TCP}
-	for _, k := range []maps.ServiceKey{web4, dns4, web6} {
-		if err := bal.SetService(loader.Service{Key: k, Backends: ppBackends(k.VIP, 3)}); err != nil {
+	web4 := lb.ServiceKey{VIP: netip.MustParseAddr("198.18.1.1"), Port: 80, Proto: lb.TCP}
+	dns4 := lb.ServiceKey{VIP: netip.MustParseAddr("198.18.1.1"), Port: 53, Proto: lb.UDP}
+	web6 := lb.ServiceKey{VIP: netip.MustParseAddr("2001:2:0:1::1"), Port: 80, Proto: lb.TCP}
+	for _, k := range []lb.ServiceKey{web4, dns4, web6} {
+		if err := bal.SetService(lb.Service{Key: k, Backends: ppBackends(k.VIP, 3)}); err != nil {
 			return nil, fmt.Errorf("set service %s: %w", k, err)
 		}
 	}
@@ -238,30 +239,30 @@ func measurePerPacket(o options) (*PerPacket, error) {
 // newFlowSchedulers are the new-flow rows: maglev first (the target's row).
 var newFlowSchedulers = []struct {
 	name, path string
-	sched      maps.Scheduler
+	sched      lb.Scheduler
 	persist    time.Duration
 }{
-	{caseNewFlow, "service hit, connection-table miss, Maglev lookup, insert, MAC rewrite, XDP_TX", maps.Maglev, 0},
-	{"new flow, source-hash", "connection-table miss, Maglev slot of the client address, insert", maps.SourceHash, 0},
-	{"new flow, round-robin", "connection-table miss, next backend of the weighted sequence (per-CPU cursor), insert", maps.RoundRobin, 0},
-	{"new flow, least-conn (3 backends)", "connection-table miss, scan of active counts, insert, count +1", maps.LeastConn, 0},
+	{caseNewFlow, "service hit, connection-table miss, Maglev lookup, insert, MAC rewrite, XDP_TX", lb.Maglev, 0},
+	{"new flow, source-hash", "connection-table miss, Maglev slot of the client address, insert", lb.SourceHash, 0},
+	{"new flow, round-robin", "connection-table miss, next backend of the weighted sequence (per-CPU cursor), insert", lb.RoundRobin, 0},
+	{"new flow, least-conn (3 backends)", "connection-table miss, scan of active counts, insert, count +1", lb.LeastConn, 0},
 	// The mutator's client addresses repeat, so these rows mix persistence
 	// hits (no scheduling) and misses (scheduling and an insert).
-	{"new flow, maglev + persistence 300s", "connection-table miss, persistence lookup (hit, or Maglev lookup and persistence insert), insert", maps.Maglev, 300 * time.Second},
-	{"new flow, least-conn + persistence 300s", "connection-table miss, persistence lookup (hit, or scan and persistence insert), insert", maps.LeastConn, 300 * time.Second},
+	{"new flow, maglev + persistence 300s", "connection-table miss, persistence lookup (hit, or Maglev lookup and persistence insert), insert", lb.Maglev, 300 * time.Second},
+	{"new flow, least-conn + persistence 300s", "connection-table miss, persistence lookup (hit, or scan and persistence insert), insert", lb.LeastConn, 300 * time.Second},
 }
 
 // newFlowRow measures new flows under one scheduler on a data plane of
 // its own, so that every row starts with an empty connection table (rows
 // sharing one would pay LRU eviction once it filled up).
-func newFlowRow(objs *benchbpf.Objects, sched maps.Scheduler, persist time.Duration, mk func(src, dst string, udp, syn bool) []byte, newRepeat, repeat, rounds int) (*PacketCase, error) {
-	bal, err := loader.Open(loader.Options{MaxServices: 16, MaxBackends: 64, ConntrackSize: loader.DefaultConntrackSize})
+func newFlowRow(objs *benchbpf.Objects, sched lb.Scheduler, persist time.Duration, mk func(src, dst string, udp, syn bool) []byte, newRepeat, repeat, rounds int) (*PacketCase, error) {
+	bal, err := loader.Open(loader.Options{MaxServices: 16, MaxBackends: 64, ConntrackSize: lb.ConntrackSize.Default})
 	if err != nil {
 		return nil, fmt.Errorf("load xlb: %w", err)
 	}
 	defer bal.Close()
-	key := maps.ServiceKey{VIP: netip.MustParseAddr("198.18.1.1"), Port: 80, Proto: maps.TCP}
-	if err := bal.SetService(loader.Service{Key: key, Scheduler: sched, Persistence: persist, Backends: ppBackends(key.VIP, 3)}); err != nil {
+	key := lb.ServiceKey{VIP: netip.MustParseAddr("198.18.1.1"), Port: 80, Proto: lb.TCP}
+	if err := bal.SetService(lb.Service{Key: key, Scheduler: sched, Persistence: persist, Backends: ppBackends(key.VIP, 3)}); err != nil {
 		return nil, fmt.Errorf("set service %s: %w", key, err)
 	}
 	syn := mk("198.19.0.0:1024", netip.AddrPortFrom(key.VIP, key.Port).String(), false, true)

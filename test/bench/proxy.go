@@ -18,7 +18,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/xlb-lb/xlb/loader"
-	"github.com/xlb-lb/xlb/maps"
+	"github.com/xlb-lb/xlb/maps/lb"
 	"github.com/xlb-lb/xlb/test/lab"
 )
 
@@ -105,7 +105,7 @@ func measureProxy(o options) (*Proxy, error) {
 			return nil, err
 		}
 	}
-	lb := topo.Balancer
+	balancer := topo.Balancer
 	vip := netip.AddrPortFrom(topo.VIP4, proxyPort)
 
 	// HAProxy listens on the VIP, held on the balancer's lo; while xlb is
@@ -137,7 +137,7 @@ backend real
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}
-	err = lb.NS.Do(func() error {
+	err = balancer.NS.Do(func() error {
 		lo, err := netlink.LinkByName("lo")
 		if err != nil {
 			return err
@@ -153,7 +153,7 @@ backend real
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	hcmd := lb.NS.Command(ctx, hap, "-f", cfgPath, "-db")
+	hcmd := balancer.NS.Command(ctx, hap, "-f", cfgPath, "-db")
 	var hlog strings.Builder
 	hcmd.Stdout, hcmd.Stderr = &hlog, &hlog
 	if err := hcmd.Start(); err != nil {
@@ -178,23 +178,23 @@ backend real
 		time.Sleep(50 * time.Millisecond)
 	}
 
-	bal, err := loader.Open(loader.Options{MAC: lb.MAC, MaxServices: 16, MaxBackends: 64, ConntrackSize: 1 << 18})
+	bal, err := loader.Open(loader.Options{MAC: balancer.MAC, MaxServices: 16, MaxBackends: 64, ConntrackSize: 1 << 18})
 	if err != nil {
 		return nil, fmt.Errorf("load xlb: %w", err)
 	}
 	defer bal.Close()
-	var bes []loader.Backend
+	var bes []lb.Backend
 	for _, h := range topo.Backends {
-		bes = append(bes, loader.Backend{Addr: h.Addr4, MAC: h.MAC, Weight: 1})
+		bes = append(bes, lb.Backend{Addr: h.Addr4, MAC: h.MAC, Weight: 1})
 	}
-	if err := bal.SetService(loader.Service{Key: maps.ServiceKey{VIP: topo.VIP4, Port: proxyPort, Proto: maps.TCP}, Backends: bes}); err != nil {
+	if err := bal.SetService(lb.Service{Key: lb.ServiceKey{VIP: topo.VIP4, Port: proxyPort, Proto: lb.TCP}, Backends: bes}); err != nil {
 		return nil, err
 	}
 	attach := func() (link.Link, error) {
 		var l link.Link
-		err := lb.NS.Do(func() error {
+		err := balancer.NS.Do(func() error {
 			var err error
-			l, err = link.AttachXDP(link.XDPOptions{Program: bal.Program(), Interface: lb.Ifindex, Flags: link.XDPDriverMode})
+			l, err = link.AttachXDP(link.XDPOptions{Program: bal.Program(), Interface: balancer.Ifindex, Flags: link.XDPDriverMode})
 			return err
 		})
 		return l, err
@@ -311,7 +311,7 @@ func (p *Proxy) Markdown() string {
 	row := func(name string, s ProxySide) []string {
 		return []string{name, f(s.CPS.Median, 0), pct(s.CPS.Spread, 0), fmt.Sprint(s.Errors), yes[s.ClientIP] + " (" + s.SeenAs + ")"}
 	}
-	b.WriteString(table([]string{"balancer", "connections/s (median)", "spread", "failed", "backend sees the client IP"},
+	b.WriteString(mdTable([]string{"balancer", "connections/s (median)", "spread", "failed", "backend sees the client IP"},
 		[][]string{row("xlb (dsr-l2)", p.Xlb), row("HAProxy (tcp mode)", p.HAP)}))
 	fmt.Fprintf(&b, "\nxlb / HAProxy: %.2fx. Both are limited here by the client and backends on the same 2 CPUs; HAProxy also spends CPU on both connections of every proxied flow.\n\n", p.Ratio)
 	return b.String()

@@ -139,7 +139,7 @@ func pct(v float64, d int) string {
 }
 
 // table renders a markdown table.
-func table(head []string, rows [][]string) string {
+func mdTable(head []string, rows [][]string) string {
 	var b strings.Builder
 	b.WriteString("| " + strings.Join(head, " | ") + " |\n")
 	seps := make([]string, len(head))
@@ -186,7 +186,7 @@ func (r *Report) Markdown() string {
 	for _, t := range r.Targets {
 		rows = append(rows, []string{t.Name, t.Want, t.Got, t.Status})
 	}
-	b.WriteString(table([]string{"target", "want", "got", "status"}, rows))
+	b.WriteString(mdTable([]string{"target", "want", "got", "status"}, rows))
 	if len(r.Failures) > 0 {
 		b.WriteString("\n### Failed sections\n\n")
 		for _, s := range r.Failures {
@@ -205,7 +205,7 @@ func (p *PerPacket) Markdown() string {
 	for _, c := range p.Cases {
 		rows = append(rows, []string{c.Name, f(c.Xlb.Median, 1), pct(c.Xlb.Spread, 0), f(c.Baseline.Median, 1), pct(c.Baseline.Spread, 0), f(c.Ratio, 2) + "x", c.Path})
 	}
-	b.WriteString(table([]string{"case", "xlb ns/pkt", "spread", "baseline ns/pkt", "spread", "ratio", "path (verdict and counters checked after every run)"}, rows))
+	b.WriteString(mdTable([]string{"case", "xlb ns/pkt", "spread", "baseline ns/pkt", "spread", "ratio", "path (verdict and counters checked after every run)"}, rows))
 	// The new-flow rows share one method: say it once, then each row's
 	// raw medians.
 	method := ""

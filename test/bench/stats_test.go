@@ -52,7 +52,7 @@ func TestCounterChecks(t *testing.T) {
 }
 
 func TestTable(t *testing.T) {
-	got := table([]string{"a", "b"}, [][]string{{"1", "x|y"}, {"2"}})
+	got := mdTable([]string{"a", "b"}, [][]string{{"1", "x|y"}, {"2"}})
 	want := "| a | b |\n|---|---|\n| 1 | x\\|y |\n| 2 |  |\n"
 	if got != want {
 		t.Errorf("table:\n%s\nwant:\n%s", got, want)

@@ -15,7 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xlb-lb/xlb/loader"
-	"github.com/xlb-lb/xlb/maps"
+	"github.com/xlb-lb/xlb/maps/lb"
 	"github.com/xlb-lb/xlb/test/bench/benchbpf"
 	"github.com/xlb-lb/xlb/test/frame"
 	"github.com/xlb-lb/xlb/test/lab"
@@ -115,12 +115,12 @@ func measureThroughput(o options) (*Throughput, error) {
 	if err != nil {
 		return nil, err
 	}
-	lb, client, be1 := topo.Balancer, topo.Client, topo.Backends[0]
+	lbHost, client, be1 := topo.Balancer, topo.Client, topo.Backends[0]
 	// The MACs are known only now: set them in fresh copies of the
 	// generator and the baseline.
 	macs, err := benchbpf.Load(benchbpf.Config{
-		FwdDst: be1.MAC, FwdSrc: lb.MAC,
-		GenDst: lb.MAC, GenSrc: client.MAC,
+		FwdDst: be1.MAC, FwdSrc: lbHost.MAC,
+		GenDst: lbHost.MAC, GenSrc: client.MAC,
 		GenSrcAddr: netip.MustParseAddr("198.18.64.1"), GenDstAddr: topo.VIP4, GenDstPort: tputPort, GenSrcPort: 10000,
 		GenFlows: tputFlows, GenPorts: tputPorts,
 		SinkDst: topo.VIP4,
@@ -154,24 +154,24 @@ func measureThroughput(o options) (*Throughput, error) {
 			return nil, err
 		}
 	}
-	bal, err := loader.Open(loader.Options{MAC: lb.MAC, MaxServices: 16, MaxBackends: 64})
+	bal, err := loader.Open(loader.Options{MAC: lbHost.MAC, MaxServices: 16, MaxBackends: 64})
 	if err != nil {
 		return nil, fmt.Errorf("load xlb: %w", err)
 	}
 	defer bal.Close()
-	var bes []loader.Backend
+	var bes []lb.Backend
 	for _, be := range topo.Backends {
-		bes = append(bes, loader.Backend{Addr: be.Addr4, MAC: be.MAC, Weight: 1})
+		bes = append(bes, lb.Backend{Addr: be.Addr4, MAC: be.MAC, Weight: 1})
 	}
-	key := maps.ServiceKey{VIP: topo.VIP4, Port: tputPort, Proto: maps.UDP}
-	if err := bal.SetService(loader.Service{Key: key, Backends: bes}); err != nil {
+	key := lb.ServiceKey{VIP: topo.VIP4, Port: tputPort, Proto: lb.UDP}
+	if err := bal.SetService(lb.Service{Key: key, Backends: bes}); err != nil {
 		return nil, err
 	}
-	lbLink, err := attach(lb, bal.Program())
+	lbLink, err := attach(lbHost, bal.Program())
 	if err != nil {
 		return nil, err
 	}
-	in := frame.MustBuild(frame.Spec{SrcMAC: client.MAC, DstMAC: lb.MAC,
+	in := frame.MustBuild(frame.Spec{SrcMAC: client.MAC, DstMAC: lbHost.MAC,
 		Src: netip.MustParseAddrPort("198.18.64.1:10000"), Dst: netip.AddrPortFrom(topo.VIP4, tputPort), UDP: true, Len: tputFrameLen})
 
 	t := &Throughput{
@@ -311,7 +311,7 @@ func (t *Throughput) Markdown() string {
 	row := func(name string, s Side) []string {
 		return []string{name, f(s.RxMpps.Median, 2), f(s.RxMpps.Min, 2) + "-" + f(s.RxMpps.Max, 2), pct(s.RxMpps.Spread, 0), f(s.TxMpps.Median, 2), pct(s.Loss.Median, 1)}
 	}
-	b.WriteString(table([]string{"balancer program", "received Mpps (median)", "min-max", "spread", "sent Mpps", "loss (median)"},
+	b.WriteString(mdTable([]string{"balancer program", "received Mpps (median)", "min-max", "spread", "sent Mpps", "loss (median)"},
 		[][]string{row("xlb (dsr-l2 hairpin, 2 backends)", t.Xlb), row("baseline l2fwd", t.Base)}))
 	fmt.Fprintf(&b, "\nxlb / baseline: %.2fx. Baseline: %s. Generator: %s. Topology: %s. Loss is frames sent by the generator that no sink counted (veth ring overflow under overload), not frames xlb dropped; xlb forwarded %d frames in total.\n\n",
 		t.Ratio, t.Baseline, t.Generator, t.Topology, t.Xlb.Forwarded)

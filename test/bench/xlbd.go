@@ -23,6 +23,7 @@ import (
 	"github.com/xlb-lb/xlb/bpf"
 	"github.com/xlb-lb/xlb/cmd/api"
 	"github.com/xlb-lb/xlb/maps"
+	"github.com/xlb-lb/xlb/maps/lb"
 	"github.com/xlb-lb/xlb/test/lab"
 )
 
@@ -219,7 +220,7 @@ func (p *pinned) installed() (int, bool, error) {
 		for _, svc := range svcs {
 			top = max(top, svc.ID)
 		}
-		t, err := maps.NewMaglevTables(p.tables, &ebpf.MapSpec{}).Get(top)
+		t, err := maps.NewSchedTables(p.tables, &ebpf.MapSpec{}).Get(top)
 		if err != nil {
 			return len(svcs), false, nil
 		}
@@ -235,7 +236,7 @@ func (p *pinned) installed() (int, bool, error) {
 
 // tableID returns the map id of service key's installed Maglev table (it
 // changes with every swap).
-func (p *pinned) tableID(key maps.ServiceKey) (ebpf.MapID, uint32, error) {
+func (p *pinned) tableID(key lb.ServiceKey) (ebpf.MapID, uint32, error) {
 	svcs, err := maps.NewServices(p.services).All()
 	if err != nil {
 		return 0, 0, err
@@ -253,7 +254,7 @@ func (p *pinned) tableID(key maps.ServiceKey) (ebpf.MapID, uint32, error) {
 
 // tableHas reports whether backend addr of service key is in the service's
 // installed Maglev table.
-func (p *pinned) tableHas(key maps.ServiceKey, addr netip.Addr) (bool, error) {
+func (p *pinned) tableHas(key lb.ServiceKey, addr netip.Addr) (bool, error) {
 	_, svcID, err := p.tableID(key)
 	if err != nil {
 		return false, err
@@ -271,7 +272,7 @@ func (p *pinned) tableHas(key maps.ServiceKey, addr netip.Addr) (bool, error) {
 	if id == 0 {
 		return false, nil
 	}
-	table, err := maps.NewMaglevTables(p.tables, &ebpf.MapSpec{}).Get(svcID)
+	table, err := maps.NewSchedTables(p.tables, &ebpf.MapSpec{}).Get(svcID)
 	if err != nil {
 		return false, err
 	}
@@ -286,7 +287,7 @@ func (p *pinned) tableHas(key maps.ServiceKey, addr netip.Addr) (bool, error) {
 // waitTable polls until service key's table was swapped away from old and
 // the new one has (want) or lacks (!want) addr. It returns when that was
 // first seen.
-func (p *pinned) waitTable(key maps.ServiceKey, old ebpf.MapID, addr netip.Addr, want bool, limit time.Duration) (time.Time, error) {
+func (p *pinned) waitTable(key lb.ServiceKey, old ebpf.MapID, addr netip.Addr, want bool, limit time.Duration) (time.Time, error) {
 	deadline := time.Now().Add(limit)
 	seen := old
 	for time.Now().Before(deadline) {
@@ -339,7 +340,7 @@ func measureBackendAdd(o options, bin string) (*AddTiming, error) {
 		return nil, err
 	}
 	defer pins.close()
-	key := maps.ServiceKey{VIP: topo.VIP4, Port: port, Proto: maps.TCP}
+	key := lb.ServiceKey{VIP: topo.VIP4, Port: port, Proto: lb.TCP}
 	svc := key.String()
 	vip := netip.AddrPortFrom(topo.VIP4, port)
 
@@ -485,7 +486,7 @@ func measureMemory(o options, bin string) (*Memory, error) {
 	if o.quick {
 		limit = 60 * time.Second
 	}
-	m := &Memory{Services: services, BackendsPerService: perService, MaglevSize: maps.DefaultMaglevSize}
+	m := &Memory{Services: services, BackendsPerService: perService, MaglevSize: lb.TableSize.Default}
 	deadline := time.Now().Add(limit)
 	for {
 		n, full, err := pins.installed()
@@ -625,7 +626,7 @@ func measureHealthRemoval(o options, bin string) (*HealthTiming, error) {
 		return nil, err
 	}
 	defer pins.close()
-	key := maps.ServiceKey{VIP: topo.VIP4, Port: port, Proto: maps.TCP}
+	key := lb.ServiceKey{VIP: topo.VIP4, Port: port, Proto: lb.TCP}
 	victim := topo.Backends[1]
 	waitIn := func(want bool, limit time.Duration) error {
 		deadline := time.Now().Add(limit)

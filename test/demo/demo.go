@@ -22,7 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/xlb-lb/xlb/cmd/api"
+	"github.com/xlb-lb/xlb/cmd/config"
 	"github.com/xlb-lb/xlb/test/lab"
 )
 
@@ -167,7 +167,7 @@ type run struct {
 	servers      map[string]*lab.HTTPServer
 	service      string
 	vip          netip.AddrPort
-	health       api.Health
+	health       config.Health
 	xlbd         *exec.Cmd
 	xlbdExited   chan error
 	log          *os.File

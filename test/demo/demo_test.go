@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/xlb-lb/xlb/cmd/api"
+	"github.com/xlb-lb/xlb/cmd/config"
 )
 
 var labBackends = []netip.Addr{
@@ -19,7 +19,7 @@ func TestBundledConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := api.ParseConfig(data)
+	cfg, err := config.ParseConfig(data)
 	if err != nil {
 		t.Fatalf("examples/demo.yaml: %v", err)
 	}
@@ -53,7 +53,7 @@ func TestFitsLabRejects(t *testing.T) {
 		if tc.to == "type: tcp" {
 			text = text[:strings.Index(text, "      http:")] + text[strings.Index(text, "    backends:"):]
 		}
-		cfg, err := api.ParseConfig([]byte(text))
+		cfg, err := config.ParseConfig([]byte(text))
 		if err != nil {
 			t.Fatalf("%q → %q: %v", tc.from, tc.to, err)
 		}

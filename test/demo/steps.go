@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/xlb-lb/xlb/cmd/api"
+	"github.com/xlb-lb/xlb/cmd/config"
+	"github.com/xlb-lb/xlb/maps/lb"
 	"github.com/xlb-lb/xlb/test/lab"
 )
 
@@ -116,14 +118,14 @@ func (d *run) stepXlbd(ctx context.Context) error {
 
 // checkConfig reads the demo's config and checks that it fits the lab:
 // one service on the lab's VIP, an HTTP health check, the lab's backends.
-func (d *run) checkConfig() (api.Service, error) {
+func (d *run) checkConfig() (config.Service, error) {
 	data, err := os.ReadFile(d.config)
 	if err != nil {
-		return api.Service{}, err
+		return config.Service{}, err
 	}
-	cfg, err := api.ParseConfig(data)
+	cfg, err := config.ParseConfig(data)
 	if err != nil {
-		return api.Service{}, fmt.Errorf("%s: %w", d.config, err)
+		return config.Service{}, fmt.Errorf("%s: %w", d.config, err)
 	}
 	var addrs []netip.Addr
 	for _, h := range d.topo.Backends {
@@ -134,33 +136,33 @@ func (d *run) checkConfig() (api.Service, error) {
 
 // fitsLab returns the config's one service if it fits the lab: TCP on the
 // lab's VIP, an HTTP health check, the lab's backend addresses in order.
-func fitsLab(cfg *api.Config, backends []netip.Addr) (api.Service, error) {
+func fitsLab(cfg *config.Config, backends []netip.Addr) (config.Service, error) {
 	if len(cfg.Services) != 1 {
-		return api.Service{}, fmt.Errorf("the demo config needs exactly one service, it has %d", len(cfg.Services))
+		return config.Service{}, fmt.Errorf("the demo config needs exactly one service, it has %d", len(cfg.Services))
 	}
 	svc := cfg.Services[0]
 	key, err := svc.Key()
 	if err != nil {
-		return api.Service{}, err
+		return config.Service{}, err
 	}
 	if key.VIP != lab.VIP4 || svc.Protocol != "tcp" {
-		return api.Service{}, fmt.Errorf("the demo config's service %s must be TCP on the lab's VIP %s", key, lab.VIP4)
+		return config.Service{}, fmt.Errorf("the demo config's service %s must be TCP on the lab's VIP %s", key, lab.VIP4)
 	}
-	if svc.Health == nil || svc.Health.Type != api.HealthHTTP || svc.Health.HTTP == nil {
-		return api.Service{}, errors.New("the demo config's service needs an http health check")
+	if svc.Health == nil || svc.Health.Type != string(lb.CheckHTTP) || svc.Health.HTTP == nil {
+		return config.Service{}, errors.New("the demo config's service needs an http health check")
 	}
 	if len(svc.Backends) != len(backends) {
-		return api.Service{}, fmt.Errorf("the demo config has %d backends, the lab %d", len(svc.Backends), len(backends))
+		return config.Service{}, fmt.Errorf("the demo config has %d backends, the lab %d", len(svc.Backends), len(backends))
 	}
 	for i, b := range svc.Backends {
 		if a, _ := b.Addr(); a != backends[i] {
-			return api.Service{}, fmt.Errorf("the demo config's backend %d is %s, the lab's be%d is %s", i+1, b.Address, i+1, backends[i])
+			return config.Service{}, fmt.Errorf("the demo config's backend %d is %s, the lab's be%d is %s", i+1, b.Address, i+1, backends[i])
 		}
 	}
 	return svc, nil
 }
 
-func backendList(svc api.Service) string {
+func backendList(svc config.Service) string {
 	var s []string
 	for _, b := range svc.Backends {
 		s = append(s, b.Address)

@@ -1,4 +1,4 @@
-package api
+package config
 
 import (
 	"encoding/json"
@@ -34,7 +34,7 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 func (d *Duration) UnmarshalText(b []byte) error {
 	v, err := time.ParseDuration(string(b))
 	if err != nil {
-		return fmt.Errorf("duration %q: %s", b, typeReason("api.Duration", srcString, string(b), false))
+		return fmt.Errorf("duration %q: %s", b, typeReason("config.Duration", srcString, string(b), false))
 	}
 	*d = Duration(v)
 	return nil
@@ -58,7 +58,7 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind == yaml.ScalarNode {
 		msg += " `" + n.Value + "`"
 	}
-	return &yaml.TypeError{Errors: []string{msg + " into api.Duration"}}
+	return &yaml.TypeError{Errors: []string{msg + " into config.Duration"}}
 }
 
 // MarshalJSON writes the duration as a JSON string.

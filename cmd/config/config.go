@@ -1,4 +1,4 @@
-package api
+package config
 
 import (
 	"bytes"
@@ -11,29 +11,14 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/xlb-lb/xlb/maps/lb"
 	"gopkg.in/yaml.v3"
-
-	"github.com/xlb-lb/xlb/maps"
 )
 
-// DefaultConfigPath is where xlbd reads its config file by default.
-const DefaultConfigPath = "/etc/xlb/xlb.yaml"
+// DefaultPath is where xlbd reads its config file unless told otherwise.
+const DefaultPath = "/etc/xlb/xlb.yaml"
 
-// XDP attach modes.
-const (
-	XDPModeNative  = "native"
-	XDPModeGeneric = "generic"
-)
-
-// Defaults and bounds of Limits (the same as the loader's).
-const (
-	DefaultConntrackSize = 1 << 20
-	DefaultMaglevSize    = maps.DefaultMaglevSize
-	DefaultMaxServices   = 4096
-	DefaultMaxBackends   = 65536
-)
-
-// Config is the xlbd config file (default DefaultConfigPath).
+// Config is the xlbd config file (default DefaultPath).
 type Config struct {
 	// Interface is the network interface to attach to. Required unless
 	// given by flag, so Validate accepts it empty; see ValidateInterface.
@@ -44,15 +29,6 @@ type Config struct {
 	Conntrack Conntrack `yaml:"conntrack" json:"conntrack"`
 	Services  []Service `yaml:"services" json:"services"`
 }
-
-// Defaults and bounds of Conntrack (those of IPVS).
-const (
-	DefaultTCPTimeout    = Duration(900 * time.Second)
-	DefaultTCPFinTimeout = Duration(120 * time.Second)
-	DefaultUDPTimeout    = Duration(300 * time.Second)
-	MinIdleTimeout       = Duration(time.Second)
-	MaxIdleTimeout       = Duration(7 * 24 * time.Hour)
-)
 
 // Conntrack holds the connection table's idle timeouts: a flow idle
 // longer is forgotten (its next packet is scheduled as a new flow) and no
@@ -114,18 +90,18 @@ func ParseConfig(data []byte) (*Config, error) {
 	return &c, nil
 }
 
-// LoadConfig reads and parses the config file at path. Errors are
-// prefixed with the path.
-func LoadConfig(path string) (*Config, error) {
+// Load reads and parses the config file at path. It returns the file's
+// bytes too (xlbd hashes them). Errors are prefixed with the path.
+func Load(path string) (*Config, []byte, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
+		return nil, nil, fmt.Errorf("read config: %w", err)
 	}
 	c, err := ParseConfig(data)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return c, nil
+	return c, data, nil
 }
 
 // Validate applies the defaults to c, normalises it (see
@@ -178,7 +154,7 @@ func (c *Config) normalize() error {
 		}
 	}
 	var err error
-	c.XDPMode, err = pick("xdp_mode", c.XDPMode, XDPModeNative, []string{XDPModeNative, XDPModeGeneric}, nil)
+	c.XDPMode, err = pick("xdp_mode", c.XDPMode, lb.Native, lb.XDPModes)
 	if err != nil {
 		return err
 	}
@@ -189,7 +165,7 @@ func (c *Config) normalize() error {
 		return under("conntrack", err)
 	}
 
-	seen := make(map[maps.ServiceKey]int, len(c.Services))
+	seen := make(map[lb.ServiceKey]int, len(c.Services))
 	pairs := 0
 	for i := range c.Services {
 		at := "services[" + strconv.Itoa(i) + "]"
@@ -225,61 +201,34 @@ func (c *Config) normalize() error {
 
 func (t *Conntrack) normalize() error {
 	for _, f := range []struct {
-		name string
-		v    *Duration
-		def  Duration
-	}{
-		{"tcp_timeout", &t.TCPTimeout, DefaultTCPTimeout},
-		{"tcp_fin_timeout", &t.TCPFinTimeout, DefaultTCPFinTimeout},
-		{"udp_timeout", &t.UDPTimeout, DefaultUDPTimeout},
-	} {
-		if *f.v == 0 {
-			*f.v = f.def
-		}
-		if *f.v < MinIdleTimeout || *f.v > MaxIdleTimeout {
-			return fieldErr(f.name, f.v.String(), "out of range "+MinIdleTimeout.String()+"-"+MaxIdleTimeout.String())
+		l lb.Limit[time.Duration]
+		v *Duration
+	}{{lb.TCPTimeout, &t.TCPTimeout}, {lb.TCPFinTimeout, &t.TCPFinTimeout}, {lb.UDPTimeout, &t.UDPTimeout}} {
+		*f.v = Duration(f.l.Or(time.Duration(*f.v)))
+		if err := f.l.Check(time.Duration(*f.v)); err != nil {
+			return fieldErr(f.l.Name, f.v.String(), err.Error())
 		}
 	}
 	return nil
+}
+
+// Timeouts returns the idle timeouts in the data plane's terms.
+func (t Conntrack) Timeouts() lb.Timeouts {
+	return lb.Timeouts{TCP: time.Duration(t.TCPTimeout), TCPFin: time.Duration(t.TCPFinTimeout), UDP: time.Duration(t.UDPTimeout)}
 }
 
 func (l *Limits) normalize() error {
 	for _, f := range []struct {
-		name     string
-		v        *uint32
-		def      uint32
-		min, max uint32
-	}{
-		{"conntrack_size", &l.ConntrackSize, DefaultConntrackSize, 64, 1 << 28},
-		{"maglev_size", &l.MaglevSize, DefaultMaglevSize, 251, 1 << 24},
-		{"max_services", &l.MaxServices, DefaultMaxServices, 1, 1 << 16},
-		{"max_backends", &l.MaxBackends, DefaultMaxBackends, 2, 1 << 24},
-	} {
-		if *f.v == 0 {
-			*f.v = f.def
-		}
-		if *f.v < f.min || *f.v > f.max {
-			return fieldErr(f.name, strconv.FormatUint(uint64(*f.v), 10), fmt.Sprintf("out of range %d-%d", f.min, f.max))
+		l lb.Limit[uint32]
+		v *uint32
+	}{{lb.ConntrackSize, &l.ConntrackSize}, {lb.TableSize, &l.MaglevSize}, {lb.MaxServices, &l.MaxServices}, {lb.MaxBackends, &l.MaxBackends}} {
+		*f.v = f.l.Or(*f.v)
+		if err := f.l.Check(*f.v); err != nil {
+			return fieldErr(f.l.Name, strconv.FormatUint(uint64(*f.v), 10), err.Error())
 		}
 	}
-	if !maps.IsPrime(l.MaglevSize) {
-		return fieldErr("maglev_size", strconv.FormatUint(uint64(l.MaglevSize), 10),
-			fmt.Sprintf("not prime (e.g. %d)", nearPrime(l.MaglevSize, 1<<24)))
+	if err := lb.CheckTableSize(l.MaglevSize); err != nil {
+		return fieldErr(lb.TableSize.Name, strconv.FormatUint(uint64(l.MaglevSize), 10), err.Error())
 	}
 	return nil
-}
-
-// nearPrime returns the least prime above n, or the greatest below it if
-// that is above hi.
-func nearPrime(n, hi uint32) uint32 {
-	p := n + 1
-	for !maps.IsPrime(p) {
-		p++
-	}
-	if p <= hi {
-		return p
-	}
-	for p = n - 1; !maps.IsPrime(p); p-- {
-	}
-	return p
 }

@@ -1,4 +1,4 @@
-package api
+package config
 
 import (
 	"encoding/json"
@@ -61,6 +61,8 @@ func TestDecodeServiceErrors(t *testing.T) {
 			`unknown field "mac" in backends[1] (known fields: address, weight)`},
 		{`{"vip": "198.18.1.1", "port": 80, "health": {"http": {"expect": "200"}}}`,
 			`unknown field "expect" in health.http (known fields: method, path, host, https, insecure_skip_verify, expect_status, expect_body)`},
+		{`{"vip": "2001:2::1", "port": 80, "backends": [{"address": "198.18.0.11"}]}`,
+			`backends[0].address "198.18.0.11": IPv4, but vip 2001:2::1 is IPv6: a backend must be of the vip's address family`},
 		{`{"vip": "198.18.1.1", "port": "80"}`, `port "80": want a number, not a quoted string`},
 		{`{"vip": "198.18.1.1", "port": 80.5}`, `port 80.5: not a whole number`},
 		{`{"vip": ["198.18.1.1"], "port": 80}`, `vip: want a string, not an array`},
@@ -130,47 +132,5 @@ func TestDecodeBackend(t *testing.T) {
 	_, err = DecodeBackend(iotest.ErrReader(errors.New("connection reset")))
 	if err == nil || err.Error() != "read body: connection reset" {
 		t.Errorf("reader error: %v", err)
-	}
-}
-
-func TestStatusJSON(t *testing.T) {
-	s := Status{
-		Interface: "eth1", XDPMode: "native", Version: "v0.1.0", Flows: 7,
-		Services: []ServiceStatus{{
-			Service: "198.18.1.1:80/tcp", Scheduler: "maglev", Forward: "dsr-l2",
-			Backends: []BackendStatus{
-				{Address: "198.18.0.11", Weight: 1, MAC: "02:00:00:00:00:11", State: StateUp, Usable: true, InTable: true,
-					Since: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Packets: 10, Bytes: 1000, NewFlows: 2},
-				{Address: "198.18.0.12", State: StateNoMAC, Reason: "no neighbour entry"},
-			},
-			Packets: 10, Bytes: 1000, NewFlows: 2, DropNoBackend: 3,
-		}},
-	}
-	b, err := json.Marshal(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := `{"interface":"eth1","xdp_mode":"native","version":"v0.1.0","services":[{"service":"198.18.1.1:80/tcp",` +
-		`"scheduler":"maglev","persistence":"0s","forward":"dsr-l2","backends":[{"address":"198.18.0.11","weight":1,"mac":"02:00:00:00:00:11",` +
-		`"state":"up","usable":true,"in_table":true,"since":"2026-01-02T03:04:05Z","packets":10,"bytes":1000,"new_flows":2,"active_flows":0},` +
-		`{"address":"198.18.0.12","weight":0,"mac":"","state":"no-mac","usable":false,"in_table":false,"reason":"no neighbour entry",` +
-		`"packets":0,"bytes":0,"new_flows":0,"active_flows":0}],"packets":10,"bytes":1000,"new_flows":2,"drop_no_backend":3}],"flows":7,` +
-		`"timeouts":{"tcp_timeout":"0s","tcp_fin_timeout":"0s","udp_timeout":"0s"}}`
-	if string(b) != want {
-		t.Errorf("got  %s\nwant %s", b, want)
-	}
-	var back Status
-	if err := json.Unmarshal(b, &back); err != nil {
-		t.Fatal(err)
-	}
-	assertEqual(t, back, s)
-
-	f, _ := json.Marshal(Flow{Protocol: "tcp", Client: "198.51.100.7:40000", VIP: "198.18.1.1:80", Backend: "198.18.0.11", IdleSeconds: 1.5})
-	if got := string(f); got != `{"protocol":"tcp","client":"198.51.100.7:40000","vip":"198.18.1.1:80","backend":"198.18.0.11","idle_seconds":1.5}` {
-		t.Errorf("flow: %s", got)
-	}
-	e, _ := json.Marshal(Error{Error: "services[0].port 0: out of range 1-65535"})
-	if got := string(e); got != `{"error":"services[0].port 0: out of range 1-65535"}` {
-		t.Errorf("error: %s", got)
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"crypto/sha256"
@@ -9,15 +9,15 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/xlb-lb/xlb/cmd/api"
+	"github.com/xlb-lb/xlb/cmd/config"
 )
 
 // persisted is the state file: the effective desired services (config file
 // plus every change accepted through the API) and the hash of the config
 // file they were derived from.
 type persisted struct {
-	ConfigHash string        `json:"config_hash"`
-	Services   []api.Service `json:"services"`
+	ConfigHash string           `json:"config_hash"`
+	Services   []config.Service `json:"services"`
 }
 
 func hashBytes(b []byte) string {

@@ -1,4 +1,4 @@
-package maps
+package table
 
 import (
 	"crypto/sha256"
@@ -9,14 +9,16 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/xlb-lb/xlb/maps/lb"
 )
 
 // maglevTestBackends returns n backends with distinct address-like keys,
 // IDs 1..n and the given weight.
-func maglevTestBackends(n int, weight uint32) []MaglevBackend {
-	bs := make([]MaglevBackend, n)
+func maglevTestBackends(n int, weight uint32) []Backend {
+	bs := make([]Backend, n)
 	for i := range bs {
-		bs[i] = MaglevBackend{
+		bs[i] = Backend{
 			ID:     uint32(i + 1),
 			Key:    fmt.Sprintf("198.18.%d.%d", i/256, i%256),
 			Weight: weight,
@@ -25,14 +27,14 @@ func maglevTestBackends(n int, weight uint32) []MaglevBackend {
 	return bs
 }
 
-func mustBuildMaglev(t testing.TB, bs []MaglevBackend, size uint32) []uint32 {
+func mustMaglev(t testing.TB, bs []Backend, size uint32) []uint32 {
 	t.Helper()
-	table, err := BuildMaglev(bs, size)
+	table, err := Maglev(bs, size)
 	if err != nil {
-		t.Fatalf("BuildMaglev(%d backends, size %d): unexpected error: %v", len(bs), size, err)
+		t.Fatalf("Maglev(%d backends, size %d): unexpected error: %v", len(bs), size, err)
 	}
 	if len(table) != int(size) {
-		t.Fatalf("BuildMaglev(%d backends, size %d): table has %d slots", len(bs), size, len(table))
+		t.Fatalf("Maglev(%d backends, size %d): table has %d slots", len(bs), size, len(table))
 	}
 	return table
 }
@@ -57,9 +59,9 @@ func maglevChanged(a, b []uint32) int {
 }
 
 func TestMaglevEvenness(t *testing.T) {
-	for _, size := range []uint32{DefaultMaglevSize, 655373} {
+	for _, size := range []uint32{lb.TableSize.Default, 655373} {
 		const n = 100
-		table := mustBuildMaglev(t, maglevTestBackends(n, 1), size)
+		table := mustMaglev(t, maglevTestBackends(n, 1), size)
 		counts := maglevCounts(table)
 		if counts[0] != 0 {
 			t.Errorf("size %d: %d empty slots, want 0", size, counts[0])
@@ -75,9 +77,9 @@ func TestMaglevEvenness(t *testing.T) {
 }
 
 func TestMaglevLargeBackendSets(t *testing.T) {
-	for _, size := range []uint32{DefaultMaglevSize, 655373} {
+	for _, size := range []uint32{lb.TableSize.Default, 655373} {
 		const n = 4096
-		table := mustBuildMaglev(t, maglevTestBackends(n, 1), size)
+		table := mustMaglev(t, maglevTestBackends(n, 1), size)
 		counts := maglevCounts(table)
 		if counts[0] != 0 {
 			t.Errorf("size %d: %d empty slots, want 0", size, counts[0])
@@ -93,16 +95,16 @@ func TestMaglevLargeBackendSets(t *testing.T) {
 
 func TestMaglevDisruption(t *testing.T) {
 	const n = 100
-	size := uint32(DefaultMaglevSize)
+	size := uint32(lb.TableSize.Default)
 	maxChanged := int(0.02 * float64(size))
 	all := maglevTestBackends(n+1, 1)
-	base := mustBuildMaglev(t, all[:n], size)
+	base := mustMaglev(t, all[:n], size)
 
 	t.Run("remove", func(t *testing.T) {
 		for _, victim := range []int{0, 37, n - 1} {
 			removed := all[victim].ID
 			rest := slices.Delete(slices.Clone(all[:n]), victim, victim+1)
-			after := mustBuildMaglev(t, rest, size)
+			after := mustMaglev(t, rest, size)
 			if ch := maglevChanged(base, after); ch > maxChanged {
 				t.Errorf("removing backend %q of %d changed %d slots (%.2f%%), want at most %d (2%%)",
 					all[victim].Key, n, ch, 100*float64(ch)/float64(size), maxChanged)
@@ -123,7 +125,7 @@ func TestMaglevDisruption(t *testing.T) {
 	})
 
 	t.Run("add", func(t *testing.T) {
-		after := mustBuildMaglev(t, all[:n+1], size)
+		after := mustMaglev(t, all[:n+1], size)
 		if ch := maglevChanged(base, after); ch > maxChanged {
 			t.Errorf("adding 1 backend to %d changed %d slots (%.2f%%), want at most %d (2%%)",
 				n, ch, 100*float64(ch)/float64(size), maxChanged)
@@ -135,14 +137,14 @@ func TestMaglevDisruption(t *testing.T) {
 }
 
 func TestMaglevWeights(t *testing.T) {
-	size := uint32(DefaultMaglevSize)
+	size := uint32(lb.TableSize.Default)
 
 	t.Run("1:2", func(t *testing.T) {
 		bs := maglevTestBackends(20, 1)
 		for i := 10; i < 20; i++ {
 			bs[i].Weight = 2
 		}
-		counts := maglevCounts(mustBuildMaglev(t, bs, size))
+		counts := maglevCounts(mustMaglev(t, bs, size))
 		if counts[0] != 0 {
 			t.Errorf("%d empty slots, want 0", counts[0])
 		}
@@ -163,7 +165,7 @@ func TestMaglevWeights(t *testing.T) {
 			for i := range bs {
 				bs[i].Weight = uint32(i+1) * scale
 			}
-			counts := maglevCounts(mustBuildMaglev(t, bs, size))
+			counts := maglevCounts(mustMaglev(t, bs, size))
 			if counts[0] != 0 {
 				t.Errorf("weights %d:%d:%d: %d empty slots, want 0", scale, 2*scale, 3*scale, counts[0])
 			}
@@ -187,8 +189,8 @@ func TestMaglevWeights(t *testing.T) {
 			small[i].Weight = uint32(i%5 + 1)
 			big[i].Weight = small[i].Weight * 1000
 		}
-		a := mustBuildMaglev(t, small, size)
-		b := mustBuildMaglev(t, big, size)
+		a := mustMaglev(t, small, size)
+		b := mustMaglev(t, big, size)
 		if ch := maglevChanged(a, b); ch != 0 {
 			t.Errorf("scaling all weights by 1000 changed %d slots, want 0", ch)
 		}
@@ -200,8 +202,8 @@ func TestMaglevWeights(t *testing.T) {
 		// light backends (each gets its quota rounded, i.e. one slot), and
 		// the heavy one stays within 0.1% of its share.
 		bs := maglevTestBackends(1000, 1)
-		bs[500].Weight = MaxWeight
-		counts := maglevCounts(mustBuildMaglev(t, bs, size))
+		bs[500].Weight = lb.MaxWeight
+		counts := maglevCounts(mustMaglev(t, bs, size))
 		var total uint64
 		for _, b := range bs {
 			total += uint64(b.Weight)
@@ -209,7 +211,7 @@ func TestMaglevWeights(t *testing.T) {
 		for _, b := range bs {
 			want := float64(size) * float64(b.Weight) / float64(total)
 			got := float64(counts[b.ID])
-			if b.Weight == MaxWeight {
+			if b.Weight == lb.MaxWeight {
 				if got < want*0.999 || got > want*1.001 {
 					t.Errorf("heavy backend %q owns %d slots, want %.1f within 0.1%%", b.Key, counts[b.ID], want)
 				}
@@ -221,26 +223,26 @@ func TestMaglevWeights(t *testing.T) {
 }
 
 func TestMaglevDeterminism(t *testing.T) {
-	size := uint32(DefaultMaglevSize)
+	size := uint32(lb.TableSize.Default)
 	rng := rand.New(rand.NewPCG(1, 2))
 	bs := maglevTestBackends(50, 0)
 	for i := range bs {
 		bs[i].Weight = uint32(rng.IntN(4)) // includes drained backends
 	}
 	bs[0].Weight = 3
-	want := mustBuildMaglev(t, bs, size)
+	want := mustMaglev(t, bs, size)
 
 	t.Run("shuffle", func(t *testing.T) {
 		for round := range 20 {
 			shuffled := slices.Clone(bs)
 			rng.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
 			before := slices.Clone(shuffled)
-			got := mustBuildMaglev(t, shuffled, size)
+			got := mustMaglev(t, shuffled, size)
 			if ch := maglevChanged(want, got); ch != 0 {
 				t.Fatalf("shuffle %d: table differs from the unshuffled one in %d slots", round, ch)
 			}
 			if !slices.Equal(before, shuffled) {
-				t.Fatalf("shuffle %d: BuildMaglev modified its input slice", round)
+				t.Fatalf("shuffle %d: Maglev modified its input slice", round)
 			}
 		}
 	})
@@ -252,7 +254,7 @@ func TestMaglevDeterminism(t *testing.T) {
 		for i := range renumbered {
 			renumbered[i].ID = uint32(10000 + 7*(len(bs)-i))
 		}
-		keyOf := func(bs []MaglevBackend) map[uint32]string {
+		keyOf := func(bs []Backend) map[uint32]string {
 			m := make(map[uint32]string)
 			for _, b := range bs {
 				m[b.ID] = b.Key
@@ -260,7 +262,7 @@ func TestMaglevDeterminism(t *testing.T) {
 			return m
 		}
 		keysA, keysB := keyOf(bs), keyOf(renumbered)
-		got := mustBuildMaglev(t, renumbered, size)
+		got := mustMaglev(t, renumbered, size)
 		for i := range want {
 			if ka, kb := keysA[want[i]], keysB[got[i]]; ka != kb {
 				t.Fatalf("slot %d: key %q with original IDs, %q with renumbered IDs", i, ka, kb)
@@ -278,7 +280,7 @@ func TestMaglevGolden(t *testing.T) {
 	for i := range bs {
 		bs[i].Weight = uint32(i%3 + 1)
 	}
-	table := mustBuildMaglev(t, bs, DefaultMaglevSize)
+	table := mustMaglev(t, bs, lb.TableSize.Default)
 	h := sha256.New()
 	buf := make([]byte, 4)
 	for _, id := range table {
@@ -292,14 +294,14 @@ func TestMaglevGolden(t *testing.T) {
 }
 
 // maglevReference is a direct transcription of the weighted round loop that
-// BuildMaglev's heap implements: each round, in Key order, every backend
+// Maglev's heap implements: each round, in Key order, every backend
 // accumulates Weight/maxWeight credit, starting from one half, and places
 // one slot per whole unit of credit.
 // Inputs must be valid.
-func maglevReference(backends []MaglevBackend, size uint32) []uint32 {
+func maglevReference(backends []Backend, size uint32) []uint32 {
 	bs := slices.Clone(backends)
-	slices.SortFunc(bs, func(a, b MaglevBackend) int { return strings.Compare(a.Key, b.Key) })
-	bs = slices.DeleteFunc(bs, func(b MaglevBackend) bool { return b.Weight == 0 })
+	slices.SortFunc(bs, func(a, b Backend) int { return strings.Compare(a.Key, b.Key) })
+	bs = slices.DeleteFunc(bs, func(b Backend) bool { return b.Weight == 0 })
 	table := make([]uint32, size)
 	if len(bs) == 0 {
 		return table
@@ -340,16 +342,16 @@ func TestMaglevMatchesReference(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	for round := range 30 {
 		n := 1 + rng.IntN(200)
-		size := []uint32{251, 1021, 4099, DefaultMaglevSize}[rng.IntN(4)]
+		size := []uint32{251, 1021, 4099, lb.TableSize.Default}[rng.IntN(4)]
 		if uint32(n) > size {
 			n = int(size)
 		}
 		bs := maglevTestBackends(n, 0)
-		maxW := []int{1, 3, 100, MaxWeight}[rng.IntN(4)]
+		maxW := []int{1, 3, 100, lb.MaxWeight}[rng.IntN(4)]
 		for i := range bs {
 			bs[i].Weight = uint32(rng.IntN(maxW + 1))
 		}
-		got := mustBuildMaglev(t, bs, size)
+		got := mustMaglev(t, bs, size)
 		want := maglevReference(bs, size)
 		if ch := maglevChanged(want, got); ch != 0 {
 			t.Fatalf("round %d (%d backends, size %d, weights 0-%d): %d slots differ from the reference round loop",
@@ -359,12 +361,12 @@ func TestMaglevMatchesReference(t *testing.T) {
 }
 
 func TestMaglevDrain(t *testing.T) {
-	size := uint32(DefaultMaglevSize)
+	size := uint32(lb.TableSize.Default)
 
 	t.Run("one drained", func(t *testing.T) {
 		bs := maglevTestBackends(10, 1)
 		bs[4].Weight = 0
-		counts := maglevCounts(mustBuildMaglev(t, bs, size))
+		counts := maglevCounts(mustMaglev(t, bs, size))
 		if c := counts[bs[4].ID]; c != 0 {
 			t.Errorf("drained backend %q owns %d slots, want 0", bs[4].Key, c)
 		}
@@ -376,20 +378,20 @@ func TestMaglevDrain(t *testing.T) {
 	t.Run("drained do not count toward size", func(t *testing.T) {
 		bs := maglevTestBackends(10, 0)
 		bs[0].Weight, bs[1].Weight = 1, 1
-		counts := maglevCounts(mustBuildMaglev(t, bs, 3))
+		counts := maglevCounts(mustMaglev(t, bs, 3))
 		if counts[bs[0].ID]+counts[bs[1].ID] != 3 {
 			t.Errorf("2 active backends in 3 slots: got counts %v", counts)
 		}
 	})
 
-	cases := map[string][]MaglevBackend{
+	cases := map[string][]Backend{
 		"all zero": maglevTestBackends(10, 0),
 		"empty":    {},
 		"nil":      nil,
 	}
 	for name, bs := range cases {
 		t.Run(name, func(t *testing.T) {
-			table := mustBuildMaglev(t, bs, size)
+			table := mustMaglev(t, bs, size)
 			if c := maglevCounts(table); c[0] != int(size) {
 				t.Errorf("%d of %d slots are empty, want all", c[0], size)
 			}
@@ -399,12 +401,12 @@ func TestMaglevDrain(t *testing.T) {
 
 func TestMaglevErrors(t *testing.T) {
 	ok := maglevTestBackends(3, 1)
-	with := func(f func(bs []MaglevBackend) []MaglevBackend) []MaglevBackend {
+	with := func(f func(bs []Backend) []Backend) []Backend {
 		return f(slices.Clone(ok))
 	}
 	cases := []struct {
 		name     string
-		backends []MaglevBackend
+		backends []Backend
 		size     uint32
 		want     []string
 	}{
@@ -412,70 +414,54 @@ func TestMaglevErrors(t *testing.T) {
 		{"size 0", ok, 0, []string{"maglev size 0 out of range"}},
 		{"size 2", ok, 2, []string{"maglev size 2 out of range"}},
 		{"size too large", ok, 1<<26 + 15, []string{"maglev size 67108879 out of range"}},
-		{"id 0", with(func(bs []MaglevBackend) []MaglevBackend {
+		{"id 0", with(func(bs []Backend) []Backend {
 			bs[1].ID = 0
 			bs[1].Key = "198.18.0.11"
 			return bs
-		}), DefaultMaglevSize, []string{`backend "198.18.0.11": id 0 is reserved`}},
-		{"id 0 drained", with(func(bs []MaglevBackend) []MaglevBackend {
+		}), lb.TableSize.Default, []string{`backend "198.18.0.11": id 0 is reserved`}},
+		{"id 0 drained", with(func(bs []Backend) []Backend {
 			bs[1].ID, bs[1].Weight = 0, 0
 			return bs
-		}), DefaultMaglevSize, []string{`backend "198.18.0.1": id 0 is reserved`}},
-		{"duplicate key", with(func(bs []MaglevBackend) []MaglevBackend {
+		}), lb.TableSize.Default, []string{`backend "198.18.0.1": id 0 is reserved`}},
+		{"duplicate key", with(func(bs []Backend) []Backend {
 			bs[0].Key, bs[2].Key = "198.18.0.11", "198.18.0.11"
 			return bs
-		}), DefaultMaglevSize, []string{`duplicate backend key "198.18.0.11"`}},
-		{"empty key", with(func(bs []MaglevBackend) []MaglevBackend {
+		}), lb.TableSize.Default, []string{`duplicate backend key "198.18.0.11"`}},
+		{"empty key", with(func(bs []Backend) []Backend {
 			bs[2].Key = ""
 			return bs
-		}), DefaultMaglevSize, []string{"backend key is empty"}},
-		{"weight too large", with(func(bs []MaglevBackend) []MaglevBackend {
+		}), lb.TableSize.Default, []string{"backend key is empty"}},
+		{"weight too large", with(func(bs []Backend) []Backend {
 			bs[0].Key, bs[0].Weight = "x", 70000
 			return bs
-		}), DefaultMaglevSize, []string{`backend "x": weight 70000 out of range 0-65535`}},
+		}), lb.TableSize.Default, []string{`backend "x": weight 70000 out of range 0-65535`}},
 		{"size smaller than backends", maglevTestBackends(7, 1), 5, []string{"maglev size 5", "7 backends"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			table, err := BuildMaglev(tc.backends, tc.size)
+			table, err := Maglev(tc.backends, tc.size)
 			if err == nil {
-				t.Fatalf("BuildMaglev(size %d): got no error, want one containing %q", tc.size, tc.want)
+				t.Fatalf("Maglev(size %d): got no error, want one containing %q", tc.size, tc.want)
 			}
 			for _, w := range tc.want {
 				if !strings.Contains(err.Error(), w) {
-					t.Errorf("BuildMaglev(size %d): error %q does not contain %q", tc.size, err, w)
+					t.Errorf("Maglev(size %d): error %q does not contain %q", tc.size, err, w)
 				}
 			}
 			if table != nil {
-				t.Errorf("BuildMaglev(size %d): got a %d-slot table along with error %q, want nil", tc.size, len(table), err)
+				t.Errorf("Maglev(size %d): got a %d-slot table along with error %q, want nil", tc.size, len(table), err)
 			}
 		})
 	}
 }
 
-func TestMaglevIsPrime(t *testing.T) {
-	cases := []struct {
-		n    uint32
-		want bool
-	}{
-		{0, false}, {1, false}, {2, true}, {3, true}, {4, false}, {9, false},
-		{25, false}, {251, true}, {65536, false}, {65537, true}, {655373, true},
-		{655371, false}, {4294967291, true}, {4294967295, false},
-	}
-	for _, tc := range cases {
-		if got := IsPrime(tc.n); got != tc.want {
-			t.Errorf("IsPrime(%d) = %v, want %v", tc.n, got, tc.want)
-		}
-	}
-}
-
-func BenchmarkBuildMaglev(b *testing.B) {
+func BenchmarkMaglev(b *testing.B) {
 	for _, n := range []int{10, 100, 1000, 4096} {
-		b.Run(fmt.Sprintf("backends=%d/size=%d", n, DefaultMaglevSize), func(b *testing.B) {
+		b.Run(fmt.Sprintf("backends=%d/size=%d", n, lb.TableSize.Default), func(b *testing.B) {
 			bs := maglevTestBackends(n, 1)
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := BuildMaglev(bs, DefaultMaglevSize); err != nil {
+				if _, err := Maglev(bs, lb.TableSize.Default); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -485,7 +471,7 @@ func BenchmarkBuildMaglev(b *testing.B) {
 		bs := maglevTestBackends(4096, 1)
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := BuildMaglev(bs, 655373); err != nil {
+			if _, err := Maglev(bs, 655373); err != nil {
 				b.Fatal(err)
 			}
 		}

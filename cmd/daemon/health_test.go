@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"bufio"
@@ -12,7 +12,7 @@ import (
 
 	"github.com/xlb-lb/xlb/cmd/api"
 	"github.com/xlb-lb/xlb/health"
-	"github.com/xlb-lb/xlb/maps"
+	"github.com/xlb-lb/xlb/maps/lb"
 )
 
 // probes answers health checks from a table the test changes: an address
@@ -52,7 +52,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func backendStatus(d *daemon, addr string) api.BackendStatus {
+func backendStatus(d *Daemon, addr string) api.BackendStatus {
 	for _, s := range d.status().Services {
 		for _, b := range s.Backends {
 			if b.Address == addr {
@@ -63,7 +63,7 @@ func backendStatus(d *daemon, addr string) api.BackendStatus {
 	return api.BackendStatus{}
 }
 
-func serviceStatus(d *daemon, key string) api.ServiceStatus {
+func serviceStatus(d *Daemon, key string) api.ServiceStatus {
 	for _, s := range d.status().Services {
 		if s.Service == key {
 			return s
@@ -72,7 +72,7 @@ func serviceStatus(d *daemon, key string) api.ServiceStatus {
 	return api.ServiceStatus{}
 }
 
-func metricsText(d *daemon) string {
+func metricsText(d *Daemon) string {
 	var b bytes.Buffer
 	w := bufio.NewWriter(&b)
 	d.writeMetrics(w)
@@ -118,7 +118,7 @@ func TestHealthDrivesTheDataPlane(t *testing.T) {
 	if b.Usable || b.InTable || b.Reason != "tcp check failed: connect refused" || b.Check == nil || b.Check.OK {
 		t.Fatalf("a failed backend: %+v", b)
 	}
-	inst, _ := d.bal.Service(mustKey(t, key))
+	inst, _ := installed(t, d, key)
 	for _, ib := range inst.Backends {
 		if ib.Addr == netip.MustParseAddr("198.18.0.12") && (!ib.Down || ib.InTable) {
 			t.Fatalf("data plane: %+v, want down and out of the table", ib)
@@ -145,7 +145,7 @@ func TestHealthDrivesTheDataPlane(t *testing.T) {
 
 	// Every weighted backend down, policy drop.
 	p.set("198.18.0.11", false)
-	waitFor(t, "all down, drop", func() bool { return serviceStatus(d, key).AllDown == api.AllDownDrop })
+	waitFor(t, "all down, drop", func() bool { return serviceStatus(d, key).AllDown == string(lb.AllDownDrop) })
 	if b := backendStatus(d, "198.18.0.11"); b.Usable {
 		t.Fatalf("all down with drop: %+v still usable", b)
 	}
@@ -161,7 +161,7 @@ func TestHealthDrivesTheDataPlane(t *testing.T) {
 	}
 	s := serviceStatus(d, key)
 	b = backendStatus(d, "198.18.0.11")
-	if s.AllDown != api.AllDownKeepLast || !b.Usable || !b.InTable || b.State != api.StateDown || !strings.Contains(b.Reason, "keep-last") {
+	if s.AllDown != string(lb.AllDownKeepLast) || !b.Usable || !b.InTable || b.State != api.StateDown || !strings.Contains(b.Reason, "keep-last") {
 		t.Fatalf("keep-last: service %q, .11 %+v; want .11 still carrying traffic", s.AllDown, b)
 	}
 	if b := backendStatus(d, "198.18.0.12"); b.Usable {
@@ -226,9 +226,9 @@ func TestHealthStartUp(t *testing.T) {
 	}
 }
 
-func mustKey(t *testing.T, s string) maps.ServiceKey {
+func mustKey(t *testing.T, s string) lb.ServiceKey {
 	t.Helper()
-	k, err := api.ParseServiceKey(s)
+	k, err := lb.ParseServiceKey(s)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package maps
+package table
 
 import (
 	"errors"
@@ -6,35 +6,30 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/xlb-lb/xlb/bpf"
+	"github.com/xlb-lb/xlb/maps/lb"
 )
 
-// MaxLeastConnBackends is the number of backends with a weight above 0 a
-// least-conn service may have: the data plane scans them all for every new
-// flow, so the scan has a fixed bound.
-const MaxLeastConnBackends = bpf.MaxLCBackends
-
-// BuildTable returns the scheduler table the data plane reads for a
+// Build returns the scheduler table the data plane reads for a
 // service with scheduler sched: the Maglev table for maglev and
 // source-hash, the round-robin sequence, or the least-conn candidate list.
 // Backends with weight 0 take no part (drained).
-func BuildTable(sched Scheduler, backends []MaglevBackend, size uint32) ([]uint32, error) {
+func Build(sched lb.Scheduler, backends []Backend, size uint32) ([]uint32, error) {
 	switch sched {
-	case Maglev, SourceHash:
-		return BuildMaglev(backends, size)
-	case RoundRobin:
-		return BuildRoundRobin(backends, size)
-	case LeastConn:
-		return BuildLeastConn(backends, size)
+	case lb.Maglev, lb.SourceHash:
+		return Maglev(backends, size)
+	case lb.RoundRobin:
+		return RoundRobin(backends, size)
+	case lb.LeastConn:
+		return LeastConn(backends, size)
 	}
 	return nil, fmt.Errorf("scheduler %s has no table", sched)
 }
 
-// checkBackends validates backends as BuildMaglev does and returns those
+// checkBackends validates backends as Maglev does and returns those
 // with a weight above 0 in Key order.
-func checkBackends(backends []MaglevBackend) ([]MaglevBackend, error) {
+func checkBackends(backends []Backend) ([]Backend, error) {
 	sorted := slices.Clone(backends)
-	slices.SortFunc(sorted, func(a, b MaglevBackend) int { return strings.Compare(a.Key, b.Key) })
+	slices.SortFunc(sorted, func(a, b Backend) int { return strings.Compare(a.Key, b.Key) })
 	out := sorted[:0]
 	for i, b := range sorted {
 		switch {
@@ -44,8 +39,8 @@ func checkBackends(backends []MaglevBackend) ([]MaglevBackend, error) {
 			return nil, fmt.Errorf("duplicate backend key %q", b.Key)
 		case b.ID == 0:
 			return nil, fmt.Errorf("backend %q: id 0 is reserved", b.Key)
-		case b.Weight > MaxWeight:
-			return nil, fmt.Errorf("backend %q: weight %d out of range 0-%d", b.Key, b.Weight, MaxWeight)
+		case b.Weight > lb.MaxWeight:
+			return nil, fmt.Errorf("backend %q: weight %d out of range 0-%d", b.Key, b.Weight, lb.MaxWeight)
 		}
 		if b.Weight > 0 {
 			out = append(out, b)
@@ -54,7 +49,7 @@ func checkBackends(backends []MaglevBackend) ([]MaglevBackend, error) {
 	return out, nil
 }
 
-// BuildRoundRobin returns size slots holding a smooth weighted round-robin
+// RoundRobin returns size slots holding a smooth weighted round-robin
 // sequence of the backends with weight above 0 (all 0 when there is none).
 // The data plane walks it with one cursor per CPU, wrapping at size.
 //
@@ -63,7 +58,7 @@ func checkBackends(backends []MaglevBackend) ([]MaglevBackend, error) {
 // order). The first N slots therefore give every backend its weighted
 // share to within one slot, whatever N is, and any N consecutive slots to
 // within two: a cursor's picks follow the weights closely at every point.
-func BuildRoundRobin(backends []MaglevBackend, size uint32) ([]uint32, error) {
+func RoundRobin(backends []Backend, size uint32) ([]uint32, error) {
 	if size < 1 {
 		return nil, fmt.Errorf("round-robin table size %d: must be at least 1", size)
 	}
@@ -123,18 +118,18 @@ func BuildRoundRobin(backends []MaglevBackend, size uint32) ([]uint32, error) {
 	return table, nil
 }
 
-// BuildLeastConn returns the least-conn table of size slots: slot 0 holds
+// LeastConn returns the least-conn table of size slots: slot 0 holds
 // the number n of backends with weight above 0, slots 1..n their IDs in Key
 // order, the rest 0. The data plane reads weights and active-flow counts
 // live, so a weight change needs no new table to take effect, but one is
 // built anyway (a backend drained to 0 leaves the list).
-func BuildLeastConn(backends []MaglevBackend, size uint32) ([]uint32, error) {
+func LeastConn(backends []Backend, size uint32) ([]uint32, error) {
 	active, err := checkBackends(backends)
 	if err != nil {
 		return nil, err
 	}
-	if len(active) > MaxLeastConnBackends {
-		return nil, fmt.Errorf("least-conn: %d backends with weight above 0, at most %d", len(active), MaxLeastConnBackends)
+	if len(active) > lb.MaxLeastConnBackends {
+		return nil, fmt.Errorf("least-conn: %d backends with weight above 0, at most %d", len(active), lb.MaxLeastConnBackends)
 	}
 	if uint64(len(active))+1 > uint64(size) {
 		return nil, fmt.Errorf("least-conn: %d backends do not fit a table of %d slots", len(active), size)

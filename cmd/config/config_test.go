@@ -1,4 +1,4 @@
-package api
+package config
 
 import (
 	"encoding/json"
@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/xlb-lb/xlb/maps/lb"
 )
 
 func u32(v uint32) *uint32 { return &v }
@@ -32,7 +34,7 @@ func TestParseExample(t *testing.T) {
 			MaxServices:   4096,
 			MaxBackends:   65536,
 		},
-		Conntrack: Conntrack{TCPTimeout: DefaultTCPTimeout, TCPFinTimeout: DefaultTCPFinTimeout, UDPTimeout: DefaultUDPTimeout},
+		Conntrack: Conntrack{TCPTimeout: Duration(lb.TCPTimeout.Default), TCPFinTimeout: Duration(lb.TCPFinTimeout.Default), UDPTimeout: Duration(lb.UDPTimeout.Default)},
 		Services: []Service{
 			{
 				VIP: "198.18.1.1", Port: 80, Protocol: "tcp", Scheduler: "maglev", Forward: "dsr-l2",
@@ -103,7 +105,7 @@ services:
     health: {type: ping}
     backends:
       - address: ::ffff:198.18.0.31
-      - address: 2001:0002:0000::0031
+      - address: ::ffff:198.18.0.32
   - vip: 198.18.1.4
     port: 80
     health: {http: {}}
@@ -114,7 +116,7 @@ services:
 	want := &Config{
 		XDPMode:   "native",
 		Limits:    Limits{ConntrackSize: 1 << 20, MaglevSize: 65537, MaxServices: 4096, MaxBackends: 65536},
-		Conntrack: Conntrack{TCPTimeout: DefaultTCPTimeout, TCPFinTimeout: DefaultTCPFinTimeout, UDPTimeout: DefaultUDPTimeout},
+		Conntrack: Conntrack{TCPTimeout: Duration(lb.TCPTimeout.Default), TCPFinTimeout: Duration(lb.TCPFinTimeout.Default), UDPTimeout: Duration(lb.UDPTimeout.Default)},
 		Services: []Service{
 			{
 				VIP: "198.18.1.1", Port: 80, Protocol: "tcp", Scheduler: "maglev", Forward: "dsr-l2",
@@ -141,7 +143,7 @@ services:
 				},
 				Backends: []Backend{
 					{Address: "198.18.0.31", Weight: u32(1)},
-					{Address: "2001:2::31", Weight: u32(1)},
+					{Address: "198.18.0.32", Weight: u32(1)},
 				},
 			},
 			{
@@ -258,6 +260,12 @@ func TestParseConfigErrors(t *testing.T) {
 			`line 6: services[0].backends[1].address "198.18.0.300": not an IP address`},
 		{"backend address missing", svc + "      - weight: 2\n", `line 7: services[0].backends[1].address: required`},
 		{"backend is vip", svc + "      - address: 198.18.1.1\n", `line 7: services[0].backends[1].address "198.18.1.1": same as the service's vip`},
+		// A backend of the other address family (fixed bug: it was accepted,
+		// then sat in no-mac forever or showed up on an IPv6 VIP).
+		{"backend of the other family", svc + "      - address: 2001:2::11\n",
+			`line 7: services[0].backends[1].address "2001:2::11": IPv6, but vip 198.18.1.1 is IPv4: a backend must be of the vip's address family`},
+		{"backend v4-mapped of an IPv6 vip", "services:\n  - vip: 2001:2::1\n    port: 80\n    backends:\n      - address: ::ffff:198.18.0.11\n",
+			`line 5: services[0].backends[0].address "::ffff:198.18.0.11": IPv4, but vip 2001:2::1 is IPv6: a backend must be of the vip's address family`},
 		{"backend multicast", svc + "      - address: ff02::1\n", `services[0].backends[1].address "ff02::1": not a unicast address (multicast)`},
 		{"duplicate backend", svc + "      - address: 198.18.0.12\n      - address: ::ffff:198.18.0.11\n",
 			`line 8: services[0].backends[2]: duplicate backend 198.18.0.11 (also backends[0])`},
@@ -305,7 +313,7 @@ func TestParseConfigErrors(t *testing.T) {
 			if strings.Contains(msg, "\n") || msg != strings.ToLower(msg[:1])+msg[1:] {
 				t.Errorf("error %q: want one line starting lower case", msg)
 			}
-			if strings.Contains(msg, "yaml:") || strings.Contains(msg, "api.") {
+			if strings.Contains(msg, "yaml:") || strings.Contains(msg, "config.") {
 				t.Errorf("error %q leaks decoder internals", msg)
 			}
 		})
@@ -363,28 +371,28 @@ func cloneConfig(c *Config) *Config {
 	return &n
 }
 
-func TestLoadConfig(t *testing.T) {
+func TestLoad(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "xlb.yaml")
 	if err := os.WriteFile(good, []byte("interface: eth0\n"+svc), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c, err := LoadConfig(good)
+	c, _, err := Load(good)
 	if err != nil || c.Interface != "eth0" || len(c.Services) != 1 {
-		t.Fatalf("LoadConfig: %+v, %v", c, err)
+		t.Fatalf("Load: %+v, %v", c, err)
 	}
 
 	bad := filepath.Join(dir, "bad.yaml")
 	if err := os.WriteFile(bad, []byte(svc+"    sheduler: sh\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err = LoadConfig(bad)
+	_, _, err = Load(bad)
 	want := bad + `: line 7: field "sheduler" not found in services[0] (did you mean "scheduler"?)`
 	if err == nil || err.Error() != want {
 		t.Errorf("got %v\nwant %s", err, want)
 	}
 
-	_, err = LoadConfig(filepath.Join(dir, "missing.yaml"))
+	_, _, err = Load(filepath.Join(dir, "missing.yaml"))
 	if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "missing.yaml") {
 		t.Errorf("missing file: %v", err)
 	}

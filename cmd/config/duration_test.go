@@ -1,4 +1,4 @@
-package api
+package config
 
 import (
 	"encoding/json"

@@ -1,4 +1,4 @@
-package api
+package config
 
 import (
 	"bytes"
@@ -14,12 +14,12 @@ import (
 
 // configTypes are the types the YAML decoder names in its errors.
 var configTypes = map[string]reflect.Type{
-	"api.Config":    reflect.TypeFor[Config](),
-	"api.Limits":    reflect.TypeFor[Limits](),
-	"api.Service":   reflect.TypeFor[Service](),
-	"api.Backend":   reflect.TypeFor[Backend](),
-	"api.Health":    reflect.TypeFor[Health](),
-	"api.HTTPCheck": reflect.TypeFor[HTTPCheck](),
+	"config.Config":    reflect.TypeFor[Config](),
+	"config.Limits":    reflect.TypeFor[Limits](),
+	"config.Service":   reflect.TypeFor[Service](),
+	"config.Backend":   reflect.TypeFor[Backend](),
+	"config.Health":    reflect.TypeFor[Health](),
+	"config.HTTPCheck": reflect.TypeFor[HTTPCheck](),
 }
 
 var (

@@ -1,4 +1,4 @@
-package api
+package config
 
 import (
 	"cmp"
@@ -11,55 +11,19 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/xlb-lb/xlb/maps"
+	"github.com/xlb-lb/xlb/maps/lb"
 )
 
-// Canonical names accepted in the config and the API. Input is matched
-// case-insensitively and stored in this form.
+// Names (protocols, schedulers, forwarding modes, check types, all-down
+// policies) are matched case-insensitively against package lb's tables,
+// aliases included, and stored in canonical form. Defaults and bounds are
+// lb's limits.
+
+// Defaults of an http check's request and expectation.
 const (
-	ProtocolTCP = "tcp"
-	ProtocolUDP = "udp"
-
-	SchedulerMaglev     = "maglev"
-	SchedulerSourceHash = "source-hash"
-	SchedulerRoundRobin = "round-robin"
-	SchedulerLeastConn  = "least-conn"
-
-	ForwardDSRL2 = "dsr-l2"
-
-	HealthTCP  = "tcp"
-	HealthHTTP = "http"
-	HealthICMP = "icmp"
-	HealthNone = "none"
-
-	AllDownDrop     = "drop"
-	AllDownKeepLast = "keep-last"
-)
-
-// SchedulerAliases are the other names each scheduler is known by
-// (ipvsadm's among them).
-var SchedulerAliases = map[string]string{
-	"mh": SchedulerMaglev, "sh": SchedulerSourceHash,
-	"rr": SchedulerRoundRobin, "wrr": SchedulerRoundRobin,
-	"lc": SchedulerLeastConn, "wlc": SchedulerLeastConn,
-}
-
-// Health check defaults and bounds.
-const (
-	DefaultInterval     = Duration(2 * time.Second)
-	DefaultTimeout      = Duration(time.Second) // or half the interval, if less
-	DefaultRise         = 2
-	DefaultFall         = 3
 	DefaultHTTPMethod   = "GET"
 	DefaultHTTPPath     = "/"
 	DefaultExpectStatus = "200-399"
-
-	// MaxPersistence bounds a service's persistence timeout (30 days).
-	MaxPersistence = Duration(maps.MaxPersistence)
-
-	MinInterval = Duration(100 * time.Millisecond)
-	MaxInterval = Duration(time.Hour)
-	MaxRiseFall = 100
 )
 
 // Service is one virtual service: a VIP, port and protocol, and the
@@ -159,27 +123,24 @@ func (s *Service) Normalize() error {
 }
 
 // Key returns the service's VIP:PORT/PROTO; s need not be normalised.
-func (s Service) Key() (maps.ServiceKey, error) {
-	vip, err := parseUnicast("vip", s.VIP)
+func (s Service) Key() (lb.ServiceKey, error) {
+	vip, err := parseAddr("vip", s.VIP)
 	if err != nil {
-		return maps.ServiceKey{}, err
+		return lb.ServiceKey{}, err
 	}
 	if s.Port < 1 || s.Port > 65535 {
-		return maps.ServiceKey{}, fieldErr("port", strconv.Itoa(s.Port), "out of range 1-65535")
+		return lb.ServiceKey{}, fieldErr("port", strconv.Itoa(s.Port), "out of range 1-65535")
 	}
-	name, err := pick("protocol", s.Protocol, ProtocolTCP, []string{ProtocolTCP, ProtocolUDP}, nil)
+	name, err := pick("protocol", s.Protocol, lb.TCP, lb.Protocols)
 	if err != nil {
-		return maps.ServiceKey{}, err
+		return lb.ServiceKey{}, err
 	}
-	var p maps.Proto
-	if err := p.UnmarshalText([]byte(name)); err != nil {
-		return maps.ServiceKey{}, err
-	}
-	return maps.ServiceKey{VIP: vip, Port: uint16(s.Port), Proto: p}, nil
+	p, _ := lb.Protocols.Lookup(name)
+	return lb.ServiceKey{VIP: vip, Port: uint16(s.Port), Proto: p}, nil
 }
 
 // Addr returns the backend's address; b need not be normalised.
-func (b Backend) Addr() (netip.Addr, error) { return parseUnicast("address", b.Address) }
+func (b Backend) Addr() (netip.Addr, error) { return parseAddr("address", b.Address) }
 
 // ExpectsStatus reports whether code is one of h.ExpectStatus (the
 // default if empty); false if the list is invalid.
@@ -200,30 +161,6 @@ func (h HTTPCheck) StatusRanges() [][2]int {
 		return nil
 	}
 	return ranges
-}
-
-// ParseServiceKey parses VIP:PORT/PROTO, e.g. "198.18.1.1:80/tcp" or
-// "[2001:2::1]:443/udp", with the checks of a config file's vip.
-func ParseServiceKey(s string) (maps.ServiceKey, error) {
-	k, err := maps.ParseServiceKey(s)
-	if err == nil {
-		// Stricter than maps (broadcast), with the same messages as the
-		// config file.
-		_, err = parseUnicast("vip", k.VIP.String())
-	}
-	if err == nil {
-		return k, nil
-	}
-	addr, proto, ok := strings.Cut(s, "/")
-	ap, perr := netip.ParseAddrPort(addr)
-	if !ok || proto == "" || perr != nil {
-		return maps.ServiceKey{}, fmt.Errorf("service %q: want VIP:PORT/PROTO, e.g. 198.18.1.1:80/tcp or [2001:2::1]:443/udp", s)
-	}
-	svc := Service{VIP: ap.Addr().String(), Port: int(ap.Port()), Protocol: proto}
-	if _, kerr := svc.Key(); kerr != nil {
-		err = kerr
-	}
-	return maps.ServiceKey{}, fmt.Errorf("service %q: %w", s, err)
 }
 
 // Clone returns a deep copy: no pointer or slice is shared with s.
@@ -258,30 +195,28 @@ func (s *Service) normalize() error {
 	}
 	s.VIP = k.VIP.String()
 	s.Protocol = k.Proto.String()
-	s.Scheduler, err = pick("scheduler", s.Scheduler, SchedulerMaglev,
-		[]string{SchedulerMaglev, SchedulerSourceHash, SchedulerRoundRobin, SchedulerLeastConn},
-		SchedulerAliases)
+	s.Scheduler, err = pick("scheduler", s.Scheduler, lb.DefaultScheduler, lb.Schedulers)
 	if err != nil {
 		return err
 	}
 	switch p := s.Persistence; {
-	case p < 0 || p > MaxPersistence:
-		return fieldErr("persistence", p.String(), "out of range 0 (off) to "+MaxPersistence.String())
+	case lb.Persistence.Check(time.Duration(p)) != nil:
+		return fieldErr("persistence", p.String(), "out of range 0 (off) to "+lb.FormatDuration(lb.Persistence.Max))
 	case time.Duration(p)%time.Second != 0:
 		return fieldErr("persistence", p.String(), "must be whole seconds (e.g. 300s)")
 	}
-	if s.Scheduler == SchedulerLeastConn {
+	if s.Scheduler == lb.LeastConn.String() {
 		active := 0
 		for _, b := range s.Backends {
 			if b.Weight == nil || *b.Weight > 0 {
 				active++
 			}
 		}
-		if active > maps.MaxLeastConnBackends {
-			return fieldErr("backends", "", fmt.Sprintf("%d backends with weight above 0; least-conn scans at most %d", active, maps.MaxLeastConnBackends))
+		if active > lb.MaxLeastConnBackends {
+			return fieldErr("backends", "", fmt.Sprintf("%d backends with weight above 0; least-conn scans at most %d", active, lb.MaxLeastConnBackends))
 		}
 	}
-	s.Forward, err = pick("forward", s.Forward, ForwardDSRL2, []string{ForwardDSRL2}, nil)
+	s.Forward, err = pick("forward", s.Forward, lb.DefaultForward, lb.ForwardModes)
 	if err != nil {
 		return err
 	}
@@ -296,12 +231,13 @@ func (s *Service) normalize() error {
 	seen := make(map[netip.Addr]int, len(s.Backends))
 	for i := range s.Backends {
 		at := fmt.Sprintf("backends[%d]", i)
+		given := s.Backends[i].Address
 		a, err := s.Backends[i].normalize()
 		if err != nil {
 			return under(at, err)
 		}
-		if a == k.VIP {
-			return fieldErr(at+".address", quote(s.Backends[i].Address), "same as the service's vip")
+		if err := k.CheckBackend(a); err != nil {
+			return fieldErr(at+".address", quote(given), err.Error())
 		}
 		if j, dup := seen[a]; dup {
 			return fieldErr(at, "", fmt.Sprintf("duplicate backend %s (also backends[%d])", a, j))
@@ -321,70 +257,54 @@ func (b *Backend) normalize() (netip.Addr, error) {
 		w := uint32(1)
 		b.Weight = &w
 	}
-	if *b.Weight > maps.MaxWeight {
-		return a, fieldErr("weight", strconv.FormatUint(uint64(*b.Weight), 10), fmt.Sprintf("out of range 0-%d", maps.MaxWeight))
+	if err := lb.Weight.Check(*b.Weight); err != nil {
+		return a, fieldErr("weight", strconv.FormatUint(uint64(*b.Weight), 10), err.Error())
 	}
 	return a, nil
 }
 
 func (h *Health) normalize() error {
-	t := strings.ToLower(h.Type)
-	switch t {
-	case "":
-		t = HealthTCP
-		if h.HTTP != nil {
-			t = HealthHTTP
-		}
-	case "connect":
-		t = HealthTCP
-	case "negotiate":
-		t = HealthHTTP
-	case "ping":
-		t = HealthICMP
-	case "on":
-		t = HealthNone
-	case HealthTCP, HealthHTTP, HealthICMP, HealthNone:
-	default:
-		return fieldErr("type", quote(h.Type), "want one of tcp, http, icmp, none (or ldirectord's connect, negotiate, ping, on)")
+	def := lb.CheckTCP
+	if h.HTTP != nil {
+		def = lb.CheckHTTP
+	}
+	t, err := pick("type", h.Type, def, lb.CheckTypes)
+	if err != nil {
+		return err
 	}
 	h.Type = t
 
-	if h.Interval == 0 {
-		h.Interval = DefaultInterval
-	}
-	if h.Interval < MinInterval || h.Interval > MaxInterval {
-		return fieldErr("interval", h.Interval.String(), "out of range 100ms-1h")
+	h.Interval = Duration(lb.CheckInterval.Or(time.Duration(h.Interval)))
+	if err := lb.CheckInterval.Check(time.Duration(h.Interval)); err != nil {
+		return fieldErr("interval", h.Interval.String(), err.Error())
 	}
 	switch {
 	case h.Timeout == 0:
-		h.Timeout = min(DefaultTimeout, h.Interval/2)
+		h.Timeout = DefaultCheckTimeout(h.Interval)
 	case h.Timeout < 0:
 		return fieldErr("timeout", h.Timeout.String(), "must be greater than 0")
 	case h.Timeout >= h.Interval:
 		return fieldErr("timeout", h.Timeout.String(), "must be less than interval "+h.Interval.String())
 	}
 	for _, f := range []struct {
-		name string
-		v    *int
-		def  int
-	}{{"rise", &h.Rise, DefaultRise}, {"fall", &h.Fall, DefaultFall}} {
-		if *f.v == 0 {
-			*f.v = f.def
-		}
-		if *f.v < 1 || *f.v > MaxRiseFall {
-			return fieldErr(f.name, strconv.Itoa(*f.v), fmt.Sprintf("out of range 1-%d", MaxRiseFall))
+		l lb.Limit[int]
+		v *int
+	}{{lb.CheckRise, &h.Rise}, {lb.CheckFall, &h.Fall}} {
+		*f.v = f.l.Or(*f.v)
+		if err := f.l.Check(*f.v); err != nil {
+			return fieldErr(f.l.Name, strconv.Itoa(*f.v), err.Error())
 		}
 	}
 	if h.Port < 0 || h.Port > 65535 {
 		return fieldErr("port", strconv.Itoa(h.Port), "out of range 1-65535 (0: the service port)")
 	}
-	if h.Port != 0 && (t == HealthICMP || t == HealthNone) {
+	if h.Port != 0 && (t == string(lb.CheckICMP) || t == string(lb.CheckNone)) {
 		return fieldErr("port", strconv.Itoa(h.Port), "not used by type "+t)
 	}
-	if h.HTTP != nil && t != HealthHTTP {
+	if h.HTTP != nil && t != string(lb.CheckHTTP) {
 		return fieldErr("http", "", "only allowed with type http (type is "+t+")")
 	}
-	if t == HealthHTTP {
+	if t == string(lb.CheckHTTP) {
 		if h.HTTP == nil {
 			h.HTTP = &HTTPCheck{}
 		}
@@ -392,10 +312,22 @@ func (h *Health) normalize() error {
 			return under("http", err)
 		}
 	}
-	var err error
-	h.AllDown, err = pick("all_down", h.AllDown, AllDownDrop, []string{AllDownDrop, AllDownKeepLast}, nil)
+	h.AllDown, err = pick("all_down", h.AllDown, lb.AllDownDrop, lb.AllDowns)
 	return err
 }
+
+// DefaultCheckTimeout is the timeout of a check with this interval (0:
+// the default interval) when none is given: lb.DefaultCheckTimeout or half
+// the interval, whichever is less.
+func DefaultCheckTimeout(interval Duration) Duration {
+	if interval == 0 {
+		interval = Duration(lb.CheckInterval.Default)
+	}
+	return min(Duration(lb.DefaultCheckTimeout), interval/2)
+}
+
+// Probes reports whether the check probes (a type other than none).
+func (h *Health) Probes() bool { return h != nil && h.Type != string(lb.CheckNone) }
 
 func (c *HTTPCheck) normalize() error {
 	if c.Method == "" {
@@ -473,57 +405,28 @@ func parseStatusList(s string) ([][2]int, string, error) {
 	return ranges, strings.Join(parts, ","), nil
 }
 
-// parseUnicast parses a unicast IP address; IPv4-mapped IPv6 becomes IPv4.
-func parseUnicast(path, s string) (netip.Addr, error) {
-	if s == "" {
-		return netip.Addr{}, fieldErr(path, "", "required (an IP address, e.g. 198.18.1.1)")
-	}
-	a, err := netip.ParseAddr(s)
+// parseAddr parses a unicast IP address for the field at path;
+// IPv4-mapped IPv6 becomes IPv4.
+func parseAddr(path, s string) (netip.Addr, error) {
+	a, err := lb.ParseAddr(s)
 	if err != nil {
-		reason := "not an IP address"
-		if _, err := netip.ParsePrefix(s); err == nil {
-			reason += " (give a single address, without /prefix)"
-		} else if _, err := netip.ParseAddrPort(s); err == nil {
-			reason += " (give the port separately)"
+		if s == "" {
+			return a, fieldErr(path, "", err.Error())
 		}
-		return netip.Addr{}, fieldErr(path, quote(s), reason)
-	}
-	if a.Zone() != "" {
-		return netip.Addr{}, fieldErr(path, quote(s), "zones are not allowed")
-	}
-	a = a.Unmap()
-	var why string
-	switch {
-	case a.IsUnspecified():
-		why = "unspecified"
-	case a.IsLoopback():
-		why = "loopback"
-	case a.IsMulticast():
-		why = "multicast"
-	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
-		why = "broadcast"
-	}
-	if why != "" {
-		return netip.Addr{}, fieldErr(path, quote(s), "not a unicast address ("+why+")")
+		return a, fieldErr(path, quote(s), err.Error())
 	}
 	return a, nil
 }
 
-// pick matches v case-insensitively against names and aliases; empty
-// gives def.
-func pick(path, v, def string, names []string, aliases map[string]string) (string, error) {
-	l := strings.ToLower(v)
-	if l == "" {
-		return def, nil
+// pick matches v case-insensitively against an enum's names and aliases
+// and returns the canonical name; empty gives def's.
+func pick[T comparable](path, v string, def T, e lb.Enum[T]) (string, error) {
+	if v == "" {
+		return e.Name(def, ""), nil
 	}
-	if slices.Contains(names, l) {
-		return l, nil
+	x, ok := e.Lookup(v)
+	if !ok {
+		return "", fieldErr(path, quote(v), e.Want())
 	}
-	if a, ok := aliases[l]; ok {
-		return a, nil
-	}
-	if len(names) == 1 {
-		return "", fieldErr(path, quote(v), "want "+names[0])
-	}
-	return "", fieldErr(path, quote(v), "want one of "+strings.Join(names, ", "))
+	return e.Name(x, ""), nil
 }

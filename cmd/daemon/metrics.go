@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"bufio"
@@ -10,12 +10,12 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/xlb-lb/xlb/cmd/api"
+	"github.com/xlb-lb/xlb/maps/lb"
 )
 
-// metricsHandler serves Prometheus text exposition (format 0.0.4): names
+// MetricsHandler serves Prometheus text exposition (format 0.0.4): names
 // prefixed xlb_, base units, _total for counters.
-func (d *daemon) metricsHandler() http.Handler {
+func (d *Daemon) MetricsHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
@@ -94,19 +94,23 @@ func labelText(kv []string) string {
 	return b.String()
 }
 
-func (d *daemon) writeMetrics(w *bufio.Writer) {
+func (d *Daemon) writeMetrics(w *bufio.Writer) {
 	p := &promWriter{families: map[string]*family{}}
 	defer p.flush(w)
-	p.metric("xlb_build_info", "gauge", "Build information of xlbd.", []string{"version", version, "goversion", runtime.Version()}, 1)
-	if g, err := d.bal.Stats().Global(); err == nil {
+	p.metric("xlb_build_info", "gauge", "Build information of xlbd.", []string{"version", d.version, "goversion", runtime.Version()}, 1)
+	snap, err := d.dp.Snapshot()
+	if err != nil {
+		d.log.Error("read the data plane for metrics", "err", err)
+	}
+	if g := snap.Global; err == nil {
 		p.metric("xlb_received_packets_total", "counter", "Frames the XDP program saw.", nil, g.RxPackets)
 		p.metric("xlb_forwarded_packets_total", "counter", "Frames forwarded to a backend (XDP_TX).", nil, g.TxPackets)
 		for _, r := range []struct {
 			reason string
 			v      uint64
 		}{
-			{"not_ip", g.PassNotIp}, {"not_service", g.PassNotVip}, {"malformed", g.PassMalformed},
-			{"fragment", g.PassFragment}, {"ipv6_extension_header", g.PassIpv6Ext}, {"ttl", g.PassTtl},
+			{"not_ip", g.PassNotIP}, {"not_service", g.PassNotVIP}, {"malformed", g.PassMalformed},
+			{"fragment", g.PassFragment}, {"ipv6_extension_header", g.PassIPv6Ext}, {"ttl", g.PassTTL},
 			{"other_host", g.PassOtherHost},
 		} {
 			p.metric("xlb_passed_packets_total", "counter", "Frames passed to the kernel untouched, by reason.", []string{"reason", r.reason}, r.v)
@@ -121,7 +125,7 @@ func (d *daemon) writeMetrics(w *bufio.Writer) {
 		p.metric("xlb_closed_flows_total", "counter", "TCP flows that saw a FIN or RST from the client.", nil, g.ClosedFlows)
 		p.metric("xlb_persistence_hits_total", "counter", "New flows sent to their client's persistent backend.", nil, g.PersistHits)
 	}
-	st := d.status()
+	st := d.statusOf(snap)
 	p.metric("xlb_conntrack_entries", "gauge", "Entries in the connection table.", nil, uint64(st.Flows))
 	for _, s := range st.Services {
 		sl := []string{"service", s.Service}
@@ -131,7 +135,7 @@ func (d *daemon) writeMetrics(w *bufio.Writer) {
 		p.metric("xlb_service_dropped_packets_total", "counter", "Packets of a service dropped for lack of a usable backend.", sl, s.DropNoBackend)
 	}
 	for _, s := range st.Services {
-		if s.Health == nil || s.Health.Type == api.HealthNone {
+		if s.Health == nil || s.Health.Type == string(lb.CheckNone) {
 			continue
 		}
 		down := uint64(0)

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"bytes"
@@ -9,58 +9,57 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
-	"time"
 
 	"github.com/xlb-lb/xlb/cmd/api"
-	"github.com/xlb-lb/xlb/loader"
-	"github.com/xlb-lb/xlb/maps"
+	"github.com/xlb-lb/xlb/cmd/config"
+	"github.com/xlb-lb/xlb/maps/lb"
 )
 
-// routes is the local API, versioned under /v1. Services are named in the
+// Handler is the local API, versioned under /v1. Services are named in the
 // path as VIP:PORT/PROTO, path-escaped (the slash becomes %2F).
-func (d *daemon) routes() http.Handler {
+func (d *Daemon) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", d.handleStatus)
 	mux.HandleFunc("GET /v1/services", d.handleServices)
 	mux.HandleFunc("POST /v1/services", d.withBody(func(r *http.Request) error {
-		s, err := api.DecodeService(r.Body)
+		s, err := config.DecodeService(r.Body)
 		if err != nil {
 			return badRequest("%w", err)
 		}
 		return d.addService(s)
 	}))
-	mux.HandleFunc("PUT /v1/services/{service}", d.withKey(func(r *http.Request, key maps.ServiceKey) error {
-		s, err := api.DecodeService(r.Body)
+	mux.HandleFunc("PUT /v1/services/{service}", d.withKey(func(r *http.Request, key lb.ServiceKey) error {
+		s, err := config.DecodeService(r.Body)
 		if err != nil {
 			return badRequest("%w", err)
 		}
 		return d.setService(key, s)
 	}))
-	mux.HandleFunc("DELETE /v1/services/{service}", d.withKey(func(r *http.Request, key maps.ServiceKey) error {
+	mux.HandleFunc("DELETE /v1/services/{service}", d.withKey(func(r *http.Request, key lb.ServiceKey) error {
 		return d.delService(key)
 	}))
-	mux.HandleFunc("POST /v1/services/{service}/backends", d.withKey(func(r *http.Request, key maps.ServiceKey) error {
-		b, err := api.DecodeBackend(r.Body)
+	mux.HandleFunc("POST /v1/services/{service}/backends", d.withKey(func(r *http.Request, key lb.ServiceKey) error {
+		b, err := config.DecodeBackend(r.Body)
 		if err != nil {
 			return badRequest("%w", err)
 		}
 		return d.addBackend(key, b)
 	}))
-	mux.HandleFunc("PUT /v1/services/{service}/backends/{backend}", d.withBackend(func(r *http.Request, key maps.ServiceKey, addr netip.Addr) error {
+	mux.HandleFunc("PUT /v1/services/{service}/backends/{backend}", d.withBackend(func(r *http.Request, key lb.ServiceKey, addr netip.Addr) error {
 		body, err := withAddress(r.Body, addr)
 		if err != nil {
 			return badRequest("%w", err)
 		}
-		b, err := api.DecodeBackend(body)
+		b, err := config.DecodeBackend(body)
 		if err != nil {
 			return badRequest("%w", err)
 		}
 		return d.setBackend(key, addr, b)
 	}))
-	mux.HandleFunc("DELETE /v1/services/{service}/backends/{backend}", d.withBackend(func(r *http.Request, key maps.ServiceKey, addr netip.Addr) error {
+	mux.HandleFunc("DELETE /v1/services/{service}/backends/{backend}", d.withBackend(func(r *http.Request, key lb.ServiceKey, addr netip.Addr) error {
 		return d.delBackend(key, addr)
 	}))
-	mux.HandleFunc("POST /v1/services/{service}/backends/{backend}/drain", d.withBackend(func(r *http.Request, key maps.ServiceKey, addr netip.Addr) error {
+	mux.HandleFunc("POST /v1/services/{service}/backends/{backend}/drain", d.withBackend(func(r *http.Request, key lb.ServiceKey, addr netip.Addr) error {
 		return d.drainBackend(key, addr)
 	}))
 	mux.HandleFunc("GET /v1/flows", d.handleFlows)
@@ -90,7 +89,7 @@ func withAddress(r io.Reader, addr netip.Addr) (io.Reader, error) {
 	return bytes.NewReader(data), nil
 }
 
-func (d *daemon) withBody(fn func(*http.Request) error) http.HandlerFunc {
+func (d *Daemon) withBody(fn func(*http.Request) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 		if err := fn(r); err != nil {
@@ -101,9 +100,9 @@ func (d *daemon) withBody(fn func(*http.Request) error) http.HandlerFunc {
 	}
 }
 
-func (d *daemon) withKey(fn func(*http.Request, maps.ServiceKey) error) http.HandlerFunc {
+func (d *Daemon) withKey(fn func(*http.Request, lb.ServiceKey) error) http.HandlerFunc {
 	return d.withBody(func(r *http.Request) error {
-		key, err := api.ParseServiceKey(r.PathValue("service"))
+		key, err := lb.ParseServiceKey(r.PathValue("service"))
 		if err != nil {
 			return badRequest("%w", err)
 		}
@@ -111,8 +110,8 @@ func (d *daemon) withKey(fn func(*http.Request, maps.ServiceKey) error) http.Han
 	})
 }
 
-func (d *daemon) withBackend(fn func(*http.Request, maps.ServiceKey, netip.Addr) error) http.HandlerFunc {
-	return d.withKey(func(r *http.Request, key maps.ServiceKey) error {
+func (d *Daemon) withBackend(fn func(*http.Request, lb.ServiceKey, netip.Addr) error) http.HandlerFunc {
+	return d.withKey(func(r *http.Request, key lb.ServiceKey) error {
 		raw := r.PathValue("backend")
 		addr, err := netip.ParseAddr(raw)
 		if err != nil {
@@ -134,78 +133,70 @@ func writeError(w http.ResponseWriter, err error) {
 	writeJSON(w, statusOf(err), api.Error{Error: err.Error()})
 }
 
-func (d *daemon) writeStatus(w http.ResponseWriter, code int) {
+func (d *Daemon) writeStatus(w http.ResponseWriter, code int) {
 	writeJSON(w, code, d.status())
 }
 
-func (d *daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
+func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 	d.writeStatus(w, http.StatusOK)
 }
 
-func (d *daemon) handleServices(w http.ResponseWriter, r *http.Request) {
+func (d *Daemon) handleServices(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, d.status().Services)
 }
 
 // status combines the desired state, what the data plane holds and the
 // counters.
-func (d *daemon) status() api.Status {
+func (d *Daemon) status() api.Status {
+	snap, err := d.dp.Snapshot()
+	if err != nil {
+		d.log.Error("read the data plane", "err", err)
+	}
+	return d.statusOf(snap)
+}
+
+// statusOf is status from a snapshot already read.
+func (d *Daemon) statusOf(snap lb.Snapshot) api.Status {
 	d.mu.Lock()
 	desired := d.desired
 	allDown := stdmaps.Clone(d.health.allDown)
 	d.mu.Unlock()
-	st := api.Status{Interface: d.iface, XDPMode: d.xdpMode, Version: version}
-	stats := d.bal.Stats()
+	st := api.Status{Interface: d.iface, XDPMode: d.xdpMode, Version: d.version, Flows: snap.Flows}
 	for _, s := range desired {
 		key, err := s.Key()
 		if err != nil {
 			continue
 		}
 		ss := api.ServiceStatus{Service: key.String(), Scheduler: s.Scheduler, Persistence: s.Persistence, Forward: s.Forward, Health: s.Health, AllDown: allDown[key]}
-		inst, ok := d.bal.Service(key)
+		inst, ok := snap.Services[key]
 		if ok {
-			if c, err := stats.Service(inst.ID); err == nil {
-				ss.Packets, ss.Bytes, ss.NewFlows, ss.DropNoBackend = c.Packets, c.Bytes, c.NewFlows, c.DropNoBackend
-			}
+			c := inst.Counters
+			ss.Packets, ss.Bytes, ss.NewFlows, ss.DropNoBackend = c.Packets, c.Bytes, c.NewFlows, c.DropNoBackend
 		}
 		for _, b := range s.Backends {
 			addr, _ := b.Addr()
 			bs := api.BackendStatus{Address: addr.String(), Weight: weightOf(b)}
-			var ib loader.BackendStatus
-			found := false
-			for _, x := range inst.Backends {
-				if x.Addr == addr {
-					ib, found = x, true
-				}
-			}
-			if found {
+			if ib, found := inst.Backends[addr]; found {
 				bs.Usable, bs.InTable = ib.Usable, ib.InTable
 				if ib.MAC != nil {
 					bs.MAC = ib.MAC.String()
 				}
-				if c, err := stats.Backend(ib.ID); err == nil {
-					bs.Packets, bs.Bytes, bs.NewFlows = c.Packets, c.Bytes, c.NewFlows
-				}
-				if n, err := d.bal.Active().Get(ib.ID); err == nil && n > 0 {
-					bs.ActiveFlows = uint64(n)
-				}
+				bs.Packets, bs.Bytes, bs.NewFlows = ib.Counters.Packets, ib.Counters.Bytes, ib.Counters.NewFlows
+				bs.ActiveFlows = ib.Active
 			}
 			d.describeBackend(&bs, key, addr, s.Health)
 			ss.Backends = append(ss.Backends, bs)
 		}
 		st.Services = append(st.Services, ss)
 	}
-	if n, err := d.bal.Conntrack().Count(); err == nil {
-		st.Flows = n
-	}
-	if t, err := d.bal.Timeouts(); err == nil {
-		st.Timeouts = api.Conntrack{TCPTimeout: api.Duration(t.TCP), TCPFinTimeout: api.Duration(t.TCPFin), UDPTimeout: api.Duration(t.UDP)}
-	}
+	t := snap.Timeouts
+	st.Timeouts = config.Conntrack{TCPTimeout: config.Duration(t.TCP), TCPFinTimeout: config.Duration(t.TCPFin), UDPTimeout: config.Duration(t.UDP)}
 	return st
 }
 
 // describeBackend fills in a backend's state, the reason for it, its
 // latest check and the time of its last health transition.
-func (d *daemon) describeBackend(bs *api.BackendStatus, key maps.ServiceKey, addr netip.Addr, hc *api.Health) {
+func (d *Daemon) describeBackend(bs *api.BackendStatus, key lb.ServiceKey, addr netip.Addr, hc *config.Health) {
 	cfg, checked := healthConfig(hc)
 	healthy, why := true, ""
 	if checked {
@@ -246,7 +237,7 @@ func (d *daemon) describeBackend(bs *api.BackendStatus, key maps.ServiceKey, add
 	}
 }
 
-func (d *daemon) handleFlows(w http.ResponseWriter, r *http.Request) {
+func (d *Daemon) handleFlows(w http.ResponseWriter, r *http.Request) {
 	limit := 1000
 	if v := r.URL.Query().Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -256,25 +247,18 @@ func (d *daemon) handleFlows(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	backends := map[uint32]string{}
-	for _, s := range d.bal.Services() {
-		for _, b := range s.Backends {
-			backends[b.ID] = b.Addr.String()
-		}
-	}
-	now := monotonicNow()
-	flows := []api.Flow{}
-	err := d.bal.Conntrack().Iterate(func(k maps.FlowKey, f maps.Flow) bool {
-		flows = append(flows, api.Flow{
-			Protocol: k.Proto.String(), Client: k.Src.String(), VIP: k.Dst.String(),
-			Backend:     backends[f.BackendID],
-			IdleSeconds: time.Duration(now - f.LastSeen).Seconds(),
-		})
-		return len(flows) < limit
-	})
+	entries, err := d.dp.Flows(limit, monotonicNow())
 	if err != nil {
 		writeError(w, err)
 		return
+	}
+	flows := make([]api.Flow, 0, len(entries))
+	for _, e := range entries {
+		f := api.Flow{Protocol: e.Key.Proto.String(), Client: e.Key.Src.String(), VIP: e.Key.Dst.String(), IdleSeconds: e.Idle.Seconds()}
+		if e.Backend.IsValid() {
+			f.Backend = e.Backend.String()
+		}
+		flows = append(flows, f)
 	}
 	writeJSON(w, http.StatusOK, flows)
 }

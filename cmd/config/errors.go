@@ -1,4 +1,4 @@
-package api
+package config
 
 import (
 	"reflect"
@@ -124,7 +124,7 @@ const (
 
 // typeReason explains why a value of kind src (raw text raw, unquoted)
 // cannot go into a Go value of type target (a reflect type string such as
-// "uint32" or "[]api.Backend"). json selects JSON vocabulary.
+// "uint32" or "[]config.Backend"). json selects JSON vocabulary.
 func typeReason(target, src, raw string, json bool) string {
 	mapping, list := "a mapping", "a list"
 	if json {
@@ -166,7 +166,7 @@ func typeReason(target, src, raw string, json bool) string {
 			return "want a string, not " + list
 		}
 		return "want a string"
-	case "api.Duration":
+	case "config.Duration":
 		return "not a duration (want e.g. 2s, 500ms or 1m)"
 	}
 	if strings.HasPrefix(target, "[]") {

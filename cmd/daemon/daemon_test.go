@@ -1,11 +1,10 @@
-package main
+package daemon
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -15,74 +14,62 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
-	"github.com/xlb-lb/xlb/cmd/api"
+	"github.com/xlb-lb/xlb/cmd/config"
+	"github.com/xlb-lb/xlb/cmd/daemon/daemontest"
 	"github.com/xlb-lb/xlb/health"
-	"github.com/xlb-lb/xlb/loader"
-	"github.com/xlb-lb/xlb/test/lab"
+	"github.com/xlb-lb/xlb/maps/lb"
 )
 
-// fakeMACs knows a MAC for every address except those listed as unknown.
-type fakeMACs struct{ unknown map[netip.Addr]bool }
+// newDataPlane makes the data plane the tests drive: the model by default,
+// the real loader (unattached) in TestOnTheLoader.
+var newDataPlane = func(t *testing.T) DataPlane { return daemontest.NewDataPlane(16) }
 
-func (f fakeMACs) Lookup(a netip.Addr) net.HardwareAddr {
-	if f.unknown[a] {
-		return nil
-	}
-	b := a.As16()
-	return net.HardwareAddr{0x02, 0, b[12], b[13], b[14], b[15]}
-}
-func (fakeMACs) Want([]netip.Addr) {}
-
-// newTestDaemon runs the handlers over a real (unattached) data plane.
-func newTestDaemon(t *testing.T, unknown ...string) (*daemon, *httptest.Server) {
+// newTestDaemon runs the handlers over a data plane (newDataPlane's).
+func newTestDaemon(t *testing.T, unknown ...string) (*Daemon, *httptest.Server) {
 	t.Helper()
 	return newProbedDaemon(t, nil, unknown...)
 }
 
 // newProbedDaemon is newTestDaemon whose health probes are probe's (nil:
 // the real ones). Its reconcile loop runs until the test ends.
-func newProbedDaemon(t *testing.T, probe func(health.Config) health.Prober, unknown ...string) (*daemon, *httptest.Server) {
+func newProbedDaemon(t *testing.T, probe func(health.Config) health.Prober, unknown ...string) (*Daemon, *httptest.Server) {
 	t.Helper()
-	lab.RequirePrivileged(t)
-	bal, err := loader.Open(loader.Options{MaxServices: 16, MaxBackends: 64, ConntrackSize: 1024})
+	var none []netip.Addr
+	for _, u := range unknown {
+		none = append(none, netip.MustParseAddr(u))
+	}
+	d := New(Options{StatePath: filepath.Join(t.TempDir(), "state.json"), Interface: "test0",
+		DataPlane: newDataPlane(t), Probe: probe})
+	ctx, cancel := context.WithCancel(context.Background())
+	loopDone := make(chan struct{})
+	t.Cleanup(func() {
+		d.Close()
+		cancel()
+		<-loopDone
+	})
+	if err := d.Start(daemontest.NewMACs(none...), &config.Config{}, []byte("h0")); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(loopDone)
+		d.Run(ctx, time.Hour)
+	}()
+	srv := httptest.NewServer(d.Handler())
+	t.Cleanup(srv.Close)
+	return d, srv
+}
+
+// installed returns the service with key k as the data plane holds it.
+func installed(t *testing.T, d *Daemon, k string) (lb.ServiceState, bool) {
+	t.Helper()
+	snap, err := d.dp.Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { bal.Close() })
-	macs := fakeMACs{unknown: map[netip.Addr]bool{}}
-	for _, u := range unknown {
-		macs.unknown[netip.MustParseAddr(u)] = true
-	}
-	d := &daemon{log: slog.New(slog.DiscardHandler), statePath: filepath.Join(t.TempDir(), "state.json"),
-		iface: "test0", bal: bal, neigh: macs, kick: make(chan struct{}, 1)}
-	d.health = newHealthState(d.log, d.kickReconcile, probe)
-	stop := make(chan struct{})
-	loopDone := make(chan struct{})
-	go func() {
-		defer close(loopDone)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-d.kick:
-				d.reconcile()
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		d.health.checker.Close()
-		close(stop)
-		<-loopDone
-	})
-	d.mu.Lock()
-	if err := d.commit(nil, "h0"); err != nil {
-		t.Fatal(err)
-	}
-	d.mu.Unlock()
-	srv := httptest.NewServer(d.routes())
-	t.Cleanup(srv.Close)
-	return d, srv
+	s, ok := snap.Services[mustKey(t, k)]
+	return s, ok
 }
 
 func call(t *testing.T, srv *httptest.Server, method, path, body string) (int, string) {
@@ -147,11 +134,11 @@ func TestHandlers(t *testing.T) {
 	}
 	// The data plane agrees: the MAC-less backend is not usable, the
 	// drained one is out of the table.
-	inst := d.bal.Services()
-	if len(inst) != 1 || len(inst[0].Backends) != 3 {
+	inst, ok := installed(t, d, key)
+	if !ok || len(inst.Backends) != 3 {
 		t.Fatalf("installed: %+v", inst)
 	}
-	for _, b := range inst[0].Backends {
+	for _, b := range inst.Backends {
 		switch b.Addr.String() {
 		case "198.18.0.11":
 			if !b.Usable || b.InTable {
@@ -175,14 +162,15 @@ func TestStateWriteFailureAppliesNothing(t *testing.T) {
 	if code != 500 || !strings.Contains(body, "persist state") {
 		t.Fatalf("got %d %s, want 500 naming the state write", code, body)
 	}
-	if n := len(d.bal.Services()); n != 0 {
-		t.Errorf("data plane has %d services after a failed state write", n)
+	snap, err := d.dp.Snapshot()
+	if n := len(snap.Services); err != nil || n != 0 {
+		t.Errorf("data plane has %d services after a failed state write (%v)", n, err)
 	}
 }
 
 func TestInitialServices(t *testing.T) {
-	file := []api.Service{{VIP: "198.18.1.1", Port: 80}}
-	saved := []api.Service{{VIP: "198.18.1.1", Port: 80}, {VIP: "198.18.1.2", Port: 53}}
+	file := []config.Service{{VIP: "198.18.1.1", Port: 80}}
+	saved := []config.Service{{VIP: "198.18.1.1", Port: 80}, {VIP: "198.18.1.2", Port: 53}}
 	if got, _ := initialServices(file, "h1", nil); !reflect.DeepEqual(got, file) {
 		t.Errorf("no state: got %v", got)
 	}
@@ -197,7 +185,7 @@ func TestInitialServices(t *testing.T) {
 func TestStateRoundTrip(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "s.json")
 	w := uint32(3)
-	in := &persisted{ConfigHash: "abc", Services: []api.Service{{VIP: "198.18.1.1", Port: 80, Backends: []api.Backend{{Address: "198.18.0.11", Weight: &w}}}}}
+	in := &persisted{ConfigHash: "abc", Services: []config.Service{{VIP: "198.18.1.1", Port: 80, Backends: []config.Backend{{Address: "198.18.0.11", Weight: &w}}}}}
 	for i := range in.Services {
 		if err := in.Services[i].Normalize(); err != nil {
 			t.Fatal(err)
@@ -216,16 +204,5 @@ func TestStateRoundTrip(t *testing.T) {
 	os.WriteFile(path, []byte(`{"services":[{"vip":"x"}]}`), 0o600)
 	if _, err := loadState(path); err == nil || !strings.Contains(err.Error(), `"x"`) {
 		t.Errorf("corrupt state: %v", err)
-	}
-}
-
-func TestFlags(t *testing.T) {
-	f, err := parseFlags(nil)
-	if err != nil || f.config != "/etc/xlb/xlb.yaml" || f.bpffs != "/sys/fs/bpf/xlb" || f.apiSock != "/run/xlb/xlb.sock" ||
-		f.metrics != "127.0.0.1:9641" || f.state != "/var/lib/xlb/state.json" {
-		t.Errorf("defaults: %+v %v", f, err)
-	}
-	if _, err := parseFlags([]string{"extra"}); err == nil {
-		t.Error("stray argument accepted")
 	}
 }

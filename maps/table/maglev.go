@@ -1,19 +1,15 @@
-package maps
+package table
 
 import (
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/xlb-lb/xlb/maps/lb"
 )
 
-// DefaultMaglevSize is the default number of slots in a Maglev table (prime).
-const DefaultMaglevSize = 65537
-
-// MaxWeight is the largest backend weight accepted.
-const MaxWeight = 65535
-
-// Bounds on the table size accepted by BuildMaglev. The lower bound keeps
+// Bounds on the table size accepted by Maglev. The lower bound keeps
 // the skip range (size-1) non-trivial; the upper bound keeps every
 // intermediate position sum below 2^32 and the table at most 256 MiB.
 const (
@@ -29,8 +25,8 @@ const (
 	maglevSkipSeed   = 0x6d61676c65762d73 // "maglev-s"
 )
 
-// MaglevBackend is one backend offered to BuildMaglev.
-type MaglevBackend struct {
+// Backend is one backend offered to a table builder.
+type Backend struct {
 	ID     uint32 // value written into the slots this backend owns; must not be 0 (0 marks an empty slot)
 	Key    string // stable identity (e.g. the backend address "198.18.0.11"); the permutation derives from it only, so every balancer node builds the identical table for the same backend set
 	Weight uint32 // relative share; 0 = owns no slot (drained)
@@ -58,11 +54,11 @@ const (
 	maglevRoundCap = 1<<(64-maglevIndexBits) - 1
 )
 
-// BuildMaglev returns a table of `size` slots, each holding the ID of the backend that owns it, or 0 when no backend has a weight above 0.
+// Maglev returns a table of `size` slots, each holding the ID of the backend that owns it, or 0 when no backend has a weight above 0.
 //
 // size must be a prime in [3, 2^26]. Keys must be non-empty and unique, IDs
 // non-zero (they need not be unique: backends sharing an ID pool their
-// slots), and weights at most MaxWeight. The result depends only on the set
+// slots), and weights at most lb.MaxWeight. The result depends only on the set
 // of backends, not on their order in the slice, which is left unmodified. On
 // error the table is nil.
 //
@@ -83,18 +79,18 @@ const (
 // light backend to the heaviest one. Backends of equal weight own equal
 // shares to within one slot, and with all weights equal the loop is exactly
 // the classic unweighted Maglev population.
-func BuildMaglev(backends []MaglevBackend, size uint32) ([]uint32, error) {
+func Maglev(backends []Backend, size uint32) ([]uint32, error) {
 	if size < maglevMinSize || size > maglevMaxSize {
 		return nil, fmt.Errorf("maglev size %d out of range %d-%d", size, maglevMinSize, maglevMaxSize)
 	}
-	if !IsPrime(size) {
+	if !lb.IsPrime(size) {
 		return nil, fmt.Errorf("maglev size %d is not prime", size)
 	}
 
 	// Validate in Key order so the reported error, like the table, does not
 	// depend on the order of the input slice.
 	sorted := slices.Clone(backends)
-	slices.SortFunc(sorted, func(a, b MaglevBackend) int {
+	slices.SortFunc(sorted, func(a, b Backend) int {
 		return strings.Compare(a.Key, b.Key)
 	})
 	active := 0
@@ -110,8 +106,8 @@ func BuildMaglev(backends []MaglevBackend, size uint32) ([]uint32, error) {
 		if b.ID == 0 {
 			return nil, fmt.Errorf("backend %q: id 0 is reserved", b.Key)
 		}
-		if b.Weight > MaxWeight {
-			return nil, fmt.Errorf("backend %q: weight %d out of range 0-%d", b.Key, b.Weight, MaxWeight)
+		if b.Weight > lb.MaxWeight {
+			return nil, fmt.Errorf("backend %q: weight %d out of range 0-%d", b.Key, b.Weight, lb.MaxWeight)
 		}
 		if b.Weight > 0 {
 			active++
@@ -229,24 +225,4 @@ func maglevHash(key string, seed uint64) uint64 {
 	h *= 0x94d049bb133111eb
 	h ^= h >> 31
 	return h
-}
-
-// IsPrime reports whether n is prime.
-func IsPrime(n uint32) bool {
-	if n < 2 {
-		return false
-	}
-	if n < 4 {
-		return true
-	}
-	if n%2 == 0 || n%3 == 0 {
-		return false
-	}
-	m := uint64(n)
-	for i := uint64(5); i*i <= m; i += 6 {
-		if m%i == 0 || m%(i+2) == 0 {
-			return false
-		}
-	}
-	return true
 }

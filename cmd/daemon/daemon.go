@@ -1,51 +1,136 @@
-package main
+package daemon
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
 	"slices"
 	"sync"
 	"time"
 
-	"github.com/xlb-lb/xlb/cmd/api"
-	"github.com/xlb-lb/xlb/loader"
-	"github.com/xlb-lb/xlb/maps"
+	"github.com/xlb-lb/xlb/cmd/config"
+	"github.com/xlb-lb/xlb/health"
+	"github.com/xlb-lb/xlb/maps/lb"
 )
 
-// daemon holds the desired state and reconciles it into the data plane.
-type daemon struct {
+// Options configure a Daemon.
+type Options struct {
+	// Log receives the daemon's events; nil discards them.
+	Log *slog.Logger
+	// ConfigPath is the config file that Reload reads.
+	ConfigPath string
+	// StatePath is the state file: the desired state with the API's
+	// changes, written before a change is acknowledged.
+	StatePath string
+	// Interface and XDPMode are what status reports.
+	Interface, XDPMode string
+	// Version is what status and xlb_build_info report.
+	Version string
+	// DataPlane is what the daemon drives.
+	DataPlane DataPlane
+	// Adopted says the data plane was re-adopted from a previous xlbd: the
+	// backends usable in it start up, so a restart takes none out while
+	// their checks run again.
+	Adopted bool
+	// Probe replaces the health checks' real probes (tests); nil: real.
+	Probe func(health.Config) health.Prober
+}
+
+// Daemon holds the desired state and reconciles it into the data plane.
+// Its methods are safe for concurrent use.
+type Daemon struct {
 	log       *slog.Logger
 	cfgPath   string
 	statePath string
 	iface     string
 	xdpMode   string
+	version   string
 
-	bal    *loader.Balancer
-	neigh  macSource
+	dp     DataPlane
+	neigh  Neighbors
 	health *healthState
 
 	mu         sync.Mutex
-	desired    []api.Service // normalised, in file/API order
+	desired    []config.Service // normalised, in file/API order
 	configHash string
+	started    bool
 
 	kick chan struct{} // coalesced "reconcile now"
 }
 
-// macSource resolves backend MACs (loader.Neighbors; a fake in tests).
-type macSource interface {
-	Lookup(netip.Addr) net.HardwareAddr
-	Want([]netip.Addr)
+// New returns a daemon with no desired state. Its health checks start
+// with the first Start.
+func New(o Options) *Daemon {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	d := &Daemon{
+		log: o.Log, cfgPath: o.ConfigPath, statePath: o.StatePath,
+		iface: o.Interface, xdpMode: o.XDPMode, version: o.Version,
+		dp: o.DataPlane, kick: make(chan struct{}, 1),
+	}
+	d.health = newHealthState(d.log, d.Kick, o.Probe)
+	if o.Adopted {
+		if snap, err := d.dp.Snapshot(); err != nil {
+			d.log.Warn("could not read the re-adopted data plane: backends start down", "err", err)
+		} else {
+			for key, s := range snap.Services {
+				for addr, b := range s.Backends {
+					if b.Usable {
+						d.health.adopted[checkID(key, addr)] = true
+					}
+				}
+			}
+		}
+	}
+	return d
+}
+
+// Start makes the first desired state: the persisted one while the config
+// file (cfg, read from data) is unchanged since it was saved, else the
+// file's. neigh resolves the backends' MACs from now on.
+func (d *Daemon) Start(neigh Neighbors, cfg *config.Config, data []byte) error {
+	hash := hashBytes(data)
+	st, err := loadState(d.statePath)
+	if err != nil {
+		return err
+	}
+	initial, why := initialServices(cfg.Services, hash, st)
+	d.log.Info("desired state", "source", why, "services", len(initial))
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.neigh = neigh
+	d.started = true
+	return d.commit(initial, hash)
+}
+
+// Close stops the health checks.
+func (d *Daemon) Close() { d.health.checker.Close() }
+
+// Run reconciles on every kick (a health transition, a neighbour change)
+// and sweeps the connection table every sweep, until ctx ends.
+func (d *Daemon) Run(ctx context.Context, sweep time.Duration) {
+	t := time.NewTicker(sweep)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.kick:
+			d.reconcile()
+		case <-t.C:
+			d.sweep()
+		}
+	}
 }
 
 // initialServices picks the desired state at start: the persisted one
 // while the config file is unchanged since it was saved (it holds the
 // API's changes), else the file's. The second result says why.
-func initialServices(file []api.Service, fileHash string, st *persisted) ([]api.Service, string) {
+func initialServices(file []config.Service, fileHash string, st *persisted) ([]config.Service, string) {
 	switch {
 	case st == nil:
 		return file, "no state file: the config file's services"
@@ -84,24 +169,24 @@ func statusOf(err error) int {
 	return http.StatusInternalServerError
 }
 
-// toLoader turns desired services into the loader's form, with each
+// dataPlaneServices turns desired services into the data plane's form, with each
 // backend's MAC as the kernel currently knows it (nil: not usable yet) and
 // its health. A drained backend (weight 0) is never marked down: it keeps
 // its existing flows whatever its health, as a graceful shutdown that
 // fails its check while finishing its connections expects. Callers hold
 // d.mu.
-func (d *daemon) toLoader(svcs []api.Service) ([]loader.Service, error) {
-	out := make([]loader.Service, 0, len(svcs))
+func (d *Daemon) dataPlaneServices(svcs []config.Service) ([]lb.Service, error) {
+	out := make([]lb.Service, 0, len(svcs))
 	for i, s := range svcs {
 		key, err := s.Key()
 		if err != nil {
 			return nil, badRequest("services[%d]: %w", i, err)
 		}
-		ls := loader.Service{Key: key, Persistence: time.Duration(s.Persistence)}
-		if err := ls.Scheduler.UnmarshalText([]byte(s.Scheduler)); err != nil {
+		ls := lb.Service{Key: key, Persistence: time.Duration(s.Persistence)}
+		if ls.Scheduler, err = lb.Schedulers.Parse(s.Scheduler); err != nil {
 			return nil, badRequest("service %s: %w", key, err)
 		}
-		if err := ls.Forward.UnmarshalText([]byte(s.Forward)); err != nil {
+		if ls.Forward, err = lb.ForwardModes.Parse(s.Forward); err != nil {
 			return nil, badRequest("service %s: %w", key, err)
 		}
 		for _, b := range s.Backends {
@@ -111,7 +196,7 @@ func (d *daemon) toLoader(svcs []api.Service) ([]loader.Service, error) {
 			}
 			w := weightOf(b)
 			up := d.health.up(key, addr, s.Health)
-			ls.Backends = append(ls.Backends, loader.Backend{
+			ls.Backends = append(ls.Backends, lb.Backend{
 				Addr:   addr,
 				MAC:    d.neigh.Lookup(addr),
 				Weight: w,
@@ -127,14 +212,14 @@ func (d *daemon) toLoader(svcs []api.Service) ([]loader.Service, error) {
 	return out, nil
 }
 
-func weightOf(b api.Backend) uint32 {
+func weightOf(b config.Backend) uint32 {
 	if b.Weight == nil {
 		return 1
 	}
 	return *b.Weight
 }
 
-func backendAddrs(svcs []api.Service) []netip.Addr {
+func backendAddrs(svcs []config.Service) []netip.Addr {
 	var out []netip.Addr
 	for _, s := range svcs {
 		for _, b := range s.Backends {
@@ -149,22 +234,22 @@ func backendAddrs(svcs []api.Service) []netip.Addr {
 // commit applies next to the data plane, persists it, and only then makes
 // it the desired state. If persisting fails the data plane is put back.
 // Callers hold d.mu.
-func (d *daemon) commit(next []api.Service, configHash string) error {
-	specs, err := d.health.specs(next)
+func (d *Daemon) commit(next []config.Service, configHash string) error {
+	specs, err := d.health.specs(next, d.desired)
 	if err != nil {
 		return err
 	}
-	ls, err := d.toLoader(next)
+	ls, err := d.dataPlaneServices(next)
 	if err != nil {
 		return err
 	}
 	d.neigh.Want(backendAddrs(next))
-	if err := d.bal.Sync(ls); err != nil {
+	if err := d.dp.Sync(ls); err != nil {
 		return badRequest("%w", err)
 	}
 	if err := saveState(d.statePath, &persisted{ConfigHash: configHash, Services: next}); err != nil {
-		if old, err2 := d.toLoader(d.desired); err2 == nil {
-			if err2 := d.bal.Sync(old); err2 != nil {
+		if old, err2 := d.dataPlaneServices(d.desired); err2 == nil {
+			if err2 := d.dp.Sync(old); err2 != nil {
 				d.log.Error("could not restore the previous services after a failed state write", "err", err2)
 			}
 		}
@@ -179,21 +264,26 @@ func (d *daemon) commit(next []api.Service, configHash string) error {
 	return nil
 }
 
-// reconcile re-applies the desired state (after a neighbour change).
-func (d *daemon) reconcile() {
+// reconcile re-applies the desired state (after a neighbour change or a
+// health transition).
+func (d *Daemon) reconcile() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	ls, err := d.toLoader(d.desired)
+	if !d.started {
+		return
+	}
+	ls, err := d.dataPlaneServices(d.desired)
 	if err == nil {
-		err = d.bal.Sync(ls)
+		err = d.dp.Sync(ls)
 	}
 	if err != nil {
 		d.log.Error("reconcile", "err", err)
 	}
 }
 
-// kickReconcile asks the reconcile loop to run soon (coalesced).
-func (d *daemon) kickReconcile() {
+// Kick asks the reconcile loop to run soon (coalesced): the neighbour
+// watcher calls it on every change.
+func (d *Daemon) Kick() {
 	select {
 	case d.kick <- struct{}{}:
 	default:
@@ -202,10 +292,10 @@ func (d *daemon) kickReconcile() {
 
 // mutate copies the desired services, lets fn change the copy, and
 // commits the result: all of it or nothing.
-func (d *daemon) mutate(fn func([]api.Service) ([]api.Service, error)) error {
+func (d *Daemon) mutate(fn func([]config.Service) ([]config.Service, error)) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	next := make([]api.Service, len(d.desired))
+	next := make([]config.Service, len(d.desired))
 	for i, s := range d.desired {
 		next[i] = s.Clone()
 	}
@@ -216,7 +306,7 @@ func (d *daemon) mutate(fn func([]api.Service) ([]api.Service, error)) error {
 	return d.commit(next, d.configHash)
 }
 
-func findService(svcs []api.Service, key maps.ServiceKey) int {
+func findService(svcs []config.Service, key lb.ServiceKey) int {
 	for i, s := range svcs {
 		if k, err := s.Key(); err == nil && k == key {
 			return i
@@ -225,7 +315,7 @@ func findService(svcs []api.Service, key maps.ServiceKey) int {
 	return -1
 }
 
-func findBackend(s api.Service, addr netip.Addr) int {
+func findBackend(s config.Service, addr netip.Addr) int {
 	for i, b := range s.Backends {
 		if a, err := b.Addr(); err == nil && a == addr.Unmap() {
 			return i
@@ -236,12 +326,12 @@ func findBackend(s api.Service, addr netip.Addr) int {
 
 // The changes the API offers. Each validates its input whole first.
 
-func (d *daemon) addService(s api.Service) error {
+func (d *Daemon) addService(s config.Service) error {
 	if err := s.Normalize(); err != nil {
 		return badRequest("%w", err)
 	}
 	key, _ := s.Key()
-	return d.mutate(func(svcs []api.Service) ([]api.Service, error) {
+	return d.mutate(func(svcs []config.Service) ([]config.Service, error) {
 		if findService(svcs, key) >= 0 {
 			return nil, conflict("service %s already exists (use set to change it)", key)
 		}
@@ -249,14 +339,14 @@ func (d *daemon) addService(s api.Service) error {
 	})
 }
 
-func (d *daemon) setService(key maps.ServiceKey, s api.Service) error {
+func (d *Daemon) setService(key lb.ServiceKey, s config.Service) error {
 	if err := s.Normalize(); err != nil {
 		return badRequest("%w", err)
 	}
 	if k, _ := s.Key(); k != key {
 		return badRequest("service %s: body names service %s", key, k)
 	}
-	return d.mutate(func(svcs []api.Service) ([]api.Service, error) {
+	return d.mutate(func(svcs []config.Service) ([]config.Service, error) {
 		i := findService(svcs, key)
 		if i < 0 {
 			return nil, notFound("service %s: no such service", key)
@@ -266,8 +356,8 @@ func (d *daemon) setService(key maps.ServiceKey, s api.Service) error {
 	})
 }
 
-func (d *daemon) delService(key maps.ServiceKey) error {
-	return d.mutate(func(svcs []api.Service) ([]api.Service, error) {
+func (d *Daemon) delService(key lb.ServiceKey) error {
+	return d.mutate(func(svcs []config.Service) ([]config.Service, error) {
 		i := findService(svcs, key)
 		if i < 0 {
 			return nil, notFound("service %s: no such service", key)
@@ -277,8 +367,8 @@ func (d *daemon) delService(key maps.ServiceKey) error {
 }
 
 // changeBackends validates the service after fn changed its backends.
-func (d *daemon) changeBackends(key maps.ServiceKey, fn func(s *api.Service) error) error {
-	return d.mutate(func(svcs []api.Service) ([]api.Service, error) {
+func (d *Daemon) changeBackends(key lb.ServiceKey, fn func(s *config.Service) error) error {
+	return d.mutate(func(svcs []config.Service) ([]config.Service, error) {
 		i := findService(svcs, key)
 		if i < 0 {
 			return nil, notFound("service %s: no such service", key)
@@ -293,12 +383,12 @@ func (d *daemon) changeBackends(key maps.ServiceKey, fn func(s *api.Service) err
 	})
 }
 
-func (d *daemon) addBackend(key maps.ServiceKey, b api.Backend) error {
+func (d *Daemon) addBackend(key lb.ServiceKey, b config.Backend) error {
 	addr, err := b.Addr()
 	if err != nil {
 		return badRequest("%w", err)
 	}
-	return d.changeBackends(key, func(s *api.Service) error {
+	return d.changeBackends(key, func(s *config.Service) error {
 		if findBackend(*s, addr) >= 0 {
 			return conflict("service %s: backend %s already exists (use set to change it)", key, addr)
 		}
@@ -307,12 +397,12 @@ func (d *daemon) addBackend(key maps.ServiceKey, b api.Backend) error {
 	})
 }
 
-func (d *daemon) setBackend(key maps.ServiceKey, addr netip.Addr, b api.Backend) error {
+func (d *Daemon) setBackend(key lb.ServiceKey, addr netip.Addr, b config.Backend) error {
 	if a, err := b.Addr(); b.Address != "" && (err != nil || a != addr.Unmap()) {
 		return badRequest("backend %s: body names backend %q", addr, b.Address)
 	}
 	b.Address = addr.Unmap().String()
-	return d.changeBackends(key, func(s *api.Service) error {
+	return d.changeBackends(key, func(s *config.Service) error {
 		i := findBackend(*s, addr)
 		if i < 0 {
 			return notFound("service %s: no backend %s", key, addr)
@@ -322,8 +412,8 @@ func (d *daemon) setBackend(key maps.ServiceKey, addr netip.Addr, b api.Backend)
 	})
 }
 
-func (d *daemon) delBackend(key maps.ServiceKey, addr netip.Addr) error {
-	return d.changeBackends(key, func(s *api.Service) error {
+func (d *Daemon) delBackend(key lb.ServiceKey, addr netip.Addr) error {
+	return d.changeBackends(key, func(s *config.Service) error {
 		i := findBackend(*s, addr)
 		if i < 0 {
 			return notFound("service %s: no backend %s", key, addr)
@@ -333,8 +423,8 @@ func (d *daemon) delBackend(key maps.ServiceKey, addr netip.Addr) error {
 	})
 }
 
-func (d *daemon) drainBackend(key maps.ServiceKey, addr netip.Addr) error {
-	return d.changeBackends(key, func(s *api.Service) error {
+func (d *Daemon) drainBackend(key lb.ServiceKey, addr netip.Addr) error {
+	return d.changeBackends(key, func(s *config.Service) error {
 		i := findBackend(*s, addr)
 		if i < 0 {
 			return notFound("service %s: no backend %s", key, addr)
@@ -345,12 +435,12 @@ func (d *daemon) drainBackend(key maps.ServiceKey, addr netip.Addr) error {
 	})
 }
 
-// reload makes the config file authoritative again (SIGHUP): the whole new
-// file applies, or nothing does and the old state keeps serving.
-func (d *daemon) reload() error {
-	cfg, data, err := readConfig(d.cfgPath)
+// Reload makes the config file authoritative again (SIGHUP): the whole
+// new file applies, or nothing does and the old state keeps serving.
+func (d *Daemon) Reload() error {
+	cfg, data, err := config.Load(d.cfgPath)
 	if err != nil {
-		return err
+		return badRequest("%w", err)
 	}
 	if cfg.Interface != "" && cfg.Interface != d.iface {
 		return badRequest("config %s: interface %q differs from the running %q (restart to change it)", d.cfgPath, cfg.Interface, d.iface)
@@ -360,34 +450,19 @@ func (d *daemon) reload() error {
 	if err := d.commit(cfg.Services, hashBytes(data)); err != nil {
 		return err
 	}
-	return d.bal.SetTimeouts(timeoutsOf(cfg.Conntrack))
+	return d.dp.SetTimeouts(cfg.Conntrack.Timeouts())
 }
 
-// timeoutsOf converts the config's idle timeouts for the loader.
-func timeoutsOf(c api.Conntrack) maps.Timeouts {
-	return maps.Timeouts{TCP: time.Duration(c.TCPTimeout), TCPFin: time.Duration(c.TCPFinTimeout), UDP: time.Duration(c.UDPTimeout)}
-}
-
-// sweepLoop runs the connection-table sweep every interval until ctx
-// ends: expired flows and persistence entries go, active-flow counts are
-// corrected.
-func (d *daemon) sweepLoop(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			res, err := d.bal.Sweep(loader.MonotonicNow())
-			if err != nil {
-				d.log.Error("sweep the connection table", "err", err)
-				continue
-			}
-			if res.Expired > 0 || res.PersistExpired > 0 || res.Corrected > 0 {
-				d.log.Debug("swept the connection table", "flows", res.Flows, "expired", res.Expired,
-					"persistence_expired", res.PersistExpired, "active_counts_corrected", res.Corrected)
-			}
-		}
+// sweep runs one connection-table sweep: expired flows and persistence
+// entries go, active-flow counts are corrected.
+func (d *Daemon) sweep() {
+	res, err := d.dp.Sweep(monotonicNow())
+	if err != nil {
+		d.log.Error("sweep the connection table", "err", err)
+		return
+	}
+	if res.Expired > 0 || res.PersistExpired > 0 || res.Corrected > 0 {
+		d.log.Debug("swept the connection table", "flows", res.Flows, "expired", res.Expired,
+			"persistence_expired", res.PersistExpired, "active_counts_corrected", res.Corrected)
 	}
 }

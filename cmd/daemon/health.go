@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"log/slog"
@@ -8,10 +8,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/xlb-lb/xlb/cmd/api"
+	"github.com/xlb-lb/xlb/cmd/config"
 	"github.com/xlb-lb/xlb/health"
-	"github.com/xlb-lb/xlb/loader"
-	"github.com/xlb-lb/xlb/maps"
+	"github.com/xlb-lb/xlb/maps/lb"
 )
 
 // healthState is the daemon's side of the health checks: the checker, the
@@ -26,10 +25,10 @@ type healthState struct {
 	adopted map[string]bool
 	// lastUp is each service's latest non-empty set of healthy weighted
 	// backends (the keep-last set).
-	lastUp map[maps.ServiceKey][]netip.Addr
+	lastUp map[lb.ServiceKey][]netip.Addr
 	// allDown holds the policy of the services whose every weighted
 	// backend is down.
-	allDown map[maps.ServiceKey]string
+	allDown map[lb.ServiceKey]string
 }
 
 // newHealthState starts a checker whose transitions are logged and kick
@@ -38,8 +37,8 @@ func newHealthState(log *slog.Logger, kick func(), probe func(health.Config) hea
 	h := &healthState{
 		metrics: newHealthMetrics(),
 		adopted: map[string]bool{},
-		lastUp:  map[maps.ServiceKey][]netip.Addr{},
-		allDown: map[maps.ServiceKey]string{},
+		lastUp:  map[lb.ServiceKey][]netip.Addr{},
+		allDown: map[lb.ServiceKey]string{},
 	}
 	h.checker = health.New(health.Options{
 		Probe:    probe,
@@ -59,7 +58,7 @@ func newHealthState(log *slog.Logger, kick func(), probe func(health.Config) hea
 }
 
 // checkID names the check of one backend of one service.
-func checkID(key maps.ServiceKey, addr netip.Addr) string { return key.String() + " " + addr.String() }
+func checkID(key lb.ServiceKey, addr netip.Addr) string { return key.String() + " " + addr.String() }
 
 func splitCheckID(id string) (svc, backend string) {
 	svc, backend, _ = strings.Cut(id, " ")
@@ -68,8 +67,8 @@ func splitCheckID(id string) (svc, backend string) {
 
 // healthConfig is a service's check in the checker's terms; false: the
 // service has no probing check (none, or no health block).
-func healthConfig(h *api.Health) (health.Config, bool) {
-	if h == nil || h.Type == api.HealthNone {
+func healthConfig(h *config.Health) (health.Config, bool) {
+	if !h.Probes() {
 		return health.Config{}, false
 	}
 	c := health.Config{
@@ -89,8 +88,23 @@ func healthConfig(h *api.Health) (health.Config, bool) {
 	return c, true
 }
 
-// specs lists the checks that svcs (normalised) need.
-func (h *healthState) specs(svcs []api.Service) ([]health.Spec, error) {
+// specs lists the checks that svcs (normalised) need. prev is the desired
+// state they replace: a backend that was carrying traffic there keeps
+// carrying it when its service gains a check (or a new kind of check),
+// until that check says otherwise.
+func (h *healthState) specs(svcs, prev []config.Service) ([]health.Spec, error) {
+	wasUp := map[string]bool{}
+	for _, s := range prev {
+		key, err := s.Key()
+		if err != nil {
+			continue
+		}
+		for _, b := range s.Backends {
+			if addr, err := b.Addr(); err == nil && h.up(key, addr, s.Health) {
+				wasUp[checkID(key, addr)] = true
+			}
+		}
+	}
 	var out []health.Spec
 	for _, s := range svcs {
 		cfg, ok := healthConfig(s.Health)
@@ -118,7 +132,8 @@ func (h *healthState) specs(svcs []api.Service) ([]health.Spec, error) {
 			if cfg.Type == health.ICMP {
 				t.Port = 0
 			}
-			out = append(out, health.Spec{ID: id, Target: t, Config: cfg, Up: h.startsUp(id, s.Health)})
+			up := h.startsUp(id, s.Health) || wasUp[id]
+			out = append(out, health.Spec{ID: id, Target: t, Config: cfg, Up: up})
 		}
 	}
 	return out, nil
@@ -127,12 +142,12 @@ func (h *healthState) specs(svcs []api.Service) ([]health.Spec, error) {
 // startsUp is the state of a check that has not run yet: down (it must
 // pass rise checks) unless the service says start_up or the backend was
 // usable in the data plane this daemon re-adopted.
-func (h *healthState) startsUp(id string, hc *api.Health) bool {
+func (h *healthState) startsUp(id string, hc *config.Health) bool {
 	return hc.StartUp || h.adopted[id]
 }
 
 // up reports whether a backend passes its service's health check.
-func (h *healthState) up(key maps.ServiceKey, addr netip.Addr, hc *api.Health) bool {
+func (h *healthState) up(key lb.ServiceKey, addr netip.Addr, hc *config.Health) bool {
 	if _, checked := healthConfig(hc); !checked {
 		return true
 	}
@@ -147,7 +162,7 @@ func (h *healthState) up(key maps.ServiceKey, addr netip.Addr, hc *api.Health) b
 // weight is down: drop (its traffic is dropped and counted) or keep-last
 // (the last healthy set keeps getting it). Entering and leaving the state
 // is logged once each. Callers hold daemon.mu.
-func (h *healthState) applyAllDown(log *slog.Logger, s api.Service, ls *loader.Service) {
+func (h *healthState) applyAllDown(log *slog.Logger, s config.Service, ls *lb.Service) {
 	if s.Health == nil {
 		return
 	}
@@ -171,7 +186,7 @@ func (h *healthState) applyAllDown(log *slog.Logger, s api.Service, ls *loader.S
 		return
 	}
 	policy := s.Health.AllDown
-	if policy == api.AllDownKeepLast {
+	if policy == string(lb.AllDownKeepLast) {
 		for i, b := range ls.Backends {
 			if slices.Contains(h.lastUp[key], b.Addr) {
 				ls.Backends[i].Down = false
@@ -179,7 +194,7 @@ func (h *healthState) applyAllDown(log *slog.Logger, s api.Service, ls *loader.S
 		}
 	}
 	if was != policy {
-		if policy == api.AllDownKeepLast {
+		if policy == string(lb.AllDownKeepLast) {
 			log.Error("EVERY BACKEND OF THE SERVICE IS DOWN: all_down keep-last, still sending its traffic to the last healthy backends",
 				"service", key, "backends", h.lastUp[key])
 		} else {
@@ -191,8 +206,8 @@ func (h *healthState) applyAllDown(log *slog.Logger, s api.Service, ls *loader.S
 
 // forget drops the state of services and checks that no longer exist.
 // Callers hold daemon.mu.
-func (h *healthState) forget(svcs []api.Service, specs []health.Spec) {
-	live := map[maps.ServiceKey]bool{}
+func (h *healthState) forget(svcs []config.Service, specs []health.Spec) {
+	live := map[lb.ServiceKey]bool{}
 	for _, s := range svcs {
 		if k, err := s.Key(); err == nil {
 			live[k] = true

@@ -1,14 +1,16 @@
-package maps
+package table
 
 import (
 	"fmt"
 	"testing"
+
+	"github.com/xlb-lb/xlb/maps/lb"
 )
 
-func rrBackends(w ...uint32) []MaglevBackend {
-	out := make([]MaglevBackend, len(w))
+func rrBackends(w ...uint32) []Backend {
+	out := make([]Backend, len(w))
 	for i := range w {
-		out[i] = MaglevBackend{ID: uint32(i + 1), Key: fmt.Sprintf("198.18.0.%d", 10+i), Weight: w[i]}
+		out[i] = Backend{ID: uint32(i + 1), Key: fmt.Sprintf("198.18.0.%d", 10+i), Weight: w[i]}
 	}
 	return out
 }
@@ -19,7 +21,7 @@ func rrBackends(w ...uint32) []MaglevBackend {
 func TestRoundRobinWindows(t *testing.T) {
 	for _, w := range [][]uint32{{1, 1, 1}, {1, 2, 3}, {5, 1}, {100, 1, 7, 0, 3}, {65535, 1}} {
 		const size = 1009
-		table, err := BuildRoundRobin(rrBackends(w...), size)
+		table, err := RoundRobin(rrBackends(w...), size)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -46,45 +48,31 @@ func TestRoundRobinWindows(t *testing.T) {
 			}
 		}
 	}
-	empty, err := BuildRoundRobin(rrBackends(0, 0), 11)
+	empty, err := RoundRobin(rrBackends(0, 0), 11)
 	if err != nil || len(empty) != 11 || empty[0] != 0 {
 		t.Errorf("all drained: %v, %v", empty, err)
 	}
-	if _, err := BuildRoundRobin([]MaglevBackend{{ID: 0, Key: "a", Weight: 1}}, 11); err == nil {
+	if _, err := RoundRobin([]Backend{{ID: 0, Key: "a", Weight: 1}}, 11); err == nil {
 		t.Errorf("id 0 accepted")
 	}
 }
 
 func TestLeastConnTable(t *testing.T) {
-	table, err := BuildLeastConn(rrBackends(1, 0, 3), 11)
+	table, err := LeastConn(rrBackends(1, 0, 3), 11)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := []uint32{2, 1, 3, 0, 0, 0, 0, 0, 0, 0, 0}; fmt.Sprint(table) != fmt.Sprint(want) {
 		t.Errorf("table %v, want %v", table, want)
 	}
-	many := make([]uint32, MaxLeastConnBackends+1)
+	many := make([]uint32, lb.MaxLeastConnBackends+1)
 	for i := range many {
 		many[i] = 1
 	}
-	if _, err := BuildLeastConn(rrBackends(many...), 65537); err == nil {
+	if _, err := LeastConn(rrBackends(many...), 65537); err == nil {
 		t.Errorf("%d backends accepted", len(many))
 	}
-	if _, err := BuildLeastConn(rrBackends(1, 1, 1), 3); err == nil {
+	if _, err := LeastConn(rrBackends(1, 1, 1), 3); err == nil {
 		t.Errorf("3 backends in 3 slots accepted (slot 0 holds the count)")
-	}
-}
-
-func TestSchedulerNames(t *testing.T) {
-	for in, want := range map[string]Scheduler{"": Maglev, "MH": Maglev, "sh": SourceHash, "rr": RoundRobin, "wrr": RoundRobin,
-		"round-robin": RoundRobin, "lc": LeastConn, "wlc": LeastConn, "least-conn": LeastConn} {
-		var s Scheduler
-		if err := s.UnmarshalText([]byte(in)); err != nil || s != want {
-			t.Errorf("%q: %v, %v; want %v", in, s, err, want)
-		}
-	}
-	var s Scheduler
-	if err := s.UnmarshalText([]byte("sed")); err == nil {
-		t.Errorf("sed accepted")
 	}
 }

@@ -1,0 +1,235 @@
+// Package daemontest models what the daemon drives, for tests that need
+// no root: a data plane that validates and installs services as the loader
+// does (the same lb rules, the same table builders) and keeps them in
+// memory, and a neighbour table.
+package daemontest
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+
+	"github.com/xlb-lb/xlb/maps/lb"
+	"github.com/xlb-lb/xlb/maps/table"
+)
+
+// DataPlane is an in-memory data plane. Sync is all or nothing, as the
+// loader's is; counters and flows are what the test puts there.
+type DataPlane struct {
+	mu          sync.Mutex
+	maxServices int
+	tableSize   uint32
+	services    map[lb.ServiceKey]lb.Service
+	counters    map[lb.ServiceKey]lb.ServiceCounters
+	backendCtrs map[lb.ServiceKey]map[netip.Addr]lb.BackendCounters
+	active      map[lb.ServiceKey]map[netip.Addr]uint64
+	global      lb.GlobalCounters
+	flows       []lb.FlowEntry
+	timeouts    lb.Timeouts
+	syncs       int
+	failSync    error
+}
+
+// NewDataPlane returns an empty data plane holding up to maxServices
+// services (0: lb.MaxServices' default) with the default table size.
+func NewDataPlane(maxServices int) *DataPlane {
+	if maxServices == 0 {
+		maxServices = int(lb.MaxServices.Default)
+	}
+	return &DataPlane{
+		maxServices: maxServices, tableSize: 251,
+		services:    map[lb.ServiceKey]lb.Service{},
+		counters:    map[lb.ServiceKey]lb.ServiceCounters{},
+		backendCtrs: map[lb.ServiceKey]map[netip.Addr]lb.BackendCounters{},
+		active:      map[lb.ServiceKey]map[netip.Addr]uint64{},
+		timeouts:    lb.DefaultTimeouts,
+	}
+}
+
+// Sync validates every service and builds its table, then installs them
+// all, or returns the first error and changes nothing.
+func (p *DataPlane) Sync(svcs []lb.Service) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.failSync != nil {
+		return p.failSync
+	}
+	if len(svcs) > p.maxServices {
+		return fmt.Errorf("%d services, at most %d", len(svcs), p.maxServices)
+	}
+	next := make(map[lb.ServiceKey]lb.Service, len(svcs))
+	for _, s := range svcs {
+		if err := s.Validate(); err != nil {
+			return err
+		}
+		if _, dup := next[s.Key]; dup {
+			return fmt.Errorf("service %s: listed twice", s.Key)
+		}
+		in := make([]table.Backend, 0, len(s.Backends))
+		for i, b := range s.Backends {
+			if b.Usable() {
+				in = append(in, table.Backend{ID: uint32(i + 1), Key: b.Addr.String(), Weight: b.Weight})
+			}
+		}
+		if _, err := table.Build(s.Scheduler, in, p.tableSize); err != nil {
+			return fmt.Errorf("service %s: %w", s.Key, err)
+		}
+		s.Backends = slices.Clone(s.Backends)
+		next[s.Key] = s
+	}
+	p.services = next
+	p.syncs++
+	return nil
+}
+
+// FailSync makes every Sync fail with err (nil: succeed again).
+func (p *DataPlane) FailSync(err error) {
+	p.mu.Lock()
+	p.failSync = err
+	p.mu.Unlock()
+}
+
+// Syncs counts the successful Syncs.
+func (p *DataPlane) Syncs() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.syncs
+}
+
+// SetTimeouts validates and stores the idle timeouts.
+func (p *DataPlane) SetTimeouts(t lb.Timeouts) error {
+	t = t.OrDefault()
+	if err := t.Validate(); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.timeouts = t
+	p.mu.Unlock()
+	return nil
+}
+
+// Installed returns the installed service with key k.
+func (p *DataPlane) Installed(k lb.ServiceKey) (lb.Service, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s, ok := p.services[k]
+	return s, ok
+}
+
+// Snapshot returns what is installed with the counters the test set.
+func (p *DataPlane) Snapshot() (lb.Snapshot, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	snap := lb.Snapshot{Global: p.global, Flows: len(p.flows), Timeouts: p.timeouts, Services: map[lb.ServiceKey]lb.ServiceState{}}
+	for k, s := range p.services {
+		ss := lb.ServiceState{Service: s, Counters: p.counters[k], Backends: map[netip.Addr]lb.BackendState{}}
+		for _, b := range s.Backends {
+			ss.Backends[b.Addr] = lb.BackendState{Backend: b, Usable: b.Usable(), InTable: b.Usable() && b.Weight > 0,
+				Counters: p.backendCtrs[k][b.Addr], Active: p.active[k][b.Addr]}
+		}
+		snap.Services[k] = ss
+	}
+	return snap, nil
+}
+
+// SetCounters sets a service's counters and those of its backends.
+func (p *DataPlane) SetCounters(k lb.ServiceKey, s lb.ServiceCounters, backends map[netip.Addr]lb.BackendCounters) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.counters[k] = s
+	p.backendCtrs[k] = backends
+}
+
+// SetActive sets a backend's active-flow count.
+func (p *DataPlane) SetActive(k lb.ServiceKey, addr netip.Addr, n uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.active[k] == nil {
+		p.active[k] = map[netip.Addr]uint64{}
+	}
+	p.active[k][addr] = n
+}
+
+// SetGlobal sets the global counters.
+func (p *DataPlane) SetGlobal(g lb.GlobalCounters) {
+	p.mu.Lock()
+	p.global = g
+	p.mu.Unlock()
+}
+
+// SetFlows sets the connection table's entries.
+func (p *DataPlane) SetFlows(f []lb.FlowEntry) {
+	p.mu.Lock()
+	p.flows = slices.Clone(f)
+	p.mu.Unlock()
+}
+
+// Flows returns up to limit of the entries the test set.
+func (p *DataPlane) Flows(limit int, _ uint64) ([]lb.FlowEntry, error) {
+	if limit < 1 {
+		return nil, errors.New("limit must be at least 1")
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := slices.Clone(p.flows[:min(limit, len(p.flows))])
+	if out == nil {
+		out = []lb.FlowEntry{}
+	}
+	return out, nil
+}
+
+// Sweep does nothing: the model's flows never expire.
+func (p *DataPlane) Sweep(uint64) (lb.SweepResult, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return lb.SweepResult{Flows: len(p.flows)}, nil
+}
+
+// MACs is a neighbour table: every address has a MAC derived from it,
+// except those marked unknown.
+type MACs struct {
+	mu      sync.Mutex
+	unknown map[netip.Addr]bool
+}
+
+// NewMACs returns a table in which the addresses listed have no MAC.
+func NewMACs(unknown ...netip.Addr) *MACs {
+	m := &MACs{unknown: map[netip.Addr]bool{}}
+	for _, a := range unknown {
+		m.unknown[a] = true
+	}
+	return m
+}
+
+// SetKnown marks addr as resolved (true) or not.
+func (m *MACs) SetKnown(addr netip.Addr, known bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if known {
+		delete(m.unknown, addr)
+	} else {
+		m.unknown[addr] = true
+	}
+}
+
+// MAC is the MAC the table gives addr: 02:00 and its last four bytes.
+func MAC(addr netip.Addr) net.HardwareAddr {
+	b := addr.As16()
+	return net.HardwareAddr{0x02, 0, b[12], b[13], b[14], b[15]}
+}
+
+// Lookup returns addr's MAC, nil if unknown.
+func (m *MACs) Lookup(addr netip.Addr) net.HardwareAddr {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.unknown[addr] {
+		return nil
+	}
+	return MAC(addr)
+}
+
+// Want does nothing: the table knows what it knows.
+func (m *MACs) Want([]netip.Addr) {}

@@ -1,0 +1,36 @@
+package daemon
+
+import (
+	"net"
+	"net/netip"
+
+	"github.com/xlb-lb/xlb/maps/lb"
+)
+
+// DataPlane is what the daemon drives: the loader's Balancer in xlbd, a
+// model of it (package daemontest) in tests that need no root. Every
+// method is safe for concurrent use.
+type DataPlane interface {
+	// Sync makes the installed services exactly svcs, all or nothing:
+	// on error nothing changed.
+	Sync(svcs []lb.Service) error
+	// SetTimeouts changes the connection table's idle timeouts.
+	SetTimeouts(lb.Timeouts) error
+	// Snapshot reads what is installed, with its counters.
+	Snapshot() (lb.Snapshot, error)
+	// Flows lists up to limit connection-table entries; now is
+	// CLOCK_MONOTONIC in ns, for their idle times.
+	Flows(limit int, now uint64) ([]lb.FlowEntry, error)
+	// Sweep deletes expired flows and persistence entries and corrects
+	// the active-flow counts; now is CLOCK_MONOTONIC in ns.
+	Sweep(now uint64) (lb.SweepResult, error)
+}
+
+// Neighbors resolves backend MACs: the loader's netlink watcher in xlbd, a
+// table in tests.
+type Neighbors interface {
+	// Lookup returns addr's MAC, nil while unknown.
+	Lookup(addr netip.Addr) net.HardwareAddr
+	// Want lists the addresses to follow (and to solicit while unknown).
+	Want(addrs []netip.Addr)
+}

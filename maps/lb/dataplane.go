@@ -1,0 +1,200 @@
+package lb
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+)
+
+// This file is the data plane's contract with the daemon: what the daemon
+// asks it to install, and what it reads back.
+
+// Service is the desired state of one service and its backends.
+type Service struct {
+	Key       ServiceKey
+	Scheduler Scheduler
+	Forward   ForwardMode
+	// Persistence sends a client address's new flows to the backend of
+	// its previous one, if that was within this long and the backend is
+	// still usable (drained ones included). Whole seconds; 0 is off.
+	Persistence time.Duration
+	Backends    []Backend
+}
+
+// Backend is the desired state of one backend of a service.
+type Backend struct {
+	// Addr is the backend's own address (not the VIP).
+	Addr netip.Addr
+	// MAC is the backend's Ethernet address for dsr-l2; nil while unknown
+	// (the backend gets no traffic until it is known).
+	MAC net.HardwareAddr
+	// Weight is the relative share of new flows; 0 drains the backend:
+	// its existing flows continue, it gets no new ones.
+	Weight uint32
+	// Down marks a backend that failed its health check: it gets no new
+	// flows and its existing flows move to a usable backend.
+	Down bool
+	// Failing marks a backend failing its health check that is not Down
+	// (a drained one keeps its established flows whatever its health): it
+	// takes no persistent client, whose next flow is scheduled afresh.
+	Failing bool
+}
+
+// Usable reports whether the data plane may send the backend traffic.
+func (b Backend) Usable() bool { return !b.Down && len(b.MAC) == 6 }
+
+// Validate checks one service's desired state whole.
+func (s Service) Validate() error {
+	if err := s.Key.Validate(); err != nil {
+		return fmt.Errorf("service %s: %w", s.Key, err)
+	}
+	if _, ok := Schedulers.Lookup(s.Scheduler.String()); !ok {
+		return fmt.Errorf("service %s: scheduler %s is not supported", s.Key, s.Scheduler)
+	}
+	if err := Persistence.Check(s.Persistence); err != nil || s.Persistence%time.Second != 0 {
+		return fmt.Errorf("service %s: persistence %s: want whole seconds from 0 (off) to %s", s.Key, s.Persistence, FormatDuration(Persistence.Max))
+	}
+	if _, ok := ForwardModes.Lookup(s.Forward.String()); !ok {
+		return fmt.Errorf("service %s: forwarding mode %s is not supported", s.Key, s.Forward)
+	}
+	seen := make(map[netip.Addr]bool, len(s.Backends))
+	for _, be := range s.Backends {
+		if err := s.Key.CheckBackend(be.Addr); err != nil {
+			return fmt.Errorf("service %s: backend %s: %w", s.Key, be.Addr, err)
+		}
+		switch {
+		case seen[be.Addr.Unmap()]:
+			return fmt.Errorf("service %s: duplicate backend %s", s.Key, be.Addr)
+		case be.Weight > MaxWeight:
+			return fmt.Errorf("service %s: backend %s: weight %d out of range %s", s.Key, be.Addr, be.Weight, Weight.Range())
+		case len(be.MAC) != 0 && len(be.MAC) != 6:
+			return fmt.Errorf("service %s: backend %s: mac %s is not a 6-byte Ethernet address", s.Key, be.Addr, be.MAC)
+		}
+		seen[be.Addr.Unmap()] = true
+	}
+	return nil
+}
+
+// Timeouts are the connection table's idle timeouts; 0 never expires.
+type Timeouts struct {
+	// TCP is the idle timeout of an established TCP flow.
+	TCP time.Duration
+	// TCPFin is the idle timeout of a TCP flow after the client's FIN or
+	// RST.
+	TCPFin time.Duration
+	// UDP is the idle timeout of a UDP flow.
+	UDP time.Duration
+}
+
+// DefaultTimeouts are the connection table's idle timeouts unless
+// configured (those of IPVS).
+var DefaultTimeouts = Timeouts{TCP: TCPTimeout.Default, TCPFin: TCPFinTimeout.Default, UDP: UDPTimeout.Default}
+
+// OrDefault fills zero fields from DefaultTimeouts.
+func (t Timeouts) OrDefault() Timeouts {
+	return Timeouts{TCP: TCPTimeout.Or(t.TCP), TCPFin: TCPFinTimeout.Or(t.TCPFin), UDP: UDPTimeout.Or(t.UDP)}
+}
+
+// Validate checks each timeout against its limit.
+func (t Timeouts) Validate() error {
+	for _, f := range []struct {
+		l Limit[time.Duration]
+		v time.Duration
+	}{{TCPTimeout, t.TCP}, {TCPFinTimeout, t.TCPFin}, {UDPTimeout, t.UDP}} {
+		if err := f.l.Check(f.v); err != nil {
+			return fmt.Errorf("%s %s: %w", f.l.Name, FormatDuration(f.v), err)
+		}
+	}
+	return nil
+}
+
+// Of returns the timeout of a flow of protocol p; closing: the client sent
+// FIN or RST.
+func (t Timeouts) Of(p Proto, closing bool) time.Duration {
+	switch {
+	case p == UDP:
+		return t.UDP
+	case closing:
+		return t.TCPFin
+	}
+	return t.TCP
+}
+
+// Expired reports whether a flow of protocol p seen last at lastSeen
+// (CLOCK_MONOTONIC ns) is idle beyond its timeout at now, as the data
+// plane judges it.
+func (t Timeouts) Expired(p Proto, closing bool, lastSeen, now uint64) bool {
+	to := t.Of(p, closing)
+	return to > 0 && int64(now-lastSeen) > int64(to)
+}
+
+// Snapshot is the data plane as installed, with its counters, read at
+// one moment: what status pages and metrics show.
+type Snapshot struct {
+	Global   GlobalCounters
+	Services map[ServiceKey]ServiceState
+	// Flows is the number of entries in the connection table.
+	Flows    int
+	Timeouts Timeouts
+}
+
+// ServiceState is one service as installed.
+type ServiceState struct {
+	Service
+	Counters ServiceCounters
+	Backends map[netip.Addr]BackendState
+}
+
+// BackendState is one backend as installed.
+type BackendState struct {
+	Backend
+	// Usable: healthy and MAC known.
+	Usable bool
+	// InTable: usable with a weight above 0, so it receives new flows.
+	InTable  bool
+	Counters BackendCounters
+	// Active is the number of its flows neither closed nor expired.
+	Active uint64
+}
+
+// GlobalCounters count what the data plane did with every frame.
+type GlobalCounters struct {
+	RxPackets, TxPackets uint64
+	// Frames passed to the kernel untouched, by reason.
+	PassNotIP, PassNotVIP, PassMalformed, PassFragment, PassIPv6Ext, PassTTL, PassOtherHost uint64
+	// Frames dropped, by reason.
+	DropNoBackend, DropInternal                                 uint64
+	ConntrackHits, NewFlows, Reschedules, ConntrackInsertErrors uint64
+	ExpiredFlows, ClosedFlows, PersistHits                      uint64
+}
+
+// ServiceCounters count one service's packets.
+type ServiceCounters struct {
+	Packets, Bytes, NewFlows, DropNoBackend uint64
+}
+
+// BackendCounters count one backend's packets.
+type BackendCounters struct {
+	Packets, Bytes, NewFlows uint64
+}
+
+// FlowEntry is one connection-table entry as the API lists it.
+type FlowEntry struct {
+	Key     FlowKey
+	Backend netip.Addr
+	Idle    time.Duration
+	// Closing: the client sent FIN or RST.
+	Closing bool
+}
+
+// SweepResult is what one sweep of the connection table did.
+type SweepResult struct {
+	// Flows is the number of entries seen.
+	Flows int
+	// Expired flows and PersistExpired persistence entries were deleted.
+	Expired, PersistExpired int
+	// Corrected is the number of backends whose active-flow count was
+	// fixed.
+	Corrected int
+}
