@@ -64,8 +64,8 @@ static long lc_step(__u32 i, void *ctx)
 		return 0;
 	__u32 id = *idp;
 	struct backend *be = bpf_map_lookup_elem(&backends, &id);
-	if (!be || !(be->flags & F_BACKEND_USABLE) || be->svc_id != sc->svc_id ||
-	    be->weight == 0)
+	if (!be || !(be->flags & F_BACKEND_USABLE) ||
+	    be->svc_id != sc->svc_id || be->weight == 0)
 		return 0;
 	__s64 *ap = bpf_map_lookup_elem(&backend_active, &id);
 	__s64 a = ap ? *ap : 0;
@@ -138,8 +138,7 @@ static __always_inline __u32 schedule(const struct service *svc,
 }
 
 /* persist_key_of fills the persistence key of the flow's client. */
-static __always_inline void persist_key_of(struct persist_key *pk,
-					   __u32 svc_id,
+static __always_inline void persist_key_of(struct persist_key *pk, __u32 svc_id,
 					   const struct flow_key *key)
 {
 	__builtin_memcpy(pk->addr, key->src, sizeof(pk->addr));
@@ -183,7 +182,8 @@ static __always_inline int flow_expired(__u64 last_seen, __u32 fflags,
 	return to && (__s64)(now - last_seen) > (__s64)to;
 }
 
-static __always_inline int process(struct xdp_md *ctx, struct global_counters *gs)
+static __always_inline int process(struct xdp_md *ctx,
+				   struct global_counters *gs)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
@@ -281,8 +281,11 @@ static __always_inline int process(struct xdp_md *ctx, struct global_counters *g
 					f->last_seen = now;
 					if (svc->persist_secs) {
 						struct persist_key pk = {};
-						persist_key_of(&pk, svc_id, &p.key);
-						struct persist_entry *pe = bpf_map_lookup_elem(&persist, &pk);
+						persist_key_of(&pk, svc_id,
+							       &p.key);
+						struct persist_entry *pe =
+							bpf_map_lookup_elem(
+								&persist, &pk);
 						if (pe && pe->backend_id == bid)
 							pe->last_seen = now;
 					}
@@ -324,7 +327,8 @@ static __always_inline int process(struct xdp_md *ctx, struct global_counters *g
 			bpf_map_update_elem(&persist, &pk, &pv, BPF_ANY);
 		}
 		__u32 closing = (p.tcp_flags & (TCP_FIN | TCP_RST)) ?
-					F_FLOW_CLOSING : 0;
+					F_FLOW_CLOSING :
+					0;
 		if (f) {
 			/* Keep the entry, move it. */
 			if (!(fflags & F_FLOW_CLOSING))
