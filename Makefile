@@ -6,6 +6,8 @@ GO          ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 # what this clang produces (check-generated proves it).
 CLANG       ?= clang-14
 BPF_CFLAGS  ?= -O2 -g -Wall -Werror
+# Formatter of the BPF C sources (.clang-format), pinned like the compiler.
+CLANG_FORMAT ?= clang-format-14
 export BPF2GO_CC     := $(CLANG)
 export BPF2GO_CFLAGS := $(BPF_CFLAGS)
 export BPF2GO_STRIP  ?= llvm-strip-14
@@ -15,7 +17,7 @@ TEST_FLAGS  ?= -count=1
 # Privileged tiers skip (loudly) without root; XLB_REQUIRE_PRIV=1 (CI) makes
 # those skips failures.
 
-.PHONY: help generate build install test test-unit test-integration bench bench-go demo lint format check-generated check-printk clean bpffs
+.PHONY: help generate build install test test-unit test-integration bench bench-go demo lint format check-format check-generated check-printk clean bpffs
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -23,6 +25,8 @@ help: ## list the targets
 # Packages with a bpf2go directive and committed output.
 BPF_PKGS    := ./bpf/ ./test/bench/benchbpf/
 BPF_DIRS    := bpf/ test/bench/benchbpf/
+# C sources under clang-format.
+C_SOURCES   := $(wildcard bpf/*.c bpf/include/*.h test/bench/benchbpf/*.c test/bench/benchbpf/*.h)
 
 generate: ## regenerate the bpf2go bindings (needs clang-14, llvm, libbpf-dev)
 	$(GO) generate $(BPF_PKGS)
@@ -57,13 +61,17 @@ bench: bpffs ## xlb beside same-run baselines: per-packet, veth Mpps, control pl
 bench-go: ## Go micro-benchmarks of maps/ and loader/
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./maps/ ./loader/
 
-lint: check-printk ## gofmt, go vet, printk policy
+lint: check-printk check-format ## gofmt, go vet, printk policy, clang-format
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfel.go$$')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags integration ./test/...
 
-format: ## gofmt the Go sources
+format: ## gofmt the Go sources, clang-format the C sources
 	gofmt -w $$(git ls-files '*.go' | grep -v '_bpfel.go$$')
+	$(CLANG_FORMAT) -i $(C_SOURCES)
+
+check-format: ## fail if a C source is not clang-formatted (.clang-format)
+	$(CLANG_FORMAT) --dry-run -Werror $(C_SOURCES)
 
 check-generated: ## regenerate and fail if the committed bindings differ
 	$(MAKE) generate

@@ -64,8 +64,8 @@ static long lc_step(__u32 i, void *ctx)
 		return 0;
 	__u32 id = *idp;
 	struct backend *be = bpf_map_lookup_elem(&backends, &id);
-	if (!be || !(be->flags & F_BACKEND_USABLE) || be->svc_id != sc->svc_id ||
-	    be->weight == 0)
+	if (!be || !(be->flags & F_BACKEND_USABLE) ||
+	    be->svc_id != sc->svc_id || be->weight == 0)
 		return 0;
 	__s64 *ap = bpf_map_lookup_elem(&backend_active, &id);
 	__s64 a = ap ? *ap : 0;
@@ -138,8 +138,7 @@ static __always_inline __u32 schedule(const struct service *svc,
 }
 
 /* persist_key_of fills the persistence key of the flow's client. */
-static __always_inline void persist_key_of(struct persist_key *pk,
-					   __u32 svc_id,
+static __always_inline void persist_key_of(struct persist_key *pk, __u32 svc_id,
 					   const struct flow_key *key)
 {
 	__builtin_memcpy(pk->addr, key->src, sizeof(pk->addr));
@@ -183,56 +182,277 @@ static __always_inline int flow_expired(__u64 last_seen, __u32 fflags,
 	return to && (__s64)(now - last_seen) > (__s64)to;
 }
 
-static __always_inline int process(struct xdp_md *ctx, struct global_counters *gs)
+/* parse_frame parses Ethernet (with VLAN tags), IPv4 or IPv6 and the TCP or
+ * UDP ports into p. Returns 0 when the frame is not one a service could
+ * match: it then goes to the kernel, the reason counted (fragments and IPv6
+ * extension headers are not handled yet; the kernel copes with them). */
+static __always_inline int parse_frame(void *data, void *end, struct pkt *p,
+				       struct global_counters *gs)
+{
+	void *pos = data;
+	int proto;
+
+	proto = parse_eth(&pos, end, p);
+	if (proto == PARSE_MALFORMED) {
+		gs->pass_malformed++;
+		return 0;
+	}
+	if (proto == ETH_P_IP) {
+		proto = parse_ipv4(&pos, end, p);
+	} else if (proto == ETH_P_IPV6) {
+		proto = parse_ipv6(&pos, end, p);
+	} else {
+		gs->pass_not_ip++;
+		return 0;
+	}
+	if (proto >= 0)
+		proto = parse_l4(pos, end, proto, p);
+	switch (proto) {
+	case 0:
+		return 1;
+	case PARSE_FRAGMENT:
+		gs->pass_fragment++;
+		return 0;
+	case PARSE_IPV6_EXT:
+		gs->pass_ipv6_ext++;
+		return 0;
+	case PARSE_OTHER_L4:
+		gs->pass_not_vip++;
+		return 0;
+	default:
+		gs->pass_malformed++;
+		return 0;
+	}
+}
+
+/* service_of looks up the service the frame is addressed to (destination
+ * address, port, protocol and family), NULL if none. The checks that send
+ * service traffic to the kernel stay in process(): inside a helper, clang
+ * merged their counters into one computed-offset increment on every path. */
+static __always_inline struct service *service_of(const struct pkt *p)
+{
+	struct svc_key sk = {};
+
+	__builtin_memcpy(sk.addr, p->key.dst, sizeof(sk.addr));
+	sk.port = p->key.dport;
+	sk.proto = p->key.proto;
+	sk.family = p->key.family;
+	return bpf_map_lookup_elem(&services, &sk);
+}
+
+/* Where a frame's flow stands: filled by flow_lookup, completed by
+ * new_flow when the connection table could not place the frame. */
+struct flow_state {
+	/* The flow's connection-table entry, NULL if it has none. */
+	struct flow *f;
+	/* Backend the frame goes to; NULL until one is known. */
+	struct backend *be;
+	/* Its id: the entry's backend until new_flow picks another. */
+	__u32 bid;
+	/* The entry's F_FLOW_* flags as read, 0 without an entry. */
+	__u32 fflags;
+	/* 1 for a new flow, 0 for a known one (kept or rescheduled). */
+	int is_new;
+};
+
+/* refresh_flow stamps an established flow's entry with now and, under
+ * persistence, its client's entry too, but only while that entry still
+ * names this flow's backend (a newer flow of the client may have been
+ * placed elsewhere since, and that choice must not be kept alive). */
+static __always_inline void refresh_flow(struct flow *f, const struct pkt *p,
+					 const struct service *svc,
+					 __u32 svc_id, __u32 bid, __u64 now)
+{
+	f->last_seen = now;
+	if (svc->persist_secs) {
+		struct persist_key pk = {};
+		persist_key_of(&pk, svc_id, &p->key);
+		struct persist_entry *pe = bpf_map_lookup_elem(&persist, &pk);
+		if (pe && pe->backend_id == bid)
+			pe->last_seen = now;
+	}
+}
+
+/* flow_lookup is the connection-table hit path. An entry that has not
+ * expired, is not a closed flow's tuple reused by a new SYN, and whose
+ * backend may still carry traffic keeps its backend (st->be set): last_seen
+ * is refreshed and a client's first FIN or RST marks the flow closing.
+ * Otherwise st->be stays NULL for new_flow: the flow is new when it has no
+ * entry, its entry expired, or a SYN reuses a closed flow's tuple; it is
+ * rescheduled (not new) when its backend became unusable. */
+static __always_inline void flow_lookup(struct flow_state *st,
+					const struct pkt *p,
+					const struct service *svc, __u32 svc_id,
+					__u64 now, struct global_counters *gs)
+{
+	struct flow *f = bpf_map_lookup_elem(&conntrack, &p->key);
+	struct backend *be = NULL;
+	__u32 bid = 0;
+	int is_new = 1;
+	__u32 fflags = 0;
+
+	if (f) {
+		bid = f->backend_id;
+		fflags = f->flags;
+		__u64 last = f->last_seen;
+		if (flow_expired(last, fflags, p->key.proto, now)) {
+			gs->expired_flows++;
+		} else if ((fflags & F_FLOW_CLOSING) &&
+			   (p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) {
+			/* SYN without ACK on a closing tuple: the client
+			 * reused the port after a close, a new connection. */
+		} else {
+			is_new = 0;
+			be = usable_backend(bid, svc_id);
+			if (be) {
+				gs->conntrack_hits++;
+				/* Not on every packet: established flows on
+				 * every CPU would write the shared entry. */
+				if (now - last > LAST_SEEN_GRANULARITY_NS)
+					refresh_flow(f, p, svc, svc_id, bid,
+						     now);
+				/* Once per flow: a retransmitted FIN must not
+				 * take the active count down again. */
+				if ((p->tcp_flags & (TCP_FIN | TCP_RST)) &&
+				    !(fflags & F_FLOW_CLOSING)) {
+					f->flags = fflags | F_FLOW_CLOSING;
+					active_add(bid, -1);
+					gs->closed_flows++;
+				}
+			} else {
+				gs->reschedules++;
+			}
+		}
+	}
+	st->f = f;
+	st->be = be;
+	st->bid = bid;
+	st->fflags = fflags;
+	st->is_new = is_new;
+}
+
+/* new_flow places a flow the connection table could not: the client's
+ * persistent backend if the service has persistence and one is still good,
+ * else the scheduler's pick. It records the client's choice, writes the
+ * connection-table entry (moving an existing one rather than inserting) and
+ * keeps the active-flow counts. Returns the backend, or NULL when the
+ * service has none usable (counted; the caller drops: VIP traffic that
+ * cannot be served). */
+static __always_inline struct backend *
+new_flow(struct flow_state *st, const struct pkt *p, const struct service *svc,
+	 __u32 svc_id, struct svc_counters *ss, __u64 now,
+	 struct global_counters *gs)
+{
+	__u32 persist_secs = svc->persist_secs;
+	struct persist_key pk = {};
+	__u32 old = st->bid;
+	__u32 bid = 0;
+
+	if (persist_secs) {
+		persist_key_of(&pk, svc_id, &p->key);
+		bid = persisted(&pk, svc_id, persist_secs, now);
+		if (bid)
+			gs->persist_hits++;
+	}
+	if (!bid)
+		bid = schedule(svc, &p->key);
+	/* The scheduler's table may name a backend that stopped being usable
+	 * (or none: id 0) until the daemon replaces it. */
+	struct backend *be = usable_backend(bid, svc_id);
+	if (!be) {
+		gs->drop_no_backend++;
+		ss->drop_no_backend++;
+		return NULL;
+	}
+	st->bid = bid;
+	st->be = be;
+	if (persist_secs) {
+		struct persist_entry pv = {};
+		pv.backend_id = bid;
+		pv.last_seen = now;
+		bpf_map_update_elem(&persist, &pk, &pv, BPF_ANY);
+	}
+	/* A flow that starts (or moves) on a FIN or RST is closing at once
+	 * and never counts as active. */
+	__u32 closing =
+		(p->tcp_flags & (TCP_FIN | TCP_RST)) ? F_FLOW_CLOSING : 0;
+	if (st->f) {
+		/* Keep the entry, move it; the old backend loses the flow
+		 * unless it had already stopped counting it. */
+		if (!(st->fflags & F_FLOW_CLOSING))
+			active_add(old, -1);
+		st->f->backend_id = bid;
+		st->f->last_seen = now;
+		st->f->flags = closing;
+	} else {
+		struct flow nf = {};
+		nf.backend_id = bid;
+		nf.last_seen = now;
+		nf.flags = closing;
+		/* A failed insert (LRU under pressure) still forwards this
+		 * frame; the next one is scheduled again. */
+		if (bpf_map_update_elem(&conntrack, &p->key, &nf, BPF_ANY))
+			gs->conntrack_insert_errors++;
+	}
+	if (!closing)
+		active_add(bid, 1);
+	if (st->is_new) {
+		gs->new_flows++;
+		ss->new_flows++;
+	}
+	return be;
+}
+
+/* count_and_forward counts the frame against its backend, readdresses it
+ * (DSR at layer 2: MACs only) and sends it back out with XDP_TX. tx_packets
+ * is counted before the rewrite rather than after: same counts and bytes,
+ * but clang then keeps the drop and forward exits apart instead of merging
+ * their counter updates into one computed-offset increment, which cost the
+ * established path instructions. */
+static __always_inline int count_and_forward(const struct pkt *p,
+					     const struct flow_state *st,
+					     __u64 len,
+					     struct global_counters *gs)
+{
+	__u32 bid = st->bid;
+	struct backend_counters *bs = bpf_map_lookup_elem(&backend_stats, &bid);
+
+	/* Cannot miss (backend ids index backend_stats, sized like backends),
+	 * but the verifier needs the check; VIP traffic, so drop. */
+	if (!bs) {
+		gs->drop_internal++;
+		return XDP_DROP;
+	}
+	bs->packets++;
+	bs->bytes += len;
+	if (st->is_new)
+		bs->new_flows++;
+
+	gs->tx_packets++;
+	rewrite_dsr_l2(p->eth, st->be);
+	return XDP_TX;
+}
+
+/* process runs one frame through the steps: parse, find its service (or
+ * leave it to the kernel), flow lookup, new flow when the connection table
+ * could not place it, count and forward. */
+static __always_inline int process(struct xdp_md *ctx,
+				   struct global_counters *gs)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
-	void *pos = data;
 	struct pkt p = {};
-	int proto;
 
-	proto = parse_eth(&pos, end, &p);
-	if (proto == PARSE_MALFORMED) {
-		gs->pass_malformed++;
+	if (!parse_frame(data, end, &p, gs))
 		return XDP_PASS;
-	}
-	if (proto == ETH_P_IP) {
-		proto = parse_ipv4(&pos, end, &p);
-	} else if (proto == ETH_P_IPV6) {
-		proto = parse_ipv6(&pos, end, &p);
-	} else {
-		gs->pass_not_ip++;
-		return XDP_PASS;
-	}
-	if (proto >= 0)
-		proto = parse_l4(pos, end, proto, &p);
-	switch (proto) {
-	case 0:
-		break;
-	case PARSE_FRAGMENT:
-		gs->pass_fragment++;
-		return XDP_PASS;
-	case PARSE_IPV6_EXT:
-		gs->pass_ipv6_ext++;
-		return XDP_PASS;
-	case PARSE_OTHER_L4:
-		gs->pass_not_vip++;
-		return XDP_PASS;
-	default:
-		gs->pass_malformed++;
-		return XDP_PASS;
-	}
-
-	struct svc_key sk = {};
-	__builtin_memcpy(sk.addr, p.key.dst, sizeof(sk.addr));
-	sk.port = p.key.dport;
-	sk.proto = p.key.proto;
-	sk.family = p.key.family;
-	struct service *svc = bpf_map_lookup_elem(&services, &sk);
+	struct service *svc = service_of(&p);
 	if (!svc) {
 		gs->pass_not_vip++;
 		return XDP_PASS;
 	}
+	/* Service traffic still goes to the kernel when it was seen in
+	 * promiscuous mode for another host, or when forwarding would take its
+	 * TTL to 0 (the kernel answers with ICMP time exceeded). */
 	if (!addressed_to_us(p.eth)) {
 		gs->pass_other_host++;
 		return XDP_PASS;
@@ -244,6 +464,8 @@ static __always_inline int process(struct xdp_md *ctx, struct global_counters *g
 
 	__u32 svc_id = svc->id;
 	struct svc_counters *ss = bpf_map_lookup_elem(&svc_stats, &svc_id);
+	/* Cannot miss (service ids index svc_stats, sized like services), but
+	 * the verifier needs the check; VIP traffic, so drop. */
 	if (!ss) {
 		gs->drop_internal++;
 		return XDP_DROP;
@@ -255,113 +477,11 @@ static __always_inline int process(struct xdp_md *ctx, struct global_counters *g
 	/* The coarse clock (the last tick) is enough for second-scale timeouts
 	 * and costs a fraction of bpf_ktime_get_ns() on every packet. */
 	__u64 now = bpf_ktime_get_coarse_ns();
-	struct backend *be = NULL;
-	__u32 bid = 0;
-	/* A flow is new when it has no entry, its entry expired, or a SYN
-	 * reuses the tuple of a closed one; it is rescheduled when its
-	 * backend became unusable. */
-	int is_new = 1;
-	__u32 fflags = 0;
-	struct flow *f = bpf_map_lookup_elem(&conntrack, &p.key);
-	if (f) {
-		bid = f->backend_id;
-		fflags = f->flags;
-		__u64 last = f->last_seen;
-		if (flow_expired(last, fflags, p.key.proto, now)) {
-			gs->expired_flows++;
-		} else if ((fflags & F_FLOW_CLOSING) &&
-			   (p.tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) {
-			/* port reuse after a close: a new connection */
-		} else {
-			is_new = 0;
-			be = usable_backend(bid, svc_id);
-			if (be) {
-				gs->conntrack_hits++;
-				if (now - last > LAST_SEEN_GRANULARITY_NS) {
-					f->last_seen = now;
-					if (svc->persist_secs) {
-						struct persist_key pk = {};
-						persist_key_of(&pk, svc_id, &p.key);
-						struct persist_entry *pe = bpf_map_lookup_elem(&persist, &pk);
-						if (pe && pe->backend_id == bid)
-							pe->last_seen = now;
-					}
-				}
-				if ((p.tcp_flags & (TCP_FIN | TCP_RST)) &&
-				    !(fflags & F_FLOW_CLOSING)) {
-					f->flags = fflags | F_FLOW_CLOSING;
-					active_add(bid, -1);
-					gs->closed_flows++;
-				}
-			} else {
-				gs->reschedules++;
-			}
-		}
-	}
-	if (!be) {
-		__u32 persist_secs = svc->persist_secs;
-		struct persist_key pk = {};
-		__u32 old = bid;
-		bid = 0;
-		if (persist_secs) {
-			persist_key_of(&pk, svc_id, &p.key);
-			bid = persisted(&pk, svc_id, persist_secs, now);
-			if (bid)
-				gs->persist_hits++;
-		}
-		if (!bid)
-			bid = schedule(svc, &p.key);
-		be = usable_backend(bid, svc_id);
-		if (!be) {
-			gs->drop_no_backend++;
-			ss->drop_no_backend++;
-			return XDP_DROP;
-		}
-		if (persist_secs) {
-			struct persist_entry pv = {};
-			pv.backend_id = bid;
-			pv.last_seen = now;
-			bpf_map_update_elem(&persist, &pk, &pv, BPF_ANY);
-		}
-		__u32 closing = (p.tcp_flags & (TCP_FIN | TCP_RST)) ?
-					F_FLOW_CLOSING : 0;
-		if (f) {
-			/* Keep the entry, move it. */
-			if (!(fflags & F_FLOW_CLOSING))
-				active_add(old, -1);
-			f->backend_id = bid;
-			f->last_seen = now;
-			f->flags = closing;
-		} else {
-			struct flow nf = {};
-			nf.backend_id = bid;
-			nf.last_seen = now;
-			nf.flags = closing;
-			if (bpf_map_update_elem(&conntrack, &p.key, &nf,
-						BPF_ANY))
-				gs->conntrack_insert_errors++;
-		}
-		if (!closing)
-			active_add(bid, 1);
-		if (is_new) {
-			gs->new_flows++;
-			ss->new_flows++;
-		}
-	}
-
-	struct backend_counters *bs = bpf_map_lookup_elem(&backend_stats, &bid);
-	if (!bs) {
-		gs->drop_internal++;
+	struct flow_state st = {};
+	flow_lookup(&st, &p, svc, svc_id, now, gs);
+	if (!st.be && !new_flow(&st, &p, svc, svc_id, ss, now, gs))
 		return XDP_DROP;
-	}
-	bs->packets++;
-	bs->bytes += len;
-	if (is_new)
-		bs->new_flows++;
-
-	rewrite_dsr_l2(p.eth, be);
-	gs->tx_packets++;
-	return XDP_TX;
+	return count_and_forward(&p, &st, len, gs);
 }
 
 SEC("xdp")

@@ -73,7 +73,8 @@ struct flow_key {
 
 /* Value of the connection table. */
 struct flow {
-	/* bpf_ktime_get_coarse_ns() of the latest packet, LAST_SEEN_GRANULARITY_NS. */
+	/* bpf_ktime_get_coarse_ns() of the latest packet,
+	 * LAST_SEEN_GRANULARITY_NS. */
 	__u64 last_seen;
 	/* Backend the flow is pinned to. */
 	__u32 backend_id;
@@ -91,8 +92,8 @@ struct persist_key {
 
 /* Value of the persistence table. */
 struct persist_entry {
-	/* bpf_ktime_get_coarse_ns() of the client's latest new flow (or of a packet
-	 * of one of its flows, LAST_SEEN_GRANULARITY_NS). */
+	/* bpf_ktime_get_coarse_ns() of the client's latest new flow (or of a
+	 * packet of one of its flows, LAST_SEEN_GRANULARITY_NS). */
 	__u64 last_seen;
 	__u32 backend_id;
 	__u32 pad;
@@ -119,7 +120,8 @@ struct global_counters {
 	__u64 pass_not_ip;
 	/* XDP_PASS: IP but not TCP/UDP to a service (incl. other L4). */
 	__u64 pass_not_vip;
-	/* XDP_PASS: frame too short for a header it announces, or bad header. */
+	/* XDP_PASS: frame too short for a header it announces, or a bad
+	 * header. */
 	__u64 pass_malformed;
 	/* XDP_PASS: IPv4 fragment (not handled yet). */
 	__u64 pass_fragment;

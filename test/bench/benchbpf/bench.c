@@ -71,8 +71,8 @@ const volatile __u32 gen_flows = 1;  /* distinct flows, cycled */
 const volatile __u32 gen_ports = 1;  /* source ports per source address */
 
 struct gen_state {
-	__u64 seq;  /* frames written on this CPU */
-	__u64 sent; /* frames returned with XDP_TX */
+	__u64 seq;          /* frames written on this CPU */
+	__u64 sent;         /* frames returned with XDP_TX */
 	__u64 short_frames; /* frames too short for the headers */
 };
 
@@ -187,8 +187,8 @@ int sink(struct xdp_md *ctx)
 	struct iphdr *ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > end)
 		return XDP_DROP;
-	if (eth->h_proto == bpf_htons(ETH_P_IP) && ip->protocol == IPPROTO_UDP &&
-	    ip->daddr == sink_daddr) {
+	if (eth->h_proto == bpf_htons(ETH_P_IP) &&
+	    ip->protocol == IPPROTO_UDP && ip->daddr == sink_daddr) {
 		c->ours++;
 		c->bytes += end - data;
 	}
@@ -282,7 +282,8 @@ int fresh(struct xdp_md *ctx)
 	*seq += 1;
 	__u16 *lo = (__u16 *)&ip->saddr + 1;
 	*lo = bpf_htons((__u16)n);
-	tcp->source = bpf_htons((__u16)(1024 + ((cpu & 0xff) << 8) + ((n >> 16) & 0xff)));
+	tcp->source = bpf_htons(
+		(__u16)(1024 + ((cpu & 0xff) << 8) + ((n >> 16) & 0xff)));
 	bpf_tail_call(ctx, &fresh_next, 0);
 	return XDP_ABORTED;
 }
