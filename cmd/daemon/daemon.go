@@ -37,6 +37,8 @@ type Options struct {
 	Adopted bool
 	// Probe replaces the health checks' real probes (tests); nil: real.
 	Probe func(health.Config) health.Prober
+	// HealthClock replaces the health checks' clock (tests); nil: real.
+	HealthClock health.Clock
 }
 
 // Daemon holds the desired state and reconciles it into the data plane.
@@ -72,7 +74,7 @@ func New(o Options) *Daemon {
 		iface: o.Interface, xdpMode: o.XDPMode, version: o.Version,
 		dp: o.DataPlane, kick: make(chan struct{}, 1),
 	}
-	d.health = newHealthState(d.log, d.Kick, o.Probe)
+	d.health = newHealthState(d.log, d.Kick, o.Probe, o.HealthClock)
 	if o.Adopted {
 		if snap, err := d.dp.Snapshot(); err != nil {
 			d.log.Warn("could not read the re-adopted data plane: backends start down", "err", err)

@@ -36,12 +36,19 @@ func newTestDaemon(t *testing.T, unknown ...string) (*Daemon, *httptest.Server) 
 // the real ones). Its reconcile loop runs until the test ends.
 func newProbedDaemon(t *testing.T, probe func(health.Config) health.Prober, unknown ...string) (*Daemon, *httptest.Server) {
 	t.Helper()
+	return newDaemonWith(t, Options{Probe: probe}, unknown...)
+}
+
+// newDaemonWith is newTestDaemon with options (its state file, interface
+// and data plane are the test's).
+func newDaemonWith(t *testing.T, o Options, unknown ...string) (*Daemon, *httptest.Server) {
+	t.Helper()
 	var none []netip.Addr
 	for _, u := range unknown {
 		none = append(none, netip.MustParseAddr(u))
 	}
-	d := New(Options{StatePath: filepath.Join(t.TempDir(), "state.json"), Interface: "test0",
-		DataPlane: newDataPlane(t), Probe: probe})
+	o.StatePath, o.Interface, o.DataPlane = filepath.Join(t.TempDir(), "state.json"), "test0", newDataPlane(t)
+	d := New(o)
 	ctx, cancel := context.WithCancel(context.Background())
 	loopDone := make(chan struct{})
 	t.Cleanup(func() {

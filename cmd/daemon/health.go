@@ -23,6 +23,9 @@ type healthState struct {
 	// data plane: they start up, so a restart drops no flow. Used by the
 	// first commit only.
 	adopted map[string]bool
+	// carried holds the checks of the change being committed whose
+	// backend carried traffic before it: they start up (see specs).
+	carried map[string]bool
 	// lastUp is each service's latest non-empty set of healthy weighted
 	// backends (the keep-last set).
 	lastUp map[lb.ServiceKey][]netip.Addr
@@ -32,8 +35,8 @@ type healthState struct {
 }
 
 // newHealthState starts a checker whose transitions are logged and kick
-// the reconcile loop. probe replaces the real probes (tests).
-func newHealthState(log *slog.Logger, kick func(), probe func(health.Config) health.Prober) *healthState {
+// the reconcile loop. probe and clock replace the real ones (tests).
+func newHealthState(log *slog.Logger, kick func(), probe func(health.Config) health.Prober, clock health.Clock) *healthState {
 	h := &healthState{
 		metrics: newHealthMetrics(),
 		adopted: map[string]bool{},
@@ -42,6 +45,7 @@ func newHealthState(log *slog.Logger, kick func(), probe func(health.Config) hea
 	}
 	h.checker = health.New(health.Options{
 		Probe:    probe,
+		Clock:    clock,
 		OnResult: h.metrics.observe,
 		OnChange: func(e health.Event) {
 			svc, backend := splitCheckID(e.ID)
@@ -94,6 +98,7 @@ func healthConfig(h *config.Health) (health.Config, bool) {
 // until that check says otherwise.
 func (h *healthState) specs(svcs, prev []config.Service) ([]health.Spec, error) {
 	wasUp := map[string]bool{}
+	h.carried = wasUp
 	for _, s := range prev {
 		key, err := s.Key()
 		if err != nil {
@@ -132,18 +137,18 @@ func (h *healthState) specs(svcs, prev []config.Service) ([]health.Spec, error) 
 			if cfg.Type == health.ICMP {
 				t.Port = 0
 			}
-			up := h.startsUp(id, s.Health) || wasUp[id]
-			out = append(out, health.Spec{ID: id, Target: t, Config: cfg, Up: up})
+			out = append(out, health.Spec{ID: id, Target: t, Config: cfg, Up: h.startsUp(id, s.Health)})
 		}
 	}
 	return out, nil
 }
 
 // startsUp is the state of a check that has not run yet: down (it must
-// pass rise checks) unless the service says start_up or the backend was
-// usable in the data plane this daemon re-adopted.
+// pass rise checks) unless the service says start_up, the backend was
+// usable in the data plane this daemon re-adopted, or it carried traffic
+// before its service gained this check.
 func (h *healthState) startsUp(id string, hc *config.Health) bool {
-	return hc.StartUp || h.adopted[id]
+	return hc.StartUp || h.adopted[id] || h.carried[id]
 }
 
 // up reports whether a backend passes its service's health check.

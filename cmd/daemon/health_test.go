@@ -234,3 +234,69 @@ func mustKey(t *testing.T, s string) lb.ServiceKey {
 	}
 	return k
 }
+
+// frozenClock stops the health checks: they never probe, so a check's
+// state is the one it started in.
+type frozenClock struct{}
+
+func (frozenClock) Now() time.Time                       { return time.Unix(1e9, 0) }
+func (frozenClock) After(time.Duration) <-chan time.Time { return nil }
+
+// Adding a check to a live service keeps the backends that carried its
+// traffic in the table until the check says otherwise; a backend new in
+// the same change still waits for its rise checks (issue 11, bug 2).
+func TestNewCheckKeepsLiveBackends(t *testing.T) {
+	d, srv := newDaemonWith(t, Options{HealthClock: frozenClock{}})
+	const key = "198.18.1.1:80/tcp"
+	if code, out := call(t, srv, "POST", "/v1/services", `{"vip":"198.18.1.1","port":80,"backends":[{"address":"198.18.0.11"},{"address":"198.18.0.12"}]}`); code != 200 {
+		t.Fatalf("add: %d %s", code, out)
+	}
+	if code, out := call(t, srv, "PUT", svcURL(key), `{"vip":"198.18.1.1","port":80,"health":{"type":"tcp"},
+		"backends":[{"address":"198.18.0.11"},{"address":"198.18.0.12"},{"address":"198.18.0.13"}]}`); code != 200 {
+		t.Fatalf("set with a check: %d %s", code, out)
+	}
+	for _, c := range []struct {
+		addr, state string
+		inTable     bool
+	}{{"198.18.0.11", api.StateUp, true}, {"198.18.0.12", api.StateUp, true}, {"198.18.0.13", api.StateDown, false}} {
+		b := backendStatus(d, c.addr)
+		if b.State != c.state || b.InTable != c.inTable {
+			t.Errorf("%s after the check was added: state %s, in table %v; want %s, %v", c.addr, b.State, b.InTable, c.state, c.inTable)
+		}
+	}
+	inst, _ := installed(t, d, key)
+	if b := inst.Backends[netip.MustParseAddr("198.18.0.11")]; !b.InTable {
+		t.Errorf("data plane: %+v, want in the table", b)
+	}
+	// So does a change of check type: the new check starts where the old
+	// one was.
+	if code, out := call(t, srv, "PUT", svcURL(key), `{"vip":"198.18.1.1","port":80,"health":{"type":"http"},
+		"backends":[{"address":"198.18.0.11"},{"address":"198.18.0.12"},{"address":"198.18.0.13"}]}`); code != 200 {
+		t.Fatalf("set another check: %d %s", code, out)
+	}
+	if b := backendStatus(d, "198.18.0.12"); b.State != api.StateUp {
+		t.Errorf("after a change of check type: %+v", b)
+	}
+	if b := backendStatus(d, "198.18.0.13"); b.State != api.StateDown {
+		t.Errorf("a backend that never passed: %+v", b)
+	}
+}
+
+// The kept backends still go down when the new check fails them.
+func TestNewCheckStillTakesDeadBackendsOut(t *testing.T) {
+	p := &probes{ok: map[netip.Addr]bool{}}
+	p.set("198.18.0.11", true)
+	d, srv := newProbedDaemon(t, p.prober)
+	const key = "198.18.1.1:80/tcp"
+	if code, out := call(t, srv, "POST", "/v1/services", `{"vip":"198.18.1.1","port":80,"backends":[{"address":"198.18.0.11"},{"address":"198.18.0.12"}]}`); code != 200 {
+		t.Fatalf("add: %d %s", code, out)
+	}
+	if code, out := call(t, srv, "PUT", svcURL(key), `{"vip":"198.18.1.1","port":80,"health":{"type":"tcp","interval":"100ms","fall":2},
+		"backends":[{"address":"198.18.0.11"},{"address":"198.18.0.12"}]}`); code != 200 {
+		t.Fatalf("set with a check: %d %s", code, out)
+	}
+	waitFor(t, ".12 down", func() bool { return backendStatus(d, "198.18.0.12").State == api.StateDown })
+	if b := backendStatus(d, "198.18.0.11"); b.State != api.StateUp {
+		t.Errorf("passing backend: %+v", b)
+	}
+}

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -19,207 +17,65 @@ import (
 
 	"github.com/xlb-lb/xlb/cmd/api"
 	"github.com/xlb-lb/xlb/cmd/config"
+	"github.com/xlb-lb/xlb/cmd/daemon"
+	"github.com/xlb-lb/xlb/cmd/daemon/daemontest"
 	"github.com/xlb-lb/xlb/maps/lb"
 )
 
-// miniXlbd serves xlbd's API routes from memory, with xlbd's validation
-// (the api package's decoders) and error texts.
-type miniXlbd struct {
+// frozenClock stops time for the health checks: they never probe, so
+// every check shows as not run yet, and every state is as old as the clock
+// is behind testNow.
+type frozenClock struct{ now time.Time }
+
+func (c frozenClock) Now() time.Time                     { return c.now }
+func (frozenClock) After(time.Duration) <-chan time.Time { return nil }
+
+// recorder keeps the request lines the handlers were sent.
+type recorder struct {
 	mu       sync.Mutex
-	svcs     []config.Service
 	requests []string
+	next     http.Handler
 }
 
-type httpError struct {
-	code int
-	msg  string
+func (r *recorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	r.mu.Lock()
+	r.requests = append(r.requests, req.Method+" "+req.URL.RequestURI())
+	r.mu.Unlock()
+	r.next.ServeHTTP(w, req)
 }
 
-func (e *httpError) Error() string { return e.msg }
-
-func (m *miniXlbd) routes() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
-		m.reply(w, r, func() (any, error) { return m.status(), nil })
-	})
-	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) {
-		m.reply(w, r, func() (any, error) { return m.status().Services, nil })
-	})
-	mux.HandleFunc("GET /v1/flows", func(w http.ResponseWriter, r *http.Request) {
-		m.reply(w, r, func() (any, error) {
-			return []api.Flow{{Protocol: "tcp", Client: "198.18.2.10:40000", VIP: "198.18.1.1:80", Backend: "198.18.0.12", IdleSeconds: 3.2}}, nil
-		})
-	})
-	mux.HandleFunc("POST /v1/services", func(w http.ResponseWriter, r *http.Request) {
-		m.mutate(w, r, func() error {
-			s, err := config.DecodeService(r.Body)
-			if err != nil {
-				return &httpError{400, err.Error()}
-			}
-			k, _ := s.Key()
-			if m.find(k) >= 0 {
-				return &httpError{409, fmt.Sprintf("service %s already exists (use set to change it)", k)}
-			}
-			m.svcs = append(m.svcs, s)
-			return nil
-		})
-	})
-	mux.HandleFunc("PUT /v1/services/{service}", func(w http.ResponseWriter, r *http.Request) {
-		m.withService(w, r, func(i int) error {
-			s, err := config.DecodeService(r.Body)
-			if err != nil {
-				return &httpError{400, err.Error()}
-			}
-			m.svcs[i] = s
-			return nil
-		})
-	})
-	mux.HandleFunc("DELETE /v1/services/{service}", func(w http.ResponseWriter, r *http.Request) {
-		m.withService(w, r, func(i int) error {
-			m.svcs = slices.Delete(m.svcs, i, i+1)
-			return nil
-		})
-	})
-	mux.HandleFunc("POST /v1/services/{service}/backends", func(w http.ResponseWriter, r *http.Request) {
-		m.withService(w, r, func(i int) error {
-			b, err := config.DecodeBackend(r.Body)
-			if err != nil {
-				return &httpError{400, err.Error()}
-			}
-			k, _ := m.svcs[i].Key()
-			if m.findBackend(i, b.Address) >= 0 {
-				return &httpError{409, fmt.Sprintf("service %s: backend %s already exists (use set to change it)", k, b.Address)}
-			}
-			m.svcs[i].Backends = append(m.svcs[i].Backends, b)
-			return nil
-		})
-	})
-	mux.HandleFunc("PUT /v1/services/{service}/backends/{backend}", func(w http.ResponseWriter, r *http.Request) {
-		m.withBackend(w, r, func(i, j int) error {
-			b, err := config.DecodeBackend(r.Body)
-			if err != nil {
-				return &httpError{400, err.Error()}
-			}
-			m.svcs[i].Backends[j] = b
-			return nil
-		})
-	})
-	mux.HandleFunc("DELETE /v1/services/{service}/backends/{backend}", func(w http.ResponseWriter, r *http.Request) {
-		m.withBackend(w, r, func(i, j int) error {
-			m.svcs[i].Backends = slices.Delete(m.svcs[i].Backends, j, j+1)
-			return nil
-		})
-	})
-	mux.HandleFunc("POST /v1/services/{service}/backends/{backend}/drain", func(w http.ResponseWriter, r *http.Request) {
-		m.withBackend(w, r, func(i, j int) error {
-			zero := uint32(0)
-			m.svcs[i].Backends[j].Weight = &zero
-			return nil
-		})
-	})
-	return mux
-}
-
-func (m *miniXlbd) reply(w http.ResponseWriter, r *http.Request, fn func() (any, error)) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.requests = append(m.requests, r.Method+" "+r.URL.RequestURI())
-	v, err := fn()
-	code := http.StatusOK
-	if err != nil {
-		var he *httpError
-		code = http.StatusInternalServerError
-		if errors.As(err, &he) {
-			code = he.code
-		}
-		v = api.Error{Error: err.Error()}
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
-}
-
-func (m *miniXlbd) mutate(w http.ResponseWriter, r *http.Request, fn func() error) {
-	m.reply(w, r, func() (any, error) {
-		if err := fn(); err != nil {
-			return nil, err
-		}
-		return m.status(), nil
-	})
-}
-
-func (m *miniXlbd) withService(w http.ResponseWriter, r *http.Request, fn func(i int) error) {
-	m.mutate(w, r, func() error {
-		k, err := lb.ParseServiceKey(r.PathValue("service"))
-		if err != nil {
-			return &httpError{400, err.Error()}
-		}
-		i := m.find(k)
-		if i < 0 {
-			return &httpError{404, fmt.Sprintf("service %s: no such service", k)}
-		}
-		return fn(i)
-	})
-}
-
-func (m *miniXlbd) withBackend(w http.ResponseWriter, r *http.Request, fn func(i, j int) error) {
-	m.withService(w, r, func(i int) error {
-		raw := r.PathValue("backend")
-		a, err := netip.ParseAddr(raw)
-		if err != nil {
-			return &httpError{400, fmt.Sprintf("backend %q: not an IP address", raw)}
-		}
-		j := m.findBackend(i, a.String())
-		if j < 0 {
-			k, _ := m.svcs[i].Key()
-			return &httpError{404, fmt.Sprintf("service %s: no backend %s", k, a)}
-		}
-		return fn(i, j)
-	})
-}
-
-func (m *miniXlbd) find(k lb.ServiceKey) int {
-	return slices.IndexFunc(m.svcs, func(s config.Service) bool { sk, _ := s.Key(); return sk == k })
-}
-
-func (m *miniXlbd) findBackend(i int, addr string) int {
-	return slices.IndexFunc(m.svcs[i].Backends, func(b config.Backend) bool { return b.Address == addr })
-}
-
-func (m *miniXlbd) status() api.Status {
-	st := api.Status{Interface: "eth0", XDPMode: "native", Version: "test", Flows: 1}
-	for _, s := range m.svcs {
-		k, _ := s.Key()
-		ss := api.ServiceStatus{Service: k.String(), Scheduler: s.Scheduler, Persistence: s.Persistence, Forward: s.Forward, Health: s.Health}
-		for _, b := range s.Backends {
-			bs := api.BackendStatus{Address: b.Address, Weight: *b.Weight, MAC: "02:00:00:00:00:01", State: api.StateUp, Usable: true, InTable: true,
-				Since: testNow.Add(-time.Minute)}
-			if bs.Weight == 0 {
-				bs.State, bs.InTable = api.StateDrain, false
-			}
-			ss.Backends = append(ss.Backends, bs)
-		}
-		st.Services = append(st.Services, ss)
-	}
-	return st
-}
-
-// TestEndToEnd drives the real client over a unix socket through a
-// session of an operator.
-func TestEndToEnd(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "xlb.sock")
+// startXlbd serves xlbd's real API handlers (package daemon) on a unix
+// socket, over the in-memory model of the data plane, with a neighbour
+// table that knows every backend. It needs no root.
+func startXlbd(t *testing.T) (sock string, dp *daemontest.DataPlane, rec *recorder) {
+	t.Helper()
+	sock = filepath.Join(t.TempDir(), "xlb.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &miniXlbd{}
-	srv := httptest.NewUnstartedServer(m.routes())
+	dp = daemontest.NewDataPlane(16)
+	d := daemon.New(daemon.Options{StatePath: filepath.Join(t.TempDir(), "state.json"), Interface: "eth0", XDPMode: "native",
+		Version: "test", DataPlane: dp, HealthClock: frozenClock{testNow.Add(-time.Minute)}})
+	t.Cleanup(d.Close)
+	if err := d.Start(daemontest.NewMACs(), &config.Config{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	rec = &recorder{next: d.Handler()}
+	srv := httptest.NewUnstartedServer(rec)
 	srv.Listener.Close()
 	srv.Listener = ln
 	srv.Start()
-	defer srv.Close()
+	t.Cleanup(srv.Close)
+	return sock, dp, rec
+}
+
+// TestEndToEnd drives the real client over a unix socket, through a
+// session of an operator, against xlbd's real handlers.
+func TestEndToEnd(t *testing.T) {
+	sock, dp, rec := startXlbd(t)
+	dp.SetFlows([]lb.FlowEntry{{Key: lb.FlowKey{Src: netip.MustParseAddrPort("198.18.2.10:40000"),
+		Dst: netip.MustParseAddrPort("198.18.1.1:80"), Proto: lb.TCP}, Backend: netip.MustParseAddr("198.18.0.12"), Idle: 3200 * time.Millisecond}})
 
 	const svc = "198.18.1.1:80/tcp"
 	steps := []struct {
@@ -227,7 +83,7 @@ func TestEndToEnd(t *testing.T) {
 		code   int
 		stdout string // or, with code != 0, stderr
 	}{
-		{[]string{"service", "add", svc, "--backend", "198.18.0.11", "--backend", "198.18.0.12=2", "--check", "http", "--http-path", "/healthz"},
+		{[]string{"service", "add", svc, "--backend", "198.18.0.11", "--backend", "198.18.0.12=2", "--check", "http", "--http-path", "/healthz", "--start-up"},
 			0, "added service 198.18.1.1:80/tcp with 2 backends\n"},
 		{[]string{"service", "add", svc},
 			1, "xlbctl: service add: service 198.18.1.1:80/tcp already exists (use set to change it)\n"},
@@ -246,13 +102,16 @@ func TestEndToEnd(t *testing.T) {
 		{[]string{"service", "set", svc, "--persistence", "1500ms"},
 			2, "xlbctl: service set: persistence 1.5s: must be whole seconds (e.g. 300s)\n"},
 		{[]string{"backend", "list", svc}, 0, `ADDRESS      WEIGHT  STATE  LAST-CHECK  MAC                ACTIVE  PACKETS  NEW-FLOWS  REASON  SINCE
-198.18.0.11  0       drain  -           02:00:00:00:00:01  0       0        0          -       1m0s
-198.18.0.12  5       up     -           02:00:00:00:00:01  0       0        0          -       1m0s
-198.18.0.13  3       up     -           02:00:00:00:00:01  0       0        0          -       1m0s
+198.18.0.11  0       drain  -           02:00:c6:12:00:0b  0       0        0          -       1m0s
+198.18.0.12  5       up     -           02:00:c6:12:00:0c  0       0        0          -       1m0s
+198.18.0.13  3       up     -           02:00:c6:12:00:0d  0       0        0          -       1m0s
 `},
 		{[]string{"service", "list"}, 0, `SERVICE            SCHEDULER   PERSISTENCE  FORWARD  CHECK  BACKENDS  UP
 198.18.1.1:80/tcp  least-conn  5m           dsr-l2   http   3         2
 `},
+		// A backend of the other address family is refused (issue 11, bug 1).
+		{[]string{"backend", "add", svc, "2001:2::14"},
+			1, "xlbctl: backend add: service 198.18.1.1:80/tcp: backends[3].address \"2001:2::14\": IPv6, but vip 198.18.1.1 is IPv4: a backend must be of the vip's address family\n"},
 		{[]string{"backend", "del", svc, "198.18.0.13"}, 0, "deleted backend 198.18.0.13 from 198.18.1.1:80/tcp\n"},
 		{[]string{"flows", "--limit", "5"}, 0, `PROTO  CLIENT             VIP            BACKEND      IDLE
 tcp    198.18.2.10:40000  198.18.1.1:80  198.18.0.12  3s
@@ -294,9 +153,9 @@ tcp    198.18.2.10:40000  198.18.1.1:80  198.18.0.12  3s
 	}
 
 	// The requests, escaped as the API wants.
-	m.mu.Lock()
-	reqs := m.requests
-	m.mu.Unlock()
+	rec.mu.Lock()
+	reqs := rec.requests
+	rec.mu.Unlock()
 	for _, want := range []string{
 		"PUT /v1/services/198.18.1.1:80%2Ftcp",
 		"POST /v1/services/198.18.1.1:80%2Ftcp/backends/198.18.0.11/drain",
@@ -315,5 +174,43 @@ tcp    198.18.2.10:40000  198.18.1.1:80  198.18.0.12  3s
 	want := "xlbctl: status: cannot reach xlbd at " + missing + ": connect: no such file or directory (is xlbd running? is --api right? are you root?)\n"
 	if code != 1 || errOut.String() != want {
 		t.Errorf("no xlbd: exit %d, stderr %q, want %q", code, errOut.String(), want)
+	}
+}
+
+// The ldirectord check names work on the command line as in the config
+// file, and XLB_API names the socket (issue 11, bug 4).
+func TestCheckAliasAndSocketFromEnvironment(t *testing.T) {
+	sock, dp, _ := startXlbd(t)
+	var out, errOut bytes.Buffer
+	e := env{Stdout: &out, Stderr: &errOut, Getenv: func(k string) string {
+		if k == "XLB_API" {
+			return sock
+		}
+		return ""
+	}}
+	if code := run(context.Background(), e, []string{"service", "add", "198.18.1.1:80/tcp", "--backend", "198.18.0.11", "--check", "connect"}); code != 0 {
+		t.Fatalf("service add --check connect: exit %d, %s", code, errOut.String())
+	}
+	s, ok := dp.Installed(lb.ServiceKey{VIP: netip.MustParseAddr("198.18.1.1"), Port: 80, Proto: lb.TCP})
+	if !ok || len(s.Backends) != 1 {
+		t.Fatalf("not installed through $XLB_API: %+v", s)
+	}
+	out.Reset()
+	if code := run(context.Background(), e, []string{"status", "-o", "json"}); code != 0 {
+		t.Fatalf("status: exit %d, %s", code, errOut.String())
+	}
+	var st api.Status
+	if err := json.Unmarshal(out.Bytes(), &st); err != nil {
+		t.Fatal(err)
+	}
+	if h := st.Services[0].Health; h == nil || h.Type != "tcp" {
+		t.Errorf("--check connect: health %+v, want type tcp", h)
+	}
+
+	// --api wins over the environment.
+	missing := filepath.Join(t.TempDir(), "none.sock")
+	errOut.Reset()
+	if code := run(context.Background(), e, []string{"--api", missing, "status"}); code != 1 || !strings.Contains(errOut.String(), missing) {
+		t.Errorf("--api with XLB_API set: exit %d, %s", code, errOut.String())
 	}
 }
