@@ -54,7 +54,7 @@ func (p *probers) tcp(ctx context.Context, t Target) Result {
 	if err != nil {
 		return failure(ctx, err)
 	}
-	c.Close()
+	_ = c.Close() // the connect was the check
 	return Result{OK: true, Reason: "connect ok"}
 }
 
@@ -98,7 +98,7 @@ func (p *probers) http(h HTTPConfig) Prober {
 		if err != nil {
 			return failure(ctx, err)
 		}
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }() // what was read is the answer
 		status := "http " + strconv.Itoa(resp.StatusCode)
 		if !h.expects(resp.StatusCode) {
 			return Result{Reason: status}

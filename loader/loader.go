@@ -92,32 +92,26 @@ func Open(opts Options) (*Balancer, error) {
 	}
 	b.initViews()
 	if err := b.cfgMap.SetTimeouts(opts.Timeouts); err != nil {
-		b.objs.Close()
-		return nil, err
+		return nil, errors.Join(err, b.objs.Close())
 	}
 
 	if adopt {
 		if err := b.checkAdoptedTables(); err != nil {
-			b.objs.Close()
-			return nil, err
+			return nil, errors.Join(err, b.objs.Close())
 		}
 		if err := b.readopt(iface); err != nil {
-			b.objs.Close()
-			return nil, err
+			return nil, errors.Join(err, b.objs.Close())
 		}
 		if b.link == nil && iface != nil {
 			if err := b.attach(iface); err != nil {
-				b.objs.Close()
-				return nil, err
+				return nil, errors.Join(err, b.objs.Close())
 			}
 			if err := b.link.Pin(filepath.Join(opts.PinDir, linkPin)); err != nil {
-				b.Close()
-				return nil, fmt.Errorf("pin link: %w", err)
+				return nil, errors.Join(fmt.Errorf("pin link: %w", err), b.Close())
 			}
 		}
 		if err := b.recoverState(); err != nil {
-			b.Close()
-			return nil, err
+			return nil, errors.Join(err, b.Close())
 		}
 		opts.Logger.Info("re-adopted pinned data plane", "pins", opts.PinDir, "services", len(b.services))
 		return b, nil
@@ -125,14 +119,12 @@ func Open(opts Options) (*Balancer, error) {
 
 	if iface != nil {
 		if err := b.attach(iface); err != nil {
-			b.objs.Close()
-			return nil, err
+			return nil, errors.Join(err, b.objs.Close())
 		}
 	}
 	if opts.PinDir != "" {
 		if err := b.pin(); err != nil {
-			b.Close()
-			return nil, err
+			return nil, errors.Join(err, b.Close())
 		}
 	}
 	return b, nil
@@ -232,13 +224,11 @@ func (b *Balancer) readopt(iface *net.Interface) error {
 	if iface != nil {
 		info, err := l.Info()
 		if err == nil && info.XDP() != nil && int(info.XDP().Ifindex) != iface.Index {
-			l.Close()
-			return fmt.Errorf("pins in %s belong to interface index %d, not %s (%d)", b.opts.PinDir, info.XDP().Ifindex, iface.Name, iface.Index)
+			return errors.Join(fmt.Errorf("pins in %s belong to interface index %d, not %s (%d)", b.opts.PinDir, info.XDP().Ifindex, iface.Name, iface.Index), l.Close())
 		}
 	}
 	if err := l.Update(b.objs.Xlb); err != nil {
-		l.Close()
-		return fmt.Errorf("switch pinned link to the new program: %w", err)
+		return errors.Join(fmt.Errorf("switch pinned link to the new program: %w", err), l.Close())
 	}
 	b.link = l
 	return nil
@@ -257,8 +247,7 @@ func (b *Balancer) pin() error {
 		return fmt.Errorf("create pin directory in %s: %w", parent, err)
 	}
 	fail := func(err error) error {
-		os.RemoveAll(tmp)
-		return err
+		return errors.Join(err, os.RemoveAll(tmp))
 	}
 	for _, name := range pinnedMaps {
 		if err := b.mapByName(name).Pin(filepath.Join(tmp, name)); err != nil {

@@ -185,8 +185,10 @@ func solicit(addr netip.Addr) {
 	if err != nil {
 		return
 	}
-	c.Write([]byte{0})
-	c.Close()
+	// Best effort: a failed send means the kernel could not resolve
+	// either, and the next retry tries again.
+	_, _ = c.Write([]byte{0})
+	_ = c.Close()
 }
 
 // Close stops following the table.

@@ -126,7 +126,8 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.WriteHeader(code)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	enc.Encode(v)
+	// The client may be gone; its next request gets the next answer.
+	_ = enc.Encode(v)
 }
 
 func writeError(w http.ResponseWriter, err error) {

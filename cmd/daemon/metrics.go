@@ -21,7 +21,7 @@ func (d *Daemon) MetricsHandler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		bw := bufio.NewWriter(w)
 		d.writeMetrics(bw)
-		bw.Flush()
+		_ = bw.Flush() // the scraper went away: nothing to tell it
 	})
 	return mux
 }

@@ -62,14 +62,14 @@ func saveState(path string, p *persisted) error {
 		return fmt.Errorf("write state: %w", err)
 	}
 	tmp := f.Name()
-	defer os.Remove(tmp)
+	// Gone after the rename; on an error path, a leftover temp file is
+	// harmless and the error returned says what failed.
+	defer func() { _ = os.Remove(tmp) }()
 	if _, err := f.Write(append(data, '\n')); err != nil {
-		f.Close()
-		return fmt.Errorf("write state %s: %w", tmp, err)
+		return errors.Join(fmt.Errorf("write state %s: %w", tmp, err), f.Close())
 	}
 	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync state %s: %w", tmp, err)
+		return errors.Join(fmt.Errorf("sync state %s: %w", tmp, err), f.Close())
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("close state %s: %w", tmp, err)
@@ -81,9 +81,8 @@ func saveState(path string, p *persisted) error {
 	if err != nil {
 		return fmt.Errorf("sync state directory: %w", err)
 	}
-	defer d.Close()
 	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync state directory %s: %w", dir, err)
+		return errors.Join(fmt.Errorf("sync state directory %s: %w", dir, err), d.Close())
 	}
-	return nil
+	return d.Close()
 }

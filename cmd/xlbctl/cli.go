@@ -262,7 +262,7 @@ func writeFlags(w io.Writer, title string, flags []*flag.Flag) {
 		}
 		fmt.Fprintf(tw, "  %s\t%s\n", name, usage)
 	}
-	tw.Flush()
+	_ = tw.Flush() // output for a person, as fmt.Fprint* (see .golangci.yaml)
 }
 
 func writeGlobalFlags(w io.Writer) {
@@ -281,7 +281,7 @@ func writeGroupHelp(w io.Writer, group string) {
 			examples = append(examples, c.examples[0])
 		}
 	}
-	tw.Flush()
+	_ = tw.Flush() // output for a person, as fmt.Fprint* (see .golangci.yaml)
 	writeGlobalFlags(w)
 	fmt.Fprintf(w, "\nExamples:\n")
 	for _, ex := range examples {
@@ -309,7 +309,7 @@ Commands:
 		c := &commands[i]
 		fmt.Fprintf(tw, "  %s\t%s\n", c.shortUsage(), c.summary)
 	}
-	tw.Flush()
+	_ = tw.Flush() // output for a person, as fmt.Fprint* (see .golangci.yaml)
 	writeGlobalFlags(w)
 	fmt.Fprint(w, `
 Examples:

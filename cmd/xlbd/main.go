@@ -9,6 +9,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -141,14 +142,14 @@ func run(ctx context.Context, f *flags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer ln.Close()
+	defer closeLogged(log, "the API socket", ln)
 	var metricsLn net.Listener
 	if f.metrics != "" {
 		metricsLn, err = net.Listen("tcp", f.metrics)
 		if err != nil {
 			return fmt.Errorf("--metrics %s: %w", f.metrics, err)
 		}
-		defer metricsLn.Close()
+		defer closeLogged(log, "the metrics socket", metricsLn)
 	}
 
 	ifc, err := net.InterfaceByName(iface)
@@ -164,7 +165,7 @@ func run(ctx context.Context, f *flags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer bal.Close()
+	defer closeLogged(log, "the data plane (it keeps forwarding)", bal)
 	if bal.Adopted() {
 		log.Info("re-adopted the running data plane: flows kept", "pins", pinDir)
 	} else {
@@ -181,7 +182,7 @@ func run(ctx context.Context, f *flags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer neigh.Close()
+	defer closeLogged(log, "the neighbour watch", neigh)
 	if err := d.Start(neigh, cfg, data); err != nil {
 		return err
 	}
@@ -192,11 +193,11 @@ func run(ctx context.Context, f *flags, log *slog.Logger) error {
 
 	srv := &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	go serve(log, "api", srv, ln)
-	defer srv.Close()
+	defer closeLogged(log, "the API server", srv)
 	if metricsLn != nil {
 		msrv := &http.Server{Handler: d.MetricsHandler(), ReadHeaderTimeout: 5 * time.Second}
 		go serve(log, "metrics", msrv, metricsLn)
-		defer msrv.Close()
+		defer closeLogged(log, "the metrics server", msrv)
 	}
 
 	hup := make(chan os.Signal, 1)
@@ -237,13 +238,13 @@ func lockPins(dir, pinDir string) (func(), error) {
 		return nil, fmt.Errorf("open lock %s: %w", path, err)
 	}
 	if err := unix.Flock(int(fd.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		fd.Close()
+		_ = fd.Close() // never locked: nothing to release
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			return nil, fmt.Errorf("another xlbd already runs the data plane pinned at %s (lock %s)", pinDir, path)
 		}
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
-	return func() { fd.Close() }, nil
+	return func() { _ = fd.Close() }, nil // closing releases the lock
 }
 
 func lockPath(dir, pinDir string) string {
@@ -258,10 +259,12 @@ func listenAPI(path, group string) (net.Listener, error) {
 		return nil, fmt.Errorf("--api: %w", err)
 	}
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-		c.Close()
+		_ = c.Close() // only a probe
 		return nil, fmt.Errorf("--api %s: another xlbd is listening there", path)
 	}
-	os.Remove(path)
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("--api %s: remove the stale socket: %w", path, err)
+	}
 	old := unix.Umask(0o177)
 	ln, err := net.Listen("unix", path)
 	unix.Umask(old)
@@ -272,16 +275,13 @@ func listenAPI(path, group string) (net.Listener, error) {
 	if group != "" {
 		gid, err := lookupGroup(group)
 		if err != nil {
-			ln.Close()
-			return nil, fmt.Errorf("--api-group %q: %w", group, err)
+			return nil, errors.Join(fmt.Errorf("--api-group %q: %w", group, err), ln.Close())
 		}
 		if err := os.Chown(path, 0, gid); err != nil {
-			ln.Close()
-			return nil, fmt.Errorf("--api-group: %w", err)
+			return nil, errors.Join(fmt.Errorf("--api-group: %w", err), ln.Close())
 		}
 		if err := os.Chmod(path, 0o660); err != nil {
-			ln.Close()
-			return nil, fmt.Errorf("--api-group: %w", err)
+			return nil, errors.Join(fmt.Errorf("--api-group: %w", err), ln.Close())
 		}
 	}
 	return ln, nil
@@ -295,4 +295,12 @@ func detach(pinDir string, log *slog.Logger) error {
 	}
 	log.Info("detached and unpinned", "pins", pinDir)
 	return nil
+}
+
+// closeLogged closes c at shutdown and logs a failure: there is no caller
+// left to return it to.
+func closeLogged(log *slog.Logger, what string, c io.Closer) {
+	if err := c.Close(); err != nil {
+		log.Warn("close "+what, "err", err)
+	}
 }
