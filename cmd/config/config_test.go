@@ -17,7 +17,7 @@ import (
 func u32(v uint32) *uint32 { return &v }
 
 func TestParseExample(t *testing.T) {
-	data, err := os.ReadFile("testdata/example.yaml")
+	data, err := os.ReadFile("../../examples/xlb.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
