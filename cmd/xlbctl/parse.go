@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"strconv"
 	"strings"
@@ -33,21 +32,16 @@ func parseAddr(name, s string) (string, error) {
 	if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
 		bare = s[1 : len(s)-1]
 	}
-	a, err := config.Backend{Address: bare}.Addr()
+	a, err := lb.ParseAddr(bare)
 	if err != nil {
-		reason := err.Error()
-		var fe *config.FieldError
-		if errors.As(err, &fe) {
-			reason = fe.Reason
-		}
-		return "", usagef("%s %q: %s", name, s, reason)
+		return "", usagef("%s %q: %v", name, s, err)
 	}
 	return a.String(), nil
 }
 
 // parseWeight checks a weight, 0-65535.
 func parseWeight(s string) (uint32, error) {
-	n, err := parseInt("weight", s, 0, lb.MaxWeight)
+	n, err := parseInt("weight", s, int(lb.Weight.Min), int(lb.Weight.Max))
 	return uint32(n), err
 }
 

@@ -132,7 +132,7 @@ func nearPrime(n, hi uint32) uint32 {
 // Per-service and per-backend bounds.
 var (
 	// Weight is a backend's relative share of new flows; 0 drains it.
-	Weight = Limit[uint32]{Name: "weight", Default: 1, Min: 0, Max: 65535}
+	Weight = Limit[uint32]{Name: "weight", Default: 1, Min: 0, Max: MaxWeight}
 	// Persistence keeps a client address on one backend for this long
 	// (whole seconds); 0, the default, is off.
 	Persistence = Limit[time.Duration]{Name: "persistence", Default: 0, Min: 0, Max: 30 * 24 * time.Hour, defaultIsZero: true}
