@@ -131,12 +131,12 @@ func TestDemo(t *testing.T) {
 // everything it created.
 func TestDemoInterrupted(t *testing.T) {
 	lab.RequirePrivileged(t)
-	exe := filepath.Join(binDir, "xlb-demo")
+	exe := filepath.Join(bins.Dir, "xlb-demo")
 	if out, err := exec.Command("go", "build", "-o", exe, "./demo/xlb-demo").CombinedOutput(); err != nil {
 		t.Fatalf("build the demo: %v\n%s", err, out)
 	}
 	result := filepath.Join(t.TempDir(), "result.json")
-	cmd := exec.Command(exe, "--bin", binDir, "--result", result)
+	cmd := exec.Command(exe, "--bin", bins.Dir, "--result", result)
 	cmd.Dir = ".."
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -200,7 +200,7 @@ func TestDemoFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	res, err := demo.Run(context.Background(), demo.Options{Out: &out, Root: "..", BinDir: binDir, Config: cfg, DropLog: true})
+	res, err := demo.Run(context.Background(), demo.Options{Out: &out, Root: "..", BinDir: bins.Dir, Config: cfg, DropLog: true})
 	if err == nil {
 		t.Fatalf("the demo passed with a health check no backend passes:\n%s", out.String())
 	}

@@ -148,7 +148,7 @@ func TestHealthTCPFailover(t *testing.T) {
 	const interval, timeout, rise, fall = 200 * time.Millisecond, 100 * time.Millisecond, 2, 2
 	e := newDaemonEnv(t, topo, healthConfig(topo, 8080, fmt.Sprintf(
 		"      type: tcp\n      interval: %s\n      timeout: %s\n      rise: %d\n      fall: %d\n", interval, timeout, rise, fall)))
-	e.start()
+	e.Start()
 	key := netip.AddrPortFrom(topo.VIP4, 8080).String() + "/tcp"
 	e.waitAllUp(key)
 	dst := netip.AddrPortFrom(topo.VIP4, 8080)
@@ -194,7 +194,7 @@ func TestHealthTCPFailover(t *testing.T) {
 	if b.Check == nil || b.Check.OK || b.Reason != "tcp check failed: connect refused" {
 		t.Errorf("status of the dead backend: %+v, want reason %q", b, "tcp check failed: connect refused")
 	}
-	logs := e.logs.String()
+	logs := e.Log()
 	if n := strings.Count(logs, "backend down"); n != 1 {
 		t.Errorf("the transition was logged %d times, want once:\n%s", n, logs)
 	}
@@ -209,8 +209,8 @@ func TestHealthTCPFailover(t *testing.T) {
 	if c := connectAll(t, topo, dst, 300, 45000); c[victim.Name] == 0 || len(c) != 3 {
 		t.Fatalf("after the restart: %v, want all three backends", c)
 	}
-	if !strings.Contains(e.mustCtl("status"), "ok connect ok") {
-		t.Errorf("xlbctl status does not show the last check:\n%s", e.mustCtl("status"))
+	if !strings.Contains(e.MustCtl("status"), "ok connect ok") {
+		t.Errorf("xlbctl status does not show the last check:\n%s", e.MustCtl("status"))
 	}
 }
 
@@ -256,7 +256,7 @@ func TestHealthHTTP(t *testing.T) {
 	e := newDaemonEnv(t, topo, healthConfig(topo, 8080,
 		"      type: negotiate\n      interval: 200ms\n      timeout: 150ms\n      rise: 2\n      fall: 2\n      port: 8081\n"+
 			"      http:\n        path: /healthz\n        expect_body: ok\n"))
-	e.start()
+	e.Start()
 	key := netip.AddrPortFrom(topo.VIP4, 8080).String() + "/tcp"
 	e.waitAllUp(key)
 	dst := netip.AddrPortFrom(topo.VIP4, 8080)
@@ -285,7 +285,7 @@ func TestHealthHTTP(t *testing.T) {
 		t.Errorf("after recovery: %v, want all three", c)
 	}
 
-	m := e.metrics()
+	m := e.Metrics()
 	for _, want := range []string{
 		fmt.Sprintf(`xlb_health_checks_total{service="%s",backend="%s",result="failure"}`, key, sick.Addr4),
 		fmt.Sprintf(`xlb_health_check_duration_seconds_count{service="%s"}`, key),
@@ -307,7 +307,7 @@ func TestHealthICMP(t *testing.T) {
 		cfg += fmt.Sprintf("      - address: %s\n", h.Addr6)
 	}
 	e := newDaemonEnv(t, topo, cfg)
-	e.start()
+	e.Start()
 	key4 := netip.AddrPortFrom(topo.VIP4, 8080).String() + "/tcp"
 	key6 := netip.AddrPortFrom(topo.VIP6, 8080).String() + "/tcp"
 	e.waitAllUp(key4)
@@ -372,7 +372,7 @@ func TestHealthAllDown(t *testing.T) {
 	}
 	e := newDaemonEnv(t, topo, healthConfig(topo, 8080,
 		"      type: tcp\n      port: 8081\n      interval: 200ms\n      timeout: 100ms\n      rise: 2\n      fall: 2\n      all_down: keep-last\n"))
-	e.start()
+	e.Start()
 	key := netip.AddrPortFrom(topo.VIP4, 8080).String() + "/tcp"
 	e.waitAllUp(key)
 	dst := netip.AddrPortFrom(topo.VIP4, 8080)
@@ -392,15 +392,15 @@ func TestHealthAllDown(t *testing.T) {
 	if c := connectAll(t, topo, dst, 100, 20000); c[last.Name] != 100 {
 		t.Errorf("keep-last: %v, want all 100 on %s", c, last.Name)
 	}
-	if !strings.Contains(e.logs.String(), "EVERY BACKEND OF THE SERVICE IS DOWN") {
+	if !strings.Contains(e.Log(), "EVERY BACKEND OF THE SERVICE IS DOWN") {
 		t.Error("entering keep-last was not logged loudly")
 	}
-	if out := e.mustCtl("status"); !strings.Contains(out, "ALL BACKENDS DOWN: traffic still goes to the last healthy backends") {
+	if out := e.MustCtl("status"); !strings.Contains(out, "ALL BACKENDS DOWN: traffic still goes to the last healthy backends") {
 		t.Errorf("xlbctl status does not show keep-last:\n%s", out)
 	}
 
 	// Policy drop: the same situation drops the service's traffic.
-	e.mustCtl("service", "set", key, "--all-down", "drop")
+	e.MustCtl("service", "set", key, "--all-down", "drop")
 	svc = e.waitService(key, "drop", func(s api.ServiceStatus) bool { return s.AllDown == string(lb.AllDownDrop) })
 	dropsBefore := svc.DropNoBackend
 	for i := range 3 {

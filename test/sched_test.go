@@ -112,7 +112,7 @@ func TestSchedulers(t *testing.T) {
 		persistSrv[h.Name] = srv
 	}
 	e := newDaemonEnv(t, topo, schedConfig(topo))
-	e.start()
+	e.Start()
 	be := topo.Backends
 	vip := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(topo.VIP4, port) }
 	key := func(port int) string { return fmt.Sprintf("%s:%d/tcp", topo.VIP4, port) }
@@ -148,7 +148,7 @@ func TestSchedulers(t *testing.T) {
 		}
 		// Backend 1 joins with the same weight: it has no flow open, so
 		// every new connection (each closed before the next) goes to it.
-		e.mustCtl("backend", "set", k, be[1].Addr4.String(), "--weight", "1")
+		e.MustCtl("backend", "set", k, be[1].Addr4.String(), "--weight", "1")
 		if c := spreadOver(t, topo, vip(8082), 10, 50100); c[be[1].Name] != 10 {
 			t.Errorf("10 short connections while %s holds 4 long ones: %v, want all on %s", be[0].Name, c, be[1].Name)
 		}
@@ -160,7 +160,7 @@ func TestSchedulers(t *testing.T) {
 				t.Errorf("long-lived connection %d to %s while %s holds %d and %s 4", i, srv, be[1].Name, i, be[0].Name)
 			}
 		}
-		out := e.mustCtl("status")
+		out := e.MustCtl("status")
 		if !strings.Contains(out, "scheduler least-conn") || !strings.Contains(out, "ACTIVE") {
 			t.Errorf("xlbctl status does not show the scheduler and active flows:\n%s", out)
 		}
@@ -202,7 +202,7 @@ func TestSchedulers(t *testing.T) {
 			}
 		}
 		// Drained: the client stays (as with IPVS and HAProxy).
-		e.mustCtl("backend", "drain", k, victim.Addr4.String())
+		e.MustCtl("backend", "drain", k, victim.Addr4.String())
 		for i := 0; i < 50; i++ {
 			if srv := one(40100 + i); srv != first {
 				t.Fatalf("after draining %s, connection %d went to %s", first, i, srv)
@@ -233,7 +233,7 @@ func TestSchedulers(t *testing.T) {
 				t.Fatalf("after the failover, connection %d went to %s, not %s", i, srv, next)
 			}
 		}
-		if out := e.mustCtl("service", "list"); !strings.Contains(out, "5m") {
+		if out := e.MustCtl("service", "list"); !strings.Contains(out, "5m") {
 			t.Errorf("xlbctl service list does not show the persistence:\n%s", out)
 		}
 	})
@@ -247,7 +247,7 @@ func TestSchedulers(t *testing.T) {
 		{[]string{"service", "set", key(8081), "--scheduler", "sed"}, "sed"},
 		{[]string{"service", "set", key(8081), "--persistence", "900h"}, "900h"},
 	} {
-		if out, err := e.ctl(c.args...); err == nil || !strings.Contains(out, c.want) {
+		if out, err := e.Ctl(c.args...); err == nil || !strings.Contains(out, c.want) {
 			t.Errorf("xlbctl %v: err %v, output %q; want a refusal naming %q", c.args, err, out, c.want)
 		}
 	}

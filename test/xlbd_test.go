@@ -9,140 +9,39 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/xlb-lb/xlb/cmd/api"
 	"github.com/xlb-lb/xlb/test/lab"
+	"github.com/xlb-lb/xlb/test/xlbdproc"
 )
 
-var binDir string
+// bins are the xlbd and xlbctl every test runs, built once.
+var bins *xlbdproc.Binaries
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "xlb-bin-")
-	if err != nil {
-		panic(err)
-	}
-	binDir = dir
-	out, err := exec.Command("go", "build", "-o", dir+"/", "../cmd/...").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build binaries: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(xlbdproc.RunTests(m, &bins)) }
 
-// daemonEnv is one xlbd under test: its files, its pins and its process.
+// daemonEnv is one xlbd under test in a lab.
 type daemonEnv struct {
-	t      *testing.T
-	topo   *lab.Topology
-	dir    string
-	bpffs  string
-	cmd    *exec.Cmd
-	logs   *bytes.Buffer
-	client *http.Client
+	*xlbdproc.T
+	t    *testing.T
+	topo *lab.Topology
 }
-
-func (e *daemonEnv) sock() string   { return filepath.Join(e.dir, "xlb.sock") }
-func (e *daemonEnv) config() string { return filepath.Join(e.dir, "xlb.yaml") }
 
 func newDaemonEnv(t *testing.T, topo *lab.Topology, config string) *daemonEnv {
 	t.Helper()
-	e := &daemonEnv{t: t, topo: topo, dir: t.TempDir(), bpffs: "/sys/fs/bpf/" + topo.Prefix}
-	e.client = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", e.sock())
-		}}}
-	e.writeConfig(config)
-	t.Cleanup(func() {
-		e.kill()
-		os.RemoveAll(e.bpffs) // removing the pinned link detaches
-		if t.Failed() && e.logs != nil {
-			t.Logf("xlbd log:\n%s", e.logs.String())
-		}
-	})
-	return e
+	d := xlbdproc.NewT(t, xlbdproc.Options{Bins: bins, Lab: topo, Config: config, Metrics: xlbdproc.DefaultMetrics})
+	return &daemonEnv{T: d, t: t, topo: topo}
 }
 
-func (e *daemonEnv) writeConfig(s string) {
-	e.t.Helper()
-	if err := os.WriteFile(e.config(), []byte(s), 0o600); err != nil {
-		e.t.Fatal(err)
-	}
-}
-
-func (e *daemonEnv) args(extra ...string) []string {
-	return append([]string{"--interface", lab.LinkName, "--config", e.config(), "--bpffs", e.bpffs,
-		"--api", e.sock(), "--state", filepath.Join(e.dir, "state.json"), "--metrics", "127.0.0.1:9641", "--run-dir", e.dir}, extra...)
-}
-
-// start runs xlbd in the balancer's namespace and waits until its API
-// answers.
-func (e *daemonEnv) start() {
-	e.t.Helper()
-	e.logs = &bytes.Buffer{}
-	e.cmd = e.topo.Balancer.NS.Command(context.Background(), filepath.Join(binDir, "xlbd"), e.args()...)
-	e.cmd.Stdout, e.cmd.Stderr = e.logs, e.logs
-	if err := e.cmd.Start(); err != nil {
-		e.t.Fatal(err)
-	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if _, err := e.status(); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("xlbd did not come up:\n%s", e.logs)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// ctl runs xlbctl against this daemon and returns its output.
-func (e *daemonEnv) ctl(args ...string) (string, error) {
-	cmd := exec.Command(filepath.Join(binDir, "xlbctl"), append([]string{"--api", e.sock()}, args...)...)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
-}
-
-// mustCtl runs xlbctl and fails the test if it fails.
-func (e *daemonEnv) mustCtl(args ...string) string {
-	e.t.Helper()
-	out, err := e.ctl(args...)
-	if err != nil {
-		e.t.Fatalf("xlbctl %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return out
-}
-
-// run runs xlbd to completion (for commands that must fail).
-func (e *daemonEnv) run(extra ...string) (string, error) {
-	cmd := e.topo.Balancer.NS.Command(context.Background(), filepath.Join(binDir, "xlbd"), e.args(extra...)...)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
-}
-
-func (e *daemonEnv) kill() {
-	if e.cmd != nil && e.cmd.Process != nil {
-		e.cmd.Process.Signal(syscall.SIGKILL)
-		e.cmd.Wait()
-		e.cmd = nil
-	}
-}
-
+// do sends one API request; body is sent as is if a string, else as JSON.
 func (e *daemonEnv) do(method, path string, body any) (int, []byte) {
 	e.t.Helper()
 	var r io.Reader
@@ -152,52 +51,14 @@ func (e *daemonEnv) do(method, path string, body any) (int, []byte) {
 		b, _ := json.Marshal(body)
 		r = bytes.NewReader(b)
 	}
-	req, _ := http.NewRequest(method, "http://xlbd"+path, r)
-	resp, err := e.client.Do(req)
+	code, out, err := e.Request(context.Background(), method, path, r)
 	if err != nil {
 		e.t.Fatalf("%s %s: %v", method, path, err)
 	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, out
+	return code, out
 }
 
-func (e *daemonEnv) status() (api.Status, error) {
-	var st api.Status
-	resp, err := e.client.Get("http://xlbd/v1/status")
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	return st, json.NewDecoder(resp.Body).Decode(&st)
-}
-
-// metrics scrapes xlbd's /metrics inside the balancer's namespace.
-func (e *daemonEnv) metrics() string {
-	e.t.Helper()
-	var body string
-	if err := e.topo.Balancer.NS.Do(func() error {
-		// Dial here: the socket must be created inside the namespace
-		// (http.Get would dial from another goroutine and thread).
-		c, err := net.Dial("tcp", "127.0.0.1:9641")
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		fmt.Fprintf(c, "GET /metrics HTTP/1.0\r\nHost: xlbd\r\n\r\n")
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		body = string(b)
-		return err
-	}); err != nil {
-		e.t.Fatalf("scrape metrics: %v", err)
-	}
-	return body
-}
+func (e *daemonEnv) status() (api.Status, error) { return e.Client().Status(context.Background()) }
 
 func svcPath(key string) string { return "/v1/services/" + url.PathEscape(key) }
 
@@ -250,14 +111,14 @@ func TestDaemon(t *testing.T) {
 
 	// A bad config file: xlbd does not start, names the line and key,
 	// and attaches nothing.
-	if out, err := e.run(); err == nil || !strings.Contains(out, "sheduler") || !strings.Contains(out, "line ") {
+	if out, err := e.Run(context.Background()); err == nil || !strings.Contains(out, "sheduler") || !strings.Contains(out, "line ") {
 		t.Fatalf("xlbd with a bad config: err %v, output %q", err, out)
 	}
-	if _, err := os.Stat(e.bpffs); !os.IsNotExist(err) {
+	if _, err := os.Stat(e.BPFFS()); !os.IsNotExist(err) {
 		t.Fatalf("xlbd with a bad config left pins: %v", err)
 	}
-	e.writeConfig(labConfig(topo, 8080))
-	e.start()
+	e.WriteConfig(labConfig(topo, 8080))
+	e.Start()
 
 	web := netip.AddrPortFrom(topo.VIP4, 8080)
 	if c := spreadOver(t, topo, web, 300, 20000); len(c) != 3 {
@@ -265,29 +126,29 @@ func TestDaemon(t *testing.T) {
 	}
 
 	// The socket is root-only.
-	if fi, err := os.Stat(e.sock()); err != nil || fi.Mode().Perm() != 0o600 {
+	if fi, err := os.Stat(e.Socket()); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("api socket mode %v (%v), want 0600", fi.Mode().Perm(), err)
 	}
 
 	// A second daemon for the same interface refuses, changing nothing.
-	if out, err := e.run(); err == nil || !strings.Contains(out, "another xlbd") {
+	if out, err := e.Run(context.Background()); err == nil || !strings.Contains(out, "another xlbd") {
 		t.Errorf("second xlbd: err %v, output %q; want a refusal naming another xlbd", err, out)
 	}
 
 	// The CLI: add a service with one backend, then the others.
 	key2 := fmt.Sprintf("%s:9090/tcp", topo.VIP4)
-	e.mustCtl("service", "add", key2, "--backend", topo.Backends[0].Addr4.String())
+	e.MustCtl("service", "add", key2, "--backend", topo.Backends[0].Addr4.String())
 	for _, h := range topo.Backends[1:] {
-		e.mustCtl("backend", "add", key2, h.Addr4.String())
+		e.MustCtl("backend", "add", key2, h.Addr4.String())
 	}
-	if out := e.mustCtl("status"); !strings.Contains(out, key2) || strings.Count(out, " up ") < 6 {
+	if out := e.MustCtl("status"); !strings.Contains(out, key2) || strings.Count(out, " up ") < 6 {
 		t.Errorf("xlbctl status does not show both services with their 6 backends up:\n%s", out)
 	}
 	// CLI errors: one line, non-zero exit, nothing changed.
-	if out, err := e.ctl("backend", "add", key2, "198.18.0.11", "--weight", "70000"); err == nil || strings.Count(strings.TrimSpace(out), "\n") != 0 || !strings.Contains(out, "70000") {
+	if out, err := e.Ctl("backend", "add", key2, "198.18.0.11", "--weight", "70000"); err == nil || strings.Count(strings.TrimSpace(out), "\n") != 0 || !strings.Contains(out, "70000") {
 		t.Errorf("xlbctl with a bad weight: err %v, output %q", err, out)
 	}
-	if out, err := e.ctl("service", "del", "198.18.1.1:1/tcp"); err == nil || !strings.Contains(out, "198.18.1.1:1/tcp") {
+	if out, err := e.Ctl("service", "del", "198.18.1.1:1/tcp"); err == nil || !strings.Contains(out, "198.18.1.1:1/tcp") {
 		t.Errorf("xlbctl deleting a missing service: err %v, output %q", err, out)
 	}
 	api2 := netip.AddrPortFrom(topo.VIP4, 9090)
@@ -328,46 +189,46 @@ func TestDaemon(t *testing.T) {
 
 	// Drain one backend of the API service: no new connections reach it.
 	drained := topo.Backends[0]
-	e.mustCtl("backend", "drain", key2, drained.Addr4.String())
+	e.MustCtl("backend", "drain", key2, drained.Addr4.String())
 	if c := spreadOver(t, topo, api2, 200, 22000); c[drained.Name] != 0 {
 		t.Errorf("drained backend got %d new connections", c[drained.Name])
 	}
 	// Weights: set 3 on one backend and it gets the larger share.
 	heavy := topo.Backends[1]
-	e.mustCtl("backend", "set", key2, heavy.Addr4.String(), "--weight", "3")
+	e.MustCtl("backend", "set", key2, heavy.Addr4.String(), "--weight", "3")
 	var st api.Status
-	if err := json.Unmarshal([]byte(e.mustCtl("status", "-o", "json")), &st); err != nil {
+	if err := json.Unmarshal([]byte(e.MustCtl("status", "-o", "json")), &st); err != nil {
 		t.Fatalf("xlbctl status -o json: %v", err)
 	}
 	if c := spreadOver(t, topo, api2, 400, 23000); c[heavy.Name] < 2*c[topo.Backends[2].Name] {
 		t.Errorf("weight 3 vs 1: %v", c)
 	}
 
-	if out := e.mustCtl("flows", "--limit", "5"); !strings.Contains(out, topo.VIP4.String()) {
+	if out := e.MustCtl("flows", "--limit", "5"); !strings.Contains(out, topo.VIP4.String()) {
 		t.Errorf("xlbctl flows shows no flow to the VIP:\n%s", out)
 	}
-	if out := e.mustCtl("stats"); !strings.Contains(out, key2) {
+	if out := e.MustCtl("stats"); !strings.Contains(out, key2) {
 		t.Errorf("xlbctl stats lacks %s:\n%s", key2, out)
 	}
 
 	// SIGHUP with a broken file changes nothing.
 	before, _ = e.status()
-	e.writeConfig(labConfig(topo, 8080) + "  - vip: 198.18.1.1\n    port: 99999\n")
-	e.cmd.Process.Signal(syscall.SIGHUP)
+	e.WriteConfig(labConfig(topo, 8080) + "  - vip: 198.18.1.1\n    port: 99999\n")
+	e.Reload()
 	time.Sleep(300 * time.Millisecond)
 	if after, _ := e.status(); !sameServices(before, after) {
 		t.Errorf("SIGHUP with a broken file changed the services")
 	}
-	if !strings.Contains(e.logs.String(), "99999") {
-		t.Errorf("broken reload not logged with the bad value:\n%s", e.logs)
+	if !strings.Contains(e.Log(), "99999") {
+		t.Errorf("broken reload not logged with the bad value:\n%s", e.Log())
 	}
 	// A valid file replaces API changes: the file is authoritative again.
-	e.writeConfig(labConfig(topo, 8080))
-	e.cmd.Process.Signal(syscall.SIGHUP)
+	e.WriteConfig(labConfig(topo, 8080))
+	e.Reload()
 	waitUntil(t, "reload", func() bool { st, _ := e.status(); return len(st.Services) == 1 })
 
 	// Metrics.
-	metrics := e.metrics()
+	metrics := e.Metrics()
 	for _, want := range []string{"xlb_build_info{", "xlb_forwarded_packets_total ", `xlb_backend_up{service="198.18.1.1:8080/tcp",backend="198.18.0.11"} 1`,
 		`xlb_service_new_flows_total{service="198.18.1.1:8080/tcp"}`, `xlb_passed_packets_total{reason="not_service"}`, "xlb_conntrack_entries "} {
 		if !strings.Contains(metrics, want) {
@@ -410,7 +271,7 @@ func TestDaemonRestart(t *testing.T) {
 	topo := lab.NewT(t, lab.Config{Backends: 3, ClientAddrs: 8})
 	serveAll(t, topo, 8080)
 	e := newDaemonEnv(t, topo, labConfig(topo, 8080))
-	e.start()
+	e.Start()
 	// An API change that must survive the restart.
 	if code, out := e.do("POST", svcPath(fmt.Sprintf("%s:8080/tcp", topo.VIP4))+"/backends/"+topo.Backends[2].Addr4.String()+"/drain", nil); code != 200 {
 		t.Fatalf("drain: %d %s", code, out)
@@ -474,16 +335,16 @@ func TestDaemonRestart(t *testing.T) {
 	}()
 
 	time.Sleep(500 * time.Millisecond)
-	e.kill() // SIGKILL: no cleanup at all
+	e.Kill() // SIGKILL: no cleanup at all
 	time.Sleep(500 * time.Millisecond)
 	linesDown, connsDown := lines.Load(), newConns.Load()
 	time.Sleep(500 * time.Millisecond)
 	if lines.Load() == linesDown || newConns.Load() == connsDown {
 		t.Errorf("traffic stopped while xlbd was down")
 	}
-	e.start()
-	if !strings.Contains(e.logs.String(), "re-adopted") {
-		t.Errorf("restarted xlbd did not re-adopt the pins:\n%s", e.logs)
+	e.Start()
+	if !strings.Contains(e.Log(), "re-adopted") {
+		t.Errorf("restarted xlbd did not re-adopt the pins:\n%s", e.Log())
 	}
 	time.Sleep(time.Second)
 	stop.Store(true)
@@ -509,19 +370,17 @@ func TestDaemonRestart(t *testing.T) {
 	}
 
 	// SIGTERM stops xlbd on purpose: forwarding goes on without it.
-	e.cmd.Process.Signal(syscall.SIGTERM)
-	e.cmd.Wait()
-	e.cmd = nil
+	e.Stop()
 	if _, err := topo.Client.Query("tcp", netip.AddrPort{}, dst, 3*time.Second); err != nil {
 		t.Errorf("after SIGTERM, forwarding stopped: %v", err)
 	}
 
 	// --detach stops forwarding and removes the pins.
-	e.kill()
-	if out, err := e.run("--detach"); err != nil {
+	e.Kill()
+	if out, err := e.Run(context.Background(), "--detach"); err != nil {
 		t.Fatalf("xlbd --detach: %v\n%s", err, out)
 	}
-	if _, err := os.Stat(filepath.Join(e.bpffs, lab.LinkName)); !os.IsNotExist(err) {
+	if _, err := os.Stat(e.PinDir()); !os.IsNotExist(err) {
 		t.Errorf("pins left after --detach: %v", err)
 	}
 	if _, err := topo.Client.Query("tcp", netip.AddrPort{}, dst, time.Second); err == nil {
