@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/xlb-lb/xlb/test/lab"
+	"github.com/xlb-lb/xlb/test/xlbdproc"
 )
 
 type options struct {
@@ -106,23 +107,27 @@ func run(ctx context.Context, o options) error {
 				errs = append(errs, fmt.Errorf("maglev: %w", err))
 			}
 		}
-		bin, cleanup, err := binaries()
+		bins, err := xlbdproc.Build(ctx, "", "")
 		if err != nil {
 			return errors.Join(append(errs, err)...)
 		}
-		defer cleanup()
+		defer func() {
+			if err := bins.Remove(); err != nil {
+				o.log.Warn("remove xlbd and xlbctl", "err", err)
+			}
+		}()
 		if o.wantPart("control", "add") {
-			if c.BackendAdd, err = measureBackendAdd(o, bin); err != nil {
+			if c.BackendAdd, err = measureBackendAdd(o, bins); err != nil {
 				errs = append(errs, fmt.Errorf("xlbctl backend add: %w", err))
 			}
 		}
 		if o.wantPart("control", "health") {
-			if c.HealthRemoval, err = measureHealthRemoval(o, bin); err != nil {
+			if c.HealthRemoval, err = measureHealthRemoval(o, bins); err != nil {
 				errs = append(errs, fmt.Errorf("health removal: %w", err))
 			}
 		}
 		if o.wantPart("control", "memory") {
-			if c.Memory, err = measureMemory(o, bin); err != nil {
+			if c.Memory, err = measureMemory(o, bins); err != nil {
 				errs = append(errs, fmt.Errorf("xlbd memory: %w", err))
 			}
 		}

@@ -1,30 +1,27 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 
 	"github.com/xlb-lb/xlb/bpf"
-	"github.com/xlb-lb/xlb/cmd/api"
 	"github.com/xlb-lb/xlb/maps"
 	"github.com/xlb-lb/xlb/maps/lb"
 	"github.com/xlb-lb/xlb/test/lab"
+	"github.com/xlb-lb/xlb/test/xlbdproc"
 )
 
 // AddTiming is how long `xlbctl backend add` takes to take effect.
@@ -63,111 +60,30 @@ type Memory struct {
 	NotInstalled string  `json:"not_installed,omitempty"`
 }
 
-// binaries builds xlbd and xlbctl into a temporary directory.
-func binaries() (dir string, cleanup func(), err error) {
-	dir, err = os.MkdirTemp("", "xlb-bench-bin-")
-	if err != nil {
-		return "", nil, err
-	}
-	cleanup = func() { os.RemoveAll(dir) }
-	out, err := exec.Command("go", "build", "-o", dir+"/", "github.com/xlb-lb/xlb/cmd/xlbd", "github.com/xlb-lb/xlb/cmd/xlbctl").CombinedOutput()
-	if err != nil {
-		cleanup()
-		return "", nil, fmt.Errorf("build xlbd and xlbctl: %w\n%s", err, out)
-	}
-	return dir, cleanup, nil
-}
-
-// daemon is one xlbd running in a lab's balancer namespace.
-type daemon struct {
-	bin, dir, bpffs string
-	cmd             *exec.Cmd
-	logs            *bytes.Buffer
-	client          *api.Client
-	started         time.Time
-	done            chan struct{}
-}
-
-func (d *daemon) sock() string   { return filepath.Join(d.dir, "xlb.sock") }
-func (d *daemon) pinDir() string { return filepath.Join(d.bpffs, lab.LinkName) }
-
-// startDaemon writes config and starts xlbd on the balancer's eth0; it
-// returns once the API answers (apiWait 0: at once).
-func startDaemon(topo *lab.Topology, bin, config string, apiWait time.Duration) (*daemon, error) {
-	dir, err := os.MkdirTemp("", "xlb-bench-xlbd-")
+// startDaemon starts xlbd with config on the balancer's eth0; it returns
+// once the API answers, or at once with noWait.
+func startDaemon(topo *lab.Topology, bins *xlbdproc.Binaries, config string, noWait bool) (*xlbdproc.Daemon, error) {
+	d, err := xlbdproc.New(xlbdproc.Options{Bins: bins, Lab: topo, Config: config,
+		Args: []string{"--log-level", "warn"}, StartTimeout: 30 * time.Second})
 	if err != nil {
 		return nil, err
 	}
-	d := &daemon{bin: bin, dir: dir, bpffs: "/sys/fs/bpf/" + topo.Prefix, logs: &bytes.Buffer{}, done: make(chan struct{})}
-	cfg := filepath.Join(dir, "xlb.yaml")
-	if err := os.WriteFile(cfg, []byte(config), 0o600); err != nil {
-		d.stop()
-		return nil, err
+	if noWait {
+		err = d.Launch()
+	} else {
+		err = d.Start(context.Background())
 	}
-	d.cmd = topo.Balancer.NS.Command(context.Background(), filepath.Join(bin, "xlbd"),
-		"--interface", lab.LinkName, "--config", cfg, "--bpffs", d.bpffs, "--api", d.sock(),
-		"--state", filepath.Join(dir, "state.json"), "--metrics", "", "--run-dir", dir, "--log-level", "warn")
-	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
-	d.started = time.Now()
-	if err := d.cmd.Start(); err != nil {
-		d.stop()
-		return nil, fmt.Errorf("start xlbd: %w", err)
-	}
-	go func() { d.cmd.Wait(); close(d.done) }()
-	d.client = api.NewClient(d.sock())
-	if apiWait == 0 {
-		return d, nil
-	}
-	deadline := time.Now().Add(apiWait)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err := d.client.Status(ctx)
-		cancel()
-		if err == nil {
-			return d, nil
-		}
-		select {
-		case <-d.done:
-			err := fmt.Errorf("xlbd exited: %s", strings.TrimSpace(d.logs.String()))
-			d.stop()
-			return nil, err
-		default:
-		}
-		if time.Now().After(deadline) {
-			d.stop()
-			return nil, fmt.Errorf("xlbd API did not answer within %v: %v", apiWait, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// ctl runs xlbctl against the daemon.
-func (d *daemon) ctl(args ...string) (string, error) {
-	out, err := exec.Command(filepath.Join(d.bin, "xlbctl"), append([]string{"--api", d.sock()}, args...)...).CombinedOutput()
 	if err != nil {
-		return string(out), fmt.Errorf("xlbctl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		return nil, errors.Join(err, d.Close())
 	}
-	return string(out), nil
+	return d, nil
 }
 
-// stop ends xlbd and removes its pins (which detaches the data plane) and
-// files.
-func (d *daemon) stop() {
-	if d.cmd != nil && d.cmd.Process != nil {
-		select {
-		case <-d.done:
-		default:
-			_ = d.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-d.done:
-			case <-time.After(10 * time.Second):
-				_ = d.cmd.Process.Kill()
-				<-d.done
-			}
-		}
+// stopDaemon closes d, logging what it could not clean up.
+func stopDaemon(o options, d *xlbdproc.Daemon) {
+	if err := d.Close(); err != nil {
+		o.log.Warn("clean up after xlbd", "err", err)
 	}
-	os.RemoveAll(d.bpffs)
-	os.RemoveAll(d.dir)
 }
 
 // pinned opens the daemon's pinned maps.
@@ -175,13 +91,13 @@ type pinned struct {
 	services, backends, tables *ebpf.Map
 }
 
-func (d *daemon) openPins() (*pinned, error) {
+func openPins(d *xlbdproc.Daemon) (*pinned, error) {
 	p := &pinned{}
 	for _, x := range []struct {
 		name string
 		m    **ebpf.Map
 	}{{bpf.MapServices, &p.services}, {bpf.MapBackends, &p.backends}, {bpf.MapMaglevTables, &p.tables}} {
-		m, err := ebpf.LoadPinnedMap(filepath.Join(d.pinDir(), x.name), nil)
+		m, err := ebpf.LoadPinnedMap(filepath.Join(d.PinDir(), x.name), nil)
 		if err != nil {
 			p.close()
 			return nil, fmt.Errorf("open pinned %s: %w", x.name, err)
@@ -312,7 +228,7 @@ func (p *pinned) waitTable(key lb.ServiceKey, old ebpf.MapID, addr netip.Addr, w
 }
 
 // measureBackendAdd times `xlbctl backend add` against a running xlbd.
-func measureBackendAdd(o options, bin string) (*AddTiming, error) {
+func measureBackendAdd(o options, bins *xlbdproc.Binaries) (*AddTiming, error) {
 	reps := 5
 	if o.quick {
 		reps = 3
@@ -330,12 +246,12 @@ func measureBackendAdd(o options, bin string) (*AddTiming, error) {
 	}
 	be1, be2, be3 := topo.Backends[0], topo.Backends[1], topo.Backends[2]
 	cfg := fmt.Sprintf("services:\n  - vip: %s\n    port: %d\n    backends:\n      - address: %s\n      - address: %s\n", topo.VIP4, port, be1.Addr4, be2.Addr4)
-	d, err := startDaemon(topo, bin, cfg, 30*time.Second)
+	d, err := startDaemon(topo, bins, cfg, false)
 	if err != nil {
 		return nil, err
 	}
-	defer d.stop()
-	pins, err := d.openPins()
+	defer stopDaemon(o, d)
+	pins, err := openPins(d)
 	if err != nil {
 		return nil, err
 	}
@@ -388,7 +304,7 @@ func measureBackendAdd(o options, bin string) (*AddTiming, error) {
 			at, err := pins.waitTable(key, old, be3.Addr4, true, 10*time.Second)
 			inTable <- seen{at, err}
 		}()
-		_, err = d.ctl("backend", "add", svc, be3.Addr4.String())
+		_, err = d.Ctl("backend", "add", svc, be3.Addr4.String())
 		cmdMs = append(cmdMs, ms(time.Since(t0)))
 		in := <-inTable
 		if err == nil {
@@ -412,7 +328,7 @@ func measureBackendAdd(o options, bin string) (*AddTiming, error) {
 		if err != nil {
 			return nil, err
 		}
-		if _, err := d.ctl("backend", "del", svc, be3.Addr4.String()); err != nil {
+		if _, err := d.Ctl("backend", "del", svc, be3.Addr4.String()); err != nil {
 			return nil, err
 		}
 		if _, err := pins.waitTable(key, old, be3.Addr4, false, 10*time.Second); err != nil {
@@ -424,7 +340,7 @@ func measureBackendAdd(o options, bin string) (*AddTiming, error) {
 
 // measureMemory starts xlbd with services x perService backends and
 // reads its memory and its BPF maps' memory.
-func measureMemory(o options, bin string) (*Memory, error) {
+func measureMemory(o options, bins *xlbdproc.Binaries) (*Memory, error) {
 	services, perService := 1000, 100
 	if o.quick {
 		services = 100
@@ -464,20 +380,20 @@ func measureMemory(o options, bin string) (*Memory, error) {
 			fmt.Fprintf(&b, "      - address: %s\n", a)
 		}
 	}
-	d, err := startDaemon(topo, bin, b.String(), 0)
+	d, err := startDaemon(topo, bins, b.String(), true)
 	if err != nil {
 		return nil, err
 	}
-	defer d.stop()
+	defer stopDaemon(o, d)
 	// Up = every service in the data plane with a full table. Read from
 	// the pins: the API waits while xlbd holds its lock for a long sync.
 	var pins *pinned
 	for pinWait := time.Now().Add(30 * time.Second); ; {
-		if pins, err = d.openPins(); err == nil {
+		if pins, err = openPins(d); err == nil {
 			break
 		}
 		if time.Now().After(pinWait) {
-			return nil, fmt.Errorf("xlbd pinned no maps within 30s: %w (log: %s)", err, strings.TrimSpace(d.logs.String()))
+			return nil, fmt.Errorf("xlbd pinned no maps within 30s: %w (log: %s)", err, strings.TrimSpace(d.Log()))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -495,7 +411,7 @@ func measureMemory(o options, bin string) (*Memory, error) {
 		}
 		m.Installed = n
 		if n == services && full {
-			m.StartupMs = ms(time.Since(d.started))
+			m.StartupMs = ms(time.Since(d.Started()))
 			break
 		}
 		if time.Now().After(deadline) {
@@ -505,7 +421,7 @@ func measureMemory(o options, bin string) (*Memory, error) {
 		time.Sleep(250 * time.Millisecond)
 	}
 	o.log.Info("xlbd with the large config", "installed_after", time.Duration(m.StartupMs*1e6), "installed", m.Installed)
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.PID()))
 	if err != nil {
 		return nil, err
 	}
@@ -519,11 +435,11 @@ func measureMemory(o options, bin string) (*Memory, error) {
 			m.VmHWMMiB = kb / 1024
 		case "Name":
 			if strings.TrimSpace(v) != "xlbd" {
-				return nil, fmt.Errorf("pid %d is %q, not xlbd", d.cmd.Process.Pid, strings.TrimSpace(v))
+				return nil, fmt.Errorf("pid %d is %q, not xlbd", d.PID(), strings.TrimSpace(v))
 			}
 		}
 	}
-	mem, err := pinnedMapMemory(d.pinDir())
+	mem, err := pinnedMapMemory(d.PinDir())
 	if err != nil {
 		return nil, err
 	}
@@ -590,7 +506,7 @@ func pinnedMapMemory(dir string) (uint64, error) {
 // measureHealthRemoval kills a backend's server under a running xlbd with
 // a tcp health check and times how long until the backend is out of the
 // data plane's Maglev table (and, after a restart, back in).
-func measureHealthRemoval(o options, bin string) (*HealthTiming, error) {
+func measureHealthRemoval(o options, bins *xlbdproc.Binaries) (*HealthTiming, error) {
 	reps := 5
 	if o.quick {
 		reps = 3
@@ -616,12 +532,12 @@ func measureHealthRemoval(o options, bin string) (*HealthTiming, error) {
 	for _, b := range topo.Backends {
 		fmt.Fprintf(&cfg, "      - address: %s\n", b.Addr4)
 	}
-	d, err := startDaemon(topo, bin, cfg.String(), 30*time.Second)
+	d, err := startDaemon(topo, bins, cfg.String(), false)
 	if err != nil {
 		return nil, err
 	}
-	defer d.stop()
-	pins, err := d.openPins()
+	defer stopDaemon(o, d)
+	pins, err := openPins(d)
 	if err != nil {
 		return nil, err
 	}

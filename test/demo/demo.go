@@ -17,13 +17,13 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync/atomic"
 	"time"
 
 	"github.com/xlb-lb/xlb/cmd/config"
 	"github.com/xlb-lb/xlb/test/lab"
+	"github.com/xlb-lb/xlb/test/xlbdproc"
 )
 
 // Options configure Run.
@@ -160,17 +160,15 @@ type run struct {
 	res    *Result
 	root   string
 	config string
-	dir    string // temporary directory: binaries, socket, state, log
-	bin    string
+	dir    string // temporary directory: binaries, xlbd's files
+	bins   *xlbdproc.Binaries
 	topo   *lab.Topology
 
 	servers      map[string]*lab.HTTPServer
 	service      string
 	vip          netip.AddrPort
 	health       config.Health
-	xlbd         *exec.Cmd
-	xlbdExited   chan error
-	log          *os.File
+	xlbd         *xlbdproc.Daemon
 	held         []*lab.HTTPConn
 	mountedBPFFS bool
 	srcs         atomic.Int64 // source addresses and ports handed out

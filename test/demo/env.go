@@ -1,26 +1,22 @@
 package demo
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/xlb-lb/xlb/cmd/api"
 	"github.com/xlb-lb/xlb/test/lab"
+	"github.com/xlb-lb/xlb/test/xlbdproc"
 )
 
-const bpffsRoot = "/sys/fs/bpf"
+const bpffsRoot = xlbdproc.BPFFSRoot
 
 // bpffsMagic is BPF_FS_MAGIC from <linux/magic.h>.
 const bpffsMagic = 0xcafe4a11
@@ -67,7 +63,7 @@ func findRoot(ctx context.Context, root string) (string, error) {
 	if root != "" {
 		return root, nil
 	}
-	out, err := exec.CommandContext(ctx, goTool(), "env", "GOMOD").Output()
+	out, err := exec.CommandContext(ctx, xlbdproc.GoTool(), "env", "GOMOD").Output()
 	if err != nil {
 		return "", fmt.Errorf("go env GOMOD: %w", err)
 	}
@@ -78,121 +74,49 @@ func findRoot(ctx context.Context, root string) (string, error) {
 	return filepath.Dir(mod), nil
 }
 
-// goTool returns the go command: the one on PATH, else the one of the
-// toolchain that built this program (sudo may reset PATH).
-func goTool() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
-}
-
 // build compiles xlbd and xlbctl into dir/bin.
 func (d *run) build(ctx context.Context) error {
 	if d.opts.BinDir != "" {
-		d.bin = d.opts.BinDir
-		d.ui.line("using prebuilt xlbd and xlbctl from %s", d.bin)
+		d.bins = xlbdproc.Prebuilt(d.opts.BinDir)
+		d.ui.line("using prebuilt xlbd and xlbctl from %s", d.bins.Dir)
 		return nil
 	}
-	d.bin = filepath.Join(d.dir, "bin")
 	w := d.ui.wait("building xlbd and xlbctl")
-	cmd := exec.CommandContext(ctx, goTool(), "build", "-o", d.bin+"/", "./cmd/xlbd", "./cmd/xlbctl")
-	cmd.Dir = d.root
-	out, err := cmd.CombinedOutput()
+	bins, err := xlbdproc.Build(ctx, d.root, filepath.Join(d.dir, "bin"))
 	took := w.end("")
 	if err != nil {
-		return fmt.Errorf("go build ./cmd/xlbd ./cmd/xlbctl: %w\n%s", err, out)
+		return err
 	}
+	d.bins = bins
 	d.ui.line("built xlbd and xlbctl with go build in %s (no clang needed: the BPF object is committed)", seconds(took))
 	return nil
 }
 
 // pinDir is the bpffs directory of this run's xlbd (one per lab, so demos
 // and tests never share pins).
-func (d *run) pinDir() string { return filepath.Join(bpffsRoot, d.topo.Prefix) }
-
-func (d *run) sock() string { return filepath.Join(d.dir, "xlb.sock") }
-
-func (d *run) xlbdArgs(extra ...string) []string {
-	return append([]string{
-		"--interface", lab.LinkName, "--config", d.config, "--bpffs", d.pinDir(),
-		"--api", d.sock(), "--state", filepath.Join(d.dir, "state.json"),
-		"--run-dir", d.dir, "--metrics", "127.0.0.1:9641",
-	}, extra...)
-}
+func (d *run) pinDir() string { return xlbdproc.BPFFS(d.topo) }
 
 // startXlbd runs xlbd in the balancer's namespace, its log in a file, and
 // waits until its API answers.
 func (d *run) startXlbd(ctx context.Context) error {
-	log, err := os.Create(filepath.Join(d.dir, "xlbd.log"))
+	x, err := xlbdproc.New(xlbdproc.Options{Bins: d.bins, Lab: d.topo, ConfigFile: d.config,
+		Metrics: xlbdproc.DefaultMetrics, TempDir: d.dir})
 	if err != nil {
 		return err
 	}
-	d.log = log
-	// Not ctx: on Ctrl-C xlbd must get SIGTERM and --detach, not SIGKILL.
-	cmd := d.topo.Balancer.NS.Command(context.Background(), filepath.Join(d.bin, "xlbd"), d.xlbdArgs()...)
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start xlbd: %w", err)
-	}
-	d.xlbd = cmd
-	d.res.XlbdPID = cmd.Process.Pid
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	d.xlbdExited = exited
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if _, err := d.status(ctx); err == nil {
-			return nil
-		}
-		select {
-		case err := <-exited:
-			d.xlbdExited = nil
-			d.xlbd = nil
-			return fmt.Errorf("xlbd exited: %v", err)
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return errors.New("xlbd's API did not answer within 20s")
-		}
-	}
+	d.xlbd = x
+	// On Ctrl-C xlbd gets SIGTERM and --detach in the tear-down: ctx
+	// bounds the wait only.
+	err = x.Start(ctx)
+	d.res.XlbdPID = x.PID()
+	return err
 }
 
-// ctl runs xlbctl against this run's xlbd and returns its standard output.
-// It is bounded by its own timeout, not ctx, so tear-down can use it.
-func (d *run) ctl(args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(d.bin, "xlbctl"), append([]string{"--api", d.sock()}, args...)...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		msg := strings.TrimSpace(stderr.String())
-		if msg == "" {
-			msg = err.Error()
-		}
-		return stdout.String(), fmt.Errorf("xlbctl %s: %s", strings.Join(args, " "), msg)
-	}
-	return stdout.String(), nil
-}
+// ctl runs xlbctl against this run's xlbd and returns its output.
+func (d *run) ctl(args ...string) (string, error) { return d.xlbd.Ctl(args...) }
 
-// status reads `xlbctl status -o json`.
-func (d *run) status(ctx context.Context) (api.Status, error) {
-	var st api.Status
-	if err := ctx.Err(); err != nil {
-		return st, err
-	}
-	out, err := d.ctl("status", "-o", "json")
-	if err != nil {
-		return st, err
-	}
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		return st, fmt.Errorf("xlbctl status -o json: %w", err)
-	}
-	return st, nil
-}
+// status is xlbd's status.
+func (d *run) status(ctx context.Context) (api.Status, error) { return d.xlbd.Client().Status(ctx) }
 
 // backendStatus returns the status of one backend of the demo's service.
 func (d *run) backendStatus(ctx context.Context, addr string) (api.BackendStatus, error) {
@@ -220,31 +144,16 @@ func (d *run) teardown() (errs []error) {
 		c.Close()
 	}
 	if d.xlbd != nil {
-		d.xlbd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-d.xlbdExited:
-		case <-time.After(5 * time.Second):
-			d.xlbd.Process.Kill()
-			<-d.xlbdExited
+		// SIGTERM, then --detach: it removes the program, its link
+		// and the pins.
+		if err := d.xlbd.Close(); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if d.topo != nil {
-		if _, err := os.Stat(d.pinDir()); err == nil {
-			// --detach removes the program, its link and the pins.
-			cmd := d.topo.Balancer.NS.Command(context.Background(), filepath.Join(d.bin, "xlbd"), d.xlbdArgs("--detach")...)
-			if out, err := cmd.CombinedOutput(); err != nil {
-				errs = append(errs, fmt.Errorf("xlbd --detach: %v: %s", err, strings.TrimSpace(string(out))))
-			}
-			if err := os.RemoveAll(d.pinDir()); err != nil {
-				errs = append(errs, err)
-			}
-		}
 		if err := d.topo.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("remove the lab: %w", err))
 		}
-	}
-	if d.log != nil {
-		d.log.Close()
 	}
 	if d.dir != "" {
 		if err := os.RemoveAll(d.dir); err != nil {
@@ -303,10 +212,10 @@ func (d *run) leftovers() []string {
 // log out of the temporary directory (which the tear-down removes) and
 // returns the copy's path too.
 func (d *run) keepLog(keep bool) (string, string) {
-	if d.log == nil {
+	if d.xlbd == nil {
 		return "", ""
 	}
-	data, err := os.ReadFile(d.log.Name())
+	data, err := os.ReadFile(d.xlbd.LogPath())
 	if err != nil {
 		return "", ""
 	}
