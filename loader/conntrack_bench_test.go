@@ -11,6 +11,7 @@ import (
 
 	"github.com/xlb-lb/xlb/loader"
 	"github.com/xlb-lb/xlb/maps/lb"
+	"github.com/xlb-lb/xlb/test/frame"
 	"github.com/xlb-lb/xlb/test/lab"
 )
 
@@ -54,7 +55,7 @@ func BenchmarkConntrackVariants(b *testing.B) {
 			frames := make([][]byte, n)
 			for i := range frames {
 				src := netip.AddrFrom4([4]byte{198, 19, byte(i >> 16), 1})
-				frames[i] = build(b, pkt{src: netip.AddrPortFrom(src, uint16(i)), dst: ap("198.18.1.1:80"), proto: lb.TCP, syn: true})
+				frames[i] = build(b, frame.Spec{Src: netip.AddrPortFrom(src, uint16(i)), Dst: ap("198.18.1.1:80"), SYN: true})
 			}
 			hit, insert := measureNewFlows(b, bal, frames)
 			prog := bal.Program()
@@ -64,7 +65,7 @@ func BenchmarkConntrackVariants(b *testing.B) {
 			par := make([][]byte, n)
 			for i := range par {
 				src := netip.AddrFrom4([4]byte{198, 19, byte(i >> 16), 2})
-				par[i] = build(b, pkt{src: netip.AddrPortFrom(src, uint16(i)), dst: ap("198.18.1.1:80"), proto: lb.TCP, syn: true})
+				par[i] = build(b, frame.Spec{Src: netip.AddrPortFrom(src, uint16(i)), Dst: ap("198.18.1.1:80"), SYN: true})
 			}
 			var wg sync.WaitGroup
 			start := time.Now()
@@ -99,7 +100,7 @@ func BenchmarkConntrackVariants(b *testing.B) {
 func measureNewFlows(b *testing.B, bal *loader.Balancer, frames [][]byte) (hitNs, newNs float64) {
 	b.Helper()
 	prog := bal.Program()
-	est := build(b, pkt{src: ap("198.18.0.100:999"), dst: ap("198.18.1.1:80"), proto: lb.TCP})
+	est := build(b, frame.Spec{Src: ap("198.18.0.100:999"), Dst: ap("198.18.1.1:80")})
 	ret, hit, err := prog.Benchmark(est, 1_000_000, nil)
 	if err != nil || ret != xdpTX {
 		b.Fatalf("established: verdict %d, %v", ret, err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/xlb-lb/xlb/loader"
 	"github.com/xlb-lb/xlb/maps/lb"
+	"github.com/xlb-lb/xlb/test/frame"
 	"github.com/xlb-lb/xlb/test/lab"
 )
 
@@ -21,12 +22,12 @@ func (f *fixture) sendFlows(svc lb.ServiceKey, n int, firstPort uint16, srcs int
 	out := make([]int, n)
 	for i := range out {
 		src := netip.MustParseAddr(fmt.Sprintf("198.18.0.%d", 100+i%srcs))
-		p := pkt{src: netip.AddrPortFrom(src, firstPort+uint16(i)), dst: netip.AddrPortFrom(svc.VIP, svc.Port), proto: svc.Proto, syn: true}
-		verdict, frame := f.run(build(f.t, p))
+		p := frame.Spec{Src: netip.AddrPortFrom(src, firstPort+uint16(i)), Dst: netip.AddrPortFrom(svc.VIP, svc.Port), UDP: svc.Proto == lb.UDP, SYN: true}
+		verdict, fr := f.run(build(f.t, p))
 		if verdict != xdpTX {
 			f.t.Fatalf("flow %d: verdict %d, want tx", i, verdict)
 		}
-		out[i] = int(frame[5]) - 0x11
+		out[i] = int(fr[5]) - 0x11
 	}
 	return out
 }
@@ -139,9 +140,9 @@ func TestSourceHash(t *testing.T) {
 		src := netip.MustParseAddr(fmt.Sprintf("198.18.0.%d", 100+c))
 		var want int = -1
 		for port := uint16(1000); port < 1030; port++ {
-			p := pkt{src: netip.AddrPortFrom(src, port), dst: netip.AddrPortFrom(sh4.VIP, sh4.Port), proto: lb.TCP, syn: true}
-			_, frame := f.run(build(t, p))
-			got := int(frame[5]) - 0x11
+			p := frame.Spec{Src: netip.AddrPortFrom(src, port), Dst: netip.AddrPortFrom(sh4.VIP, sh4.Port), SYN: true}
+			_, fr := f.run(build(t, p))
+			got := int(fr[5]) - 0x11
 			if want == -1 {
 				want = got
 				_, be := f.expectedBackend(sh4, flowOf(p))
@@ -213,7 +214,7 @@ func TestSyncDeletes(t *testing.T) {
 	if got := f.b.Services(); len(got) != 1 || got[0].Key != dns4 {
 		t.Fatalf("after sync: %v", got)
 	}
-	p := pkt{src: ap("198.18.0.100:1234"), dst: ap("198.18.1.1:80"), proto: lb.TCP, syn: true}
+	p := frame.Spec{Src: ap("198.18.0.100:1234"), Dst: ap("198.18.1.1:80"), SYN: true}
 	if verdict, _ := f.run(build(t, p)); verdict != xdpPass {
 		t.Fatalf("deleted service still handled: verdict %d", verdict)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/xlb-lb/xlb/loader"
 	"github.com/xlb-lb/xlb/maps/lb"
+	"github.com/xlb-lb/xlb/test/frame"
 	"github.com/xlb-lb/xlb/test/lab"
 )
 
@@ -58,7 +59,7 @@ func BenchmarkNewFlow(b *testing.B) {
 				// A distinct client address per flow: with persistence,
 				// every SYN also misses and inserts there.
 				src := netip.AddrFrom4([4]byte{198, 19, byte(i >> 8), byte(i)})
-				frames[i] = build(b, pkt{src: netip.AddrPortFrom(src, uint16(1024+i>>16)), dst: ap("198.18.1.1:80"), proto: lb.TCP, syn: true})
+				frames[i] = build(b, frame.Spec{Src: netip.AddrPortFrom(src, uint16(1024+i>>16)), Dst: ap("198.18.1.1:80"), SYN: true})
 			}
 			hit, newFlow := measureNewFlows(b, bal, frames)
 			b.ReportMetric(hit, "hit-ns")

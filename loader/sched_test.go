@@ -10,6 +10,7 @@ import (
 	"github.com/xlb-lb/xlb/loader"
 	"github.com/xlb-lb/xlb/maps"
 	"github.com/xlb-lb/xlb/maps/lb"
+	"github.com/xlb-lb/xlb/test/frame"
 )
 
 var (
@@ -30,22 +31,22 @@ func weighted(vip netip.Addr, w ...uint32) []lb.Backend {
 
 // send runs one frame of p and returns the backend index it went to, or
 // -1 if it was not forwarded.
-func (f *fixture) send(p pkt) int {
+func (f *fixture) send(p frame.Spec) int {
 	f.t.Helper()
-	verdict, frame := f.run(build(f.t, p))
+	verdict, fr := f.run(build(f.t, p))
 	if verdict != xdpTX {
 		return -1
 	}
-	return int(frame[5]) - 0x11
+	return int(fr[5]) - 0x11
 }
 
 // syn is a SYN from client src:port to service k.
-func syn(k lb.ServiceKey, src string, port uint16) pkt {
-	return pkt{src: netip.AddrPortFrom(netip.MustParseAddr(src), port), dst: netip.AddrPortFrom(k.VIP, k.Port), proto: k.Proto, syn: true}
+func syn(k lb.ServiceKey, src string, port uint16) frame.Spec {
+	return frame.Spec{Src: netip.AddrPortFrom(netip.MustParseAddr(src), port), Dst: netip.AddrPortFrom(k.VIP, k.Port), UDP: k.Proto == lb.UDP, SYN: true}
 }
 
 // with returns p changed by mod.
-func with(p pkt, mod func(*pkt)) pkt { mod(&p); return p }
+func with(p frame.Spec, mod func(*frame.Spec)) frame.Spec { mod(&p); return p }
 
 func (f *fixture) backendID(k lb.ServiceKey, i int) uint32 {
 	f.t.Helper()
@@ -105,7 +106,7 @@ func TestRoundRobin(t *testing.T) {
 	// Established flows stay; a drained backend gets no new ones.
 	first := f.send(syn(rr4, "198.18.2.1", 10001))
 	f.set(lb.Service{Key: rr4, Scheduler: lb.RoundRobin, Backends: weighted(rr4.VIP, 1, 0, 1)})
-	if again := f.send(with(syn(rr4, "198.18.2.1", 10001), func(p *pkt) { p.syn = false })); again != first {
+	if again := f.send(with(syn(rr4, "198.18.2.1", 10001), func(p *frame.Spec) { p.SYN = false })); again != first {
 		t.Errorf("established flow moved from backend %d to %d on a drain", first, again)
 	}
 	got = make([]int, 3)
@@ -165,7 +166,7 @@ func TestLeastConn(t *testing.T) {
 	if n := f.active(lc4, 1); n != 1 {
 		t.Fatalf("active %d after the SYN, want 1", n)
 	}
-	fin := with(c, func(p *pkt) { p.syn = false; p.fin = true })
+	fin := with(c, func(p *frame.Spec) { p.SYN = false; p.FIN = true })
 	before := f.counters()
 	for i := 0; i < 2; i++ {
 		if got := f.send(fin); got != be {
@@ -192,7 +193,7 @@ func TestLeastConn(t *testing.T) {
 		t.Errorf("active flows %d in all, want 10", n)
 	}
 	// RST counts as a close too.
-	rst := with(c, func(p *pkt) { p.syn = false; p.rst = true })
+	rst := with(c, func(p *frame.Spec) { p.SYN = false; p.RST = true })
 	f.send(rst)
 	if n := f.active(lc4, 0) + f.active(lc4, 1) + f.active(lc4, 2); n != 9 {
 		t.Errorf("active flows %d in all after RST, want 9", n)
@@ -262,7 +263,7 @@ func TestPersistence(t *testing.T) {
 			// Drained and failing its health check: its established flow
 			// stays, the persistent client moves (and back again once it
 			// recovers: the entry now names the other backend).
-			est := with(syn(ps4, client, 2000), func(p *pkt) { p.syn = false })
+			est := with(syn(ps4, client, 2000), func(p *frame.Spec) { p.SYN = false })
 			svc.Backends[first].Failing = true
 			f.set(svc)
 			if be := f.send(est); be != first {
@@ -311,7 +312,7 @@ func TestPersistence(t *testing.T) {
 }
 
 // setFlow replaces a flow's entry with one last seen age ago.
-func (f *fixture) ageFlow(p pkt, age time.Duration, closing bool) {
+func (f *fixture) ageFlow(p frame.Spec, age time.Duration, closing bool) {
 	f.t.Helper()
 	k := flowOf(p)
 	fl, ok, err := f.b.Conntrack().Lookup(k)
@@ -334,10 +335,10 @@ func TestIdleTimeouts(t *testing.T) {
 	}
 	f.set(lb.Service{Key: lc4, Scheduler: lb.LeastConn, Backends: weighted(lc4.VIP, 1, 1, 1)})
 	f.set(lb.Service{Key: pu4, Scheduler: lb.LeastConn, Backends: weighted(pu4.VIP, 1, 1, 1)})
-	udp := pkt{src: ap("198.18.4.1:5000"), dst: netip.AddrPortFrom(pu4.VIP, pu4.Port), proto: lb.UDP}
+	udp := frame.Spec{Src: ap("198.18.4.1:5000"), Dst: netip.AddrPortFrom(pu4.VIP, pu4.Port), UDP: true}
 	cases := []struct {
 		name    string
-		p       pkt
+		p       frame.Spec
 		svc     lb.ServiceKey
 		age     time.Duration
 		closing bool
@@ -348,7 +349,7 @@ func TestIdleTimeouts(t *testing.T) {
 		{"tcp closing 119s", syn(lc4, "198.18.4.2", 3), lc4, 119 * time.Second, true, false},
 		{"tcp closing 121s", syn(lc4, "198.18.4.2", 4), lc4, 121 * time.Second, true, true},
 		{"udp 299s", udp, pu4, 299 * time.Second, false, false},
-		{"udp 301s", with(udp, func(p *pkt) { p.src = ap("198.18.4.1:5001") }), pu4, 301 * time.Second, false, true},
+		{"udp 301s", with(udp, func(p *frame.Spec) { p.Src = ap("198.18.4.1:5001") }), pu4, 301 * time.Second, false, true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -361,7 +362,7 @@ func TestIdleTimeouts(t *testing.T) {
 				// The close was counted when the FIN passed.
 				f.setActive(c.svc, 0, 0, 0)
 			}
-			next := with(c.p, func(p *pkt) { p.syn = false })
+			next := with(c.p, func(p *frame.Spec) { p.SYN = false })
 			before := f.counters()
 			if f.send(next) < 0 {
 				t.Fatal("second packet not forwarded")
@@ -390,7 +391,7 @@ func TestIdleTimeouts(t *testing.T) {
 func TestSweep(t *testing.T) {
 	f := newFixture(t)
 	f.set(lb.Service{Key: lc4, Scheduler: lb.LeastConn, Persistence: 60 * time.Second, Backends: weighted(lc4.VIP, 1, 1, 1)})
-	var flows []pkt
+	var flows []frame.Spec
 	for i := 0; i < 6; i++ {
 		p := syn(lc4, fmt.Sprintf("198.18.5.%d", i), 1000)
 		f.send(p)

@@ -14,6 +14,7 @@ import (
 	"github.com/xlb-lb/xlb/loader"
 	"github.com/xlb-lb/xlb/maps"
 	"github.com/xlb-lb/xlb/maps/lb"
+	"github.com/xlb-lb/xlb/test/frame"
 	"github.com/xlb-lb/xlb/test/lab"
 )
 
@@ -147,61 +148,67 @@ func (f *fixture) expectedBackend(k lb.ServiceKey, flow lb.FlowKey) (uint32, map
 	return id, be
 }
 
-func flowOf(p pkt) lb.FlowKey { return lb.FlowKey{Src: p.src, Dst: p.dst, Proto: p.proto} }
+// flowOf is the flow of a TCP or UDP frame.
+func flowOf(p frame.Spec) lb.FlowKey {
+	k := lb.FlowKey{Src: p.Src, Dst: p.Dst, Proto: lb.TCP}
+	if p.UDP {
+		k.Proto = lb.UDP
+	}
+	return k
+}
 
 func TestVerdicts(t *testing.T) {
 	f := newFixture(t)
 	port := uint16(40000)
-	c4 := func(dst netip.AddrPort, proto lb.Proto) pkt {
+	c4 := func(dst netip.AddrPort, proto lb.Proto) frame.Spec {
 		port++
-		return pkt{src: netip.AddrPortFrom(netip.MustParseAddr("198.18.0.200"), port), dst: dst, proto: proto, syn: proto == lb.TCP}
+		return frame.Spec{Src: netip.AddrPortFrom(netip.MustParseAddr("198.18.0.200"), port), Dst: dst, UDP: proto == lb.UDP, SYN: proto == lb.TCP}
 	}
-	c6 := func(dst netip.AddrPort, proto lb.Proto) pkt {
+	c6 := func(dst netip.AddrPort, proto lb.Proto) frame.Spec {
 		port++
-		return pkt{src: netip.AddrPortFrom(netip.MustParseAddr("2001:2::200"), port), dst: dst, proto: proto, syn: proto == lb.TCP}
+		return frame.Spec{Src: netip.AddrPortFrom(netip.MustParseAddr("2001:2::200"), port), Dst: dst, UDP: proto == lb.UDP, SYN: proto == lb.TCP}
 	}
 	vip4web, vip4dns := ap("198.18.1.1:80"), ap("198.18.1.1:53")
 	vip6web, vip6dns := ap("[2001:2:0:1::1]:80"), ap("[2001:2:0:1::1]:53")
 	newFlow := map[string]uint64{"TxPackets": 1, "NewFlows": 1}
-	with := func(p pkt, mod func(*pkt)) pkt { mod(&p); return p }
 
 	cases := []struct {
 		name     string
-		p        pkt
+		p        frame.Spec
 		svc      lb.ServiceKey // for TX: the service that must match
 		verdict  uint32
 		counters map[string]uint64 // besides RxPackets
 	}{
 		{"tcp4 syn", c4(vip4web, lb.TCP), web4, xdpTX, newFlow},
-		{"tcp4 mid-flow ack", with(c4(vip4web, lb.TCP), func(p *pkt) { p.syn = false; p.payload = []byte("hello") }), web4, xdpTX, newFlow},
-		{"udp4", with(c4(vip4dns, lb.UDP), func(p *pkt) { p.payload = []byte("query") }), dns4, xdpTX, newFlow},
+		{"tcp4 mid-flow ack", with(c4(vip4web, lb.TCP), func(p *frame.Spec) { p.SYN = false; p.Payload = []byte("hello") }), web4, xdpTX, newFlow},
+		{"udp4", with(c4(vip4dns, lb.UDP), func(p *frame.Spec) { p.Payload = []byte("query") }), dns4, xdpTX, newFlow},
 		{"tcp6 syn", c6(vip6web, lb.TCP), web6, xdpTX, newFlow},
-		{"udp6", with(c6(vip6dns, lb.UDP), func(p *pkt) { p.payload = []byte("query") }), dns6, xdpTX, newFlow},
-		{"tcp4 802.1Q", with(c4(vip4web, lb.TCP), func(p *pkt) { p.vlans = []layers.EthernetType{layers.EthernetTypeDot1Q} }), web4, xdpTX, newFlow},
-		{"udp6 QinQ", with(c6(vip6dns, lb.UDP), func(p *pkt) {
-			p.vlans = []layers.EthernetType{layers.EthernetTypeQinQ, layers.EthernetTypeDot1Q}
+		{"udp6", with(c6(vip6dns, lb.UDP), func(p *frame.Spec) { p.Payload = []byte("query") }), dns6, xdpTX, newFlow},
+		{"tcp4 802.1Q", with(c4(vip4web, lb.TCP), func(p *frame.Spec) { p.VLANs = []layers.EthernetType{layers.EthernetTypeDot1Q} }), web4, xdpTX, newFlow},
+		{"udp6 QinQ", with(c6(vip6dns, lb.UDP), func(p *frame.Spec) {
+			p.VLANs = []layers.EthernetType{layers.EthernetTypeQinQ, layers.EthernetTypeDot1Q}
 		}), dns6, xdpTX, newFlow},
-		{"tcp4 three VLAN tags", with(c4(vip4web, lb.TCP), func(p *pkt) {
-			p.vlans = []layers.EthernetType{layers.EthernetTypeQinQ, layers.EthernetTypeDot1Q, layers.EthernetTypeDot1Q}
+		{"tcp4 three VLAN tags", with(c4(vip4web, lb.TCP), func(p *frame.Spec) {
+			p.VLANs = []layers.EthernetType{layers.EthernetTypeQinQ, layers.EthernetTypeDot1Q, layers.EthernetTypeDot1Q}
 		}), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassNotIp": 1}},
-		{"tcp4 one option word", with(c4(vip4web, lb.TCP), func(p *pkt) { p.ipv4Opts = 1 }), web4, xdpTX, newFlow},
-		{"udp4 max options (IHL 15)", with(c4(vip4dns, lb.UDP), func(p *pkt) { p.ipv4Opts = 10 }), dns4, xdpTX, newFlow},
+		{"tcp4 one option word", with(c4(vip4web, lb.TCP), func(p *frame.Spec) { p.Options = 1 }), web4, xdpTX, newFlow},
+		{"udp4 max options (IHL 15)", with(c4(vip4dns, lb.UDP), func(p *frame.Spec) { p.Options = 10 }), dns4, xdpTX, newFlow},
 		{"tcp4 not a VIP", c4(ap("198.18.9.9:80"), lb.TCP), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassNotVip": 1}},
 		{"tcp6 not a VIP", c6(ap("[2001:2::9]:80"), lb.TCP), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassNotVip": 1}},
 		{"tcp4 wrong port", c4(ap("198.18.1.1:81"), lb.TCP), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassNotVip": 1}},
 		{"udp4 to tcp-only port", c4(vip4web, lb.UDP), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassNotVip": 1}},
 		{"tcp6 to udp-only port", c6(vip6dns, lb.TCP), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassNotVip": 1}},
-		{"icmp4 to VIP", with(c4(vip4web, lb.TCP), func(p *pkt) { p.icmp = true }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassNotVip": 1}},
-		{"icmp6 to VIP", with(c6(vip6web, lb.TCP), func(p *pkt) { p.icmp = true }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassNotVip": 1}},
-		{"ttl 1", with(c4(vip4web, lb.TCP), func(p *pkt) { p.ttl = 1 }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassTtl": 1}},
-		{"hop limit 1", with(c6(vip6web, lb.TCP), func(p *pkt) { p.ttl = 1 }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassTtl": 1}},
-		{"ttl 2 forwarded", with(c4(vip4web, lb.TCP), func(p *pkt) { p.ttl = 2 }), web4, xdpTX, newFlow},
-		{"first fragment", with(c4(vip4dns, lb.UDP), func(p *pkt) { p.moreFrag = true }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassFragment": 1}},
-		{"later fragment", with(c4(vip4dns, lb.UDP), func(p *pkt) { p.fragment = 10 }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassFragment": 1}},
-		{"ipv6 hop-by-hop", with(c6(vip6web, lb.TCP), func(p *pkt) { p.hopByHop = true }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassIpv6Ext": 1}},
+		{"icmp4 to VIP", with(c4(vip4web, lb.TCP), func(p *frame.Spec) { p.ICMP = true }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassNotVip": 1}},
+		{"icmp6 to VIP", with(c6(vip6web, lb.TCP), func(p *frame.Spec) { p.ICMP = true }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassNotVip": 1}},
+		{"ttl 1", with(c4(vip4web, lb.TCP), func(p *frame.Spec) { p.TTL = 1 }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassTtl": 1}},
+		{"hop limit 1", with(c6(vip6web, lb.TCP), func(p *frame.Spec) { p.TTL = 1 }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassTtl": 1}},
+		{"ttl 2 forwarded", with(c4(vip4web, lb.TCP), func(p *frame.Spec) { p.TTL = 2 }), web4, xdpTX, newFlow},
+		{"first fragment", with(c4(vip4dns, lb.UDP), func(p *frame.Spec) { p.MoreFragments = true }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassFragment": 1}},
+		{"later fragment", with(c4(vip4dns, lb.UDP), func(p *frame.Spec) { p.FragOffset = 10 }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassFragment": 1}},
+		{"ipv6 hop-by-hop", with(c6(vip6web, lb.TCP), func(p *frame.Spec) { p.HopByHop = true }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassIpv6Ext": 1}},
 		{"no backends", c4(ap("198.18.1.2:80"), lb.TCP), lb.ServiceKey{}, xdpDrop, map[string]uint64{"DropNoBackend": 1}},
-		{"other host's MAC", with(c4(vip4web, lb.TCP), func(p *pkt) { p.dstMAC = otherMAC }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassOtherHost": 1}},
-		{"broadcast MAC", with(c4(vip4web, lb.TCP), func(p *pkt) { p.dstMAC = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff} }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassOtherHost": 1}},
+		{"other host's MAC", with(c4(vip4web, lb.TCP), func(p *frame.Spec) { p.DstMAC = otherMAC }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassOtherHost": 1}},
+		{"broadcast MAC", with(c4(vip4web, lb.TCP), func(p *frame.Spec) { p.DstMAC = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff} }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassOtherHost": 1}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -263,25 +270,25 @@ func TestMalformed(t *testing.T) {
 	f := newFixture(t)
 	bases := []struct {
 		name   string
-		p      pkt
+		p      frame.Spec
 		l4Size int
 	}{
-		{"tcp4", pkt{src: ap("198.18.0.200:1000"), dst: ap("198.18.1.1:80"), proto: lb.TCP, syn: true}, 20},
-		{"udp4 options", pkt{src: ap("198.18.0.200:1000"), dst: ap("198.18.1.1:53"), proto: lb.UDP, ipv4Opts: 3}, 8},
-		{"tcp6 QinQ", pkt{src: ap("[2001:2::200]:1000"), dst: ap("[2001:2:0:1::1]:80"), proto: lb.TCP,
-			vlans: []layers.EthernetType{layers.EthernetTypeQinQ, layers.EthernetTypeDot1Q}}, 20},
-		{"udp6 802.1Q", pkt{src: ap("[2001:2::200]:1000"), dst: ap("[2001:2:0:1::1]:53"), proto: lb.UDP,
-			vlans: []layers.EthernetType{layers.EthernetTypeDot1Q}}, 8},
+		{"tcp4", frame.Spec{Src: ap("198.18.0.200:1000"), Dst: ap("198.18.1.1:80"), SYN: true}, 20},
+		{"udp4 options", frame.Spec{Src: ap("198.18.0.200:1000"), Dst: ap("198.18.1.1:53"), UDP: true, Options: 3}, 8},
+		{"tcp6 QinQ", frame.Spec{Src: ap("[2001:2::200]:1000"), Dst: ap("[2001:2:0:1::1]:80"),
+			VLANs: []layers.EthernetType{layers.EthernetTypeQinQ, layers.EthernetTypeDot1Q}}, 20},
+		{"udp6 802.1Q", frame.Spec{Src: ap("[2001:2::200]:1000"), Dst: ap("[2001:2:0:1::1]:53"), UDP: true,
+			VLANs: []layers.EthernetType{layers.EthernetTypeDot1Q}}, 8},
 	}
 	for _, base := range bases {
 		full := build(t, base.p)
 		// gopacket pads to the 60-byte Ethernet minimum: stop at the
 		// end of the L4 header, not of the frame.
-		end := 14 + 4*len(base.p.vlans) + base.l4Size
-		if base.p.dst.Addr().Is6() {
+		end := 14 + 4*len(base.p.VLANs) + base.l4Size
+		if base.p.Dst.Addr().Is6() {
 			end += 40
 		} else {
-			end += 20 + 4*base.p.ipv4Opts
+			end += 20 + 4*base.p.Options
 		}
 		for n := 14; n < end; n++ {
 			t.Run(fmt.Sprintf("%s/%d-of-%d", base.name, n, len(full)), func(t *testing.T) {
@@ -302,7 +309,7 @@ func TestMalformed(t *testing.T) {
 		}
 	}
 
-	tcp4 := build(t, pkt{src: ap("198.18.0.200:1001"), dst: ap("198.18.1.1:80"), proto: lb.TCP, syn: true})
+	tcp4 := build(t, frame.Spec{Src: ap("198.18.0.200:1001"), Dst: ap("198.18.1.1:80"), SYN: true})
 	corrupt := []struct {
 		name string
 		mod  func([]byte)

@@ -1,9 +1,11 @@
 // Package frame builds Ethernet frames for BPF_PROG_TEST_RUN measurements
-// and tests: plain Ethernet, IPv4 or IPv6, TCP or UDP, lengths and
-// checksums filled in (gopacket does the serialising).
+// and tests: Ethernet with optional VLAN tags, IPv4 (with options or as a
+// fragment) or IPv6 (with a hop-by-hop header), TCP, UDP or ICMP echo,
+// lengths and checksums filled in (gopacket does the serialising).
 package frame
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -12,65 +14,151 @@ import (
 	"github.com/gopacket/gopacket/layers"
 )
 
-// Spec describes one frame. The family follows Dst; Src must match it.
+// MaxOptions is the most IPv4 option words a header can hold (IHL 15).
+const MaxOptions = 10
+
+// Spec describes one frame. The zero value of every field but the
+// addresses gives a plain TCP ACK with TTL 64 and no payload.
 type Spec struct {
 	SrcMAC, DstMAC net.HardwareAddr
-	Src, Dst       netip.AddrPort
-	// UDP selects UDP; otherwise TCP (an ACK, or a SYN when SYN is set).
-	UDP bool
-	SYN bool
+	// VLANs are the frame's VLAN tags, outer first, each given by its tag
+	// protocol (layers.EthernetTypeDot1Q or EthernetTypeQinQ); tag i has
+	// VLAN id 100+i.
+	VLANs []layers.EthernetType
+	// The family follows Dst; Src must match it.
+	Src, Dst netip.AddrPort
+	// UDP selects UDP, ICMP an ICMP (ICMPv6 for IPv6) echo request whose
+	// ports are unused; otherwise TCP: an ACK, or a SYN when SYN is set,
+	// with FIN and RST as set.
+	UDP, ICMP     bool
+	SYN, FIN, RST bool
 	// TTL (hop limit); 0 means 64.
 	TTL uint8
-	// Len pads the payload so the frame is at least Len bytes (without
-	// FCS); 0 adds no payload.
+	// Options is the number of 4-byte IPv4 option words (NOPs), at most
+	// MaxOptions.
+	Options int
+	// FragOffset (in 8-byte units) and MoreFragments make an IPv4
+	// fragment.
+	FragOffset    uint16
+	MoreFragments bool
+	// HopByHop adds an IPv6 hop-by-hop extension header (8 bytes: one
+	// PadN option).
+	HopByHop bool
+	// Payload follows the L4 header.
+	Payload []byte
+	// Len pads the payload with zeros so the frame is at least Len bytes
+	// (without FCS); 0 adds nothing.
 	Len int
 }
 
 // Build serialises s.
 func Build(s Spec) ([]byte, error) {
-	if s.Src.Addr().Is4() != s.Dst.Addr().Is4() {
+	v4 := s.Dst.Addr().Is4()
+	switch {
+	case s.Src.Addr().Is4() != v4:
 		return nil, fmt.Errorf("frame: source %s and destination %s differ in family", s.Src, s.Dst)
+	case s.UDP && s.ICMP:
+		return nil, errors.New("frame: UDP and ICMP both set")
+	case s.Options < 0 || s.Options > MaxOptions:
+		return nil, fmt.Errorf("frame: %d IPv4 option words, want 0 to %d", s.Options, MaxOptions)
+	case !v4 && (s.Options > 0 || s.FragOffset > 0 || s.MoreFragments):
+		return nil, errors.New("frame: IPv4 options or fragment fields on an IPv6 frame")
+	case v4 && s.HopByHop:
+		return nil, errors.New("frame: hop-by-hop header on an IPv4 frame")
 	}
 	ttl := s.TTL
 	if ttl == 0 {
 		ttl = 64
 	}
-	eth := &layers.Ethernet{SrcMAC: s.SrcMAC, DstMAC: s.DstMAC, EthernetType: layers.EthernetTypeIPv4}
 	proto := layers.IPProtocolTCP
-	if s.UDP {
+	switch {
+	case s.UDP:
 		proto = layers.IPProtocolUDP
+	case s.ICMP && v4:
+		proto = layers.IPProtocolICMPv4
+	case s.ICMP:
+		proto = layers.IPProtocolICMPv6
 	}
-	var ip gopacket.SerializableLayer
-	var nl gopacket.NetworkLayer
-	hdr := 14
-	if s.Dst.Addr().Is4() {
-		v4 := &layers.IPv4{Version: 4, TTL: ttl, Protocol: proto, Id: 1,
-			SrcIP: s.Src.Addr().AsSlice(), DstIP: s.Dst.Addr().AsSlice()}
-		ip, nl = v4, v4
-		hdr += 20
-	} else {
+
+	eth := &layers.Ethernet{SrcMAC: s.SrcMAC, DstMAC: s.DstMAC, EthernetType: layers.EthernetTypeIPv4}
+	if !v4 {
 		eth.EthernetType = layers.EthernetTypeIPv6
-		v6 := &layers.IPv6{Version: 6, HopLimit: ttl, NextHeader: proto,
-			SrcIP: s.Src.Addr().AsSlice(), DstIP: s.Dst.Addr().AsSlice()}
-		ip, nl = v6, v6
-		hdr += 40
 	}
-	var l4 gopacket.SerializableLayer
-	if s.UDP {
-		u := &layers.UDP{SrcPort: layers.UDPPort(s.Src.Port()), DstPort: layers.UDPPort(s.Dst.Port())}
-		u.SetNetworkLayerForChecksum(nl)
-		l4 = u
-		hdr += 8
+	ls := []gopacket.SerializableLayer{eth}
+	hdr := 14
+	if len(s.VLANs) > 0 {
+		inner := eth.EthernetType
+		eth.EthernetType = s.VLANs[0]
+		for i := range s.VLANs {
+			next := inner
+			if i+1 < len(s.VLANs) {
+				next = s.VLANs[i+1]
+			}
+			ls = append(ls, &layers.Dot1Q{VLANIdentifier: uint16(100 + i), Type: next})
+			hdr += 4
+		}
+	}
+
+	var nl gopacket.NetworkLayer
+	if v4 {
+		ip := &layers.IPv4{Version: 4, TTL: ttl, Protocol: proto, Id: 1,
+			SrcIP: s.Src.Addr().AsSlice(), DstIP: s.Dst.Addr().AsSlice(), FragOffset: s.FragOffset}
+		if s.MoreFragments {
+			ip.Flags = layers.IPv4MoreFragments
+		}
+		for range 4 * s.Options {
+			// NOPs: type 1 is a single byte, no length.
+			ip.Options = append(ip.Options, layers.IPv4Option{OptionType: 1, OptionLength: 1})
+		}
+		ls, nl = append(ls, ip), ip
+		hdr += 20 + 4*s.Options
 	} else {
-		t := &layers.TCP{SrcPort: layers.TCPPort(s.Src.Port()), DstPort: layers.TCPPort(s.Dst.Port()),
-			Seq: 1000, SYN: s.SYN, ACK: !s.SYN, Window: 64000}
-		t.SetNetworkLayerForChecksum(nl)
-		l4 = t
+		ip := &layers.IPv6{Version: 6, HopLimit: ttl, NextHeader: proto,
+			SrcIP: s.Src.Addr().AsSlice(), DstIP: s.Dst.Addr().AsSlice()}
+		ls, nl = append(ls, ip), ip
+		hdr += 40
+		if s.HopByHop {
+			ip.NextHeader = layers.IPProtocolIPv6HopByHop
+			hbh := &layers.IPv6HopByHop{}
+			hbh.NextHeader = proto
+			hbh.Options = []*layers.IPv6HopByHopOption{{OptionType: 1, OptionLength: 4, OptionData: []byte{0, 0, 0, 0}}}
+			ls = append(ls, hbh)
+			hdr += 8
+		}
+	}
+
+	var l4 gopacket.SerializableLayer
+	switch {
+	case s.ICMP && v4:
+		l4 = &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeEchoRequest, 0)}
+		hdr += 8
+	case s.ICMP:
+		l4 = &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(layers.ICMPv6TypeEchoRequest, 0)}
+		hdr += 4
+	case s.UDP:
+		l4 = &layers.UDP{SrcPort: layers.UDPPort(s.Src.Port()), DstPort: layers.UDPPort(s.Dst.Port())}
+		hdr += 8
+	default:
+		l4 = &layers.TCP{SrcPort: layers.TCPPort(s.Src.Port()), DstPort: layers.TCPPort(s.Dst.Port()),
+			Seq: 1000, SYN: s.SYN, ACK: !s.SYN, FIN: s.FIN, RST: s.RST, Window: 64000}
 		hdr += 20
 	}
-	payload := gopacket.Payload(make([]byte, max(s.Len-hdr, 0)))
+	// The pseudo-header checksums (TCP, UDP, ICMPv6) need the IP layer.
+	if c, ok := l4.(interface {
+		SetNetworkLayerForChecksum(gopacket.NetworkLayer) error
+	}); ok {
+		if err := c.SetNetworkLayerForChecksum(nl); err != nil {
+			return nil, fmt.Errorf("frame: %w", err)
+		}
+	}
+	ls = append(ls, l4)
+	payload := make([]byte, max(s.Len-hdr, len(s.Payload)))
+	copy(payload, s.Payload)
+	if len(payload) > 0 {
+		ls = append(ls, gopacket.Payload(payload))
+	}
 	buf := gopacket.NewSerializeBuffer()
-	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, eth, ip, l4, payload); err != nil {
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...); err != nil {
 		return nil, fmt.Errorf("frame: serialise: %w", err)
 	}
 	return append([]byte(nil), buf.Bytes()...), nil

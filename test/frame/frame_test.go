@@ -1,6 +1,7 @@
 package frame
 
 import (
+	"bytes"
 	"net"
 	"net/netip"
 	"testing"
@@ -11,15 +12,57 @@ import (
 
 func TestBuild(t *testing.T) {
 	mac := net.HardwareAddr{2, 0, 0, 0, 0, 1}
+	src4, dst4 := netip.MustParseAddrPort("198.18.0.2:1000"), netip.MustParseAddrPort("198.18.1.1:80")
+	src6, dst6 := netip.MustParseAddrPort("[2001:2::2]:1000"), netip.MustParseAddrPort("[2001:2:0:1::1]:80")
+	qinq := []layers.EthernetType{layers.EthernetTypeQinQ, layers.EthernetTypeDot1Q}
 	for _, c := range []struct {
 		name string
 		s    Spec
 		want gopacket.LayerType
 		len  int
+		// check inspects the decoded frame further.
+		check func(t *testing.T, p gopacket.Packet)
 	}{
-		{"tcp4 syn", Spec{Src: netip.MustParseAddrPort("198.18.0.2:1000"), Dst: netip.MustParseAddrPort("198.18.1.1:80"), SYN: true}, layers.LayerTypeTCP, 60}, // padded to the Ethernet minimum,
-		{"udp4 64", Spec{Src: netip.MustParseAddrPort("198.18.0.2:1000"), Dst: netip.MustParseAddrPort("198.18.1.1:53"), UDP: true, Len: 64}, layers.LayerTypeUDP, 64},
-		{"tcp6", Spec{Src: netip.MustParseAddrPort("[2001:2::2]:1000"), Dst: netip.MustParseAddrPort("[2001:2:0:1::1]:80")}, layers.LayerTypeTCP, 74},
+		{"tcp4 syn", Spec{Src: src4, Dst: dst4, SYN: true}, layers.LayerTypeTCP, 60, nil}, // padded to the Ethernet minimum
+		{"udp4 64", Spec{Src: src4, Dst: netip.MustParseAddrPort("198.18.1.1:53"), UDP: true, Len: 64}, layers.LayerTypeUDP, 64, nil},
+		{"tcp6", Spec{Src: src6, Dst: dst6}, layers.LayerTypeTCP, 74, nil},
+		{"tcp6 QinQ 128", Spec{Src: src6, Dst: dst6, VLANs: qinq, Len: 128}, layers.LayerTypeTCP, 128, func(t *testing.T, p gopacket.Packet) {
+			var ids []uint16
+			for _, l := range p.Layers() {
+				if q, ok := l.(*layers.Dot1Q); ok {
+					ids = append(ids, q.VLANIdentifier)
+				}
+			}
+			if eth := p.Layer(layers.LayerTypeEthernet).(*layers.Ethernet); eth.EthernetType != layers.EthernetTypeQinQ || len(ids) != 2 || ids[0] != 100 || ids[1] != 101 {
+				t.Errorf("outer type %v, VLAN ids %v; want QinQ, [100 101]", eth.EthernetType, ids)
+			}
+		}},
+		{"udp4 max options", Spec{Src: src4, Dst: dst4, UDP: true, Options: MaxOptions}, layers.LayerTypeUDP, 14 + 60 + 8, func(t *testing.T, p gopacket.Packet) {
+			if ip := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4); ip.IHL != 15 {
+				t.Errorf("IHL %d, want 15", ip.IHL)
+			}
+		}},
+		{"fragment", Spec{Src: src4, Dst: dst4, UDP: true, FragOffset: 10, MoreFragments: true}, layers.LayerTypeIPv4, 60, func(t *testing.T, p gopacket.Packet) {
+			if ip := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4); ip.FragOffset != 10 || ip.Flags != layers.IPv4MoreFragments {
+				t.Errorf("offset %d flags %v", ip.FragOffset, ip.Flags)
+			}
+		}},
+		{"tcp6 hop-by-hop", Spec{Src: src6, Dst: dst6, HopByHop: true}, layers.LayerTypeTCP, 14 + 40 + 8 + 20, func(t *testing.T, p gopacket.Packet) {
+			if p.Layer(layers.LayerTypeIPv6HopByHop) == nil {
+				t.Error("no hop-by-hop header")
+			}
+		}},
+		{"icmp4", Spec{Src: src4, Dst: dst4, ICMP: true}, layers.LayerTypeICMPv4, 60, nil},
+		{"icmp6", Spec{Src: src6, Dst: dst6, ICMP: true}, layers.LayerTypeICMPv6, 60, nil},
+		{"tcp4 fin payload ttl", Spec{Src: src4, Dst: dst4, FIN: true, RST: true, TTL: 1, Payload: []byte("hello")}, layers.LayerTypeTCP, 60, func(t *testing.T, p gopacket.Packet) {
+			tcp := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
+			if !tcp.FIN || !tcp.RST || !tcp.ACK || !bytes.Equal(tcp.Payload, []byte("hello")) {
+				t.Errorf("FIN %v RST %v ACK %v payload %q", tcp.FIN, tcp.RST, tcp.ACK, tcp.Payload)
+			}
+			if ip := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4); ip.TTL != 1 {
+				t.Errorf("TTL %d", ip.TTL)
+			}
+		}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			c.s.SrcMAC, c.s.DstMAC = mac, mac
@@ -37,9 +80,21 @@ func TestBuild(t *testing.T) {
 			if tcp, ok := p.Layer(layers.LayerTypeTCP).(*layers.TCP); ok && tcp.SYN != c.s.SYN {
 				t.Errorf("SYN %v, want %v", tcp.SYN, c.s.SYN)
 			}
+			if c.check != nil {
+				c.check(t, p)
+			}
 		})
 	}
-	if _, err := Build(Spec{Src: netip.MustParseAddrPort("198.18.0.2:1"), Dst: netip.MustParseAddrPort("[2001:2::1]:80")}); err == nil {
-		t.Error("mixed families: no error")
+	for name, s := range map[string]Spec{
+		"mixed families":    {Src: src4, Dst: netip.MustParseAddrPort("[2001:2::1]:80")},
+		"udp and icmp":      {Src: src4, Dst: dst4, UDP: true, ICMP: true},
+		"too many options":  {Src: src4, Dst: dst4, Options: MaxOptions + 1},
+		"ipv6 fragment":     {Src: src6, Dst: dst6, MoreFragments: true},
+		"ipv4 hop-by-hop":   {Src: src4, Dst: dst4, HopByHop: true},
+		"ipv6 option words": {Src: src6, Dst: dst6, Options: 1},
+	} {
+		if _, err := Build(s); err == nil {
+			t.Errorf("%s: no error", name)
+		}
 	}
 }

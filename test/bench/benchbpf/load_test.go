@@ -2,11 +2,14 @@ package benchbpf
 
 import (
 	"bytes"
+	"net"
+	"net/netip"
 	"testing"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
 
+	"github.com/xlb-lb/xlb/test/frame"
 	"github.com/xlb-lb/xlb/test/lab"
 )
 
@@ -35,8 +38,8 @@ func TestBaselines(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer objs.Close()
-	in := make([]byte, 64)
-	copy(in, []byte{2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 8, 0})
+	in := frame.MustBuild(frame.Spec{DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2},
+		Src: netip.MustParseAddrPort("198.18.0.2:1000"), Dst: netip.MustParseAddrPort("198.18.1.1:53"), UDP: true, Len: 64})
 	for _, c := range []struct {
 		name string
 		prog *ebpf.Program
