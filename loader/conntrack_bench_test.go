@@ -12,7 +12,7 @@ import (
 	"github.com/xlb-lb/xlb/loader"
 	"github.com/xlb-lb/xlb/maps/lb"
 	"github.com/xlb-lb/xlb/test/frame"
-	"github.com/xlb-lb/xlb/test/lab"
+	"github.com/xlb-lb/xlb/test/priv"
 )
 
 // BenchmarkConntrackVariants is the measurement behind the connection
@@ -25,7 +25,7 @@ import (
 //
 // Run: go test ./loader -run '^$' -bench ConntrackVariants -benchtime 200000x
 func BenchmarkConntrackVariants(b *testing.B) {
-	lab.RequirePrivileged(b)
+	priv.Require(b)
 	variants := []struct {
 		name string
 		opts loader.Options

@@ -12,7 +12,7 @@ import (
 	"github.com/xlb-lb/xlb/loader"
 	"github.com/xlb-lb/xlb/maps/lb"
 	"github.com/xlb-lb/xlb/test/frame"
-	"github.com/xlb-lb/xlb/test/lab"
+	"github.com/xlb-lb/xlb/test/priv"
 )
 
 // sendFlows sends one packet for each of n flows of a service and returns
@@ -223,7 +223,7 @@ func TestSyncDeletes(t *testing.T) {
 // A pinned data plane survives Close and is re-adopted with its services,
 // ids and connection table.
 func TestPinAndReadopt(t *testing.T) {
-	lab.RequirePrivileged(t)
+	priv.Require(t)
 	dir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("xlb-test-%d", os.Getpid()))
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	opts := loader.Options{MAC: lbMAC, PinDir: dir, MaxServices: 16, MaxBackends: 64, ConntrackSize: 1024}

@@ -8,7 +8,7 @@ import (
 	"github.com/xlb-lb/xlb/loader"
 	"github.com/xlb-lb/xlb/maps/lb"
 	"github.com/xlb-lb/xlb/test/frame"
-	"github.com/xlb-lb/xlb/test/lab"
+	"github.com/xlb-lb/xlb/test/priv"
 )
 
 // BenchmarkNewFlow measures, per scheduler, what a packet costs the data
@@ -23,7 +23,7 @@ import (
 //
 // Run: go test ./loader -run '^$' -bench NewFlow -benchtime 100000x
 func BenchmarkNewFlow(b *testing.B) {
-	lab.RequirePrivileged(b)
+	priv.Require(b)
 	cases := []struct {
 		name     string
 		sched    lb.Scheduler

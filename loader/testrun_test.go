@@ -15,7 +15,7 @@ import (
 	"github.com/xlb-lb/xlb/maps"
 	"github.com/xlb-lb/xlb/maps/lb"
 	"github.com/xlb-lb/xlb/test/frame"
-	"github.com/xlb-lb/xlb/test/lab"
+	"github.com/xlb-lb/xlb/test/priv"
 )
 
 // XDP verdicts.
@@ -66,7 +66,7 @@ type fixture struct {
 // the standard services installed.
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	lab.RequirePrivileged(t)
+	priv.Require(t)
 	b, err := loader.Open(loader.Options{MAC: lbMAC, MaxServices: 64, MaxBackends: 1024, ConntrackSize: 1 << 16})
 	if err != nil {
 		t.Fatalf("open: %v", err)

@@ -1,9 +1,7 @@
 package lab
 
 import (
-	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"testing"
 
@@ -11,15 +9,9 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
+
+	"github.com/xlb-lb/xlb/test/priv"
 )
-
-// RequirePrivEnv is the environment variable that, set to "1", turns the
-// skip of RequirePrivileged into a test failure (CI sets it).
-const RequirePrivEnv = "XLB_REQUIRE_PRIV"
-
-// bpffsMagic is BPF_FS_MAGIC from <linux/magic.h>.
-const bpffsMagic = 0xcafe4a11
 
 // passProgramSpec is an XDP program that returns XDP_PASS, loaded with the
 // XDP attach type from the start (bpf_link updates across attach types
@@ -42,24 +34,24 @@ var (
 	probeErr  error
 )
 
-// CheckPrivileged reports whether this process can build a lab: it must be
-// root, bpffs must be mounted at /sys/fs/bpf, and it must be able to create
-// a named network namespace with a veth pair in it and attach an XDP
-// program in native mode to that veth. The probe runs once per process and
-// leaves nothing behind; later calls return the cached result.
+// CheckPrivileged reports whether this process can build a lab: priv.Check
+// (root, bpffs mounted at /sys/fs/bpf, BPF programs load), and it must be
+// able to create a named network namespace with a veth pair in it and
+// attach an XDP program in native mode to that veth. The probe runs once
+// per process and leaves nothing behind; later calls return the cached
+// result.
 func CheckPrivileged() error {
-	probeOnce.Do(func() { probeErr = probe() })
+	probeOnce.Do(func() {
+		if probeErr = priv.Check(); probeErr == nil {
+			probeErr = probeNetns()
+		}
+	})
 	return probeErr
 }
 
-func probe() error {
-	if os.Geteuid() != 0 {
-		return fmt.Errorf("not running as root (euid %d)", os.Geteuid())
-	}
-	var st unix.Statfs_t
-	if err := unix.Statfs("/sys/fs/bpf", &st); err != nil || st.Type != bpffsMagic {
-		return errors.New("bpffs is not mounted at /sys/fs/bpf (mount -t bpf bpf /sys/fs/bpf)")
-	}
+// probeNetns creates a namespace and a veth pair and attaches an XDP
+// program to the veth.
+func probeNetns() error {
 	prefix, err := randomPrefix()
 	if err != nil {
 		return err
@@ -92,20 +84,13 @@ func probe() error {
 	})
 }
 
-// RequirePrivileged skips the test, loudly, when CheckPrivileged fails. With
-// XLB_REQUIRE_PRIV=1 in the environment it fails the test instead, so CI
-// cannot silently skip the privileged tiers.
+// RequirePrivileged skips the test, loudly, when CheckPrivileged fails;
+// with XLB_REQUIRE_PRIV=1 it fails the test instead (priv.SkipOrFail), so
+// CI cannot silently skip the privileged tiers. Tests that need BPF
+// test runs but no lab call priv.Require.
 func RequirePrivileged(tb testing.TB) {
 	tb.Helper()
-	err := CheckPrivileged()
-	if err == nil {
-		return
-	}
-	msg := fmt.Sprintf("PRIVILEGED LAB TEST NOT RUN: %v (run as root with bpffs mounted)", err)
-	if os.Getenv(RequirePrivEnv) == "1" {
-		tb.Fatalf("%s; failing because %s=1", msg, RequirePrivEnv)
-	}
-	tb.Skipf("%s; set %s=1 to turn this skip into a failure", msg, RequirePrivEnv)
+	priv.SkipOrFail(tb, CheckPrivileged())
 }
 
 // NewT builds a topology for a test: it calls RequirePrivileged, then New,

@@ -10,7 +10,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/xlb-lb/xlb/test/frame"
-	"github.com/xlb-lb/xlb/test/lab"
+	"github.com/xlb-lb/xlb/test/priv"
 )
 
 // The generated types must match the maps' value sizes.
@@ -31,7 +31,7 @@ func TestValueSizes(t *testing.T) {
 
 // The baselines do exactly what the bench says they do.
 func TestBaselines(t *testing.T) {
-	lab.RequirePrivileged(t)
+	priv.Require(t)
 	dst, src := []byte{2, 0, 0, 0, 0, 0xbe}, []byte{2, 0, 0, 0, 0, 0x1b}
 	objs, err := Load(Config{FwdDst: dst, FwdSrc: src})
 	if err != nil {
