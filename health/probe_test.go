@@ -34,7 +34,10 @@ func refusingPort(t *testing.T) Target {
 		t.Fatal(err)
 	}
 	tg := targetOf(t, l.Addr().String())
-	l.Close()
+	// The port must be free again, or it would not refuse.
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
 	return tg
 }
 
@@ -58,11 +61,13 @@ func hangingServer(t *testing.T) Target {
 			mu.Unlock()
 		}
 	}()
+	// The test is over: a loopback socket that fails to close has
+	// nothing left to disturb.
 	t.Cleanup(func() {
-		l.Close()
+		_ = l.Close()
 		mu.Lock()
 		for _, c := range conns {
-			c.Close()
+			_ = c.Close()
 		}
 		mu.Unlock()
 	})
@@ -81,14 +86,14 @@ func TestTCPProbe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }() // the test is over; nothing to disturb
 	go func() {
 		for {
 			c, err := l.Accept()
 			if err != nil {
 				return
 			}
-			c.Close()
+			_ = c.Close() // the probe wants the connect only
 		}
 	}()
 	if r := runProbe(p.tcp, targetOf(t, l.Addr().String()), time.Second); !r.OK || r.Reason != "connect ok" {
@@ -106,13 +111,15 @@ func TestTCPProbe(t *testing.T) {
 func TestHTTPProbe(t *testing.T) {
 	var gotHost, gotMethod, gotUA string
 	var mu sync.Mutex
+	// The handlers ignore write errors: a failed write is what the probe
+	// sees and judges.
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		gotHost, gotMethod, gotUA = r.Host, r.Method, r.UserAgent()
 		mu.Unlock()
 		switch r.URL.Path {
 		case "/ok":
-			w.Write([]byte("status: healthy\n"))
+			_, _ = w.Write([]byte("status: healthy\n"))
 		case "/503":
 			http.Error(w, "maintenance", http.StatusServiceUnavailable)
 		case "/500":
@@ -123,9 +130,9 @@ func TestHTTPProbe(t *testing.T) {
 			http.Redirect(w, r, "/503", http.StatusFound)
 		case "/truncated":
 			w.Header().Set("Content-Length", "100")
-			w.Write([]byte("short"))
+			_, _ = w.Write([]byte("short"))
 		default:
-			w.Write([]byte("hello"))
+			_, _ = w.Write([]byte("hello"))
 		}
 	}))
 	defer srv.Close()
@@ -171,7 +178,7 @@ func TestHTTPProbe(t *testing.T) {
 
 func TestHTTPSProbe(t *testing.T) {
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Write([]byte("secure ok"))
+		_, _ = w.Write([]byte("secure ok")) // a failed write is the probe's to judge
 	}))
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the failed handshakes are the point
 	srv.StartTLS()
@@ -198,7 +205,7 @@ func requireRawSockets(t *testing.T) {
 	t.Helper()
 	c, err := net.ListenPacket("ip4:icmp", "127.0.0.1")
 	if err == nil {
-		c.Close()
+		_ = c.Close() // only a test of the capability
 		return
 	}
 	if !errors.Is(err, syscall.EPERM) && !errors.Is(err, syscall.EACCES) {

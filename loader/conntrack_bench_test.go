@@ -47,7 +47,11 @@ func BenchmarkConntrackVariants(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer bal.Close()
+			defer func() {
+				if err := bal.Close(); err != nil {
+					b.Errorf("close balancer: %v", err)
+				}
+			}()
 			if err := bal.SetService(lb.Service{Key: web4, Backends: backends(web4.VIP, 3)}); err != nil {
 				b.Fatal(err)
 			}

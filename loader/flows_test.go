@@ -138,7 +138,7 @@ func TestSourceHash(t *testing.T) {
 	f := newFixture(t)
 	for c := 0; c < 20; c++ {
 		src := netip.MustParseAddr(fmt.Sprintf("198.18.0.%d", 100+c))
-		var want int = -1
+		want := -1
 		for port := uint16(1000); port < 1030; port++ {
 			p := frame.Spec{Src: netip.AddrPortFrom(src, port), Dst: netip.AddrPortFrom(sh4.VIP, sh4.Port), SYN: true}
 			_, fr := f.run(build(t, p))
@@ -225,7 +225,11 @@ func TestSyncDeletes(t *testing.T) {
 func TestPinAndReadopt(t *testing.T) {
 	priv.Require(t)
 	dir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("xlb-test-%d", os.Getpid()))
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	t.Cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("remove pins: %v", err)
+		}
+	})
 	opts := loader.Options{MAC: lbMAC, PinDir: dir, MaxServices: 16, MaxBackends: 64, ConntrackSize: 1024}
 	b, err := loader.Open(opts)
 	if err != nil {
@@ -243,7 +247,11 @@ func TestPinAndReadopt(t *testing.T) {
 	if err != nil {
 		t.Fatalf("re-adopt: %v", err)
 	}
-	defer b2.Close()
+	defer func() {
+		if err := b2.Close(); err != nil {
+			t.Errorf("close re-adopted balancer: %v", err)
+		}
+	}()
 	if !b2.Adopted() {
 		t.Fatal("second open did not re-adopt the pins")
 	}

@@ -46,7 +46,11 @@ func BenchmarkNewFlow(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer bal.Close()
+			defer func() {
+				if err := bal.Close(); err != nil {
+					b.Errorf("close balancer: %v", err)
+				}
+			}()
 			bes := backends(web4.VIP, 3)
 			if c.backends > 3 {
 				bes = manyBackends(c.backends)

@@ -71,7 +71,11 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
-	t.Cleanup(func() { b.Close() })
+	t.Cleanup(func() {
+		if err := b.Close(); err != nil {
+			t.Errorf("close balancer: %v", err)
+		}
+	})
 	f := &fixture{t: t, b: b}
 	for _, s := range []lb.Service{
 		{Key: web4, Backends: backends(web4.VIP, 3)},

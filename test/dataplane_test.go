@@ -30,7 +30,11 @@ func startBalancer(t *testing.T, topo *lab.Topology, keys ...lb.ServiceKey) *loa
 	if err != nil {
 		t.Fatalf("start balancer: %v", err)
 	}
-	t.Cleanup(func() { bal.Close() })
+	t.Cleanup(func() {
+		if err := bal.Close(); err != nil {
+			t.Errorf("close balancer: %v", err)
+		}
+	})
 	for _, k := range keys {
 		var bes []lb.Backend
 		for _, h := range topo.Backends {

@@ -3,6 +3,7 @@
 package test
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -238,8 +239,16 @@ func serveHealth(t *testing.T, h *lab.Host, port int) *httpBackend {
 		w.WriteHeader(int(hb.status.Load()))
 		fmt.Fprint(w, hb.body.Load().(string))
 	})}
-	go hb.srv.Serve(ln)
-	t.Cleanup(func() { hb.srv.Close() })
+	served := make(chan error, 1)
+	go func() { served <- hb.srv.Serve(ln) }()
+	t.Cleanup(func() {
+		if err := hb.srv.Close(); err != nil {
+			t.Errorf("close health server: %v", err)
+		}
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("health server: %v", err)
+		}
+	})
 	return hb
 }
 

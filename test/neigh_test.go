@@ -27,7 +27,11 @@ func TestNeighbors(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	defer nb.Close()
+	defer func() {
+		if err := nb.Close(); err != nil {
+			t.Errorf("stop watching neighbours: %v", err)
+		}
+	}()
 
 	var addrs []netip.Addr
 	for _, h := range topo.Backends {

@@ -61,15 +61,18 @@ func hold(t *testing.T, topo *lab.Topology, src, dst netip.AddrPort) (net.Conn, 
 	if err != nil {
 		t.Fatalf("dial %s from %s: %v", dst, src, err)
 	}
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if err := c.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		_ = c.Close() // failing anyway
+		t.Fatal(err)
+	}
 	line, err := bufio.NewReader(c).ReadString('\n')
 	if err != nil {
-		c.Close()
+		_ = c.Close() // failing anyway
 		t.Fatalf("greeting on %s from %s: %v", dst, src, err)
 	}
 	r, err := lab.ParseReply(line)
 	if err != nil {
-		c.Close()
+		_ = c.Close() // failing anyway
 		t.Fatal(err)
 	}
 	return c, r.Server
@@ -131,9 +134,11 @@ func TestSchedulers(t *testing.T) {
 		// Only backend 0 has a weight: it takes 4 long-lived
 		// connections.
 		var held []net.Conn
+		// Only left open when the subtest failed early: closing them is
+		// tidying up.
 		defer func() {
 			for _, c := range held {
-				c.Close()
+				_ = c.Close()
 			}
 		}()
 		for i := 0; i < 4; i++ {
@@ -166,7 +171,9 @@ func TestSchedulers(t *testing.T) {
 		}
 		// Closing them ends their count (the client's FIN).
 		for _, c := range held {
-			c.Close()
+			if err := c.Close(); err != nil {
+				t.Errorf("close a held connection: %v", err)
+			}
 		}
 		held = nil
 		deadline := time.Now().Add(10 * time.Second)

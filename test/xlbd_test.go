@@ -178,9 +178,11 @@ func TestDaemon(t *testing.T) {
 	for _, b := range bad {
 		code, out := e.do(b.method, b.path, b.body)
 		var msg api.Error
-		json.Unmarshal(out, &msg)
+		// A body that is not an API error leaves msg.Error empty, which
+		// fails below; the decoding error says why.
+		derr := json.Unmarshal(out, &msg)
 		if code != b.code || msg.Error == "" || !strings.Contains(msg.Error, b.want) {
-			t.Errorf("%s %s %v: %d %q, want %d with an error naming %q", b.method, b.path, b.body, code, msg.Error, b.code, b.want)
+			t.Errorf("%s %s %v: %d %q (decode: %v), want %d with an error naming %q", b.method, b.path, b.body, code, msg.Error, derr, b.code, b.want)
 		}
 	}
 	if after, _ := e.status(); !sameServices(before, after) {
@@ -295,7 +297,7 @@ func TestDaemonRestart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.Close()
+		defer func() { _ = c.Close() }() // the streams are over by then
 		rd := bufio.NewReader(c)
 		if _, err := rd.ReadString('\n'); err != nil {
 			t.Fatal(err)
@@ -304,7 +306,10 @@ func TestDaemonRestart(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for n := 0; !stop.Load(); n++ {
-				c.SetDeadline(time.Now().Add(3 * time.Second))
+				if err := c.SetDeadline(time.Now().Add(3 * time.Second)); err != nil {
+					fail(fmt.Errorf("stream %s: deadline: %w", src, err))
+					return
+				}
 				msg := fmt.Sprintf("line %d", n)
 				if _, err := fmt.Fprintln(c, msg); err != nil {
 					fail(fmt.Errorf("stream %s: write: %w", src, err))

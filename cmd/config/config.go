@@ -11,8 +11,9 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/xlb-lb/xlb/maps/lb"
 	"gopkg.in/yaml.v3"
+
+	"github.com/xlb-lb/xlb/maps/lb"
 )
 
 // DefaultPath is where xlbd reads its config file unless told otherwise.

@@ -76,7 +76,8 @@ func metricsText(d *Daemon) string {
 	var b bytes.Buffer
 	w := bufio.NewWriter(&b)
 	d.writeMetrics(w)
-	w.Flush()
+	// Flushing into a bytes.Buffer cannot fail.
+	_ = w.Flush()
 	return b.String()
 }
 

@@ -19,7 +19,11 @@ func TestOnTheLoader(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { bal.Close() })
+		t.Cleanup(func() {
+			if err := bal.Close(); err != nil {
+				t.Errorf("close balancer: %v", err)
+			}
+		})
 		return bal
 	}
 	for name, fn := range map[string]func(*testing.T){

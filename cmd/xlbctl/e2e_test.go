@@ -63,7 +63,8 @@ func startXlbd(t *testing.T) (sock string, dp *daemontest.DataPlane, rec *record
 	}
 	rec = &recorder{next: d.Handler()}
 	srv := httptest.NewUnstartedServer(rec)
-	srv.Listener.Close()
+	// The server's own TCP listener, unused: the unix socket replaces it.
+	_ = srv.Listener.Close()
 	srv.Listener = ln
 	srv.Start()
 	t.Cleanup(srv.Close)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -62,43 +63,39 @@ func measureMaglev(o options) ([]MaglevTiming, error) {
 				tbl, err := table.Maglev(in, size)
 				build = append(build, ms(time.Since(t0)))
 				if err != nil {
-					bal.Close()
-					return nil, err
+					return nil, errors.Join(err, bal.Close())
 				}
 				if len(tbl) != int(size) {
-					bal.Close()
-					return nil, fmt.Errorf("maglev table of %d slots, want %d", len(tbl), size)
+					return nil, errors.Join(fmt.Errorf("maglev table of %d slots, want %d", len(tbl), size), bal.Close())
 				}
 				key := lb.ServiceKey{VIP: netip.AddrFrom4([4]byte{198, 18, 1, byte(10 + r)}), Port: uint16(n), Proto: lb.TCP}
 				t0 = time.Now()
 				err = bal.SetService(lb.Service{Key: key, Backends: bes})
 				install = append(install, ms(time.Since(t0)))
 				if err != nil {
-					bal.Close()
-					return nil, fmt.Errorf("install %d backends, table %d: %w", n, size, err)
+					return nil, errors.Join(fmt.Errorf("install %d backends, table %d: %w", n, size, err), bal.Close())
 				}
 				// The table really is in the data plane, every slot used.
 				st, _ := bal.Service(key)
 				got, err := bal.Tables().Get(st.ID)
 				if err != nil {
-					bal.Close()
-					return nil, err
+					return nil, errors.Join(err, bal.Close())
 				}
 				for i, id := range got {
 					if id == 0 {
-						bal.Close()
-						return nil, fmt.Errorf("installed table has empty slot %d", i)
+						return nil, errors.Join(fmt.Errorf("installed table has empty slot %d", i), bal.Close())
 					}
 				}
 				if err := bal.DeleteService(key); err != nil {
-					bal.Close()
-					return nil, err
+					return nil, errors.Join(err, bal.Close())
 				}
 			}
 			mt.BuildMs, mt.InstallMs = NewSeries(build), NewSeries(install)
 			out = append(out, mt)
 		}
-		bal.Close()
+		if err := bal.Close(); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }

@@ -43,7 +43,7 @@ type DisruptionCase struct {
 	WithoutConntrack float64 `json:"moved_without_conntrack"`
 }
 
-func measureDisruption(o options) (*Disruption, error) {
+func measureDisruption(o options) (_ *Disruption, err error) {
 	flows, sizes := 20000, []int{10, 100}
 	if o.quick {
 		flows, sizes = 5000, []int{10}
@@ -52,7 +52,7 @@ func measureDisruption(o options) (*Disruption, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load xlb: %w", err)
 	}
-	defer bal.Close()
+	defer func() { err = errors.Join(err, bal.Close()) }()
 	ct, err := conntrackMap(bal.Program())
 	if err != nil {
 		return nil, err

@@ -92,7 +92,7 @@ func generate(ns *lab.NS, prog *ebpf.Program, ifindex int, frame []byte, cpus []
 		go func() {
 			defer wg.Done()
 			defer th.done.Store(true)
-			err := ns.Do(func() error {
+			err := ns.Do(func() (err error) {
 				var all unix.CPUSet
 				if err := unix.SchedGetaffinity(0, &all); err != nil {
 					ready <- -1
@@ -105,7 +105,11 @@ func generate(ns *lab.NS, prog *ebpf.Program, ifindex int, frame []byte, cpus []
 					return fmt.Errorf("pin to cpu %d: %w", cpu, err)
 				}
 				// The thread goes back to the pool after Do: unpin it.
-				defer unix.SchedSetaffinity(0, &all)
+				defer func() {
+					if uerr := unix.SchedSetaffinity(0, &all); uerr != nil {
+						err = errors.Join(err, fmt.Errorf("unpin from cpu %d: %w", cpu, uerr))
+					}
+				}()
 				th.tid.Store(int64(unix.Gettid()))
 				ready <- 1
 				for !stop.Load() {

@@ -78,7 +78,9 @@ func run(ctx context.Context, o options) error {
 		r.Command = "sudo make bench BENCH_QUICK=1"
 	}
 	section := func(name, title string, fn func() error) {
-		if (!o.want(name) && !(name == "control" && (o.only["maglev"] || o.only["add"] || o.only["memory"] || o.only["health"]))) || ctx.Err() != nil {
+		// The control section also runs when only one of its parts is wanted.
+		partOnly := name == "control" && (o.only["maglev"] || o.only["add"] || o.only["memory"] || o.only["health"])
+		if (!o.want(name) && !partOnly) || ctx.Err() != nil {
 			return
 		}
 		o.log.Info("running", "section", title)

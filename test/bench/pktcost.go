@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -91,7 +92,7 @@ func ppBackends(vip netip.Addr, n int) []lb.Backend {
 }
 
 // measurePerPacket runs section 1.
-func measurePerPacket(o options) (*PerPacket, error) {
+func measurePerPacket(o options) (_ *PerPacket, err error) {
 	repeat, newRepeat, rounds := 1_000_000, 100_000, 5
 	if o.quick {
 		repeat, newRepeat, rounds = 200_000, 40_000, 3
@@ -103,7 +104,7 @@ func measurePerPacket(o options) (*PerPacket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load xlb: %w", err)
 	}
-	defer bal.Close()
+	defer func() { err = errors.Join(err, bal.Close()) }()
 	web4 := lb.ServiceKey{VIP: netip.MustParseAddr("198.18.1.1"), Port: 80, Proto: lb.TCP}
 	dns4 := lb.ServiceKey{VIP: netip.MustParseAddr("198.18.1.1"), Port: 53, Proto: lb.UDP}
 	web6 := lb.ServiceKey{VIP: netip.MustParseAddr("2001:2:0:1::1"), Port: 80, Proto: lb.TCP}
@@ -116,7 +117,7 @@ func measurePerPacket(o options) (*PerPacket, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer objs.Close()
+	defer func() { err = errors.Join(err, objs.Close()) }()
 
 	mk := func(src, dst string, udp, syn bool) []byte {
 		return frame.MustBuild(frame.Spec{SrcMAC: ppClientMAC, DstMAC: ppLBMAC,
@@ -255,12 +256,12 @@ var newFlowSchedulers = []struct {
 // newFlowRow measures new flows under one scheduler on a data plane of
 // its own, so that every row starts with an empty connection table (rows
 // sharing one would pay LRU eviction once it filled up).
-func newFlowRow(objs *benchbpf.Objects, sched lb.Scheduler, persist time.Duration, mk func(src, dst string, udp, syn bool) []byte, newRepeat, repeat, rounds int) (*PacketCase, error) {
+func newFlowRow(objs *benchbpf.Objects, sched lb.Scheduler, persist time.Duration, mk func(src, dst string, udp, syn bool) []byte, newRepeat, repeat, rounds int) (_ *PacketCase, err error) {
 	bal, err := loader.Open(loader.Options{MaxServices: 16, MaxBackends: 64, ConntrackSize: lb.ConntrackSize.Default})
 	if err != nil {
 		return nil, fmt.Errorf("load xlb: %w", err)
 	}
-	defer bal.Close()
+	defer func() { err = errors.Join(err, bal.Close()) }()
 	key := lb.ServiceKey{VIP: netip.MustParseAddr("198.18.1.1"), Port: 80, Proto: lb.TCP}
 	if err := bal.SetService(lb.Service{Key: key, Scheduler: sched, Persistence: persist, Backends: ppBackends(key.VIP, 3)}); err != nil {
 		return nil, fmt.Errorf("set service %s: %w", key, err)

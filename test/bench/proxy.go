@@ -80,7 +80,7 @@ func lastLine(b []byte) string {
 	return lines[len(lines)-1]
 }
 
-func measureProxy(o options) (*Proxy, error) {
+func measureProxy(o options) (_ *Proxy, err error) {
 	reps, secs, workers := 3, 3.0, 16
 	if o.quick {
 		reps, secs = 2, 1.0
@@ -99,7 +99,7 @@ func measureProxy(o options) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("build lab: %w", err)
 	}
-	defer topo.Close()
+	defer func() { err = errors.Join(err, topo.Close()) }()
 	for _, h := range topo.Backends {
 		if _, err := h.Serve(h.Name, proxyPort); err != nil {
 			return nil, err
@@ -114,7 +114,7 @@ func measureProxy(o options) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
+	defer func() { err = errors.Join(err, os.RemoveAll(dir)) }()
 	var servers strings.Builder
 	for _, h := range topo.Backends {
 		fmt.Fprintf(&servers, "    server %s %s:%d\n", h.Name, h.Addr4, proxyPort)
@@ -160,7 +160,9 @@ backend real
 		return &Proxy{NotRun: fmt.Sprintf("start haproxy: %v", err)}, nil
 	}
 	hdone := make(chan struct{})
-	go func() { hcmd.Wait(); close(hdone) }()
+	// Killed by cancel on the way out: its exit status says nothing, and
+	// hlog has what it said when it failed.
+	go func() { _ = hcmd.Wait(); close(hdone) }()
 	defer func() { cancel(); <-hdone }()
 	up := time.Now().Add(10 * time.Second)
 	for {
@@ -182,7 +184,7 @@ backend real
 	if err != nil {
 		return nil, fmt.Errorf("load xlb: %w", err)
 	}
-	defer bal.Close()
+	defer func() { err = errors.Join(err, bal.Close()) }()
 	var bes []lb.Backend
 	for _, h := range topo.Backends {
 		bes = append(bes, lb.Backend{Addr: h.Addr4, MAC: h.MAC, Weight: 1})

@@ -53,7 +53,7 @@ func describeMachine() Machine {
 				break
 			}
 		}
-		f.Close()
+		_ = f.Close() // read only: nothing to lose
 	}
 	var u unix.Utsname
 	if unix.Uname(&u) == nil {

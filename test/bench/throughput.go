@@ -76,7 +76,7 @@ func genCPUs() ([]int, error) {
 	return cpus, nil
 }
 
-func measureThroughput(o options) (*Throughput, error) {
+func measureThroughput(o options) (_ *Throughput, err error) {
 	reps, secs := 5, 3.0
 	if o.quick {
 		reps, secs = 5, 0.6
@@ -94,12 +94,12 @@ func measureThroughput(o options) (*Throughput, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer objs.Close()
+	defer func() { err = errors.Join(err, objs.Close()) }()
 	topo, err := lab.New(lab.Config{Backends: 2, ClientAddrs: -1, PassOn: []string{lab.RoleClient}, PortXDP: objs.L2switch})
 	if err != nil {
 		return nil, fmt.Errorf("build lab: %w", err)
 	}
-	defer topo.Close()
+	defer func() { err = errors.Join(err, topo.Close()) }()
 	if err := staticFDB(topo); err != nil {
 		return nil, err
 	}
@@ -128,7 +128,7 @@ func measureThroughput(o options) (*Throughput, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer macs.Close()
+	defer func() { err = errors.Join(err, macs.Close()) }()
 
 	var links []link.Link
 	defer func() {
@@ -158,7 +158,7 @@ func measureThroughput(o options) (*Throughput, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load xlb: %w", err)
 	}
-	defer bal.Close()
+	defer func() { err = errors.Join(err, bal.Close()) }()
 	var bes []lb.Backend
 	for _, be := range topo.Backends {
 		bes = append(bes, lb.Backend{Addr: be.Addr4, MAC: be.MAC, Weight: 1})

@@ -228,7 +228,7 @@ func (p *pinned) waitTable(key lb.ServiceKey, old ebpf.MapID, addr netip.Addr, w
 }
 
 // measureBackendAdd times `xlbctl backend add` against a running xlbd.
-func measureBackendAdd(o options, bins *xlbdproc.Binaries) (*AddTiming, error) {
+func measureBackendAdd(o options, bins *xlbdproc.Binaries) (_ *AddTiming, err error) {
 	reps := 5
 	if o.quick {
 		reps = 3
@@ -237,7 +237,7 @@ func measureBackendAdd(o options, bins *xlbdproc.Binaries) (*AddTiming, error) {
 	if err != nil {
 		return nil, fmt.Errorf("build lab: %w", err)
 	}
-	defer topo.Close()
+	defer func() { err = errors.Join(err, topo.Close()) }()
 	const port = 8080
 	for _, h := range topo.Backends {
 		if _, err := h.Serve(h.Name, port); err != nil {
@@ -340,7 +340,7 @@ func measureBackendAdd(o options, bins *xlbdproc.Binaries) (*AddTiming, error) {
 
 // measureMemory starts xlbd with services x perService backends and
 // reads its memory and its BPF maps' memory.
-func measureMemory(o options, bins *xlbdproc.Binaries) (*Memory, error) {
+func measureMemory(o options, bins *xlbdproc.Binaries) (_ *Memory, err error) {
 	services, perService := 1000, 100
 	if o.quick {
 		services = 100
@@ -352,7 +352,7 @@ func measureMemory(o options, bins *xlbdproc.Binaries) (*Memory, error) {
 	if err != nil {
 		return nil, fmt.Errorf("build lab: %w", err)
 	}
-	defer topo.Close()
+	defer func() { err = errors.Join(err, topo.Close()) }()
 	// The same 100 backends behind every service, as on an edge host;
 	// static neighbour entries give them MACs, so every backend is usable
 	// and in its tables.
@@ -506,7 +506,7 @@ func pinnedMapMemory(dir string) (uint64, error) {
 // measureHealthRemoval kills a backend's server under a running xlbd with
 // a tcp health check and times how long until the backend is out of the
 // data plane's Maglev table (and, after a restart, back in).
-func measureHealthRemoval(o options, bins *xlbdproc.Binaries) (*HealthTiming, error) {
+func measureHealthRemoval(o options, bins *xlbdproc.Binaries) (_ *HealthTiming, err error) {
 	reps := 5
 	if o.quick {
 		reps = 3
@@ -516,7 +516,7 @@ func measureHealthRemoval(o options, bins *xlbdproc.Binaries) (*HealthTiming, er
 	if err != nil {
 		return nil, fmt.Errorf("build lab: %w", err)
 	}
-	defer topo.Close()
+	defer func() { err = errors.Join(err, topo.Close()) }()
 	const port = 8080
 	servers := map[string]*lab.Server{}
 	for _, b := range topo.Backends {

@@ -534,11 +534,11 @@ func (d *run) stepDrain(ctx context.Context) error {
 		}
 		r, err := c.Get("/", requestTimeout)
 		if err != nil {
-			c.Close()
+			_ = c.Close() // failing anyway; the error below says why
 			return fmt.Errorf("request on a kept-alive connection: %w", err)
 		}
 		if r.Server != victim.Name {
-			c.Close()
+			_ = c.Close() // not one to hold; a reset ends it
 			continue
 		}
 		d.held = append(d.held, c)
@@ -616,8 +616,9 @@ func (d *run) stepDrain(ctx context.Context) error {
 		return fmt.Errorf("drained %s got %d new connections", victim.Name, dr.New[victim.Name])
 	}
 	d.ui.line("The open connections kept talking to %s; no new connection went to it.", victim.Name)
+	// Done with them; close(2) frees each whatever it returns.
 	for _, c := range d.held {
-		c.Close()
+		_ = c.Close()
 	}
 	d.held = nil
 	return nil

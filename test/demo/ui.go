@@ -80,7 +80,9 @@ func (t *table) row(cells ...any) {
 	fmt.Fprintf(t.tw, "%s%s\n", indent, strings.Join(parts, "\t"))
 }
 
-func (t *table) flush() { t.tw.Flush() }
+// flush writes the table to the screen: like the other writes for a
+// person, a failure there has nowhere better to be reported.
+func (t *table) flush() { _ = t.tw.Flush() }
 
 func anySlice(s []string) []any {
 	out := make([]any, len(s))

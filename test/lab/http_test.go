@@ -38,7 +38,7 @@ func TestHTTPServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer hc.Close()
+	defer func() { _ = hc.Close() }() // a reset at the end of the test
 	for i := range 5 {
 		r, err := hc.Get("/", 2*time.Second)
 		if err != nil {

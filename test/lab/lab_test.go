@@ -80,7 +80,9 @@ func TestTopologyBuildAndClose(t *testing.T) {
 	closed := false
 	t.Cleanup(func() {
 		if !closed {
-			topo.Close()
+			if err := topo.Close(); err != nil {
+				t.Errorf("close topology: %v", err)
+			}
 		}
 	})
 
@@ -330,8 +332,10 @@ func TestDirectQuery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	defer func() { _ = conn.Close() }() // the stream is over by then
+	if err := conn.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	rd := bufio.NewReader(conn)
 	greet, err := rd.ReadString('\n')
 	if err != nil {
@@ -534,7 +538,7 @@ func TestNSDoAndCommand(t *testing.T) {
 	if self == want {
 		t.Fatal("caller's thread was left in the namespace")
 	}
-	if err := lb.NS.Do(func() error { return injectedErr }); !errors.Is(err, injectedErr) {
+	if err := lb.NS.Do(func() error { return errInjected }); !errors.Is(err, errInjected) {
 		t.Errorf("Do error: %v", err)
 	}
 
@@ -550,7 +554,7 @@ func TestNSDoAndCommand(t *testing.T) {
 	}
 }
 
-var injectedErr = errors.New("from fn")
+var errInjected = errors.New("from fn")
 
 func TestParseReply(t *testing.T) {
 	for _, tc := range []struct {
@@ -590,11 +594,17 @@ func TestRemoveStale(t *testing.T) {
 	}
 	n.nl.Close()
 	n.nl = nil
-	n.handle.Close()
+	if err := n.handle.Close(); err != nil {
+		t.Fatal(err)
+	}
 	close(n.quit)
 	<-n.done
 	n.quit = make(chan struct{}) // let n.close run again in the cleanup
-	t.Cleanup(func() { n.close() })
+	t.Cleanup(func() {
+		if err := n.close(); err != nil {
+			t.Errorf("remove namespace %s: %v", n.Name, err)
+		}
+	})
 
 	var removed []string
 	deadline := time.Now().Add(5 * time.Second)

@@ -98,7 +98,9 @@ func (n *NS) worker(ready chan<- error) {
 		ready <- fmt.Errorf("get current netns: %w", err)
 		return
 	}
-	defer orig.Close()
+	// A handle of the host's namespace, not a lab one: it keeps nothing
+	// of the lab alive, and close(2) frees it whatever it returns.
+	defer func() { _ = orig.Close() }()
 	if err := unshareNamed(n.Path); err != nil {
 		ready <- err
 		restoreThread(orig)
@@ -139,11 +141,12 @@ func unshareNamed(path string) error {
 	if err != nil {
 		return err
 	}
-	f.Close()
+	if err := f.Close(); err != nil {
+		return errors.Join(err, os.Remove(path))
+	}
 	self := fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid())
 	if err := unix.Mount(self, path, "none", unix.MS_BIND, ""); err != nil {
-		os.Remove(path)
-		return fmt.Errorf("bind mount: %w", err)
+		return errors.Join(fmt.Errorf("bind mount: %w", err), os.Remove(path))
 	}
 	return nil
 }
@@ -213,14 +216,16 @@ func (n *NS) Do(fn func() error) error {
 			resc <- result{err: fmt.Errorf("get current netns: %w", err)}
 			return
 		}
-		defer orig.Close()
+		// close(2) frees the descriptors whatever it returns; the lab's
+		// namespace is not kept alive by a failed close.
+		defer func() { _ = orig.Close() }()
 		target, err := netns.GetFromPath(n.Path)
 		if err != nil {
 			runtime.UnlockOSThread()
 			resc <- result{err: fmt.Errorf("open netns %s: %w", n.Name, err)}
 			return
 		}
-		defer target.Close()
+		defer func() { _ = target.Close() }()
 		if err := netns.Set(target); err != nil {
 			// The thread may be in an unknown state: keep it locked so
 			// it dies with this goroutine.
@@ -323,7 +328,9 @@ func (n *NS) close() error {
 		close(n.quit)
 		<-n.done
 		if n.handle.IsOpen() {
-			n.handle.Close()
+			if err := n.handle.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close handle of %s: %w", n.Name, err))
+			}
 		}
 		if n.mount {
 			if err := removeNamed(n.Path); err != nil {

@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -51,7 +52,7 @@ func CheckPrivileged() error {
 
 // probeNetns creates a namespace and a veth pair and attaches an XDP
 // program to the veth.
-func probeNetns() error {
+func probeNetns() (err error) {
 	prefix, err := randomPrefix()
 	if err != nil {
 		return err
@@ -60,7 +61,8 @@ func probeNetns() error {
 	if err != nil {
 		return fmt.Errorf("cannot create a named network namespace: %w", err)
 	}
-	defer n.close()
+	// A probe namespace left behind is a failure too.
+	defer func() { err = errors.Join(err, n.close()) }()
 	la := netlink.NewLinkAttrs()
 	la.Name = "probe0"
 	if err := n.nl.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "probe1"}); err != nil {

@@ -56,7 +56,8 @@ func (n *NS) listenTCP(ap netip.AddrPort) (net.Listener, error) {
 		return nil, err
 	}
 	f := fileFD(fd, "tcp-listener")
-	defer f.Close()
+	// net.FileListener dups fd; close(2) frees ours whatever it returns.
+	defer func() { _ = f.Close() }()
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
 		return nil, err
 	}
@@ -83,7 +84,8 @@ func (n *NS) listenUDP(ap netip.AddrPort) (*net.UDPConn, error) {
 		return nil, err
 	}
 	f := fileFD(fd, "udp-listener")
-	defer f.Close()
+	// net.FilePacketConn dups fd; close(2) frees ours whatever it returns.
+	defer func() { _ = f.Close() }()
 	if ap.Addr().Is6() {
 		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
 			return nil, err
@@ -125,7 +127,8 @@ func (n *NS) dial(typ int, src, dst netip.AddrPort, deadline time.Time) (net.Con
 		return nil, err
 	}
 	f := fileFD(fd, "dial")
-	defer f.Close()
+	// net.FileConn dups fd; close(2) frees ours whatever it returns.
+	defer func() { _ = f.Close() }()
 	if src.IsValid() {
 		if src.Port() != 0 {
 			// Allow re-using a fixed source port while an earlier

@@ -43,7 +43,7 @@ func ethtoolValueIoctl(ifname string, cmd, data uint32) (uint32, error) {
 	if err != nil {
 		return 0, fmt.Errorf("ethtool socket: %w", err)
 	}
-	defer unix.Close(fd)
+	defer func() { _ = unix.Close(fd) }() // close(2) frees fd whatever it returns
 	ev := &ethtoolValue{cmd: cmd, data: data}
 	ifr := &ifreqData{data: unsafe.Pointer(ev)}
 	copy(ifr.name[:], ifname)

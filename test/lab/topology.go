@@ -729,8 +729,10 @@ func (t *Topology) Close() error {
 	for s := range servers {
 		s.Stop()
 	}
+	// Connections the caller left open: close(2) frees each whatever it
+	// returns.
 	for c := range conns {
-		c.TCPConn.Close()
+		_ = c.TCPConn.Close()
 	}
 	for name, l := range links {
 		if err := l.Close(); err != nil {

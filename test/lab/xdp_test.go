@@ -91,8 +91,10 @@ func TestXDPTxThroughSegment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	defer func() { _ = conn.Close() }() // the stream is over by then
+	if err := conn.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	buf := make([]byte, 64<<10)
 	if _, err := conn.Read(buf); err != nil { // greeting
 		t.Fatal(err)

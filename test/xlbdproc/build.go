@@ -17,7 +17,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 )
 
 // module is the xlb module's path: binaries are built by import path, so
@@ -70,11 +69,15 @@ func (b *Binaries) Remove() error {
 	return os.RemoveAll(b.Dir)
 }
 
-// GoTool returns the go command: the one on PATH, else the one of the
-// toolchain that built this program (sudo may reset PATH).
+// GoTool returns the go command: the one on PATH (go run and go test put
+// their toolchain's bin first), else the one in $GOROOT, else the usual
+// install place, as in the Makefile (sudo may reset PATH).
 func GoTool() string {
 	if p, err := exec.LookPath("go"); err == nil {
 		return p
 	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
+	if root := os.Getenv("GOROOT"); root != "" {
+		return filepath.Join(root, "bin", "go")
+	}
+	return "/usr/local/go/bin/go"
 }

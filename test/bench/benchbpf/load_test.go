@@ -37,7 +37,11 @@ func TestBaselines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer objs.Close()
+	defer func() {
+		if err := objs.Close(); err != nil {
+			t.Errorf("close objects: %v", err)
+		}
+	}()
 	in := frame.MustBuild(frame.Spec{DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2},
 		Src: netip.MustParseAddrPort("198.18.0.2:1000"), Dst: netip.MustParseAddrPort("198.18.1.1:53"), UDP: true, Len: 64})
 	for _, c := range []struct {
