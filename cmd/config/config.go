@@ -29,6 +29,8 @@ type Config struct {
 	Limits    Limits    `yaml:"limits" json:"limits"`
 	Conntrack Conntrack `yaml:"conntrack" json:"conntrack"`
 	Services  []Service `yaml:"services" json:"services"`
+	// BGP announces the VIPs to routers; nil: off.
+	BGP *BGP `yaml:"bgp,omitempty" json:"bgp,omitempty"`
 }
 
 // Conntrack holds the connection table's idle timeouts: a flow idle
@@ -117,6 +119,7 @@ func (c *Config) Validate() error {
 	if c.Services == nil {
 		n.Services = nil
 	}
+	n.BGP = c.BGP.Clone()
 	if err := n.normalize(); err != nil {
 		return err
 	}
@@ -164,6 +167,11 @@ func (c *Config) normalize() error {
 	}
 	if err := c.Conntrack.normalize(); err != nil {
 		return under("conntrack", err)
+	}
+	if c.BGP != nil {
+		if err := c.BGP.normalize(); err != nil {
+			return under("bgp", err)
+		}
 	}
 
 	seen := make(map[lb.ServiceKey]int, len(c.Services))

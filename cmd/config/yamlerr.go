@@ -14,12 +14,16 @@ import (
 
 // configTypes are the types the YAML decoder names in its errors.
 var configTypes = map[string]reflect.Type{
-	"config.Config":    reflect.TypeFor[Config](),
-	"config.Limits":    reflect.TypeFor[Limits](),
-	"config.Service":   reflect.TypeFor[Service](),
-	"config.Backend":   reflect.TypeFor[Backend](),
-	"config.Health":    reflect.TypeFor[Health](),
-	"config.HTTPCheck": reflect.TypeFor[HTTPCheck](),
+	"config.Config":          reflect.TypeFor[Config](),
+	"config.Limits":          reflect.TypeFor[Limits](),
+	"config.Service":         reflect.TypeFor[Service](),
+	"config.Backend":         reflect.TypeFor[Backend](),
+	"config.Health":          reflect.TypeFor[Health](),
+	"config.HTTPCheck":       reflect.TypeFor[HTTPCheck](),
+	"config.BGP":             reflect.TypeFor[BGP](),
+	"config.Peer":            reflect.TypeFor[Peer](),
+	"config.VIPPolicy":       reflect.TypeFor[VIPPolicy](),
+	"config.GracefulRestart": reflect.TypeFor[GracefulRestart](),
 }
 
 var (
