@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"fmt"
 	"net/netip"
 	"time"
 
@@ -63,4 +64,39 @@ func (b *Balancer) Flows(limit int, now uint64) ([]lb.FlowEntry, error) {
 		return len(out) < limit
 	})
 	return out, err
+}
+
+// Table returns the scheduler table of the service with key k, slot by
+// slot as backend addresses (the zero Addr for an empty slot). Least-conn
+// services have no slot table.
+func (b *Balancer) Table(k lb.ServiceKey) ([]netip.Addr, error) {
+	k.VIP = k.VIP.Unmap()
+	b.mu.Lock()
+	st := b.services[k]
+	var addrs map[uint32]netip.Addr
+	var id uint32
+	var sched lb.Scheduler
+	if st != nil {
+		id, sched = st.id, st.cfg.Scheduler
+		addrs = make(map[uint32]netip.Addr, len(st.ids))
+		for a, i := range st.ids {
+			addrs[i] = a
+		}
+	}
+	b.mu.Unlock()
+	if st == nil {
+		return nil, fmt.Errorf("service %s: not installed", k)
+	}
+	if sched == lb.LeastConn {
+		return nil, fmt.Errorf("service %s: least-conn has no slot table (it picks by live flow counts)", k)
+	}
+	ids, err := b.tables.Get(id)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]netip.Addr, len(ids))
+	for i, v := range ids {
+		out[i] = addrs[v]
+	}
+	return out, nil
 }

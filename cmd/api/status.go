@@ -45,6 +45,8 @@ type ServiceStatus struct {
 	// check: AllDownDrop (new and existing flows are dropped) or
 	// AllDownKeepLast (traffic still goes to the last healthy set).
 	AllDown string `json:"all_down,omitempty"`
+	// Announced: the service's VIP is announced over BGP.
+	Announced bool `json:"announced"`
 }
 
 // BackendStatus is one backend of a service as installed.
@@ -107,4 +109,49 @@ type Flow struct {
 // Error is the body of every API error response.
 type Error struct {
 	Error string `json:"error"`
+}
+
+// BGPStatus is the answer to GET /v1/bgp.
+type BGPStatus struct {
+	// Enabled: the config has a bgp section.
+	Enabled  bool   `json:"enabled"`
+	ASN      uint32 `json:"asn,omitempty"`
+	RouterID string `json:"router_id,omitempty"`
+	// Announced are the host routes in BGP ("198.18.1.1/32").
+	Announced []string  `json:"announced"`
+	Peers     []BGPPeer `json:"peers"`
+	// Config is the bgp section in force (passwords left out).
+	Config *config.BGP `json:"config,omitempty"`
+}
+
+// BGPPeer is one BGP session.
+type BGPPeer struct {
+	Address string `json:"address"`
+	ASN     uint32 `json:"asn"`
+	// State is idle, connect, active, opensent, openconfirm or
+	// established.
+	State string `json:"state"`
+	// Since is when the session reached State.
+	Since time.Time `json:"since,omitzero"`
+	// HoldTime is the negotiated hold time while established.
+	HoldTime        config.Duration `json:"hold_time"`
+	UpdatesSent     uint64          `json:"updates_sent"`
+	UpdatesReceived uint64          `json:"updates_received"`
+	// Advertised is the number of routes sent to the peer.
+	Advertised uint64 `json:"advertised"`
+}
+
+// Table is a service's scheduler table, slot by slot as backend
+// addresses: the same config on every node gives the same table.
+type Table struct {
+	Service   string `json:"service"`
+	Scheduler string `json:"scheduler"`
+	Size      int    `json:"size"`
+	// SHA256 is the hash of the slots, one address per line ("-" for an
+	// empty slot): equal hashes, equal tables.
+	SHA256 string `json:"sha256"`
+	// Slots per backend address.
+	Counts map[string]int `json:"counts"`
+	// Slots, in order, when asked for (?slots=1).
+	Slots []string `json:"slots,omitempty"`
 }

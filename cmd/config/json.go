@@ -38,6 +38,19 @@ func DecodeBackend(r io.Reader) (Backend, error) {
 	return b, nil
 }
 
+// DecodeBGP decodes the bgp section from a JSON API body, strictly, and
+// normalises and validates it. Error paths are relative to the section.
+func DecodeBGP(r io.Reader) (*BGP, error) {
+	var b BGP
+	if err := decodeJSON(r, &b); err != nil {
+		return nil, err
+	}
+	if err := b.normalize(); err != nil {
+		return nil, err
+	}
+	return &b, nil
+}
+
 // decodeJSON decodes exactly one JSON value into v, rejecting unknown
 // fields, with errors rewritten to name the field path.
 func decodeJSON(r io.Reader, v any) error {

@@ -2,12 +2,16 @@ package daemon
 
 import (
 	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	stdmaps "maps"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 
 	"github.com/xlb-lb/xlb/cmd/api"
@@ -63,6 +67,18 @@ func (d *Daemon) Handler() http.Handler {
 		return d.drainBackend(key, addr)
 	}))
 	mux.HandleFunc("GET /v1/flows", d.handleFlows)
+	mux.HandleFunc("GET /v1/services/{service}/table", d.handleTable)
+	mux.HandleFunc("GET /v1/bgp", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, d.bgpStatus(r.Context()))
+	})
+	mux.HandleFunc("PUT /v1/bgp", d.withBGP(func(r *http.Request) error {
+		b, err := config.DecodeBGP(r.Body)
+		if err != nil {
+			return badRequest("bgp: %w", err)
+		}
+		return d.setBGP(b)
+	}))
+	mux.HandleFunc("DELETE /v1/bgp", d.withBGP(func(*http.Request) error { return d.setBGP(nil) }))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, notFound("no such endpoint: %s %s (see the README's API reference)", r.Method, r.URL.Path))
 	})
@@ -161,6 +177,10 @@ func (d *Daemon) statusOf(snap lb.Snapshot) api.Status {
 	d.mu.Lock()
 	desired := d.desired
 	allDown := stdmaps.Clone(d.health.allDown)
+	var announced []netip.Addr
+	if d.bgp != nil && d.bgpCfg != nil {
+		announced = d.bgp.Announced()
+	}
 	d.mu.Unlock()
 	st := api.Status{Interface: d.iface, XDPMode: d.xdpMode, Version: d.version, Flows: snap.Flows}
 	for _, s := range desired {
@@ -168,7 +188,8 @@ func (d *Daemon) statusOf(snap lb.Snapshot) api.Status {
 		if err != nil {
 			continue
 		}
-		ss := api.ServiceStatus{Service: key.String(), Scheduler: s.Scheduler, Persistence: s.Persistence, Forward: s.Forward, Health: s.Health, AllDown: allDown[key]}
+		ss := api.ServiceStatus{Service: key.String(), Scheduler: s.Scheduler, Persistence: s.Persistence, Forward: s.Forward, Health: s.Health, AllDown: allDown[key],
+			Announced: slices.Contains(announced, key.VIP)}
 		inst, ok := snap.Services[key]
 		if ok {
 			c := inst.Counters
@@ -262,4 +283,88 @@ func (d *Daemon) handleFlows(w http.ResponseWriter, r *http.Request) {
 		flows = append(flows, f)
 	}
 	writeJSON(w, http.StatusOK, flows)
+}
+
+// withBGP runs a change of the bgp section and answers with the BGP status.
+func (d *Daemon) withBGP(fn func(*http.Request) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		if err := fn(r); err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, d.bgpStatus(r.Context()))
+	}
+}
+
+// setBGP replaces the bgp section (nil: off), all or nothing, kept in the
+// state file like every API change.
+func (d *Daemon) setBGP(b *config.BGP) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.commit(desiredState{d.desired, b}, d.configHash)
+}
+
+// bgpStatus is the speaker's sessions and announcements.
+func (d *Daemon) bgpStatus(ctx context.Context) api.BGPStatus {
+	d.mu.Lock()
+	c := d.bgpCfg.Clone()
+	d.mu.Unlock()
+	st := api.BGPStatus{Enabled: c != nil, Announced: []string{}, Peers: []api.BGPPeer{}}
+	if c == nil || d.bgp == nil {
+		return st
+	}
+	if sc, err := speakerConfig(c, d.ifaceAddrs); err == nil {
+		st.RouterID = sc.RouterID.String()
+	}
+	st.ASN = c.ASN
+	for _, v := range d.bgp.Announced() {
+		st.Announced = append(st.Announced, netip.PrefixFrom(v, v.BitLen()).String())
+	}
+	peers, err := d.bgp.Peers(ctx)
+	if err != nil {
+		d.log.Error("bgp: read the sessions", "err", err)
+	}
+	for _, p := range peers {
+		st.Peers = append(st.Peers, api.BGPPeer{Address: p.Address, ASN: p.ASN, State: p.State, Since: p.Since,
+			HoldTime: config.Duration(p.HoldTime), UpdatesSent: p.UpdatesSent, UpdatesReceived: p.UpdatesReceived, Advertised: p.Advertised})
+	}
+	for i := range c.Peers {
+		if c.Peers[i].Password != "" {
+			c.Peers[i].Password = "(set)"
+		}
+	}
+	st.Config = c
+	return st
+}
+
+// handleTable answers a service's scheduler table.
+func (d *Daemon) handleTable(w http.ResponseWriter, r *http.Request) {
+	key, err := lb.ParseServiceKey(r.PathValue("service"))
+	if err != nil {
+		writeError(w, badRequest("%w", err))
+		return
+	}
+	slots, err := d.dp.Table(key)
+	if err != nil {
+		writeError(w, notFound("%w", err))
+		return
+	}
+	inst, _ := d.dp.Snapshot()
+	t := api.Table{Service: key.String(), Scheduler: inst.Services[key].Scheduler.String(), Size: len(slots), Counts: map[string]int{}}
+	h := sha256.New()
+	withSlots := r.URL.Query().Get("slots") == "1"
+	for _, a := range slots {
+		name := "-"
+		if a.IsValid() {
+			name = a.String()
+			t.Counts[name]++
+		}
+		_, _ = io.WriteString(h, name+"\n") // a hash.Hash never fails
+		if withSlots {
+			t.Slots = append(t.Slots, name)
+		}
+	}
+	t.SHA256 = hex.EncodeToString(h.Sum(nil))
+	writeJSON(w, http.StatusOK, t)
 }

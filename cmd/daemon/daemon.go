@@ -39,6 +39,12 @@ type Options struct {
 	Probe func(health.Config) health.Prober
 	// HealthClock replaces the health checks' clock (tests); nil: real.
 	HealthClock health.Clock
+	// BGP is the speaker that announces the VIPs; nil: a config with a
+	// bgp section is refused.
+	BGP Announcer
+	// InterfaceAddrs are the interface's addresses, the defaults of the
+	// BGP router ID and next hops.
+	InterfaceAddrs []netip.Addr
 }
 
 // Daemon holds the desired state and reconciles it into the data plane.
@@ -55,10 +61,17 @@ type Daemon struct {
 	neigh  Neighbors
 	health *healthState
 
+	bgp        Announcer
+	ifaceAddrs []netip.Addr
+
 	mu         sync.Mutex
 	desired    []config.Service // normalised, in file/API order
+	bgpCfg     *config.BGP      // normalised; nil: no BGP
 	configHash string
 	started    bool
+	// withdrawn: a planned stop took the VIPs out of BGP; reconciles no
+	// longer announce them.
+	withdrawn bool
 
 	kick chan struct{} // coalesced "reconcile now"
 }
@@ -73,6 +86,7 @@ func New(o Options) *Daemon {
 		log: o.Log, cfgPath: o.ConfigPath, statePath: o.StatePath,
 		iface: o.Interface, xdpMode: o.XDPMode, version: o.Version,
 		dp: o.DataPlane, kick: make(chan struct{}, 1),
+		bgp: o.BGP, ifaceAddrs: o.InterfaceAddrs,
 	}
 	d.health = newHealthState(d.log, d.Kick, o.Probe, o.HealthClock)
 	if o.Adopted {
@@ -100,8 +114,8 @@ func (d *Daemon) Start(neigh Neighbors, cfg *config.Config, data []byte) error {
 	if err != nil {
 		return err
 	}
-	initial, why := initialServices(cfg.Services, hash, st)
-	d.log.Info("desired state", "source", why, "services", len(initial))
+	initial, why := initialState(desiredState{cfg.Services, cfg.BGP}, hash, st)
+	d.log.Info("desired state", "source", why, "services", len(initial.Services), "bgp", initial.BGP != nil)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.neigh = neigh
@@ -129,17 +143,23 @@ func (d *Daemon) Run(ctx context.Context, sweep time.Duration) {
 	}
 }
 
-// initialServices picks the desired state at start: the persisted one
-// while the config file is unchanged since it was saved (it holds the
-// API's changes), else the file's. The second result says why.
-func initialServices(file []config.Service, fileHash string, st *persisted) ([]config.Service, string) {
+// desiredState is what the daemon is asked to run: services and BGP.
+type desiredState struct {
+	Services []config.Service
+	BGP      *config.BGP
+}
+
+// initialState picks the desired state at start: the persisted one while
+// the config file is unchanged since it was saved (it holds the API's
+// changes), else the file's. The second result says why.
+func initialState(file desiredState, fileHash string, st *persisted) (desiredState, string) {
 	switch {
 	case st == nil:
-		return file, "no state file: the config file's services"
+		return file, "no state file: the config file's"
 	case st.ConfigHash == fileHash:
-		return st.Services, "config file unchanged: the saved state, with API changes"
+		return desiredState{st.Services, st.BGP}, "config file unchanged: the saved state, with API changes"
 	default:
-		return file, "config file changed since the state was saved: the file's services (API changes not in it dropped)"
+		return file, "config file changed since the state was saved: the file's (API changes not in it dropped)"
 	}
 }
 
@@ -233,37 +253,73 @@ func backendAddrs(svcs []config.Service) []netip.Addr {
 	return out
 }
 
-// commit applies next to the data plane, persists it, and only then makes
-// it the desired state. If persisting fails the data plane is put back.
-// Callers hold d.mu.
-func (d *Daemon) commit(next []config.Service, configHash string) error {
-	specs, err := d.health.specs(next, d.desired)
+// commit applies next to the data plane and the BGP speaker, persists it,
+// and only then makes it the desired state. If a later step fails, the
+// earlier ones are put back. Callers hold d.mu.
+func (d *Daemon) commit(next desiredState, configHash string) error {
+	specs, err := d.health.specs(next.Services, d.desired)
 	if err != nil {
 		return err
 	}
-	ls, err := d.dataPlaneServices(next)
+	ls, err := d.dataPlaneServices(next.Services)
 	if err != nil {
 		return err
 	}
-	d.neigh.Want(backendAddrs(next))
+	if next.BGP != nil {
+		if _, err := speakerConfig(next.BGP, d.ifaceAddrs); err != nil {
+			return err
+		}
+		if d.bgp == nil {
+			return badRequest("bgp: this xlbd has no BGP speaker")
+		}
+	}
+	d.neigh.Want(backendAddrs(next.Services))
 	if err := d.dp.Sync(ls); err != nil {
 		return badRequest("%w", err)
 	}
-	if err := saveState(d.statePath, &persisted{ConfigHash: configHash, Services: next}); err != nil {
-		if old, err2 := d.dataPlaneServices(d.desired); err2 == nil {
-			if err2 := d.dp.Sync(old); err2 != nil {
-				d.log.Error("could not restore the previous services after a failed state write", "err", err2)
-			}
+	restore := func(what string) {
+		old, err := d.dataPlaneServices(d.desired)
+		if err == nil {
+			err = d.dp.Sync(old)
 		}
+		if err == nil {
+			err = d.applyBGP(d.bgpCfg, d.announcedNow(old, d.bgpCfg))
+		}
+		if err != nil {
+			d.log.Error("could not restore the previous state after a failed "+what, "err", err)
+		}
+	}
+	var before []netip.Addr
+	if d.bgp != nil {
+		before = d.bgp.Announced()
+	}
+	if err := d.applyBGP(next.BGP, d.announcedNow(ls, next.BGP)); err != nil {
+		restore("bgp change")
+		return err
+	}
+	if err := saveState(d.statePath, &persisted{ConfigHash: configHash, Services: next.Services, BGP: next.BGP}); err != nil {
+		restore("state write")
 		return fmt.Errorf("persist state (change not applied): %w", err)
 	}
-	d.desired, d.configHash = next, configHash
+	d.desired, d.bgpCfg, d.configHash = next.Services, next.BGP, configHash
+	if d.bgp != nil {
+		d.logAnnouncements(before, d.bgp.Announced())
+	}
 	if err := d.health.checker.Set(specs); err != nil {
 		// specs were validated above: this is a bug, not bad input.
 		d.log.Error("health checks not updated", "err", err)
 	}
-	d.health.forget(next, specs)
+	d.health.forget(next.Services, specs)
 	return nil
+}
+
+// announcedNow is the VIPs to announce for installed services ls under
+// c, none after a planned stop withdrew them. Callers hold d.mu.
+func (d *Daemon) announcedNow(ls []lb.Service, c *config.BGP) []netip.Addr {
+	if d.withdrawn {
+		return nil
+	}
+	return announcedVIPs(ls, c)
 }
 
 // reconcile re-applies the desired state (after a neighbour change or a
@@ -280,7 +336,24 @@ func (d *Daemon) reconcile() {
 	}
 	if err != nil {
 		d.log.Error("reconcile", "err", err)
+		return
 	}
+	d.announce(ls)
+}
+
+// announce updates the VIPs in BGP from the services as just installed.
+// Callers hold d.mu.
+func (d *Daemon) announce(ls []lb.Service) {
+	if d.bgpCfg == nil || d.bgp == nil || d.withdrawn || !d.bgp.Running() {
+		return
+	}
+	before := d.bgp.Announced()
+	after := d.announcedNow(ls, d.bgpCfg)
+	if err := d.bgp.Announce(after); err != nil {
+		d.log.Error("bgp: announce", "err", err)
+		return
+	}
+	d.logAnnouncements(before, after)
 }
 
 // Kick asks the reconcile loop to run soon (coalesced): the neighbour
@@ -305,7 +378,7 @@ func (d *Daemon) mutate(fn func([]config.Service) ([]config.Service, error)) err
 	if err != nil {
 		return err
 	}
-	return d.commit(next, d.configHash)
+	return d.commit(desiredState{next, d.bgpCfg}, d.configHash)
 }
 
 func findService(svcs []config.Service, key lb.ServiceKey) int {
@@ -449,7 +522,7 @@ func (d *Daemon) Reload() error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := d.commit(cfg.Services, hashBytes(data)); err != nil {
+	if err := d.commit(desiredState{cfg.Services, cfg.BGP}, hashBytes(data)); err != nil {
 		return err
 	}
 	return d.dp.SetTimeouts(cfg.Conntrack.Timeouts())

@@ -178,16 +178,17 @@ func TestStateWriteFailureAppliesNothing(t *testing.T) {
 	}
 }
 
-func TestInitialServices(t *testing.T) {
-	file := []config.Service{{VIP: "198.18.1.1", Port: 80}}
+func TestInitialState(t *testing.T) {
+	file := desiredState{Services: []config.Service{{VIP: "198.18.1.1", Port: 80}}}
 	saved := []config.Service{{VIP: "198.18.1.1", Port: 80}, {VIP: "198.18.1.2", Port: 53}}
-	if got, _ := initialServices(file, "h1", nil); !reflect.DeepEqual(got, file) {
+	savedBGP := &config.BGP{ASN: 65010}
+	if got, _ := initialState(file, "h1", nil); !reflect.DeepEqual(got, file) {
 		t.Errorf("no state: got %v", got)
 	}
-	if got, _ := initialServices(file, "h1", &persisted{ConfigHash: "h1", Services: saved}); !reflect.DeepEqual(got, saved) {
+	if got, _ := initialState(file, "h1", &persisted{ConfigHash: "h1", Services: saved, BGP: savedBGP}); !reflect.DeepEqual(got, desiredState{saved, savedBGP}) {
 		t.Errorf("unchanged file: got %v, want the saved state", got)
 	}
-	if got, _ := initialServices(file, "h2", &persisted{ConfigHash: "h1", Services: saved}); !reflect.DeepEqual(got, file) {
+	if got, _ := initialState(file, "h2", &persisted{ConfigHash: "h1", Services: saved, BGP: savedBGP}); !reflect.DeepEqual(got, file) {
 		t.Errorf("changed file: got %v, want the file's services", got)
 	}
 }

@@ -24,6 +24,9 @@ type DataPlane interface {
 	// Sweep deletes expired flows and persistence entries and corrects
 	// the active-flow counts; now is CLOCK_MONOTONIC in ns.
 	Sweep(now uint64) (lb.SweepResult, error)
+	// Table returns a service's scheduler table, slot by slot as backend
+	// addresses (the zero Addr for an empty slot).
+	Table(k lb.ServiceKey) ([]netip.Addr, error)
 }
 
 // Neighbors resolves backend MACs: the loader's netlink watcher in xlbd, a

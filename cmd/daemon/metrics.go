@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net/http"
 	"runtime"
@@ -145,6 +146,19 @@ func (d *Daemon) writeMetrics(w *bufio.Writer) {
 		p.metric("xlb_service_all_backends_down", "gauge", "1 while every weighted backend of a service fails its health check.", []string{"service", s.Service}, down)
 	}
 	d.health.metrics.write(p)
+	if b := d.bgpStatus(context.Background()); b.Enabled {
+		p.metric("xlb_bgp_announced_prefixes", "gauge", "VIPs announced over BGP (host routes).", nil, uint64(len(b.Announced)))
+		for _, peer := range b.Peers {
+			pl := []string{"peer", peer.Address}
+			up := uint64(0)
+			if peer.State == "established" {
+				up = 1
+			}
+			p.metric("xlb_bgp_peer_up", "gauge", "1 while the BGP session with the peer is established.", pl, up)
+			p.metric("xlb_bgp_updates_sent_total", "counter", "BGP UPDATE messages sent to the peer (this session).", pl, peer.UpdatesSent)
+			p.metric("xlb_bgp_updates_received_total", "counter", "BGP UPDATE messages received from the peer (this session).", pl, peer.UpdatesReceived)
+		}
+	}
 	for _, s := range st.Services {
 		for _, b := range s.Backends {
 			bl := []string{"service", s.Service, "backend", b.Address}

@@ -18,6 +18,7 @@ import (
 type persisted struct {
 	ConfigHash string           `json:"config_hash"`
 	Services   []config.Service `json:"services"`
+	BGP        *config.BGP      `json:"bgp,omitempty"`
 }
 
 func hashBytes(b []byte) string {
@@ -42,6 +43,13 @@ func loadState(path string) (*persisted, error) {
 		if err := p.Services[i].Normalize(); err != nil {
 			return nil, fmt.Errorf("state %s: services[%d]: %w", path, i, err)
 		}
+	}
+	if p.BGP != nil {
+		c := config.Config{BGP: p.BGP}
+		if err := c.Validate(); err != nil {
+			return nil, fmt.Errorf("state %s: %w", path, err)
+		}
+		p.BGP = c.BGP
 	}
 	return &p, nil
 }

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -23,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xlb-lb/xlb/cmd/api"
+	"github.com/xlb-lb/xlb/cmd/bgp"
 	"github.com/xlb-lb/xlb/cmd/config"
 	"github.com/xlb-lb/xlb/cmd/daemon"
 	"github.com/xlb-lb/xlb/loader"
@@ -85,9 +87,7 @@ func main() {
 		os.Exit(2)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, f, log); err != nil {
+	if err := run(context.Background(), f, log); err != nil {
 		log.Error("xlbd failed", "err", err)
 		os.Exit(1)
 	}
@@ -172,10 +172,18 @@ func run(ctx context.Context, f *flags, log *slog.Logger) error {
 		log.Info("attached a fresh data plane", "interface", iface, "mode", string(xdpMode), "pins", pinDir)
 	}
 
+	addrs, err := interfaceAddrs(ifc)
+	if err != nil {
+		return err
+	}
+	// A restart over a forwarding data plane is a BGP graceful restart:
+	// the routers keep this node's routes meanwhile.
+	speaker := bgp.New(log, bal.Adopted())
 	d := daemon.New(daemon.Options{
 		Log: log, ConfigPath: f.config, StatePath: f.state,
 		Interface: iface, XDPMode: string(xdpMode), Version: version,
 		DataPlane: bal, Adopted: bal.Adopted(),
+		BGP: speaker, InterfaceAddrs: addrs,
 	})
 	defer d.Close()
 	neigh, err := loader.WatchNeighbors(ifc.Index, d.Kick)
@@ -200,23 +208,73 @@ func run(ctx context.Context, f *flags, log *slog.Logger) error {
 		defer closeLogged(log, "the metrics server", msrv)
 	}
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, os.Interrupt, syscall.SIGUSR2)
+	defer signal.Stop(sigs)
 	log.Info("xlbd ready", "api", f.apiSock, "metrics", f.metrics, "version", version)
 	for {
 		select {
 		case <-ctx.Done():
-			log.Info("stopping; the data plane keeps forwarding (xlbd --detach removes it)")
 			return nil
-		case <-hup:
-			if err := d.Reload(); err != nil {
-				log.Error("reload rejected, previous config keeps serving", "err", err)
-			} else {
-				log.Info("reloaded config", "file", f.config)
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGHUP:
+				if err := d.Reload(); err != nil {
+					log.Error("reload rejected, previous config keeps serving", "err", err)
+				} else {
+					log.Info("reloaded config", "file", f.config)
+				}
+			case syscall.SIGUSR2:
+				// An upgrade or restart in place: leave without a word
+				// to the routers. The sessions close without a
+				// NOTIFICATION, so routers with graceful restart keep
+				// this node's routes until the next xlbd is back.
+				log.Info("stopping for a restart: VIPs stay announced by graceful restart; the data plane keeps forwarding")
+				return nil
+			default:
+				plannedStop(d, sigs, log)
+				return nil
 			}
 		}
 	}
+}
+
+// plannedStop takes the node out of service before xlbd exits (SIGTERM,
+// Ctrl-C): every VIP is withdrawn from BGP, the data plane forwards what
+// still arrives for the drain time while the routers converge, then the
+// sessions close. A second signal cuts the drain short.
+func plannedStop(d *daemon.Daemon, sigs <-chan os.Signal, log *slog.Logger) {
+	if err := d.Withdraw(); err != nil {
+		log.Error("withdraw the VIPs", "err", err)
+	}
+	if drain := d.DrainTime(); drain > 0 {
+		log.Info("stopping: VIPs withdrawn, draining before the sessions close", "drain_time", drain)
+		select {
+		case <-time.After(drain):
+		case <-sigs:
+			log.Warn("drain cut short by a second signal")
+		}
+	}
+	if err := d.StopBGP(); err != nil {
+		log.Error("close the BGP sessions", "err", err)
+	}
+	log.Info("stopping; the data plane keeps forwarding (xlbd --detach removes it)")
+}
+
+// interfaceAddrs are ifc's addresses, the defaults of the BGP router ID
+// and next hops.
+func interfaceAddrs(ifc *net.Interface) ([]netip.Addr, error) {
+	as, err := ifc.Addrs()
+	if err != nil {
+		return nil, fmt.Errorf("interface %s: addresses: %w", ifc.Name, err)
+	}
+	var out []netip.Addr
+	for _, a := range as {
+		if p, err := netip.ParsePrefix(a.String()); err == nil {
+			out = append(out, p.Addr())
+		}
+	}
+	return out, nil
 }
 
 // serve runs srv on ln until it is closed.

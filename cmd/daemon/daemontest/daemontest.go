@@ -181,6 +181,36 @@ func (p *DataPlane) Flows(limit int, _ uint64) ([]lb.FlowEntry, error) {
 	return out, nil
 }
 
+// Table builds the service's table as the loader does.
+func (p *DataPlane) Table(k lb.ServiceKey) ([]netip.Addr, error) {
+	p.mu.Lock()
+	s, ok := p.services[k]
+	p.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("service %s: not installed", k)
+	}
+	if s.Scheduler == lb.LeastConn {
+		return nil, fmt.Errorf("service %s: least-conn has no slot table (it picks by live flow counts)", k)
+	}
+	in := make([]table.Backend, 0, len(s.Backends))
+	addr := map[uint32]netip.Addr{}
+	for i, b := range s.Backends {
+		if b.Usable() {
+			in = append(in, table.Backend{ID: uint32(i + 1), Key: b.Addr.String(), Weight: b.Weight})
+			addr[uint32(i+1)] = b.Addr
+		}
+	}
+	ids, err := table.Build(s.Scheduler, in, p.tableSize)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]netip.Addr, len(ids))
+	for i, id := range ids {
+		out[i] = addr[id]
+	}
+	return out, nil
+}
+
 // Sweep does nothing: the model's flows never expire.
 func (p *DataPlane) Sweep(uint64) (lb.SweepResult, error) {
 	p.mu.Lock()
