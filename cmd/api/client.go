@@ -159,6 +159,36 @@ func (c *Client) Flows(ctx context.Context, limit int) ([]Flow, error) {
 	return fs, err
 }
 
+// BGP returns the BGP sessions and announcements.
+func (c *Client) BGP(ctx context.Context) (BGPStatus, error) {
+	var st BGPStatus
+	err := c.do(ctx, http.MethodGet, "/v1/bgp", nil, &st)
+	return st, err
+}
+
+// SetBGP replaces the bgp section (nil: BGP off), all or nothing.
+func (c *Client) SetBGP(ctx context.Context, b *config.BGP) (BGPStatus, error) {
+	var st BGPStatus
+	var err error
+	if b == nil {
+		err = c.do(ctx, http.MethodDelete, "/v1/bgp", nil, &st)
+	} else {
+		err = c.do(ctx, http.MethodPut, "/v1/bgp", b, &st)
+	}
+	return st, err
+}
+
+// Table returns a service's scheduler table; slots: with every slot.
+func (c *Client) Table(ctx context.Context, key string, slots bool) (Table, error) {
+	path := servicePath(key) + "/table"
+	if slots {
+		path += "?slots=1"
+	}
+	var t Table
+	err := c.do(ctx, http.MethodGet, path, nil, &t)
+	return t, err
+}
+
 func servicePath(key string) string { return "/v1/services/" + url.PathEscape(key) }
 
 func backendPath(key, addr string) string {

@@ -24,6 +24,8 @@ type Status struct {
 	Flows int `json:"flows"`
 	// Timeouts are the connection table's idle timeouts in force.
 	Timeouts config.Conntrack `json:"timeouts"`
+	// BGP: the VIPs are announced over BGP (see ServiceStatus.Announced).
+	BGP bool `json:"bgp"`
 }
 
 // ServiceStatus is one service as installed, with its counters.

@@ -29,7 +29,7 @@ func TestStatusJSON(t *testing.T) {
 		`"state":"up","usable":true,"in_table":true,"since":"2026-01-02T03:04:05Z","packets":10,"bytes":1000,"new_flows":2,"active_flows":0},` +
 		`{"address":"198.18.0.12","weight":0,"mac":"","state":"no-mac","usable":false,"in_table":false,"reason":"no neighbour entry",` +
 		`"packets":0,"bytes":0,"new_flows":0,"active_flows":0}],"packets":10,"bytes":1000,"new_flows":2,"drop_no_backend":3,"announced":false}],"flows":7,` +
-		`"timeouts":{"tcp_timeout":"0s","tcp_fin_timeout":"0s","udp_timeout":"0s"}}`
+		`"timeouts":{"tcp_timeout":"0s","tcp_fin_timeout":"0s","udp_timeout":"0s"},"bgp":false}`
 	if string(b) != want {
 		t.Errorf("got  %s\nwant %s", b, want)
 	}

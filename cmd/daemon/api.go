@@ -178,11 +178,12 @@ func (d *Daemon) statusOf(snap lb.Snapshot) api.Status {
 	desired := d.desired
 	allDown := stdmaps.Clone(d.health.allDown)
 	var announced []netip.Addr
-	if d.bgp != nil && d.bgpCfg != nil {
+	bgpOn := d.bgp != nil && d.bgpCfg != nil
+	if bgpOn {
 		announced = d.bgp.Announced()
 	}
 	d.mu.Unlock()
-	st := api.Status{Interface: d.iface, XDPMode: d.xdpMode, Version: d.version, Flows: snap.Flows}
+	st := api.Status{Interface: d.iface, XDPMode: d.xdpMode, Version: d.version, Flows: snap.Flows, BGP: bgpOn}
 	for _, s := range desired {
 		key, err := s.Key()
 		if err != nil {

@@ -73,7 +73,7 @@ func TestHelp(t *testing.T) {
 // Bad command lines: one line naming the problem, exit 2, nothing sent.
 func TestUsageErrors(t *testing.T) {
 	const svc = "198.18.1.1:80/tcp"
-	const commandList = "status, stats, flows, service, backend"
+	const commandList = "status, stats, flows, bgp, service, backend"
 	const keyHint = ": want VIP:PORT/PROTO, e.g. 198.18.1.1:80/tcp or [2001:2::1]:443/udp"
 	for _, tc := range []struct {
 		args []string

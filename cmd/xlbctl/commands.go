@@ -50,6 +50,21 @@ packet. Like ipvsadm -L -n -c.`,
 		setup: flows,
 	},
 	{
+		name:    "bgp",
+		flags:   "[-o table|json]",
+		summary: "show the BGP sessions and the announced VIPs",
+		help: `
+Shows each BGP peer: its AS, the session's state and how long it has been in
+it, the negotiated hold time and the UPDATE messages sent and received, then
+the host routes announced. A VIP is announced while its services have a
+usable backend (see vip_policy in the bgp section of the config).`,
+		examples: []string{
+			"xlbctl bgp",
+			"xlbctl bgp -o json | jq '.peers[] | select(.state != \"established\")'",
+		},
+		setup: bgpStatus,
+	},
+	{
 		name:    "service add",
 		args:    "VIP:PORT/PROTO",
 		flags:   "[--backend ADDR[=WEIGHT]]... [--scheduler NAME] [--check TYPE] [FLAGS]",

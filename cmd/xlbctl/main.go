@@ -44,6 +44,7 @@ type Client interface {
 	DeleteBackend(ctx context.Context, key, addr string) (api.Status, error)
 	DrainBackend(ctx context.Context, key, addr string) (api.Status, error)
 	Flows(ctx context.Context, limit int) ([]api.Flow, error)
+	BGP(ctx context.Context) (api.BGPStatus, error)
 }
 
 var _ Client = (*api.Client)(nil)

@@ -19,6 +19,7 @@ type fakeClient struct {
 	calls  []string
 	status api.Status
 	flows  []api.Flow
+	bgp    api.BGPStatus
 	err    error
 }
 
@@ -49,6 +50,11 @@ func (f *fakeClient) mutation(name string, args ...any) (api.Status, error) {
 		return api.Status{}, f.err
 	}
 	return f.status, nil
+}
+
+func (f *fakeClient) BGP(ctx context.Context) (api.BGPStatus, error) {
+	f.record("BGP")
+	return f.bgp, f.err
 }
 
 func (f *fakeClient) Status(ctx context.Context) (api.Status, error) {

@@ -45,6 +45,13 @@ func writeStatus(w io.Writer, st api.Status, now func() time.Time) error {
 	for _, s := range st.Services {
 		fmt.Fprintf(w, "\nService %s, scheduler %s, persistence %s, forward %s\n", s.Service, orDash(s.Scheduler), persistenceText(s.Persistence), orDash(s.Forward))
 		fmt.Fprintf(w, "  check: %s\n", describeCheck(s.Health))
+		if st.BGP {
+			if s.Announced {
+				fmt.Fprintf(w, "  bgp: vip announced\n")
+			} else {
+				fmt.Fprintf(w, "  bgp: vip NOT announced (no usable backend under its policy)\n")
+			}
+		}
 		switch s.AllDown {
 		case string(lb.AllDownDrop):
 			fmt.Fprintf(w, "  ALL BACKENDS DOWN: traffic is dropped (all_down drop)\n")
@@ -158,6 +165,37 @@ func humanBytes(n uint64) string {
 		unit++
 	}
 	return fmt.Sprintf("%d (%.1f %ciB)", n, v, "KMGTPE"[unit])
+}
+
+func bgpStatus(fs *flag.FlagSet) func(context.Context, *call) error {
+	return readCommand(fs,
+		func(ctx context.Context, c *call) (api.BGPStatus, error) { return c.client.BGP(ctx) },
+		func(c *call, st api.BGPStatus) error { return writeBGP(c.env.Stdout, st, c.env.Now) })
+}
+
+func writeBGP(w io.Writer, st api.BGPStatus, now func() time.Time) error {
+	if !st.Enabled {
+		_, err := fmt.Fprintln(w, "BGP is off (no bgp section in the config).")
+		return err
+	}
+	fmt.Fprintf(w, "AS %d, router ID %s\n\n", st.ASN, orDash(st.RouterID))
+	t := newTable(w, "", "PEER", "AS", "STATE", "SINCE", "HOLD", "UPDATES-SENT", "UPDATES-RECEIVED", "ADVERTISED")
+	for _, p := range st.Peers {
+		hold := "-"
+		if p.HoldTime > 0 {
+			hold = p.HoldTime.String()
+		}
+		t.row(p.Address, p.ASN, p.State, ageOf(now, p.Since), hold, p.UpdatesSent, p.UpdatesReceived, p.Advertised)
+	}
+	if err := t.flush(); err != nil {
+		return err
+	}
+	if len(st.Announced) == 0 {
+		_, err := fmt.Fprintln(w, "\nAnnounced: nothing (no VIP has a usable backend)")
+		return err
+	}
+	_, err := fmt.Fprintf(w, "\nAnnounced: %s\n", strings.Join(st.Announced, ", "))
+	return err
 }
 
 func flows(fs *flag.FlagSet) func(context.Context, *call) error {

@@ -5,6 +5,7 @@
 package daemontest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/xlb-lb/xlb/cmd/bgp"
 	"github.com/xlb-lb/xlb/maps/lb"
 	"github.com/xlb-lb/xlb/maps/table"
 )
@@ -263,3 +265,93 @@ func (m *MACs) Lookup(addr netip.Addr) net.HardwareAddr {
 
 // Want does nothing: the table knows what it knows.
 func (m *MACs) Want([]netip.Addr) {}
+
+// Announcer records what the daemon asks a BGP speaker to announce.
+type Announcer struct {
+	mu        sync.Mutex
+	running   bool
+	cfg       bgp.Config
+	announced []netip.Addr
+	applies   int
+	failApply error
+}
+
+// Apply starts the recorder with cfg and vips, or fails with FailApply's
+// error.
+func (a *Announcer) Apply(_ context.Context, cfg bgp.Config, vips []netip.Addr) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.failApply != nil {
+		return a.failApply
+	}
+	a.running, a.cfg, a.applies = true, cfg, a.applies+1
+	a.announced = sortedAddrs(vips)
+	return nil
+}
+
+// FailApply makes every Apply fail with err (nil: succeed again).
+func (a *Announcer) FailApply(err error) {
+	a.mu.Lock()
+	a.failApply = err
+	a.mu.Unlock()
+}
+
+// Announce records vips.
+func (a *Announcer) Announce(vips []netip.Addr) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.running {
+		return errors.New("not running")
+	}
+	a.announced = sortedAddrs(vips)
+	return nil
+}
+
+func sortedAddrs(v []netip.Addr) []netip.Addr {
+	out := slices.Clone(v)
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out)
+}
+
+// Announced returns the recorded set.
+func (a *Announcer) Announced() []netip.Addr {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.announced)
+}
+
+// Config returns the last configuration applied.
+func (a *Announcer) Config() bgp.Config {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cfg
+}
+
+// Peers reports every configured peer established.
+func (a *Announcer) Peers(context.Context) ([]bgp.PeerStatus, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []bgp.PeerStatus
+	for _, p := range a.cfg.Peers {
+		out = append(out, bgp.PeerStatus{Address: p.Addr.String(), ASN: p.ASN, State: "established", HoldTime: p.HoldTime, Advertised: uint64(len(a.announced))})
+	}
+	return out, nil
+}
+
+// Running reports whether Apply started it and Stop did not stop it.
+func (a *Announcer) Running() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.running
+}
+
+// Stop withdraws everything.
+func (a *Announcer) Stop(context.Context) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.running, a.announced = false, nil
+	return nil
+}
