@@ -52,6 +52,9 @@ type Options struct {
 	// Lab is where xlbd runs: in its balancer's namespace, on
 	// lab.LinkName, with its pins under BPFFS(Lab).
 	Lab *lab.Topology
+	// Host, instead of Lab, runs xlbd on that lab host (one balancer node
+	// of several), with its pins under HostBPFFS(Host).
+	Host *lab.Host
 	// Config is the content of xlbd's config file, written to its own
 	// directory. ConfigFile, when set, names a file to use instead
 	// (WriteConfig then refuses, not to overwrite the caller's file).
@@ -104,8 +107,8 @@ func (p *proc) exited() bool {
 // New prepares an xlbd in o.Lab: it creates its directory and config file
 // but starts nothing. Close removes what New and the runs created.
 func New(o Options) (*Daemon, error) {
-	if o.Bins == nil || o.Lab == nil {
-		return nil, errors.New("xlbdproc: Options.Bins and Options.Lab are required")
+	if o.Bins == nil || (o.Lab == nil) == (o.Host == nil) {
+		return nil, errors.New("xlbdproc: Options.Bins and one of Options.Lab and Options.Host are required")
 	}
 	dir, err := os.MkdirTemp(o.TempDir, "xlbd-")
 	if err != nil {
@@ -142,8 +145,26 @@ func (d *Daemon) ConfigPath() string {
 // LogPath is the file holding the log of every run, one after another.
 func (d *Daemon) LogPath() string { return filepath.Join(d.dir, "xlbd.log") }
 
-// BPFFS is xlbd's --bpffs directory, BPFFS(Options.Lab).
-func (d *Daemon) BPFFS() string { return BPFFS(d.opts.Lab) }
+// BPFFS is xlbd's --bpffs directory, BPFFS(Options.Lab) or
+// HostBPFFS(Options.Host).
+func (d *Daemon) BPFFS() string {
+	if d.opts.Host != nil {
+		return HostBPFFS(d.opts.Host)
+	}
+	return BPFFS(d.opts.Lab)
+}
+
+// HostBPFFS returns the bpffs directory of an xlbd on lab host h
+// (/sys/fs/bpf/NAMESPACE): one per host, so nodes never share pins.
+func HostBPFFS(h *lab.Host) string { return filepath.Join(BPFFSRoot, h.NS.Name) }
+
+// host is the lab host xlbd runs on.
+func (d *Daemon) host() *lab.Host {
+	if d.opts.Host != nil {
+		return d.opts.Host
+	}
+	return d.opts.Lab.Balancer
+}
 
 // PinDir holds the pins of xlbd's data plane: BPFFS/eth0.
 func (d *Daemon) PinDir() string { return filepath.Join(d.BPFFS(), lab.LinkName) }
@@ -212,7 +233,7 @@ func (d *Daemon) Launch() error {
 	if err != nil {
 		return err
 	}
-	cmd := d.opts.Lab.Balancer.NS.Command(context.Background(), d.opts.Bins.Xlbd(), d.args()...)
+	cmd := d.host().NS.Command(context.Background(), d.opts.Bins.Xlbd(), d.args()...)
 	cmd.Stdout, cmd.Stderr = log, log
 	started := time.Now()
 	if err := cmd.Start(); err != nil {
@@ -319,7 +340,7 @@ func (d *Daemon) Kill() error {
 // Run runs xlbd to completion with its usual flags and extra (such as
 // "--detach", or to see it refuse) and returns its output.
 func (d *Daemon) Run(ctx context.Context, extra ...string) (string, error) {
-	out, err := d.opts.Lab.Balancer.NS.Command(ctx, d.opts.Bins.Xlbd(), d.args(extra...)...).CombinedOutput()
+	out, err := d.host().NS.Command(ctx, d.opts.Bins.Xlbd(), d.args(extra...)...).CombinedOutput()
 	return string(out), err
 }
 
@@ -362,7 +383,7 @@ func (d *Daemon) Metrics() (string, error) {
 		return "", errors.New("xlbd runs without metrics (Options.Metrics is empty)")
 	}
 	var body string
-	err := d.opts.Lab.Balancer.NS.Do(func() error {
+	err := d.host().NS.Do(func() error {
 		// Dial here: the socket must be created inside the namespace
 		// (http.Get would dial from another goroutine and thread).
 		c, err := net.DialTimeout("tcp", d.opts.Metrics, 5*time.Second)
