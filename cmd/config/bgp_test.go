@@ -87,3 +87,12 @@ func TestBGPErrors(t *testing.T) {
 		}
 	}
 }
+
+// Every example config parses.
+func TestExamplesParse(t *testing.T) {
+	for _, f := range []string{"xlb.yaml", "demo.yaml", "ha.yaml"} {
+		if _, _, err := Load("../../examples/" + f); err != nil {
+			t.Errorf("examples/%s: %v", f, err)
+		}
+	}
+}
