@@ -211,7 +211,7 @@ type HATopology struct {
 	base     *Topology     // owns namespaces, links, servers, connections
 	trapProg *ebpf.Program // the hash trap
 	trapLink link.Link
-	mu       sync.Mutex // guards closed and birds
+	mu       sync.Mutex // guards closed, birds and, after NewHA, trapLink
 	closed   bool
 	birds    []*Bird
 }
@@ -581,6 +581,8 @@ func (t *HATopology) Close() error {
 	t.closed = true
 	birds := t.birds
 	t.birds = nil
+	trapLink := t.trapLink
+	t.trapLink = nil
 	t.mu.Unlock()
 
 	var errs []error
@@ -589,8 +591,8 @@ func (t *HATopology) Close() error {
 			errs = append(errs, err)
 		}
 	}
-	if t.trapLink != nil {
-		if err := t.trapLink.Close(); err != nil {
+	if trapLink != nil {
+		if err := trapLink.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("detach hash trap: %w", err))
 		}
 	}

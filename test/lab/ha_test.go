@@ -103,6 +103,11 @@ func TestHABuildAndClose(t *testing.T) {
 	if tcx := info.TCX(); tcx == nil || int(tcx.Ifindex) != r.ClientIfindex {
 		t.Errorf("hash trap link %+v, want TCX on ifindex %d", info, r.ClientIfindex)
 	}
+	for _, on := range []bool{false, false, true, true} {
+		if err := topo.SetHashTrap(on); err != nil || (topo.trapLink != nil) != on {
+			t.Fatalf("SetHashTrap(%v): %v, attached %v", on, err, topo.trapLink != nil)
+		}
+	}
 
 	// Default routes via the router.
 	for _, h := range append([]*Host{c, topo.Balancers[2]}, topo.Backends...) {
@@ -190,6 +195,9 @@ func TestHABuildAndClose(t *testing.T) {
 	}
 	if err := topo.SetBalancerLink(0, false); !errors.Is(err, ErrClosed) {
 		t.Errorf("SetBalancerLink after Close: %v", err)
+	}
+	if err := topo.SetHashTrap(true); !errors.Is(err, ErrClosed) {
+		t.Errorf("SetHashTrap after Close: %v", err)
 	}
 	waitNoThreads(t, inodes)
 }

@@ -29,21 +29,23 @@ func hashTrapSpec() *ebpf.ProgramSpec {
 	}
 }
 
-// attachHashTrap loads the hash trap and attaches it with TCX to the
-// ingress of the router's client-facing interface.
+// attachHashTrap loads the hash trap (once) and attaches it with TCX to
+// the ingress of the router's client-facing interface.
 func (t *HATopology) attachHashTrap() error {
-	memlockOnce.Do(func() { _ = rlimit.RemoveMemlock() })
-	prog, err := ebpf.NewProgram(hashTrapSpec())
-	if err != nil {
-		return fmt.Errorf("load hash trap: %w", err)
+	if t.trapProg == nil {
+		memlockOnce.Do(func() { _ = rlimit.RemoveMemlock() })
+		prog, err := ebpf.NewProgram(hashTrapSpec())
+		if err != nil {
+			return fmt.Errorf("load hash trap: %w", err)
+		}
+		t.trapProg = prog
 	}
-	t.trapProg = prog
 	r := t.Router
 	// TCX resolves the ifindex in the caller's namespace.
-	err = r.NS.run(func() error {
+	err := r.NS.run(func() error {
 		l, err := link.AttachTCX(link.TCXOptions{
 			Interface: r.ClientIfindex,
-			Program:   prog,
+			Program:   t.trapProg,
 			Attach:    ebpf.AttachTCXIngress,
 		})
 		t.trapLink = l
@@ -51,6 +53,30 @@ func (t *HATopology) attachHashTrap() error {
 	})
 	if err != nil {
 		return fmt.Errorf("attach hash trap to %s ingress: %w", r.ClientLink, err)
+	}
+	return nil
+}
+
+// SetHashTrap attaches (on) or detaches the router's hash trap (see
+// HATopology), e.g. to show that without it the router's multipath choice
+// follows the client socket's random hash: the same 5-tuple from a new
+// socket may take another next hop. Setting the state it is in does
+// nothing.
+func (t *HATopology) SetHashTrap(on bool) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return ErrClosed
+	}
+	switch {
+	case on && t.trapLink == nil:
+		return t.attachHashTrap()
+	case !on && t.trapLink != nil:
+		err := t.trapLink.Close()
+		t.trapLink = nil
+		if err != nil {
+			return fmt.Errorf("detach hash trap: %w", err)
+		}
 	}
 	return nil
 }
