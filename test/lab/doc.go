@@ -36,6 +36,21 @@
 // timeout) leaves its namespaces behind; RemoveStale deletes lab namespaces
 // that no live process is using.
 //
+// # HA topology
+//
+// NewHA builds several balancer nodes sharing one VIP behind a BGP/ECMP
+// router (see HATopology for the picture and the addresses): the segment
+// holds the nodes lb1 … lbN (198.18.0.3+i), the backends and the router's
+// segment side (198.18.0.1); the client sits behind the router on
+// 198.19.0.0/24 and 2001:2:1::/64. The router forwards, hashes multipath
+// routes on the 5-tuple, and clears each client packet's flow hash at its
+// ingress (a TCX program), without which it would follow the client
+// socket's random hash. HATopology.StartBird runs BIRD 2 in the router's
+// namespace as the nodes' BGP peer; its kernel protocols merge equal
+// routes into one multipath route (NS.NextHops reads it).
+// HATopology.SetBalancerLink pulls a node's cable. TestECMPLab shows it
+// all with GoBGP speakers on the nodes.
+//
 // # Running code in a namespace
 //
 // A socket belongs to the network namespace it was created in and can be

@@ -128,12 +128,15 @@ type Host struct {
 	// Extra6 are further IPv6 source addresses (client only).
 	Extra6 []netip.Addr
 	// PeerName is the name of the bridge port in the segment namespace
-	// that Link is connected to, e.g. "xlbab12c-lb".
+	// that Link is connected to, e.g. "xlbab12c-lb". The client of an
+	// HATopology is not on the segment: its PeerName is the router's
+	// client-facing interface, in the router's namespace.
 	PeerName string
-	// PeerIfindex is PeerName's interface index in the segment namespace.
+	// PeerIfindex is PeerName's interface index in its namespace.
 	PeerIfindex int
 
-	topo *Topology
+	topo   *Topology
+	peerNS *NS // the namespace holding PeerName
 }
 
 // Topology is a built edge segment. Close removes it.
@@ -158,7 +161,8 @@ type Topology struct {
 
 	cfg        Config
 	namespaces []*NS         // every namespace created, in creation order
-	peers      []string      // veth ends created in Segment
+	peers      []nsLink      // host veths' far ends (bridge ports, mostly)
+	others     []*Host       // further hosts, listed after the backends
 	passProg   *ebpf.Program // XDP_PASS program for bridge ports
 	ownPass    bool          // passProg was loaded by the lab
 	passLinks  map[string]link.Link
@@ -176,7 +180,33 @@ func (t *Topology) Hosts() []*Host {
 			hs = append(hs, h)
 		}
 	}
-	return append(hs, t.Backends...)
+	hs = append(hs, t.Backends...)
+	return append(hs, t.others...)
+}
+
+// nsLink names an interface in a namespace.
+type nsLink struct {
+	ns   *NS
+	name string
+}
+
+// delete deletes the interface; one that is gone already is no error.
+func (l nsLink) delete() error {
+	if l.ns == nil || l.ns.nl == nil {
+		return nil
+	}
+	dev, err := l.ns.nl.LinkByName(l.name)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if !errors.As(err, &nf) {
+			return fmt.Errorf("find %s in %s: %w", l.name, l.ns.Name, err)
+		}
+		return nil
+	}
+	if err := l.ns.nl.LinkDel(dev); err != nil {
+		return fmt.Errorf("delete %s in %s: %w", l.name, l.ns.Name, err)
+	}
+	return nil
 }
 
 // Host returns the host with the given Name, or nil.
@@ -235,11 +265,28 @@ func New(cfg Config) (*Topology, error) {
 	if err != nil {
 		return nil, err
 	}
+	t, err := newTopology(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.build(); err != nil {
+		err = fmt.Errorf("lab %s: %w", t.Prefix, err)
+		if cerr := t.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("clean up after failure: %w", cerr))
+		}
+		return nil, err
+	}
+	return t, nil
+}
+
+// newTopology returns an empty topology with a fresh random prefix; cfg
+// must be normalized.
+func newTopology(cfg Config) (*Topology, error) {
 	prefix, err := randomPrefix()
 	if err != nil {
 		return nil, err
 	}
-	t := &Topology{
+	return &Topology{
 		Prefix:    prefix,
 		Bridge:    prefix + "-br",
 		VIP4:      VIP4,
@@ -248,15 +295,7 @@ func New(cfg Config) (*Topology, error) {
 		passLinks: map[string]link.Link{},
 		servers:   map[stopper]struct{}{},
 		conns:     map[*trackedConn]struct{}{},
-	}
-	if err := t.build(); err != nil {
-		err = fmt.Errorf("lab %s: %w", prefix, err)
-		if cerr := t.Close(); cerr != nil {
-			err = errors.Join(err, fmt.Errorf("clean up after failure: %w", cerr))
-		}
-		return nil, err
-	}
-	return t, nil
+	}, nil
 }
 
 func (t *Topology) step(name string) error {
@@ -276,57 +315,12 @@ func (t *Topology) newNS(role string) (*NS, error) {
 }
 
 func (t *Topology) build() error {
-	if err := t.step("segment"); err != nil {
-		return err
-	}
-	seg, err := t.newNS(RoleSegment)
-	if err != nil {
-		return err
-	}
-	t.Segment = seg
-	// The segment is pure layer 2: without IPv6 on its ports it sends no
-	// router solicitations, MLD reports or DAD probes of its own.
-	err = seg.run(func() error {
-		for _, k := range []string{"net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"} {
-			if err := writeSysctl(k, "1"); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	br, err := t.buildSegment()
 	if err != nil {
 		return err
 	}
 
-	if err := t.step("bridge"); err != nil {
-		return err
-	}
-	la := netlink.NewLinkAttrs()
-	la.Name = t.Bridge
-	if err := seg.nl.LinkAdd(&netlink.Bridge{LinkAttrs: la}); err != nil {
-		return fmt.Errorf("add bridge %s: %w", t.Bridge, err)
-	}
-	br, err := seg.nl.LinkByName(t.Bridge)
-	if err != nil {
-		return fmt.Errorf("find bridge: %w", err)
-	}
-	if err := seg.nl.LinkSetUp(br); err != nil {
-		return fmt.Errorf("bridge up: %w", err)
-	}
-
-	if err := t.step("program"); err != nil {
-		return err
-	}
-	if t.cfg.PortXDP != nil {
-		t.passProg = t.cfg.PortXDP
-	} else {
-		if t.passProg, err = newPassProgram(); err != nil {
-			return err
-		}
-		t.ownPass = true
-	}
-
-	client, err := t.addHost(RoleClient, ClientAddr4, ClientAddr6, br.Attrs().Index)
+	client, err := t.addHost(RoleClient, ClientAddr4, ClientAddr6, br)
 	if err != nil {
 		return err
 	}
@@ -339,41 +333,21 @@ func (t *Topology) build() error {
 		return err
 	}
 
-	lb, err := t.addHost(RoleBalancer, BalancerAddr4, BalancerAddr6, br.Attrs().Index)
+	lb, err := t.addHost(RoleBalancer, BalancerAddr4, BalancerAddr6, br)
 	if err != nil {
 		return err
 	}
 	t.Balancer = lb
 
-	for i := range t.cfg.Backends {
-		be, err := t.addHost(fmt.Sprintf("be%d", i+1), addN(firstBackend4, i), addN(firstBackend6, i), br.Attrs().Index)
-		if err != nil {
-			return err
-		}
-		t.Backends = append(t.Backends, be)
-		if err := be.makeRealServer(t.VIP4, t.VIP6); err != nil {
-			return err
-		}
+	if err := t.addBackends(br); err != nil {
+		return err
 	}
 
 	if err := t.step("xdp"); err != nil {
 		return err
 	}
-	pass := []string{RoleBalancer}
-	pass = append(pass, t.cfg.PassOn...)
-	if t.cfg.PassOnAllPorts {
-		for _, h := range t.Hosts() {
-			pass = append(pass, h.Name)
-		}
-	}
-	for _, name := range pass {
-		h := t.Host(name)
-		if h == nil {
-			return fmt.Errorf("PassOn: no host %q", name)
-		}
-		if err := t.AddPassXDP(h.PeerName); err != nil {
-			return err
-		}
+	if err := t.attachPass([]string{RoleBalancer}); err != nil {
+		return err
 	}
 
 	if err := t.step("wait"); err != nil {
@@ -399,6 +373,99 @@ func (t *Topology) build() error {
 	return t.addNeighbours()
 }
 
+// buildSegment creates the segment namespace, its bridge and the XDP
+// program for bridge ports, and returns the bridge's interface index.
+func (t *Topology) buildSegment() (int, error) {
+	if err := t.step("segment"); err != nil {
+		return 0, err
+	}
+	seg, err := t.newNS(RoleSegment)
+	if err != nil {
+		return 0, err
+	}
+	t.Segment = seg
+	// The segment is pure layer 2: without IPv6 on its ports it sends no
+	// router solicitations, MLD reports or DAD probes of its own.
+	err = seg.run(func() error {
+		for _, k := range []string{"net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"} {
+			if err := writeSysctl(k, "1"); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+
+	if err := t.step("bridge"); err != nil {
+		return 0, err
+	}
+	la := netlink.NewLinkAttrs()
+	la.Name = t.Bridge
+	if err := seg.nl.LinkAdd(&netlink.Bridge{LinkAttrs: la}); err != nil {
+		return 0, fmt.Errorf("add bridge %s: %w", t.Bridge, err)
+	}
+	br, err := seg.nl.LinkByName(t.Bridge)
+	if err != nil {
+		return 0, fmt.Errorf("find bridge: %w", err)
+	}
+	if err := seg.nl.LinkSetUp(br); err != nil {
+		return 0, fmt.Errorf("bridge up: %w", err)
+	}
+
+	if err := t.step("program"); err != nil {
+		return 0, err
+	}
+	if t.cfg.PortXDP != nil {
+		t.passProg = t.cfg.PortXDP
+	} else {
+		if t.passProg, err = newPassProgram(); err != nil {
+			return 0, err
+		}
+		t.ownPass = true
+	}
+	return br.Attrs().Index, nil
+}
+
+// addBackends adds the backends be1 … beN (Config.Backends) to the bridge
+// and makes them real servers for the VIPs.
+func (t *Topology) addBackends(bridgeIndex int) error {
+	for i := range t.cfg.Backends {
+		be, err := t.addHost(fmt.Sprintf("be%d", i+1), addN(firstBackend4, i), addN(firstBackend6, i), bridgeIndex)
+		if err != nil {
+			return err
+		}
+		t.Backends = append(t.Backends, be)
+		if err := be.makeRealServer(t.VIP4, t.VIP6); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// attachPass attaches the XDP_PASS program (or Config.PortXDP) to the
+// bridge ports of the hosts named in always, in Config.PassOn and, with
+// Config.PassOnAllPorts, of every host.
+func (t *Topology) attachPass(always []string) error {
+	pass := append(slices.Clone(always), t.cfg.PassOn...)
+	if t.cfg.PassOnAllPorts {
+		for _, h := range t.Hosts() {
+			pass = append(pass, h.Name)
+		}
+	}
+	for _, name := range pass {
+		h := t.Host(name)
+		if h == nil {
+			return fmt.Errorf("PassOn: no host %q", name)
+		}
+		if err := t.AddPassXDP(h.PeerName); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // addN returns a advanced by n.
 func addN(a netip.Addr, n int) netip.Addr {
 	for range n {
@@ -410,6 +477,14 @@ func addN(a netip.Addr, n int) netip.Addr {
 // addHost creates a host namespace and its veth pair to the bridge, and
 // configures lo and eth0.
 func (t *Topology) addHost(role string, a4, a6 netip.Addr, bridgeIndex int) (*Host, error) {
+	return t.addHostOn(role, netip.PrefixFrom(a4, Subnet4.Bits()), netip.PrefixFrom(a6, Subnet6.Bits()), t.Segment, t.Prefix+"-"+role, bridgeIndex)
+}
+
+// addHostOn creates a host namespace whose eth0 has the addresses a4 and
+// a6 (with their prefix lengths) and is one end of a veth pair; the other
+// end, peerName, lives in peerNS and is enslaved to the bridge
+// bridgeIndex there if that is not 0.
+func (t *Topology) addHostOn(role string, a4, a6 netip.Prefix, peerNS *NS, peerName string, bridgeIndex int) (*Host, error) {
 	if err := t.step("host:" + role); err != nil {
 		return nil, err
 	}
@@ -421,10 +496,11 @@ func (t *Topology) addHost(role string, a4, a6 netip.Addr, bridgeIndex int) (*Ho
 		Name:     role,
 		NS:       n,
 		Link:     LinkName,
-		Addr4:    a4,
-		Addr6:    a6,
-		PeerName: t.Prefix + "-" + role,
+		Addr4:    a4.Addr(),
+		Addr6:    a6.Addr(),
+		PeerName: peerName,
 		topo:     t,
+		peerNS:   peerNS,
 	}
 	if len(h.PeerName) >= unix.IFNAMSIZ {
 		return nil, fmt.Errorf("interface name %q too long", h.PeerName)
@@ -442,7 +518,6 @@ func (t *Topology) addHost(role string, a4, a6 netip.Addr, bridgeIndex int) (*Ho
 		return nil, fmt.Errorf("%s: %w", role, err)
 	}
 
-	seg := t.Segment
 	la := netlink.NewLinkAttrs()
 	la.Name = h.PeerName
 	veth := &netlink.Veth{
@@ -450,19 +525,21 @@ func (t *Topology) addHost(role string, a4, a6 netip.Addr, bridgeIndex int) (*Ho
 		PeerName:      LinkName,
 		PeerNamespace: netlink.NsFd(n.handle),
 	}
-	if err := seg.nl.LinkAdd(veth); err != nil {
+	if err := peerNS.nl.LinkAdd(veth); err != nil {
 		return nil, fmt.Errorf("%s: add veth %s: %w", role, h.PeerName, err)
 	}
-	t.peers = append(t.peers, h.PeerName)
-	peer, err := seg.nl.LinkByName(h.PeerName)
+	t.peers = append(t.peers, nsLink{peerNS, h.PeerName})
+	peer, err := peerNS.nl.LinkByName(h.PeerName)
 	if err != nil {
 		return nil, fmt.Errorf("%s: find %s: %w", role, h.PeerName, err)
 	}
 	h.PeerIfindex = peer.Attrs().Index
-	if err := seg.nl.LinkSetMasterByIndex(peer, bridgeIndex); err != nil {
-		return nil, fmt.Errorf("%s: enslave %s: %w", role, h.PeerName, err)
+	if bridgeIndex != 0 {
+		if err := peerNS.nl.LinkSetMasterByIndex(peer, bridgeIndex); err != nil {
+			return nil, fmt.Errorf("%s: enslave %s: %w", role, h.PeerName, err)
+		}
 	}
-	if err := seg.nl.LinkSetUp(peer); err != nil {
+	if err := peerNS.nl.LinkSetUp(peer); err != nil {
 		return nil, fmt.Errorf("%s: %s up: %w", role, h.PeerName, err)
 	}
 
@@ -482,7 +559,7 @@ func (t *Topology) addHost(role string, a4, a6 netip.Addr, bridgeIndex int) (*Ho
 	if err := n.run(func() error { return disableTxChecksum(LinkName) }); err != nil {
 		return nil, fmt.Errorf("%s: %w", role, err)
 	}
-	if err := h.addAddrs([]netip.Addr{a4}, []netip.Addr{a6}, Subnet4.Bits(), Subnet6.Bits()); err != nil {
+	if err := h.addAddrs([]netip.Addr{h.Addr4}, []netip.Addr{h.Addr6}, a4.Bits(), a6.Bits()); err != nil {
 		return nil, err
 	}
 	if err := n.nl.LinkSetUp(eth); err != nil {
@@ -520,20 +597,10 @@ func (h *Host) addAddrs(v4, v6 []netip.Addr, bits4, bits6 int) error {
 // server return backend needs: answer ARP only for addresses on the
 // receiving interface, announce only such addresses, no reverse path filter.
 func (h *Host) makeRealServer(vip4, vip6 netip.Addr) error {
-	lo, err := h.NS.nl.LinkByName("lo")
-	if err != nil {
-		return fmt.Errorf("%s: find lo: %w", h.Name, err)
+	if err := h.AddLoAddrs(vip4, vip6); err != nil {
+		return err
 	}
-	for _, p := range []netip.Prefix{netip.PrefixFrom(vip4, 32), netip.PrefixFrom(vip6, 128)} {
-		addr := &netlink.Addr{IPNet: ipNet(p)}
-		if p.Addr().Is6() {
-			addr.Flags = unix.IFA_F_NODAD
-		}
-		if err := h.NS.nl.AddrAdd(lo, addr); err != nil {
-			return fmt.Errorf("%s: add VIP %s to lo: %w", h.Name, p, err)
-		}
-	}
-	err = h.NS.run(func() error {
+	err := h.NS.run(func() error {
 		for _, dev := range []string{"all", LinkName} {
 			for _, kv := range [][2]string{{"arp_ignore", "1"}, {"arp_announce", "2"}, {"rp_filter", "0"}} {
 				if err := writeSysctl("net.ipv4.conf."+dev+"."+kv[0], kv[1]); err != nil {
@@ -554,24 +621,8 @@ func (h *Host) makeRealServer(vip4, vip6 netip.Addr) error {
 func (t *Topology) waitUp(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for _, h := range t.Hosts() {
-		for _, c := range []struct {
-			nl   *netlink.Handle
-			name string
-		}{{h.NS.nl, LinkName}, {t.Segment.nl, h.PeerName}} {
-			for {
-				l, err := c.nl.LinkByName(c.name)
-				if err != nil {
-					return fmt.Errorf("%s: find %s: %w", h.Name, c.name, err)
-				}
-				a := l.Attrs()
-				if a.OperState == netlink.OperUp && a.RawFlags&unix.IFF_LOWER_UP != 0 {
-					break
-				}
-				if time.Now().After(deadline) {
-					return fmt.Errorf("%s: %s not up after %v (operstate %s)", h.Name, c.name, timeout, a.OperState)
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
+		if err := h.waitUp(deadline, timeout); err != nil {
+			return err
 		}
 	}
 	for {
@@ -587,6 +638,31 @@ func (t *Topology) waitUp(timeout time.Duration) error {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// waitUp waits until h's eth0 and its peer are operationally up with a
+// carrier.
+func (h *Host) waitUp(deadline time.Time, timeout time.Duration) error {
+	for _, c := range []struct {
+		nl   *netlink.Handle
+		name string
+	}{{h.NS.nl, LinkName}, {h.peerNS.nl, h.PeerName}} {
+		for {
+			l, err := c.nl.LinkByName(c.name)
+			if err != nil {
+				return fmt.Errorf("%s: find %s: %w", h.Name, c.name, err)
+			}
+			a := l.Attrs()
+			if a.OperState == netlink.OperUp && a.RawFlags&unix.IFF_LOWER_UP != 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s: %s not up after %v (operstate %s)", h.Name, c.name, timeout, a.OperState)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	return nil
 }
 
 // addClientRoutes routes the VIPs from the client via the balancer.
@@ -742,20 +818,14 @@ func (t *Topology) Close() error {
 	if t.passProg != nil && t.ownPass {
 		t.passProg.Close()
 	}
-	if seg := t.Segment; seg != nil && seg.nl != nil {
-		// Deleting one end of a veth pair deletes both.
-		for _, name := range append(slices.Clone(t.peers), t.Bridge) {
-			l, err := seg.nl.LinkByName(name)
-			if err != nil {
-				var nf netlink.LinkNotFoundError
-				if !errors.As(err, &nf) {
-					errs = append(errs, fmt.Errorf("find %s: %w", name, err))
-				}
-				continue
-			}
-			if err := seg.nl.LinkDel(l); err != nil {
-				errs = append(errs, fmt.Errorf("delete %s: %w", name, err))
-			}
+	// Deleting one end of a veth pair deletes both.
+	del := slices.Clone(t.peers)
+	if t.Segment != nil {
+		del = append(del, nsLink{t.Segment, t.Bridge})
+	}
+	for _, d := range del {
+		if err := d.delete(); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	for _, n := range slices.Backward(t.namespaces) {

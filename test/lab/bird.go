@@ -1,0 +1,554 @@
+package lab
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/xlb-lb/xlb/test/priv"
+)
+
+// Defaults of BirdConfig and BirdNeighbor.
+const (
+	// DefaultRouterASN is the router's AS number when BirdConfig.ASN is 0.
+	DefaultRouterASN = 65000
+	// DefaultBalancerASN is the balancer nodes' AS number in the
+	// neighbours StartBird makes up when BirdConfig.Neighbors is nil.
+	DefaultBalancerASN = 65001
+	// DefaultHoldTime is the BGP hold time when BirdConfig.HoldTime is 0.
+	DefaultHoldTime = 9 * time.Second
+)
+
+// BirdConfig describes the BIRD 2 configuration StartBird generates:
+//
+//   - "router id", a "device" protocol, and a "kernel" protocol per family
+//     (kernel4, kernel6) that exports every best route into the router's
+//     main table with "merge paths on", so equal BGP routes from several
+//     nodes become one multipath (ECMP) route;
+//   - one "bgp" protocol per neighbour, named after it: the hold time,
+//     "graceful restart on", "error wait time 1, 4" and "connect retry
+//     time 2" (BIRD's defaults, 60–300 s and 120 s, would keep a node that
+//     comes back out for minutes), "connect delay time 1" (the first
+//     attempt comes 5 s after start by default), an optional TCP-MD5
+//     password, and an
+//     ipv4 and an ipv6 channel with "import all; export none".
+type BirdConfig struct {
+	// RouterID is BIRD's router id; the zero value means the router's
+	// segment address, RouterAddr4.
+	RouterID netip.Addr
+	// ASN is the router's AS number; 0 means DefaultRouterASN.
+	ASN uint32
+	// LocalAddr4 and LocalAddr6 are the router's source addresses for
+	// sessions with IPv4 and IPv6 neighbours; the zero values mean
+	// RouterAddr4 and RouterAddr6.
+	LocalAddr4, LocalAddr6 netip.Addr
+	// Neighbors are the BGP peers. nil means one per balancer node, named
+	// after it ("lb1", …), at its IPv4 address, with DefaultBalancerASN.
+	Neighbors []BirdNeighbor
+	// HoldTime is the hold time BIRD proposes (the session uses the
+	// smaller of both sides'); whole seconds, at least 3 s. 0 means
+	// DefaultHoldTime.
+	HoldTime time.Duration
+	// Debug logs every BGP protocol's states, events and packets
+	// ("debug all").
+	Debug bool
+	// Extra is appended to the configuration as is.
+	Extra string
+}
+
+// BirdNeighbor is one BGP peer of BIRD.
+type BirdNeighbor struct {
+	// Name is the BIRD protocol's name, e.g. "lb1": a letter, then
+	// letters, digits and underscores.
+	Name string
+	// Addr is the peer's address, IPv4 or IPv6, on a directly connected
+	// network.
+	Addr netip.Addr
+	// ASN is the peer's AS number (external BGP when it differs from the
+	// router's).
+	ASN uint32
+	// Passive makes BIRD wait for the peer to connect.
+	Passive bool
+	// Password, if set, protects the session with TCP-MD5 (RFC 2385).
+	Password string
+	// HoldTime overrides BirdConfig.HoldTime for this peer.
+	HoldTime time.Duration
+}
+
+var birdName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]*$`)
+
+// birdReserved are names the generated configuration uses itself.
+var birdReserved = map[string]bool{"device1": true, "kernel4": true, "kernel6": true}
+
+// normalize fills in the defaults that need no topology and checks the
+// values.
+func (c BirdConfig) normalize() (BirdConfig, error) {
+	if c.ASN == 0 {
+		c.ASN = DefaultRouterASN
+	}
+	if c.HoldTime == 0 {
+		c.HoldTime = DefaultHoldTime
+	}
+	if !c.RouterID.Is4() {
+		return c, fmt.Errorf("bird: router id %v is not an IPv4 address", c.RouterID)
+	}
+	if len(c.Neighbors) == 0 {
+		return c, errors.New("bird: no neighbours")
+	}
+	seen := map[string]bool{}
+	c.Neighbors = append([]BirdNeighbor(nil), c.Neighbors...)
+	for i := range c.Neighbors {
+		n := &c.Neighbors[i]
+		switch {
+		case !birdName.MatchString(n.Name) || birdReserved[n.Name]:
+			return c, fmt.Errorf("bird: invalid protocol name %q", n.Name)
+		case seen[n.Name]:
+			return c, fmt.Errorf("bird: two neighbours named %q", n.Name)
+		case !n.Addr.IsValid():
+			return c, fmt.Errorf("bird: neighbour %s has no address", n.Name)
+		case n.ASN == 0:
+			return c, fmt.Errorf("bird: neighbour %s has no AS number", n.Name)
+		case strings.ContainsAny(n.Password, "\"\\\n"):
+			return c, fmt.Errorf("bird: neighbour %s: password with a quote, backslash or newline", n.Name)
+		}
+		seen[n.Name] = true
+		if n.HoldTime == 0 {
+			n.HoldTime = c.HoldTime
+		}
+		if n.HoldTime < 3*time.Second || n.HoldTime%time.Second != 0 {
+			return c, fmt.Errorf("bird: neighbour %s: hold time %v, want whole seconds, at least 3s", n.Name, n.HoldTime)
+		}
+		local := c.LocalAddr4
+		if n.Addr.Is6() {
+			local = c.LocalAddr6
+		}
+		if !local.IsValid() {
+			return c, fmt.Errorf("bird: neighbour %s: no local address of its family", n.Name)
+		}
+	}
+	return c, nil
+}
+
+// birdConf renders a normalized configuration; BIRD logs to logPath.
+func birdConf(c BirdConfig, logPath string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Generated by xlb's test/lab.\n")
+	fmt.Fprintf(&b, "router id %s;\n", c.RouterID)
+	fmt.Fprintf(&b, "log %q all;\n\n", logPath)
+	// The device protocol tells BIRD the interfaces and their addresses:
+	// BGP needs them to accept a directly connected neighbour and its
+	// next hops.
+	b.WriteString("protocol device device1 {\n\tscan time 10;\n}\n\n")
+	for _, k := range []struct{ name, family string }{{"kernel4", "ipv4"}, {"kernel6", "ipv6"}} {
+		fmt.Fprintf(&b, "protocol kernel %s {\n", k.name)
+		fmt.Fprintf(&b, "\t%s { import none; export all; };\n", k.family)
+		b.WriteString("\tmerge paths on;\n}\n\n")
+	}
+	for _, n := range c.Neighbors {
+		local := c.LocalAddr4
+		if n.Addr.Is6() {
+			local = c.LocalAddr6
+		}
+		fmt.Fprintf(&b, "protocol bgp %s {\n", n.Name)
+		fmt.Fprintf(&b, "\tlocal %s as %d;\n", local, c.ASN)
+		fmt.Fprintf(&b, "\tneighbor %s as %d;\n", n.Addr, n.ASN)
+		fmt.Fprintf(&b, "\thold time %d;\n", int(n.HoldTime/time.Second))
+		b.WriteString("\tgraceful restart on;\n")
+		b.WriteString("\terror wait time 1, 4;\n")
+		b.WriteString("\tconnect delay time 1;\n")
+		b.WriteString("\tconnect retry time 2;\n")
+		if n.Passive {
+			b.WriteString("\tpassive on;\n")
+		}
+		if n.Password != "" {
+			fmt.Fprintf(&b, "\tpassword \"%s\";\n", n.Password)
+		}
+		if c.Debug {
+			b.WriteString("\tdebug all;\n")
+		}
+		b.WriteString("\tipv4 { import all; export none; };\n")
+		b.WriteString("\tipv6 { import all; export none; };\n")
+		b.WriteString("}\n\n")
+	}
+	if c.Extra != "" {
+		b.WriteString(c.Extra)
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+// ErrNoBird is returned by StartBird (wrapped) when the bird binary is not
+// installed (Debian package bird2).
+var ErrNoBird = errors.New("lab: bird not found (apt-get install bird2)")
+
+// birdPath finds the bird binary: on PATH, or in /usr/sbin, which sudo and
+// some shells leave off PATH.
+func birdPath() (string, error) {
+	if p, err := exec.LookPath("bird"); err == nil {
+		return p, nil
+	}
+	if _, err := os.Stat("/usr/sbin/bird"); err == nil {
+		return "/usr/sbin/bird", nil
+	}
+	return "", ErrNoBird
+}
+
+// RequireBird skips the test, loudly, when the bird binary is missing;
+// with XLB_REQUIRE_PRIV=1 it fails the test instead (priv.SkipOrFail).
+func RequireBird(tb testing.TB) {
+	tb.Helper()
+	_, err := birdPath()
+	priv.SkipOrFail(tb, err)
+}
+
+// Bird is a BIRD 2 daemon running in the router's namespace, started by
+// HATopology.StartBird. Its files live in a temporary directory of its
+// own; it is never the system's service.
+type Bird struct {
+	// Dir is the temporary directory holding the files below; Close
+	// removes it.
+	Dir string
+	// ConfigPath is the generated configuration file.
+	ConfigPath string
+	// Socket is the control socket (for "birdc -s Socket" too).
+	Socket string
+	// PIDFile is the file BIRD writes its process id to.
+	PIDFile string
+	// LogPath is BIRD's log file.
+	LogPath string
+	// Config is the configuration BIRD runs with.
+	Config BirdConfig
+
+	cmd  *exec.Cmd
+	out  *os.File      // BIRD's stdout and stderr
+	done chan struct{} // closed when cmd has been waited for
+	werr error         // cmd.Wait's result, set before done closes
+	once sync.Once
+	cerr error
+}
+
+// StartBird starts BIRD 2 in the router's namespace with a configuration
+// made from cfg (see BirdConfig) and waits until its control socket
+// answers. Close (or the topology's Close) stops it. The command line is
+//
+//	nsenter --net=/var/run/netns/PREFIX-router -- bird -f -c DIR/bird.conf -s DIR/bird.ctl -P DIR/bird.pid
+//
+// after "bird -p -c DIR/bird.conf" has checked the configuration.
+func (t *HATopology) StartBird(cfg BirdConfig) (*Bird, error) {
+	if !cfg.RouterID.IsValid() {
+		cfg.RouterID = t.Router.Addr4
+	}
+	if !cfg.LocalAddr4.IsValid() {
+		cfg.LocalAddr4 = t.Router.Addr4
+	}
+	if !cfg.LocalAddr6.IsValid() {
+		cfg.LocalAddr6 = t.Router.Addr6
+	}
+	if cfg.Neighbors == nil {
+		for _, lb := range t.Balancers {
+			cfg.Neighbors = append(cfg.Neighbors, BirdNeighbor{Name: lb.Name, Addr: lb.Addr4, ASN: DefaultBalancerASN})
+		}
+	}
+	cfg, err := cfg.normalize()
+	if err != nil {
+		return nil, err
+	}
+	bin, err := birdPath()
+	if err != nil {
+		return nil, err
+	}
+
+	t.mu.Lock()
+	closed := t.closed
+	t.mu.Unlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	dir, err := os.MkdirTemp("", "xlb-bird-")
+	if err != nil {
+		return nil, fmt.Errorf("bird: %w", err)
+	}
+	b := &Bird{
+		Dir:        dir,
+		ConfigPath: filepath.Join(dir, "bird.conf"),
+		Socket:     filepath.Join(dir, "bird.ctl"),
+		PIDFile:    filepath.Join(dir, "bird.pid"),
+		LogPath:    filepath.Join(dir, "bird.log"),
+		Config:     cfg,
+		done:       make(chan struct{}),
+	}
+	if err := b.start(bin, t.Router.NS); err != nil {
+		if cerr := b.Close(); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
+		return nil, err
+	}
+	t.mu.Lock()
+	closed = t.closed
+	if !closed {
+		t.birds = append(t.birds, b)
+	}
+	t.mu.Unlock()
+	if closed {
+		return nil, errors.Join(ErrClosed, b.Close())
+	}
+	return b, nil
+}
+
+func (b *Bird) start(bin string, ns *NS) error {
+	if len(b.Socket) >= len(syscall.RawSockaddrUnix{}.Path) {
+		return fmt.Errorf("bird: socket path %s too long", b.Socket)
+	}
+	if err := os.WriteFile(b.ConfigPath, []byte(birdConf(b.Config, b.LogPath)), 0o600); err != nil {
+		return fmt.Errorf("bird: %w", err)
+	}
+	if out, err := exec.Command(bin, "-p", "-c", b.ConfigPath).CombinedOutput(); err != nil {
+		return fmt.Errorf("bird: configuration rejected: %w: %s", err, bytesTrim(out))
+	}
+	out, err := os.Create(filepath.Join(b.Dir, "bird.out"))
+	if err != nil {
+		return fmt.Errorf("bird: %w", err)
+	}
+	b.out = out
+	// -f: stay in the foreground, so the process is ours to wait for.
+	b.cmd = ns.Command(context.Background(), bin, "-f", "-c", b.ConfigPath, "-s", b.Socket, "-P", b.PIDFile)
+	b.cmd.Stdout, b.cmd.Stderr = out, out
+	if err := b.cmd.Start(); err != nil {
+		b.cmd = nil
+		return fmt.Errorf("bird: start: %w", err)
+	}
+	go func() {
+		b.werr = b.cmd.Wait()
+		close(b.done)
+	}()
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("unix", b.Socket, time.Second)
+		if err == nil {
+			_ = c.Close() // a probe: BIRD answered
+			return nil
+		}
+		select {
+		case <-b.done:
+			return fmt.Errorf("bird exited at start (%v): %s", b.werr, b.diagnostics())
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bird: control socket not up after 10s (%v): %s", err, b.diagnostics())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func bytesTrim(b []byte) string { return strings.TrimSpace(string(b)) }
+
+// diagnostics returns BIRD's output and the end of its log.
+func (b *Bird) diagnostics() string {
+	var parts []string
+	if out, err := os.ReadFile(filepath.Join(b.Dir, "bird.out")); err == nil && len(out) > 0 {
+		parts = append(parts, "output: "+bytesTrim(out))
+	}
+	if log := b.Log(); log != "" {
+		if len(log) > 2000 {
+			log = "…" + log[len(log)-2000:]
+		}
+		parts = append(parts, "log: "+log)
+	}
+	return strings.Join(parts, "; ")
+}
+
+// PID returns BIRD's process id (that of the started command: nsenter
+// execs bird without forking), or 0 if it was not started.
+func (b *Bird) PID() int {
+	if b.cmd == nil || b.cmd.Process == nil {
+		return 0
+	}
+	return b.cmd.Process.Pid
+}
+
+// Log returns the contents of BIRD's log file ("" if there is none).
+func (b *Bird) Log() string {
+	data, err := os.ReadFile(b.LogPath)
+	if err != nil {
+		return ""
+	}
+	return bytesTrim(data)
+}
+
+// Command sends one command to BIRD over its control socket, as birdc
+// would, and returns the reply's text: one line per reply line, without
+// the numeric codes. A reply with an error code (8000 and up) is returned
+// as an error.
+func (b *Bird) Command(cmd string) (string, error) {
+	if strings.ContainsAny(cmd, "\n\r") {
+		return "", fmt.Errorf("bird: command %q has a line break", cmd)
+	}
+	c, err := net.DialTimeout("unix", b.Socket, 2*time.Second)
+	if err != nil {
+		return "", fmt.Errorf("bird: %w", err)
+	}
+	defer func() { _ = c.Close() }() // the reply, if any, is read
+	if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		return "", err
+	}
+	r := bufio.NewReader(c)
+	// The greeting: "0001 BIRD 2.0.12 ready."
+	if _, _, err := readBirdReply(r); err != nil {
+		return "", fmt.Errorf("bird: greeting: %w", err)
+	}
+	if _, err := fmt.Fprintf(c, "%s\n", cmd); err != nil {
+		return "", fmt.Errorf("bird: send %q: %w", cmd, err)
+	}
+	text, code, err := readBirdReply(r)
+	if err != nil {
+		return "", fmt.Errorf("bird: %q: %w", cmd, err)
+	}
+	if code >= 8000 {
+		return text, fmt.Errorf("bird: %q: %s (code %d)", cmd, text, code)
+	}
+	return text, nil
+}
+
+// readBirdReply reads one reply of BIRD's control protocol: lines
+// "CODE-text" (more follow), " text" (more of the same code), "+text"
+// (asynchronous, skipped) and a last line "CODE text". Code 0000 carries no
+// text. It returns the text and the last line's code.
+func readBirdReply(r *bufio.Reader) (string, int, error) {
+	var lines []string
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return strings.Join(lines, "\n"), 0, err
+		}
+		line = strings.TrimRight(line, "\r\n")
+		switch {
+		case strings.HasPrefix(line, "+"):
+			continue
+		case strings.HasPrefix(line, " "):
+			lines = append(lines, line[1:])
+			continue
+		}
+		if len(line) < 5 || (line[4] != ' ' && line[4] != '-') {
+			return strings.Join(lines, "\n"), 0, fmt.Errorf("unexpected line %q", line)
+		}
+		code, err := strconv.Atoi(line[:4])
+		if err != nil {
+			return strings.Join(lines, "\n"), 0, fmt.Errorf("unexpected line %q", line)
+		}
+		if code != 0 {
+			lines = append(lines, line[5:])
+		}
+		if line[4] == ' ' {
+			return strings.Join(lines, "\n"), code, nil
+		}
+	}
+}
+
+// ShowProtocolsAll returns the text of "show protocols all NAME": the
+// protocol's state, its BGP state, neighbour, hold timer, graceful restart
+// state ("Neighbor graceful restart active", which "show route" does not
+// tell) and channels.
+func (b *Bird) ShowProtocolsAll(name string) (string, error) {
+	return b.Command("show protocols all " + name)
+}
+
+// BGPState returns the BGP state of the protocol name, as "show protocols
+// all" says it: "Idle", "Connect", "Active", "OpenSent", "OpenConfirm" or
+// "Established".
+func (b *Bird) BGPState(name string) (string, error) {
+	text, err := b.ShowProtocolsAll(name)
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "BGP state:"); ok {
+			return strings.TrimSpace(v), nil
+		}
+	}
+	return "", fmt.Errorf("bird: no BGP state for %s in:\n%s", name, text)
+}
+
+// WaitEstablished polls until every protocol in names (all neighbours when
+// names is empty) is in BGP state Established, or ctx ends.
+func (b *Bird) WaitEstablished(ctx context.Context, names ...string) error {
+	if len(names) == 0 {
+		for _, n := range b.Config.Neighbors {
+			names = append(names, n.Name)
+		}
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		states := map[string]string{}
+		all := true
+		for _, name := range names {
+			s, err := b.BGPState(name)
+			if err != nil {
+				s = err.Error()
+			}
+			states[name] = s
+			all = all && s == "Established"
+		}
+		if all {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("bird: BGP states %v, want Established: %w", states, context.Cause(ctx))
+		case <-b.done:
+			return fmt.Errorf("bird exited (%v): %s", b.werr, b.diagnostics())
+		case <-tick.C:
+		}
+	}
+}
+
+// Close stops BIRD by its process id: SIGTERM (BIRD then closes its
+// sessions with a Cease and removes its kernel routes), SIGKILL to its
+// process group if it is still running after 5 s. It waits for the
+// process and removes Dir. It is idempotent.
+func (b *Bird) Close() error {
+	b.once.Do(func() {
+		var errs []error
+		if b.cmd != nil {
+			select {
+			case <-b.done:
+			default:
+				if err := b.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+					errs = append(errs, fmt.Errorf("bird: stop pid %d: %w", b.PID(), err))
+				}
+				select {
+				case <-b.done:
+				case <-time.After(5 * time.Second):
+					if err := killGroup(b.cmd); err != nil && !errors.Is(err, os.ErrProcessDone) {
+						errs = append(errs, fmt.Errorf("bird: kill pid %d: %w", b.PID(), err))
+					}
+					<-b.done
+				}
+			}
+		}
+		if b.out != nil {
+			if err := b.out.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("bird: %w", err))
+			}
+		}
+		if err := os.RemoveAll(b.Dir); err != nil {
+			errs = append(errs, fmt.Errorf("bird: %w", err))
+		}
+		b.cerr = errors.Join(errs...)
+	})
+	return b.cerr
+}
