@@ -177,7 +177,6 @@ func (s *Speaker) startLocked(ctx context.Context, cfg Config, vips []netip.Addr
 		ListenPort: -1, // connect out only: the host's port 179 stays free
 	}})
 	if err != nil {
-		srv.Stop()
 		return fmt.Errorf("bgp: start: %w", err)
 	}
 	s.srv, s.cfg, s.started = srv, cfg, true
@@ -198,7 +197,6 @@ func (s *Speaker) stopLocked(ctx context.Context) error {
 		return nil
 	}
 	err := s.srv.StopBgp(ctx, &api.StopBgpRequest{})
-	s.srv.Stop()
 	s.started = false
 	s.announced = map[netip.Addr]bool{}
 	// A restart of the speaker inside a running xlbd is no graceful

@@ -95,6 +95,12 @@ func main() {
 
 func run(ctx context.Context, f *flags, log *slog.Logger) error {
 	cfg, data, err := config.Load(f.config)
+	if err != nil && f.detach && f.iface != "" {
+		// Detaching needs only the interface: a broken config file must
+		// not keep an operator from removing the data plane.
+		log.Warn("config file ignored for --detach", "err", err)
+		cfg, err = &config.Config{XDPMode: string(lb.Native)}, nil
+	}
 	if err != nil {
 		return err
 	}
@@ -358,7 +364,7 @@ func detach(pinDir string, log *slog.Logger) error {
 // closeLogged closes c at shutdown and logs a failure: there is no caller
 // left to return it to.
 func closeLogged(log *slog.Logger, what string, c io.Closer) {
-	if err := c.Close(); err != nil {
+	if err := c.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 		log.Warn("close "+what, "err", err)
 	}
 }
