@@ -80,10 +80,11 @@ func newHALab(t *testing.T, balancers int, sched string) *haLab {
 // the router. healthPort, when set, is the port the checks probe.
 func (h *haLab) config(i int, healthPort string) string {
 	b := h.topo.Balancers[i]
-	var be strings.Builder
+	var be, be6 strings.Builder
 	n := len(h.topo.Backends)
 	for j := range n {
 		fmt.Fprintf(&be, "      - address: %s\n", h.topo.Backends[(i+j)%n].Addr4)
+		fmt.Fprintf(&be6, "      - address: %s\n", h.topo.Backends[(i+j)%n].Addr6)
 	}
 	check := "{type: tcp, interval: 300ms, timeout: 200ms, rise: 1, fall: 2" + healthPort + "}"
 	return fmt.Sprintf(`interface: eth0
@@ -99,7 +100,12 @@ services:
     scheduler: source-hash
     health: %[4]s
     backends:
-%[5]sbgp:
+%[5]s  - vip: %[12]s
+    port: %[2]d
+    scheduler: maglev
+    health: %[4]s
+    backends:
+%[13]sbgp:
   asn: %[7]d
   router_id: %[8]s
   next_hop: %[8]s
@@ -108,7 +114,7 @@ services:
   drain_time: 2s
   peers:
     - {address: %[10]s, asn: %[11]d, hold_time: 3s}
-`, h.topo.VIP4, haPort, h.sched, check, be.String(), haShPort, haNodeASN, b.Addr4, b.Addr6, h.topo.Router.Addr4, lab.DefaultRouterASN)
+`, h.topo.VIP4, haPort, h.sched, check, be.String(), haShPort, haNodeASN, b.Addr4, b.Addr6, h.topo.Router.Addr4, lab.DefaultRouterASN, h.topo.VIP6, be6.String())
 }
 
 var vip4Prefix = netip.PrefixFrom(lab.VIP4, 32)
@@ -287,13 +293,24 @@ func TestBGPECMP(t *testing.T) {
 	for _, b := range h.topo.Balancers {
 		hops6 = append(hops6, b.Addr6)
 	}
-	// No IPv6 service, no IPv6 VIP in BGP (the route would have come with
-	// the IPv4 one, over the same sessions).
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	// The IPv6 VIP, a /128 over the same (IPv4) sessions, each node its
+	// own IPv6 address as next hop.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if _, err := h.topo.Router.NS.WaitNextHops(ctx, v6, hops6); err == nil {
-		t.Errorf("IPv6 VIP routed although no IPv6 service exists")
+	if _, err := h.topo.Router.NS.WaitNextHops(ctx, v6, hops6); err != nil {
+		t.Fatal(err)
 	}
+	counts6 := map[string]int{}
+	for i := range 60 {
+		src := netip.AddrPortFrom(h.topo.Client.Extra6[i%len(h.topo.Client.Extra6)], 0)
+		r, err := h.topo.Client.Query("tcp", src, netip.AddrPortFrom(h.topo.VIP6, haPort), 3*time.Second)
+		if err != nil || r.Client.Addr() != src.Addr() {
+			t.Errorf("IPv6 connection from %s: %v %v", src.Addr(), r, err)
+			continue
+		}
+		counts6[r.Server]++
+	}
+	t.Logf("60 IPv6 connections: backends %v", counts6)
 
 	before := h.newFlowsPerNode()
 	counts, errs := h.newConns(300, haPort)
@@ -327,15 +344,15 @@ func TestBGPECMP(t *testing.T) {
 			t.Fatal(err)
 		}
 		if len(st.Peers) != 1 || st.Peers[0].State != "established" || st.Peers[0].HoldTime != 3*1e9 ||
-			!slices.Equal(st.Announced, []string{vip4Prefix.String()}) {
+			!slices.Equal(st.Announced, []string{vip4Prefix.String(), netip.PrefixFrom(lab.VIP6, 128).String()}) {
 			t.Errorf("node %d: bgp %+v", i, st)
 		}
 		out := n.MustCtl("bgp")
-		if !strings.Contains(out, "established") || !strings.Contains(out, "Announced: "+vip4Prefix.String()) {
+		if !strings.Contains(out, "established") || !strings.Contains(out, "Announced: "+vip4Prefix.String()+", 2001:2:0:1::1/128") {
 			t.Errorf("node %d: xlbctl bgp:\n%s", i, out)
 		}
 		if m := n.Metrics(); !strings.Contains(m, `xlb_bgp_peer_up{peer="`+h.topo.Router.Addr4.String()+`"} 1`) ||
-			!strings.Contains(m, "xlb_bgp_announced_prefixes 1\n") {
+			!strings.Contains(m, "xlb_bgp_announced_prefixes 2\n") {
 			t.Errorf("node %d: bgp metrics missing:\n%s", i, grepLines(m, "xlb_bgp"))
 		}
 		if s := n.MustCtl("status"); !strings.Contains(s, "bgp: vip announced") {
@@ -375,7 +392,7 @@ func (h *haLab) newFlowsPerNode() []int {
 			h.t.Fatal(err)
 		}
 		for _, s := range st.Services {
-			if strings.HasSuffix(s.Service, fmt.Sprintf(":%d/tcp", haPort)) {
+			if s.Service == fmt.Sprintf("%s:%d/tcp", h.topo.VIP4, haPort) {
 				out[i] = int(s.NewFlows)
 			}
 		}
