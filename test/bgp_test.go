@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -505,9 +506,10 @@ func testNodeLoss(t *testing.T, sched, name string, port uint16, wantNoneBroken 
 	}
 }
 
-// TestBGPGracefulRestart: kill -9 of one node's xlbd and a restart, under
-// load: no connection breaks, and the router's route to that node never
-// loses it (graceful restart keeps it while the session is down).
+// TestBGPGracefulRestart: kill -9 of one node's xlbd and a restart, then
+// SIGUSR2 (an upgrade) and a restart, under load: no connection breaks,
+// and the router's route to that node never loses it (graceful restart
+// keeps it while the session is down).
 func TestBGPGracefulRestart(t *testing.T) {
 	h := newHALab(t, 3, "maglev")
 	h.startNodes()
@@ -562,6 +564,25 @@ func TestBGPGracefulRestart(t *testing.T) {
 	if err := h.bird.WaitEstablished(ctx, h.topo.Balancers[1].Name); err != nil {
 		t.Fatal(err)
 	}
+	// An upgrade in place: SIGUSR2 leaves without a NOTIFICATION, like
+	// the kill, but cleanly.
+	time.Sleep(time.Second)
+	if err := h.nodes[1].Signal(syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); h.nodes[1].Running(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("xlbd did not exit on SIGUSR2")
+		}
+	}
+	if !strings.Contains(h.nodes[1].Log(), "VIPs stay announced by graceful restart") {
+		t.Errorf("xlbd's log does not say it left for a restart")
+	}
+	time.Sleep(500 * time.Millisecond)
+	h.nodes[1].Start()
+	if err := h.bird.WaitEstablished(ctx, h.topo.Balancers[1].Name); err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(2 * time.Second)
 	close(watchStop)
 	<-watchDone
@@ -575,7 +596,7 @@ func TestBGPGracefulRestart(t *testing.T) {
 			t.Errorf("stream %s broke: %v", s.src, s.err.Load())
 		}
 	}
-	t.Logf("kill -9 and restart of %s: %d of %d streams broke, %d new connections failed, the route lacked a next hop in %d of its samples",
+	t.Logf("kill -9 and restart, then SIGUSR2 and restart, of %s: %d of %d streams broke, %d new connections failed, the route lacked a next hop in %d of its samples",
 		h.topo.Balancers[1].Name, broken, len(streams), failedNew.Load(), missing.Load())
 	if missing.Load() > 0 {
 		t.Errorf("the router's route lost a next hop during the restart (%d samples of 10 ms)", missing.Load())
