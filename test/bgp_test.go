@@ -283,6 +283,27 @@ func (h *haLab) newConns(n int, port uint16) (map[string]int, []error) {
 	return counts, errs
 }
 
+// keepConnecting opens new connections to the VIP until stop is closed and
+// counts those that failed.
+func (h *haLab) keepConnecting(stop <-chan struct{}, wg *sync.WaitGroup) *atomic.Int64 {
+	failed := new(atomic.Int64)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, errs := h.newConns(5, haPort); len(errs) > 0 {
+				failed.Add(int64(len(errs)))
+			}
+		}
+	}()
+	return failed
+}
+
 // TestBGPECMP: BIRD installs one route with every node as a next hop, new
 // connections from many clients land on every node and every backend, and
 // every backend sees the client's address.
@@ -536,21 +557,7 @@ func TestBGPGracefulRestart(t *testing.T) {
 			}
 		}
 	}()
-	var failedNew atomic.Int64
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if _, errs := h.newConns(5, haPort); len(errs) > 0 {
-				failedNew.Add(int64(len(errs)))
-			}
-		}
-	}()
+	failedNew := h.keepConnecting(stop, &wg)
 
 	time.Sleep(time.Second)
 	h.nodes[1].Kill()
@@ -647,21 +654,7 @@ func TestBGPPlannedStop(t *testing.T) {
 	streams := h.openStreams(30, haPort, stop, &wg)
 	time.Sleep(500 * time.Millisecond)
 
-	var failedNew atomic.Int64
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if _, errs := h.newConns(5, haPort); len(errs) > 0 {
-				failedNew.Add(int64(len(errs)))
-			}
-		}
-	}()
+	failedNew := h.keepConnecting(stop, &wg)
 	stopped := make(chan time.Time, 1)
 	start := time.Now()
 	go func() {
