@@ -17,7 +17,7 @@ TEST_FLAGS  ?= -count=1
 # Privileged tiers skip (loudly) without root; XLB_REQUIRE_PRIV=1 (CI) makes
 # those skips failures.
 
-.PHONY: help generate build install test test-unit test-integration bench bench-go demo lint format check-format check-generated check-printk clean bpffs
+.PHONY: help generate build install test test-unit test-integration bench bench-go demo fuzz lint format check-format check-generated check-printk clean bpffs
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -57,6 +57,16 @@ bpffs:
 
 bench: bpffs ## xlb beside same-run baselines: per-packet, veth Mpps, control plane, disruption, HAProxy (root; BENCH_QUICK=1: < 2 min)
 	$(GO) run ./test/bench
+
+# Fuzz targets, as PACKAGE:TARGET. make fuzz runs each for FUZZTIME; plain
+# go test runs their seed corpora (testdata/fuzz) with the unit tests.
+FUZZ_TARGETS := ./cmd/config:FuzzParseConfig ./cmd/config:FuzzDecodeService ./cmd/config:FuzzDecodeBackend ./cmd/config:FuzzDecodeBGP
+FUZZTIME ?= 30s
+
+fuzz: ## run every fuzz target for FUZZTIME each (default 30s): config file and API bodies
+	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$fn ($$pkg) for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg; done
 
 bench-go: ## Go micro-benchmarks of maps/ and loader/
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./maps/ ./loader/

@@ -119,6 +119,13 @@ func (b *BGP) Clone() *BGP {
 }
 
 func (b *BGP) normalize() error {
+	// One form for "none": nil (what omitempty writes back).
+	if len(b.Communities) == 0 {
+		b.Communities = nil
+	}
+	if len(b.VIPs) == 0 {
+		b.VIPs = nil
+	}
 	if b.ASN == 0 || b.ASN == asTrans {
 		return fieldErr("asn", strconv.FormatUint(uint64(b.ASN), 10), "not an AS number (1-4294967295, not 23456)")
 	}

@@ -174,6 +174,11 @@ func (c *Config) normalize() error {
 		}
 	}
 
+	// One form for "no services": an empty list (what the file and the
+	// state file write back).
+	if c.Services == nil {
+		c.Services = []Service{}
+	}
 	seen := make(map[lb.ServiceKey]int, len(c.Services))
 	pairs := 0
 	for i := range c.Services {
