@@ -421,9 +421,13 @@ func TestBGPIdenticalTables(t *testing.T) {
 // The router's ECMP (Linux: hash-threshold) also moves some flows between
 // the surviving nodes when a next hop leaves the group: harmless under
 // maglev and source-hash, a reschedule under least-conn.
-func TestBGPNodeLossMaglev(t *testing.T)     { testNodeLoss(t, "maglev", "maglev", haPort, true) }
-func TestBGPNodeLossSourceHash(t *testing.T) { testNodeLoss(t, "maglev", "source-hash", haShPort, true) }
-func TestBGPNodeLossLeastConn(t *testing.T)  { testNodeLoss(t, "least-conn", "least-conn", haPort, false) }
+func TestBGPNodeLossMaglev(t *testing.T) { testNodeLoss(t, "maglev", "maglev", haPort, true) }
+func TestBGPNodeLossSourceHash(t *testing.T) {
+	testNodeLoss(t, "maglev", "source-hash", haShPort, true)
+}
+func TestBGPNodeLossLeastConn(t *testing.T) {
+	testNodeLoss(t, "least-conn", "least-conn", haPort, false)
+}
 
 func testNodeLoss(t *testing.T, sched, name string, port uint16, wantNoneBroken bool) {
 	h := newHALab(t, 3, sched)
