@@ -12,9 +12,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Main is the main function of a demo command (xlb-demo): flags, signals,
-// the result file and the exit status. run is the demo (Run); withConfig
-// offers the --config flag.
+// Main is the main function of a demo command (xlb-demo, xlb-demo-ha):
+// flags, signals, the result file and the exit status. run is the demo
+// (Run, RunHA); withConfig offers the --config flag.
 //
 // It exits 0 when every step showed what it should, 1 when one did not,
 // 130 when interrupted; in every case everything the demo created is

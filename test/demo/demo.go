@@ -6,10 +6,13 @@
 // backend out and back in, a drain that keeps open connections. Everything
 // it creates is removed at the end, on Ctrl-C and on failure.
 //
-// Run returns a Result with what happened, so a test can assert the
-// outcomes without parsing the printed story. It runs on a session: the
-// host's preparation, the build, the steps and the tear-down a demo needs;
-// Main is the command's main function.
+// RunHA is `sudo make demo-ha`, the same for high availability: three
+// xlbd nodes behind a BGP router (see RunHA).
+//
+// Run and RunHA return what happened (Result, HAResult), so a test can
+// assert the outcomes without parsing the printed story. Both run on a
+// session: the host's preparation, the build, the steps and the tear-down
+// they share; Main is both commands' main function.
 package demo
 
 import (
@@ -25,7 +28,7 @@ import (
 	"github.com/xlb-lb/xlb/test/xlbdproc"
 )
 
-// Options configure Run.
+// Options configure Run and RunHA.
 type Options struct {
 	// Out receives the story.
 	Out io.Writer
@@ -38,9 +41,11 @@ type Options struct {
 	// BinDir holds prebuilt xlbd and xlbctl; empty: build them.
 	BinDir string
 	// Config is xlbd's config file; empty: Root/examples/demo.yaml.
+	// Run only: RunHA writes each node's config itself.
 	Config string
 	// Requests is the number of requests of the distribution step; 0
-	// means 600.
+	// means 600 (RunHA: the new connections of its spread step; 0 means
+	// 300).
 	Requests int
 	// DropLog: on failure print the end of xlbd's log but keep no copy
 	// of it (tests, which must leave nothing behind).
