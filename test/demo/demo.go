@@ -6,17 +6,19 @@
 // backend out and back in, a drain that keeps open connections. Everything
 // it creates is removed at the end, on Ctrl-C and on failure.
 //
-// Run returns a Result with what happened, so a test can assert the
-// outcomes without parsing the printed story.
+// RunHA is `sudo make demo-ha`, the same for high availability: three
+// xlbd nodes behind a BGP router (see RunHA).
+//
+// Run and RunHA return what happened (Result, HAResult), so a test can
+// assert the outcomes without parsing the printed story. Both run on a
+// session: the host's preparation, the build, the steps and the tear-down
+// they share; Main is both commands' main function.
 package demo
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"sync/atomic"
 	"time"
@@ -26,7 +28,7 @@ import (
 	"github.com/xlb-lb/xlb/test/xlbdproc"
 )
 
-// Options configure Run.
+// Options configure Run and RunHA.
 type Options struct {
 	// Out receives the story.
 	Out io.Writer
@@ -39,9 +41,11 @@ type Options struct {
 	// BinDir holds prebuilt xlbd and xlbctl; empty: build them.
 	BinDir string
 	// Config is xlbd's config file; empty: Root/examples/demo.yaml.
+	// Run only: RunHA writes each node's config itself.
 	Config string
 	// Requests is the number of requests of the distribution step; 0
-	// means 600.
+	// means 600 (RunHA: the new connections of its spread step; 0 means
+	// 300).
 	Requests int
 	// DropLog: on failure print the end of xlbd's log but keep no copy
 	// of it (tests, which must leave nothing behind).
@@ -155,23 +159,18 @@ type HeldConn struct {
 
 // run is one demo run's state.
 type run struct {
-	opts   Options
-	ui     *ui
+	*session
 	res    *Result
-	root   string
 	config string
-	dir    string // temporary directory: binaries, xlbd's files
-	bins   *xlbdproc.Binaries
 	topo   *lab.Topology
 
-	servers      map[string]*lab.HTTPServer
-	service      string
-	vip          netip.AddrPort
-	health       config.Health
-	xlbd         *xlbdproc.Daemon
-	held         []*lab.HTTPConn
-	mountedBPFFS bool
-	srcs         atomic.Int64 // source addresses and ports handed out
+	servers map[string]*lab.HTTPServer
+	service string
+	vip     netip.AddrPort
+	health  config.Health
+	xlbd    *xlbdproc.Daemon
+	held    []*lab.HTTPConn
+	srcs    atomic.Int64 // source addresses and ports handed out
 }
 
 // steps is the number of numbered steps.
@@ -180,71 +179,23 @@ const steps = 7
 // Run runs the demo. It always tears down what it built, also when ctx is
 // cancelled (Ctrl-C) or a step fails, and returns the result so far with
 // the first error.
-func Run(ctx context.Context, opts Options) (res *Result, err error) {
-	start := time.Now()
+func Run(ctx context.Context, opts Options) (*Result, error) {
 	if opts.Out == nil {
 		opts.Out = io.Discard
 	}
 	if opts.Requests <= 0 {
 		opts.Requests = 600
 	}
-	d := &run{opts: opts, ui: &ui{w: opts.Out, interactive: opts.Interactive, color: opts.Color, steps: steps},
+	d := &run{session: newSession(opts, "make demo", "xlb-demo", steps),
 		res: &Result{Backends: map[string]netip.Addr{}}, servers: map[string]*lab.HTTPServer{}}
-	defer func() {
-		if err != nil {
-			d.res.Error = err.Error()
-			d.fail(ctx, err)
-		}
-		if terrs := d.teardown(); len(terrs) > 0 {
-			err = errors.Join(append([]error{err}, terrs...)...)
-		}
-		d.res.Leftovers = d.leftovers()
-		d.res.Elapsed = time.Since(start)
-		if err == nil && len(d.res.Leftovers) > 0 {
-			err = fmt.Errorf("left behind: %v", d.res.Leftovers)
-		}
-		if err == nil {
-			fmt.Fprintf(opts.Out, "\n%s\n", d.ui.bold(fmt.Sprintf("Done in %.1fs. Everything is removed: namespaces, xlbd, pins, temporary files.", d.res.Elapsed.Seconds())))
-		}
-		res = d.res
-	}()
-
-	fmt.Fprintf(opts.Out, "%s\n", d.ui.bold("xlb demo: an XDP layer-4 load balancer in front of three web servers"))
-	fmt.Fprintf(opts.Out, "%s\n", "Everything runs in network namespaces on 198.18.0.0/15 and is removed at the end (also on Ctrl-C).")
-
-	for i, step := range []func(context.Context) error{
+	o := d.execute(ctx, d, []string{
+		"xlb demo: an XDP layer-4 load balancer in front of three web servers",
+		"Everything runs in network namespaces on 198.18.0.0/15 and is removed at the end (also on Ctrl-C).",
+	}, "namespaces, xlbd, pins, temporary files", []func(context.Context) error{
 		d.stepBuild, d.stepLab, d.stepXlbd, d.stepBalance, d.stepFailover, d.stepDrain, d.stepShow,
-	} {
-		if err := ctx.Err(); err != nil {
-			return d.res, err
-		}
-		if err := step(ctx); err != nil {
-			return d.res, err
-		}
-		if opts.AfterStep != nil {
-			opts.AfterStep(i + 1)
-		}
-	}
-	return d.res, nil
-}
-
-// fail prints the failure and, when xlbd ran, where its log is.
-func (d *run) fail(ctx context.Context, err error) {
-	fmt.Fprintln(d.opts.Out)
-	if ctx.Err() != nil {
-		fmt.Fprintln(d.opts.Out, d.ui.bold("Interrupted: removing everything the demo created."))
-		return
-	}
-	fmt.Fprintf(d.opts.Out, "%s %v\n", d.ui.bold("Demo failed:"), err)
-	path, last := d.keepLog(!d.opts.DropLog)
-	switch {
-	case path != "":
-		fmt.Fprintf(d.opts.Out, "xlbd's log is kept in %s; its last lines:\n", path)
-		d.ui.block(last)
-	case last != "":
-		fmt.Fprintf(d.opts.Out, "xlbd's last log lines:\n")
-		d.ui.block(last)
-	}
+	})
+	d.res.Error, d.res.Leftovers, d.res.Elapsed = o.failure, o.leftovers, o.elapsed
+	return d.res, o.err
 }
 
 func (d *run) stepBuild(ctx context.Context) error {
@@ -252,19 +203,13 @@ func (d *run) stepBuild(ctx context.Context) error {
 	if err := d.prepareHost(ctx); err != nil {
 		return err
 	}
-	root, err := findRoot(ctx, d.opts.Root)
-	if err != nil {
-		return err
-	}
-	d.root = root
-	d.config = d.opts.Config
-	if d.config == "" {
-		d.config = filepath.Join(root, "examples", "demo.yaml")
-	}
-	d.dir, err = os.MkdirTemp("", "xlb-demo-")
-	if err != nil {
+	if err := d.setUp(ctx); err != nil {
 		return err
 	}
 	d.res.Dir = d.dir
+	d.config = d.opts.Config
+	if d.config == "" {
+		d.config = filepath.Join(d.root, "examples", "demo.yaml")
+	}
 	return d.build(ctx)
 }

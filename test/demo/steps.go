@@ -170,15 +170,6 @@ func backendList(svc config.Service) string {
 	return strings.Join(s, ", ")
 }
 
-func sleep(ctx context.Context, d time.Duration) error {
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(d):
-		return nil
-	}
-}
-
 // firstPort is the first client source port; the ports the demo uses stay
 // below the kernel's ephemeral range (32768 up), which it never touches.
 const firstPort = 10000
@@ -190,9 +181,13 @@ const firstPort = 10000
 // (with kernel-chosen ports it can, as the demo's clients close with a
 // reset and leave no TIME_WAIT to keep the kernel from reusing a port).
 func (d *run) nextSrc() netip.AddrPort {
-	n := int(d.srcs.Add(1)) - 1
-	ex := d.topo.Client.Extra4
-	return netip.AddrPortFrom(ex[n%len(ex)], uint16(firstPort+n/len(ex)))
+	return sourceN(d.topo.Client.Extra4, int(d.srcs.Add(1))-1)
+}
+
+// sourceN is the n-th source (from 0): the addresses in turn, each round
+// with the next port from firstPort.
+func sourceN(addrs []netip.Addr, n int) netip.AddrPort {
+	return netip.AddrPortFrom(addrs[n%len(addrs)], uint16(firstPort+n/len(addrs)))
 }
 
 func (d *run) backendNames() []string {

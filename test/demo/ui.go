@@ -58,6 +58,19 @@ func (u *ui) block(text string) {
 	}
 }
 
+// quote prints a command's output one level deeper than lines, tabs as
+// four spaces, without trailing blanks.
+func (u *ui) quote(text string) {
+	for _, l := range strings.Split(strings.TrimRight(text, "\n"), "\n") {
+		l = strings.TrimRight(strings.ReplaceAll(l, "\t", "    "), " ")
+		if l == "" {
+			fmt.Fprintln(u.w)
+			continue
+		}
+		fmt.Fprintf(u.w, "%s%s%s\n", indent, indent, l)
+	}
+}
+
 // table returns a writer whose tab-separated rows come out aligned and
 // indented when flushed.
 func (u *ui) table(header ...string) *table {

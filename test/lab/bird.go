@@ -194,9 +194,9 @@ func birdConf(c BirdConfig, logPath string) string {
 // installed (Debian package bird2).
 var ErrNoBird = errors.New("lab: bird not found (apt-get install bird2)")
 
-// birdPath finds the bird binary: on PATH, or in /usr/sbin, which sudo and
-// some shells leave off PATH.
-func birdPath() (string, error) {
+// BirdPath finds the bird binary: on PATH, or in /usr/sbin, which sudo and
+// some shells leave off PATH. Without one it returns ErrNoBird.
+func BirdPath() (string, error) {
 	if p, err := exec.LookPath("bird"); err == nil {
 		return p, nil
 	}
@@ -210,7 +210,7 @@ func birdPath() (string, error) {
 // with XLB_REQUIRE_PRIV=1 it fails the test instead (priv.SkipOrFail).
 func RequireBird(tb testing.TB) {
 	tb.Helper()
-	_, err := birdPath()
+	_, err := BirdPath()
 	priv.SkipOrFail(tb, err)
 }
 
@@ -266,7 +266,7 @@ func (t *HATopology) StartBird(cfg BirdConfig) (*Bird, error) {
 	if err != nil {
 		return nil, err
 	}
-	bin, err := birdPath()
+	bin, err := BirdPath()
 	if err != nil {
 		return nil, err
 	}

@@ -49,7 +49,7 @@ func TestBirdConfig(t *testing.T) {
 		}
 	}
 	// BIRD itself accepts it (parse only: no root needed).
-	if bin, err := birdPath(); err == nil {
+	if bin, err := BirdPath(); err == nil {
 		f := t.TempDir() + "/bird.conf"
 		if err := os.WriteFile(f, []byte(conf), 0o600); err != nil {
 			t.Fatal(err)
