@@ -184,12 +184,16 @@ static __always_inline int flow_expired(__u64 last_seen, __u32 fflags,
 
 /* parse_frame parses Ethernet (with VLAN tags), IPv4 or IPv6 and the TCP or
  * UDP ports into p. Returns 0 when the frame is not one a service could
- * match: it then goes to the kernel, the reason counted (fragments and IPv6
- * extension headers are not handled yet; the kernel copes with them). */
+ * match: it then goes to the kernel, the reason counted, before any map is
+ * touched (fragments and IPv6 extension headers are not handled yet; the
+ * kernel copes with them). A length field that does not hold is malformed:
+ * no port is ever read from bytes past the IP packet's end. */
 static __always_inline int parse_frame(void *data, void *end, struct pkt *p,
 				       struct global_counters *gs)
 {
 	void *pos = data;
+	/* L4 bytes the IP header announces. */
+	__u32 l4_len = 0;
 	int proto;
 
 	proto = parse_eth(&pos, end, p);
@@ -198,15 +202,15 @@ static __always_inline int parse_frame(void *data, void *end, struct pkt *p,
 		return 0;
 	}
 	if (proto == ETH_P_IP) {
-		proto = parse_ipv4(&pos, end, p);
+		proto = parse_ipv4(&pos, end, p, &l4_len);
 	} else if (proto == ETH_P_IPV6) {
-		proto = parse_ipv6(&pos, end, p);
+		proto = parse_ipv6(&pos, end, p, &l4_len);
 	} else {
 		gs->pass_not_ip++;
 		return 0;
 	}
 	if (proto >= 0)
-		proto = parse_l4(pos, end, proto, p);
+		proto = parse_l4(pos, end, l4_len, proto, p);
 	switch (proto) {
 	case 0:
 		return 1;

@@ -107,9 +107,12 @@ static __always_inline int parse_eth(void **pos, void *end, struct pkt *p)
 	return proto;
 }
 
-/* parse_ipv4 honours IHL (options are legal) and returns the L4 protocol.
- * Fragments are reported, not parsed: only the first carries the ports. */
-static __always_inline int parse_ipv4(void **pos, void *end, struct pkt *p)
+/* parse_ipv4 honours IHL (options are legal) and the total length, sets
+ * *l4_len to the bytes after the header that the total length counts, and
+ * returns the L4 protocol. Fragments are reported, not parsed: only the
+ * first carries the ports. */
+static __always_inline int parse_ipv4(void **pos, void *end, struct pkt *p,
+				      __u32 *l4_len)
 {
 	struct iphdr *ip = *pos;
 
@@ -124,6 +127,14 @@ static __always_inline int parse_ipv4(void **pos, void *end, struct pkt *p)
 		return PARSE_MALFORMED;
 	if (*pos + hlen > end)
 		return PARSE_MALFORMED;
+	/* The total length must hold the header and lie within the frame; it
+	 * may end before the frame does (Ethernet pads to 60 bytes). Compared
+	 * as numbers, not as a pointer: verifiers that do not track byte
+	 * swaps see tot as unbounded and refuse it in pointer arithmetic. */
+	__u32 tot = bpf_ntohs(ip->tot_len);
+	if (tot < hlen || tot > (__u64)(end - *pos))
+		return PARSE_MALFORMED;
+	*l4_len = tot - hlen;
 	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
 		return PARSE_FRAGMENT;
 
@@ -136,9 +147,11 @@ static __always_inline int parse_ipv4(void **pos, void *end, struct pkt *p)
 	return ip->protocol;
 }
 
-/* parse_ipv6 handles the fixed header; an extension header before L4 is
- * reported so the frame can go to the kernel. */
-static __always_inline int parse_ipv6(void **pos, void *end, struct pkt *p)
+/* parse_ipv6 handles the fixed header and sets *l4_len to the payload
+ * length; an extension header before L4 is reported so the frame can go to
+ * the kernel. */
+static __always_inline int parse_ipv6(void **pos, void *end, struct pkt *p,
+				      __u32 *l4_len)
 {
 	struct ipv6hdr *ip6 = *pos;
 
@@ -146,6 +159,12 @@ static __always_inline int parse_ipv6(void **pos, void *end, struct pkt *p)
 		return PARSE_MALFORMED;
 	if ((bpf_ntohl(ip6->ver_tc_flow) >> 28) != 6)
 		return PARSE_MALFORMED;
+	/* The payload must lie within the frame (it may end before); compared
+	 * as numbers, as the IPv4 total length is. */
+	__u32 plen = bpf_ntohs(ip6->payload_len);
+	if (plen > (__u64)(end - (void *)(ip6 + 1)))
+		return PARSE_MALFORMED;
+	*l4_len = plen;
 
 	switch (ip6->nexthdr) {
 	case IPPROTO_TCP:
@@ -174,15 +193,21 @@ static __always_inline int parse_ipv6(void **pos, void *end, struct pkt *p)
 	return ip6->nexthdr;
 }
 
-/* parse_l4 reads the ports of a complete TCP or UDP header. */
-static __always_inline int parse_l4(void *pos, void *end, int proto,
-				    struct pkt *p)
+/* parse_l4 reads the ports of a TCP or UDP header that lies whole within
+ * both the frame and the l4_len bytes the IP header announces (which lie
+ * within the frame), its own length field consistent with both. */
+static __always_inline int parse_l4(void *pos, void *end, __u32 l4_len,
+				    int proto, struct pkt *p)
 {
 	if (proto == IPPROTO_TCP) {
 		struct tcphdr *th = pos;
 		if ((void *)(th + 1) > end)
 			return PARSE_MALFORMED;
-		if ((th->doff_res >> 4) < 5)
+		/* Minimum first, then the announced length: the header with
+		 * its options must fit inside the IP packet (which lies
+		 * within the frame), so no port is read from padding. */
+		__u32 doff = (th->doff_res >> 4) * 4;
+		if (doff < sizeof(*th) || doff > l4_len)
 			return PARSE_MALFORMED;
 		p->key.sport = th->source;
 		p->key.dport = th->dest;
@@ -192,6 +217,11 @@ static __always_inline int parse_l4(void *pos, void *end, int proto,
 	if (proto == IPPROTO_UDP) {
 		struct udphdr *uh = pos;
 		if ((void *)(uh + 1) > end)
+			return PARSE_MALFORMED;
+		/* The UDP length covers at least its header and at most the
+		 * IP payload. */
+		__u32 ulen = bpf_ntohs(uh->len);
+		if (ulen < sizeof(*uh) || ulen > l4_len)
 			return PARSE_MALFORMED;
 		p->key.sport = uh->source;
 		p->key.dport = uh->dest;

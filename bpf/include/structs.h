@@ -120,8 +120,9 @@ struct global_counters {
 	__u64 pass_not_ip;
 	/* XDP_PASS: IP but not TCP/UDP to a service (incl. other L4). */
 	__u64 pass_not_vip;
-	/* XDP_PASS: frame too short for a header it announces, or a bad
-	 * header. */
+	/* XDP_PASS: frame too short for a header it announces, a bad header,
+	 * or a length field that lies (IPv4 IHL/total length, IPv6 payload
+	 * length, TCP data offset, UDP length); creates no state. */
 	__u64 pass_malformed;
 	/* XDP_PASS: IPv4 fragment (not handled yet). */
 	__u64 pass_fragment;

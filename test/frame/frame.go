@@ -1,10 +1,14 @@
 // Package frame builds Ethernet frames for BPF_PROG_TEST_RUN measurements
 // and tests: Ethernet with optional VLAN tags, IPv4 (with options or as a
-// fragment) or IPv6 (with a hop-by-hop header), TCP, UDP or ICMP echo,
-// lengths and checksums filled in (gopacket does the serialising).
+// fragment) or IPv6 (with a hop-by-hop header), TCP (with or without SYN
+// options), UDP or ICMP echo, lengths and checksums filled in (gopacket does
+// the serialising). Hostile frames are built by overwriting length fields
+// after serialising (Spec.Lie) and by bytes past the IP packet's end
+// (Spec.Trailer).
 package frame
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -49,6 +53,104 @@ type Spec struct {
 	// Len pads the payload with zeros so the frame is at least Len bytes
 	// (without FCS); 0 adds nothing.
 	Len int
+	// TCPOptions gives the TCP header the options of a Linux SYN: MSS,
+	// SACK permitted, timestamps, NOP, window scale (20 bytes, data offset
+	// 10).
+	TCPOptions bool
+	// Trailer appends this many bytes (0xa5) after the serialised frame:
+	// bytes past the end of the IP packet that its lengths do not count,
+	// as Ethernet padding is.
+	Trailer int
+	// Lie overwrites header fields after serialising; nil writes nothing.
+	Lie *Lie
+}
+
+// Lie holds raw values written over a serialised frame, so that its
+// length fields can say what the frame is not. A nil field keeps what was
+// serialised. Checksums are left as serialised (the TCP/UDP checksums no
+// longer match a rewritten length) unless FixIPChecksum is set.
+type Lie struct {
+	// IHL is the IPv4 header length in 32-bit words (the low nibble of
+	// the first byte; the version stays 4).
+	IHL *uint8
+	// IPLen is the IPv4 total length or the IPv6 payload length.
+	IPLen *uint16
+	// DataOffset is the TCP data offset in 32-bit words (the high nibble
+	// of byte 12; the reserved bits stay).
+	DataOffset *uint8
+	// UDPLen is the UDP length field.
+	UDPLen *uint16
+	// FixIPChecksum recomputes the IPv4 header checksum over the header
+	// as serialised (its IHL, not a lying one) after the rewrite.
+	FixIPChecksum bool
+}
+
+// linuxSYNOptions are the options a Linux SYN carries, in its order.
+var linuxSYNOptions = []layers.TCPOption{
+	{OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{0x05, 0xb4}},
+	{OptionType: layers.TCPOptionKindSACKPermitted, OptionLength: 2},
+	{OptionType: layers.TCPOptionKindTimestamps, OptionLength: 10, OptionData: []byte{0, 0, 0x10, 0, 0, 0, 0, 0}},
+	{OptionType: layers.TCPOptionKindNop, OptionLength: 1},
+	{OptionType: layers.TCPOptionKindWindowScale, OptionLength: 3, OptionData: []byte{7}},
+}
+
+// Offsets of the headers in s's frame: IP and L4.
+func (s Spec) offsets() (ip, l4 int) {
+	ip = 14 + 4*len(s.VLANs)
+	switch {
+	case s.Dst.Addr().Is4():
+		l4 = ip + 20 + 4*s.Options
+	case s.HopByHop:
+		l4 = ip + 48
+	default:
+		l4 = ip + 40
+	}
+	return ip, l4
+}
+
+// apply writes the lie into b, the frame serialised from s.
+func (l *Lie) apply(s Spec, b []byte) error {
+	ip, l4 := s.offsets()
+	v4 := s.Dst.Addr().Is4()
+	switch {
+	case l.IHL != nil && !v4:
+		return errors.New("frame: IHL on an IPv6 frame")
+	case l.IHL != nil && *l.IHL > 15, l.DataOffset != nil && *l.DataOffset > 15:
+		return errors.New("frame: IHL and data offset are 4 bits")
+	case l.DataOffset != nil && (s.UDP || s.ICMP):
+		return errors.New("frame: TCP data offset on a frame that is not TCP")
+	case l.UDPLen != nil && !s.UDP:
+		return errors.New("frame: UDP length on a frame that is not UDP")
+	}
+	if l.IHL != nil {
+		b[ip] = 0x40 | *l.IHL
+	}
+	if l.IPLen != nil {
+		off := ip + 4 // IPv6 payload length
+		if v4 {
+			off = ip + 2 // IPv4 total length
+		}
+		binary.BigEndian.PutUint16(b[off:], *l.IPLen)
+	}
+	if l.DataOffset != nil {
+		b[l4+12] = b[l4+12]&0x0f | *l.DataOffset<<4
+	}
+	if l.UDPLen != nil {
+		binary.BigEndian.PutUint16(b[l4+4:], *l.UDPLen)
+	}
+	if l.FixIPChecksum && v4 {
+		hdr := b[ip:l4]
+		hdr[10], hdr[11] = 0, 0
+		var sum uint32
+		for i := 0; i < len(hdr); i += 2 {
+			sum += uint32(binary.BigEndian.Uint16(hdr[i:]))
+		}
+		for sum > 0xffff {
+			sum = sum>>16 + sum&0xffff
+		}
+		binary.BigEndian.PutUint16(hdr[10:], ^uint16(sum))
+	}
+	return nil
 }
 
 // Build serialises s.
@@ -65,6 +167,10 @@ func Build(s Spec) ([]byte, error) {
 		return nil, errors.New("frame: IPv4 options or fragment fields on an IPv6 frame")
 	case v4 && s.HopByHop:
 		return nil, errors.New("frame: hop-by-hop header on an IPv4 frame")
+	case s.TCPOptions && (s.UDP || s.ICMP):
+		return nil, errors.New("frame: TCP options on a frame that is not TCP")
+	case s.Trailer < 0:
+		return nil, fmt.Errorf("frame: trailer of %d bytes", s.Trailer)
 	}
 	ttl := s.TTL
 	if ttl == 0 {
@@ -142,6 +248,10 @@ func Build(s Spec) ([]byte, error) {
 		l4 = &layers.TCP{SrcPort: layers.TCPPort(s.Src.Port()), DstPort: layers.TCPPort(s.Dst.Port()),
 			Seq: 1000, SYN: s.SYN, ACK: !s.SYN, FIN: s.FIN, RST: s.RST, Window: 64000}
 		hdr += 20
+		if s.TCPOptions {
+			l4.(*layers.TCP).Options = linuxSYNOptions
+			hdr += 20
+		}
 	}
 	// The pseudo-header checksums (TCP, UDP, ICMPv6) need the IP layer.
 	if c, ok := l4.(interface {
@@ -161,7 +271,16 @@ func Build(s Spec) ([]byte, error) {
 	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...); err != nil {
 		return nil, fmt.Errorf("frame: serialise: %w", err)
 	}
-	return append([]byte(nil), buf.Bytes()...), nil
+	b := append([]byte(nil), buf.Bytes()...)
+	for range s.Trailer {
+		b = append(b, 0xa5)
+	}
+	if s.Lie != nil {
+		if err := s.Lie.apply(s, b); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
 }
 
 // MustBuild is Build for specs known to be valid; it panics on error.

@@ -63,6 +63,39 @@ func TestBuild(t *testing.T) {
 				t.Errorf("TTL %d", ip.TTL)
 			}
 		}},
+		{"tcp4 syn options", Spec{Src: src4, Dst: dst4, SYN: true, TCPOptions: true}, layers.LayerTypeTCP, 14 + 20 + 40, func(t *testing.T, p gopacket.Packet) {
+			tcp := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
+			if tcp.DataOffset != 10 || len(tcp.Options) != 5 || tcp.Options[0].OptionType != layers.TCPOptionKindMSS {
+				t.Errorf("data offset %d, options %v", tcp.DataOffset, tcp.Options)
+			}
+		}},
+		{"udp6 trailer", Spec{Src: src6, Dst: netip.MustParseAddrPort("[2001:2:0:1::1]:53"), UDP: true, Trailer: 3}, layers.LayerTypeUDP, 14 + 40 + 8 + 3, func(t *testing.T, p gopacket.Packet) {
+			if ip := p.Layer(layers.LayerTypeIPv6).(*layers.IPv6); ip.Length != 8 {
+				t.Errorf("payload length %d, want 8 (the trailer is not counted)", ip.Length)
+			}
+		}},
+		{"tcp4 lying", Spec{Src: src4, Dst: dst4, VLANs: qinq, Options: 1, Lie: &Lie{IHL: new(uint8(3)), IPLen: new(uint16(1234)), DataOffset: new(uint8(15)), FixIPChecksum: true}},
+			layers.LayerTypeEthernet, 14 + 8 + 24 + 20, func(t *testing.T, p gopacket.Packet) {
+				b := p.Data()
+				if b[22] != 0x43 || b[24] != 0x04 || b[25] != 0xd2 || b[22+24+12] != 0xf0 {
+					t.Errorf("lies not written: % x", b)
+				}
+				var sum uint32
+				for i := 22; i < 22+24; i += 2 {
+					sum += uint32(b[i])<<8 | uint32(b[i+1])
+				}
+				for sum > 0xffff {
+					sum = sum>>16 + sum&0xffff
+				}
+				if sum != 0xffff {
+					t.Errorf("header checksum does not add up: %#x", sum)
+				}
+			}},
+		{"udp6 lying", Spec{Src: src6, Dst: dst6, UDP: true, Lie: &Lie{IPLen: new(uint16(7)), UDPLen: new(uint16(9))}}, layers.LayerTypeEthernet, 14 + 40 + 8, func(t *testing.T, p gopacket.Packet) {
+			if b := p.Data(); b[18] != 0 || b[19] != 7 || b[58] != 0 || b[59] != 9 {
+				t.Errorf("lies not written: % x", b)
+			}
+		}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			c.s.SrcMAC, c.s.DstMAC = mac, mac
@@ -92,6 +125,12 @@ func TestBuild(t *testing.T) {
 		"ipv6 fragment":     {Src: src6, Dst: dst6, MoreFragments: true},
 		"ipv4 hop-by-hop":   {Src: src4, Dst: dst4, HopByHop: true},
 		"ipv6 option words": {Src: src6, Dst: dst6, Options: 1},
+		"udp tcp options":   {Src: src4, Dst: dst4, UDP: true, TCPOptions: true},
+		"negative trailer":  {Src: src4, Dst: dst4, Trailer: -1},
+		"ipv6 ihl":          {Src: src6, Dst: dst6, Lie: &Lie{IHL: new(uint8(5))}},
+		"ihl 16":            {Src: src4, Dst: dst4, Lie: &Lie{IHL: new(uint8(16))}},
+		"udp data offset":   {Src: src4, Dst: dst4, UDP: true, Lie: &Lie{DataOffset: new(uint8(5))}},
+		"tcp udp length":    {Src: src4, Dst: dst4, Lie: &Lie{UDPLen: new(uint16(8))}},
 	} {
 		if _, err := Build(s); err == nil {
 			t.Errorf("%s: no error", name)
