@@ -7,8 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
+	"github.com/cilium/ebpf"
+	"github.com/xlb-lb/xlb/bpf"
 	"github.com/xlb-lb/xlb/loader"
 	"github.com/xlb-lb/xlb/maps/lb"
 	"github.com/xlb-lb/xlb/test/frame"
@@ -325,5 +328,80 @@ func TestSyncSkipsUnchanged(t *testing.T) {
 	}
 	if dns[0] == 4242 {
 		t.Error("changed service's table was not rebuilt")
+	}
+}
+
+// An upgrade that changes the counters' layout (a counter added) re-adopts
+// the data plane all the same: flows, services and tables are kept, the
+// counters start from zero in maps pinned in place of the old ones. A
+// change to any other map's layout still refuses, naming the way out.
+func TestReadoptWithNewCounterLayout(t *testing.T) {
+	priv.Require(t)
+	dir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("xlb-test-layout-%d", os.Getpid()))
+	t.Cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("remove pins: %v", err)
+		}
+	})
+	opts := loader.Options{MAC: lbMAC, PinDir: dir, MaxServices: 16, MaxBackends: 64, ConntrackSize: 1024}
+	b, err := loader.Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{t: t, b: b}
+	f.set(lb.Service{Key: web4, Backends: backends(web4.VIP, 3)})
+	first := f.sendFlows(web4, 20, 20000, 5)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The previous version's global counters: a smaller value.
+	replacePin := func(name string, spec *ebpf.MapSpec) {
+		t.Helper()
+		path := filepath.Join(dir, name)
+		if err := os.Remove(path); err != nil {
+			t.Fatal(err)
+		}
+		m, err := ebpf.NewMap(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		if err := m.Pin(path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	replacePin(bpf.MapStats, &ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 16, MaxEntries: 1})
+
+	b2, err := loader.Open(opts)
+	if err != nil {
+		t.Fatalf("re-adopt with counters of another layout: %v", err)
+	}
+	if !b2.Adopted() {
+		t.Fatal("not re-adopted")
+	}
+	f.b = b2
+	if again := f.sendFlows(web4, 20, 20000, 5); !reflect.DeepEqual(first, again) {
+		t.Fatalf("flows moved across the upgrade")
+	}
+	g, err := b2.Stats().Global()
+	if err != nil || g.ConntrackHits != 20 || g.NewFlows != 0 {
+		t.Errorf("fresh counters after the upgrade: %+v, %v", g, err)
+	}
+	pinned, err := ebpf.LoadPinnedMap(filepath.Join(dir, bpf.MapStats), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := pinned.Info(); err != nil || info.ValueSize == 16 {
+		t.Errorf("the old counters are still pinned: %+v %v", info, err)
+	}
+	_ = pinned.Close() // only looked at
+	if err := b2.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The connection table in another layout: refused, with the way out.
+	replacePin(bpf.MapPersist, &ebpf.MapSpec{Type: ebpf.LRUHash, KeySize: 8, ValueSize: 8, MaxEntries: 64})
+	if _, err := loader.Open(opts); err == nil || !strings.Contains(err.Error(), "detach") {
+		t.Errorf("re-adopt with a persistence table of another layout: %v", err)
 	}
 }

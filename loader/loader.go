@@ -60,10 +60,14 @@ func Open(opts Options) (*Balancer, error) {
 
 	adopt := opts.PinDir != "" && exists(filepath.Join(opts.PinDir, bpf.MapServices))
 	var replacements map[string]*ebpf.Map
+	var fresh []string // counter maps of another layout, started afresh
 	if adopt {
-		replacements, err = loadPinnedMaps(opts.PinDir)
+		replacements, fresh, err = loadPinnedMaps(opts.PinDir, spec)
 		if err != nil {
 			return nil, err
+		}
+		for _, name := range fresh {
+			opts.Logger.Warn("pinned counters have the layout of another version: they start from zero (flows, services and tables are kept)", "map", name)
 		}
 		defer func() {
 			for _, m := range replacements {
@@ -96,6 +100,9 @@ func Open(opts Options) (*Balancer, error) {
 	}
 
 	if adopt {
+		if err := b.repin(fresh); err != nil {
+			return nil, errors.Join(err, b.objs.Close())
+		}
 		if err := b.checkAdoptedTables(); err != nil {
 			return nil, errors.Join(err, b.objs.Close())
 		}
@@ -175,19 +182,53 @@ func sizeSpec(spec *ebpf.CollectionSpec, opts Options, iface *net.Interface) err
 // bpfFNoCommonLRU is BPF_F_NO_COMMON_LRU.
 const bpfFNoCommonLRU = 1 << 1
 
-func loadPinnedMaps(dir string) (map[string]*ebpf.Map, error) {
-	out := make(map[string]*ebpf.Map, len(pinnedMaps))
-	for _, name := range pinnedMaps {
-		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), nil)
+// counterMaps hold only counters: when an upgrade changes their layout
+// (a counter added), they start afresh instead of blocking the upgrade.
+// Every other map must match, or flows and tables would be misread.
+var counterMaps = map[string]bool{bpf.MapStats: true, bpf.MapSvcStats: true, bpf.MapBackendStats: true}
+
+// loadPinnedMaps opens the pinned maps in dir for re-adoption. A counter
+// map whose layout differs from spec's is left out (returned in fresh), to
+// be created anew and pinned in its place.
+func loadPinnedMaps(dir string, spec *ebpf.CollectionSpec) (out map[string]*ebpf.Map, fresh []string, err error) {
+	out = make(map[string]*ebpf.Map, len(pinnedMaps))
+	defer func() {
 		if err != nil {
 			for _, m := range out {
 				m.Close()
 			}
-			return nil, fmt.Errorf("re-adopt pinned map %s: %w (pins of an older xlb? xlbd --detach, then start again; flows are lost)", name, err)
+			out = nil
+		}
+	}()
+	for _, name := range pinnedMaps {
+		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), nil)
+		if err != nil {
+			return nil, nil, fmt.Errorf("re-adopt pinned map %s: %w (pins of an older xlb? xlbd --detach, then start again; flows are lost)", name, err)
+		}
+		if counterMaps[name] {
+			if cerr := spec.Maps[name].Compatible(m); cerr != nil {
+				m.Close()
+				fresh = append(fresh, name)
+				continue
+			}
 		}
 		out[name] = m
 	}
-	return out, nil
+	return out, fresh, nil
+}
+
+// repin pins the fresh counter maps over the pins of the old layout.
+func (b *Balancer) repin(names []string) error {
+	for _, name := range names {
+		path := filepath.Join(b.opts.PinDir, name)
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("replace pinned %s: %w", name, err)
+		}
+		if err := b.mapByName(name).Pin(path); err != nil {
+			return fmt.Errorf("pin %s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 func (b *Balancer) attach(iface *net.Interface) error {
