@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+
 	"github.com/xlb-lb/xlb/bpf"
 	"github.com/xlb-lb/xlb/loader"
 	"github.com/xlb-lb/xlb/maps/lb"
