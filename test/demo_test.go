@@ -131,8 +131,25 @@ func TestDemo(t *testing.T) {
 // everything it created.
 func TestDemoInterrupted(t *testing.T) {
 	lab.RequirePrivileged(t)
-	exe := filepath.Join(bins.Dir, "xlb-demo")
-	if out, err := exec.Command("go", "build", "-o", exe, "./demo/xlb-demo").CombinedOutput(); err != nil {
+	data, out := interruptDemo(t, "xlb-demo", func(line string) bool { return strings.HasPrefix(line, "4/7") }, 100*time.Millisecond)
+	var res demo.Result
+	if err := json.Unmarshal(data, &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Prefix == "" || res.XlbdPID == 0 {
+		t.Fatalf("the demo was interrupted before it built the lab and started xlbd: %+v\n%s", res, out)
+	}
+	checkNothingLeft(t, &res)
+}
+
+// interruptDemo builds and runs the demo program name (./demo/NAME) as a
+// user does, presses Ctrl-C (SIGINT) pause after the first line of its
+// output that at accepts, and checks that it exits 130 saying it was
+// interrupted. It returns the demo's result file and its output.
+func interruptDemo(t *testing.T, name string, at func(line string) bool, pause time.Duration) ([]byte, string) {
+	t.Helper()
+	exe := filepath.Join(bins.Dir, name)
+	if out, err := exec.Command("go", "build", "-o", exe, "./demo/"+name).CombinedOutput(); err != nil {
 		t.Fatalf("build the demo: %v\n%s", err, out)
 	}
 	result := filepath.Join(t.TempDir(), "result.json")
@@ -154,8 +171,8 @@ func TestDemoInterrupted(t *testing.T) {
 	sc := bufio.NewScanner(stdout)
 	for sc.Scan() {
 		out.WriteString(sc.Text() + "\n")
-		if strings.HasPrefix(sc.Text(), "4/7") {
-			time.Sleep(100 * time.Millisecond) // into the requests
+		if at(sc.Text()) {
+			time.Sleep(pause)
 			// A demo already gone shows in its exit status below.
 			if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 				t.Logf("interrupt the demo: %v", err)
@@ -174,14 +191,7 @@ func TestDemoInterrupted(t *testing.T) {
 	if err != nil {
 		t.Fatalf("no result: %v\n%s", err, out.String())
 	}
-	var res demo.Result
-	if err := json.Unmarshal(data, &res); err != nil {
-		t.Fatal(err)
-	}
-	if res.Prefix == "" || res.XlbdPID == 0 {
-		t.Fatalf("the demo was interrupted before it built the lab and started xlbd: %+v\n%s", res, out.String())
-	}
-	checkNothingLeft(t, &res)
+	return data, out.String()
 }
 
 // TestDemoFailure: a run that fails with xlbd running (a health check no

@@ -3,17 +3,12 @@
 package test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -144,55 +139,14 @@ func TestDemoHA(t *testing.T) {
 func TestDemoHAInterrupted(t *testing.T) {
 	lab.RequirePrivileged(t)
 	lab.RequireBird(t)
-	exe := filepath.Join(bins.Dir, "xlb-demo-ha")
-	if out, err := exec.Command("go", "build", "-o", exe, "./demo/xlb-demo-ha").CombinedOutput(); err != nil {
-		t.Fatalf("build the demo: %v\n%s", err, out)
-	}
-	result := filepath.Join(t.TempDir(), "result.json")
-	cmd := exec.Command(exe, "--bin", bins.Dir, "--result", result)
-	cmd.Dir = ".."
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	// Best effort: on the normal path the demo has exited and been waited
-	// for, and Kill only says so.
-	defer func() { _ = cmd.Process.Kill() }()
-	var out bytes.Buffer
-	sc := bufio.NewScanner(stdout)
-	for sc.Scan() {
-		out.WriteString(sc.Text() + "\n")
-		if strings.Contains(sc.Text(), "cable (its link is down)") {
-			time.Sleep(300 * time.Millisecond) // the node is lost, the router still routes to it
-			// A demo already gone shows in its exit status below.
-			if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-				t.Logf("interrupt the demo: %v", err)
-			}
-		}
-	}
-	err = cmd.Wait()
-	var exit *exec.ExitError
-	if !errors.As(err, &exit) || exit.ExitCode() != 130 {
-		t.Errorf("interrupted demo: %v, want exit status 130\n%s%s", err, out.String(), stderr.String())
-	}
-	if !strings.Contains(out.String(), "Interrupted") {
-		t.Errorf("no word of the interruption:\n%s", out.String())
-	}
-	data, err := os.ReadFile(result)
-	if err != nil {
-		t.Fatalf("no result: %v\n%s", err, out.String())
-	}
+	// The node is lost, the router still routes to it.
+	data, out := interruptDemo(t, "xlb-demo-ha", func(line string) bool { return strings.Contains(line, "cable (its link is down)") }, 300*time.Millisecond)
 	var res demo.HAResult
 	if err := json.Unmarshal(data, &res); err != nil {
 		t.Fatal(err)
 	}
 	if res.Prefix == "" || len(res.XlbdPIDs) != 3 || res.BirdPID == 0 || res.NodeLoss == nil {
-		t.Fatalf("the demo was interrupted before it lost a node: %+v\n%s", res, out.String())
+		t.Fatalf("the demo was interrupted before it lost a node: %+v\n%s", res, out)
 	}
 	checkNothingLeftHA(t, &res)
 }
