@@ -224,17 +224,25 @@ func TestSyncDeletes(t *testing.T) {
 	}
 }
 
-// A pinned data plane survives Close and is re-adopted with its services,
-// ids and connection table.
-func TestPinAndReadopt(t *testing.T) {
+// pinnedOptions are the options of a small data plane pinned under
+// /sys/fs/bpf/NAME-PID, removed when the test ends.
+func pinnedOptions(t *testing.T, name string) loader.Options {
+	t.Helper()
 	priv.Require(t)
-	dir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("xlb-test-%d", os.Getpid()))
+	dir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("%s-%d", name, os.Getpid()))
 	t.Cleanup(func() {
 		if err := os.RemoveAll(dir); err != nil {
 			t.Errorf("remove pins: %v", err)
 		}
 	})
-	opts := loader.Options{MAC: lbMAC, PinDir: dir, MaxServices: 16, MaxBackends: 64, ConntrackSize: 1024}
+	return loader.Options{MAC: lbMAC, PinDir: dir, MaxServices: 16, MaxBackends: 64, ConntrackSize: 1024}
+}
+
+// A pinned data plane survives Close and is re-adopted with its services,
+// ids and connection table.
+func TestPinAndReadopt(t *testing.T) {
+	opts := pinnedOptions(t, "xlb-test")
+	dir := opts.PinDir
 	b, err := loader.Open(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -337,14 +345,8 @@ func TestSyncSkipsUnchanged(t *testing.T) {
 // counters start from zero in maps pinned in place of the old ones. A
 // change to any other map's layout still refuses, naming the way out.
 func TestReadoptWithNewCounterLayout(t *testing.T) {
-	priv.Require(t)
-	dir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("xlb-test-layout-%d", os.Getpid()))
-	t.Cleanup(func() {
-		if err := os.RemoveAll(dir); err != nil {
-			t.Errorf("remove pins: %v", err)
-		}
-	})
-	opts := loader.Options{MAC: lbMAC, PinDir: dir, MaxServices: 16, MaxBackends: 64, ConntrackSize: 1024}
+	opts := pinnedOptions(t, "xlb-test-layout")
+	dir := opts.PinDir
 	b, err := loader.Open(opts)
 	if err != nil {
 		t.Fatal(err)
