@@ -22,6 +22,8 @@ type (
 	PersistEntry = xlbPersistEntry
 	// Config is the value of the one-entry config map.
 	Config = xlbXlbConfig
+	// VipKey is the key of the vips map.
+	VipKey = xlbVipKey
 	// GlobalCounters is the per-CPU value of the stats map.
 	GlobalCounters = xlbGlobalCounters
 	// SvcCounters is the per-CPU value of the svc_stats map.
@@ -58,6 +60,12 @@ const (
 	BackendFailing = 1 << 1
 )
 
+// Flags of Config.Flags (consts.h F_CFG_*).
+const (
+	// ConfigNoICMPEcho leaves ICMP echo requests to a VIP to the kernel.
+	ConfigNoICMPEcho = 1 << 0
+)
+
 // Flags of Flow.Flags (consts.h F_FLOW_*).
 const (
 	// FlowClosing marks a flow whose client sent FIN or RST.
@@ -88,6 +96,7 @@ const (
 	MapActive       = "backend_active"
 	MapRRCursor     = "rr_cursor"
 	MapConfig       = "config"
+	MapVips         = "vips"
 	VarIfaceMAC     = "iface_mac"
 	VarMaglevSize   = "maglev_size"
 )

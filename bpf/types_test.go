@@ -20,7 +20,8 @@ func TestTypeSizes(t *testing.T) {
 		{"flow", unsafe.Sizeof(Flow{}), 16},
 		{"persist_key", unsafe.Sizeof(PersistKey{}), 24},
 		{"persist_entry", unsafe.Sizeof(PersistEntry{}), 16},
-		{"xlb_config", unsafe.Sizeof(Config{}), 24},
+		{"xlb_config", unsafe.Sizeof(Config{}), 32},
+		{"vip_key", unsafe.Sizeof(VipKey{}), 20},
 	} {
 		if c.got != c.want {
 			t.Errorf("struct %s: %d bytes, want %d", c.name, c.got, c.want)
@@ -48,6 +49,7 @@ func TestMapSpecsMatchTypes(t *testing.T) {
 		{MapActive, 4, 8},
 		{MapRRCursor, 4, 4},
 		{MapConfig, 4, unsafe.Sizeof(Config{})},
+		{MapVips, unsafe.Sizeof(VipKey{}), 4},
 	} {
 		ms := spec.Maps[c.m]
 		if ms == nil {

@@ -182,10 +182,20 @@ static __always_inline int flow_expired(__u64 last_seen, __u32 fflags,
 	return to && (__s64)(now - last_seen) > (__s64)to;
 }
 
+/* What parse_frame found. */
+enum {
+	/* For the kernel; the reason is counted. */
+	FRAME_PASS = 0,
+	/* TCP or UDP: ports parsed, a service may match. */
+	FRAME_L4 = 1,
+	/* ICMP or ICMPv6 (addresses parsed): for the echo responder. */
+	FRAME_ICMP = 2,
+};
+
 /* parse_frame parses Ethernet (with VLAN tags), IPv4 or IPv6 and the TCP or
- * UDP ports into p. Returns 0 when the frame is not one a service could
- * match: it then goes to the kernel, the reason counted, before any map is
- * touched (fragments and IPv6 extension headers are not handled yet; the
+ * UDP ports into p. Returns FRAME_PASS when the frame is not one a service
+ * could match: it then goes to the kernel, the reason counted, before any
+ * map is touched (fragments and IPv6 extension headers are not handled yet; the
  * kernel copes with them). A length field that does not hold is malformed:
  * no port is ever read from bytes past the IP packet's end. */
 static __always_inline int parse_frame(void *data, void *end, struct pkt *p,
@@ -199,7 +209,7 @@ static __always_inline int parse_frame(void *data, void *end, struct pkt *p,
 	proto = parse_eth(&pos, end, p);
 	if (proto == PARSE_MALFORMED) {
 		gs->pass_malformed++;
-		return 0;
+		return FRAME_PASS;
 	}
 	if (proto == ETH_P_IP) {
 		proto = parse_ipv4(&pos, end, p, &l4_len);
@@ -207,25 +217,27 @@ static __always_inline int parse_frame(void *data, void *end, struct pkt *p,
 		proto = parse_ipv6(&pos, end, p, &l4_len);
 	} else {
 		gs->pass_not_ip++;
-		return 0;
+		return FRAME_PASS;
 	}
 	if (proto >= 0)
 		proto = parse_l4(pos, end, l4_len, proto, p);
 	switch (proto) {
 	case 0:
-		return 1;
+		return FRAME_L4;
+	case PARSE_ICMP:
+		return FRAME_ICMP;
 	case PARSE_FRAGMENT:
 		gs->pass_fragment++;
-		return 0;
+		return FRAME_PASS;
 	case PARSE_IPV6_EXT:
 		gs->pass_ipv6_ext++;
-		return 0;
+		return FRAME_PASS;
 	case PARSE_OTHER_L4:
 		gs->pass_not_vip++;
-		return 0;
+		return FRAME_PASS;
 	default:
 		gs->pass_malformed++;
-		return 0;
+		return FRAME_PASS;
 	}
 }
 
@@ -437,6 +449,69 @@ static __always_inline int count_and_forward(const struct pkt *p,
 	return XDP_TX;
 }
 
+/* icmp_echo answers an ICMP or ICMPv6 echo request to a VIP with XDP_TX,
+ * as Katran does, unless F_CFG_NO_ICMP_ECHO is set. Everything else goes to
+ * the kernel as before, counted as not for a service: other ICMP types,
+ * echo to another address, a message too short to show its type. An echo
+ * request to a VIP too short for its 8-byte header (by the frame or by the
+ * IP length) is malformed; one for another host's MAC or with TTL 0 goes
+ * to the kernel too. TTL 1 is answered: the VIP is the destination. */
+static __always_inline int icmp_echo(struct pkt *p, void *end,
+				     struct global_counters *gs)
+{
+	__u32 zero = 0;
+	struct xlb_config *c = bpf_map_lookup_elem(&config, &zero);
+	struct icmphdr *ih = p->l4;
+	__u8 req = ICMPV6_ECHO_REQUEST;
+	struct vip_key vk = {};
+
+	if (p->key.family == XLB_AF_INET)
+		req = ICMP_ECHO;
+	if (!c || (c->flags & F_CFG_NO_ICMP_ECHO))
+		goto not_vip;
+	if (p->l4_len < 1 || (void *)&ih->type + 1 > end || ih->type != req)
+		goto not_vip;
+	__builtin_memcpy(vk.addr, p->key.dst, sizeof(vk.addr));
+	vk.family = p->key.family;
+	if (!bpf_map_lookup_elem(&vips, &vk))
+		goto not_vip;
+	if (p->l4_len < sizeof(*ih) || (void *)(ih + 1) > end) {
+		gs->pass_malformed++;
+		return XDP_PASS;
+	}
+	if (ih->code != 0)
+		goto not_vip;
+	if (!addressed_to_us(p->eth)) {
+		gs->pass_other_host++;
+		return XDP_PASS;
+	}
+	if (p->ttl == 0) {
+		gs->pass_ttl++;
+		return XDP_PASS;
+	}
+	/* The IP header lay before the ICMP one, so it is within the frame;
+	 * the verifier wants to see that again. */
+	if (p->key.family == XLB_AF_INET) {
+		struct iphdr *ip = p->ip;
+		if ((void *)(ip + 1) > end)
+			goto internal;
+		rewrite_echo_reply4(p->eth, ip, ih);
+	} else {
+		struct ipv6hdr *ip6 = p->ip;
+		if ((void *)(ip6 + 1) > end)
+			goto internal;
+		rewrite_echo_reply6(p->eth, ip6, ih);
+	}
+	gs->icmp_echo_replies++;
+	return XDP_TX;
+not_vip:
+	gs->pass_not_vip++;
+	return XDP_PASS;
+internal:
+	gs->drop_internal++;
+	return XDP_DROP;
+}
+
 /* process runs one frame through the steps: parse, find its service (or
  * leave it to the kernel), flow lookup, new flow when the connection table
  * could not place it, count and forward. */
@@ -446,9 +521,12 @@ static __always_inline int process(struct xdp_md *ctx,
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
 	struct pkt p = {};
+	int kind = parse_frame(data, end, &p, gs);
 
-	if (!parse_frame(data, end, &p, gs))
+	if (kind == FRAME_PASS)
 		return XDP_PASS;
+	if (kind == FRAME_ICMP)
+		return icmp_echo(&p, end, gs);
 	struct service *svc = service_of(&p);
 	if (!svc) {
 		gs->pass_not_vip++;

@@ -74,6 +74,7 @@ type xlbGlobalCounters struct {
 	ExpiredFlows          uint64
 	ClosedFlows           uint64
 	PersistHits           uint64
+	IcmpEchoReplies       uint64
 }
 
 type xlbPersistEntry struct {
@@ -125,11 +126,20 @@ type xlbSvcKey struct {
 	Family uint8
 }
 
+type xlbVipKey struct {
+	_      structs.HostLayout
+	Addr   [4]uint32
+	Family uint8
+	Pad    [3]uint8
+}
+
 type xlbXlbConfig struct {
 	_               structs.HostLayout
 	TcpTimeoutNs    uint64
 	TcpFinTimeoutNs uint64
 	UdpTimeoutNs    uint64
+	Flags           uint32
+	Pad             uint32
 }
 
 // Names of all BPF objects in the ELF.
@@ -147,6 +157,7 @@ const (
 	xlbMapServices      = "services"
 	xlbMapStats         = "stats"
 	xlbMapSvcStats      = "svc_stats"
+	xlbMapVips          = "vips"
 	xlbProgXlb          = "xlb"
 	xlbVarIfaceMac      = "iface_mac"
 	xlbVarMaglevSize    = "maglev_size"
@@ -212,6 +223,7 @@ type xlbMapSpecs struct {
 	Services      *ebpf.MapSpec `ebpf:"services"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
 	SvcStats      *ebpf.MapSpec `ebpf:"svc_stats"`
+	Vips          *ebpf.MapSpec `ebpf:"vips"`
 }
 
 // xlbVariableSpecs contains global variables before they are loaded into the kernel.
@@ -253,6 +265,7 @@ type xlbMaps struct {
 	Services      *ebpf.Map `ebpf:"services"`
 	Stats         *ebpf.Map `ebpf:"stats"`
 	SvcStats      *ebpf.Map `ebpf:"svc_stats"`
+	Vips          *ebpf.Map `ebpf:"vips"`
 }
 
 func (m *xlbMaps) Close() error {
@@ -268,6 +281,7 @@ func (m *xlbMaps) Close() error {
 		m.Services,
 		m.Stats,
 		m.SvcStats,
+		m.Vips,
 	)
 }
 

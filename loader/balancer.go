@@ -65,6 +65,9 @@ type Balancer struct {
 	active    *maps.Active
 	persist   *maps.PersistTable
 	cfgMap    *maps.Config
+	vipMap    *maps.VIPs
+	// vips mirrors vipMap: services per VIP address.
+	vips map[netip.Addr]uint32
 }
 
 func (b *Balancer) initViews() {
@@ -77,6 +80,8 @@ func (b *Balancer) initViews() {
 	b.active = maps.NewActive(m.BackendActive)
 	b.persist = maps.NewPersistTable(m.Persist)
 	b.cfgMap = maps.NewConfig(m.Config)
+	b.vipMap = maps.NewVIPs(m.Vips)
+	b.vips = make(map[netip.Addr]uint32)
 	b.services = make(map[lb.ServiceKey]*svcState)
 	b.svcIDs = newIDAlloc(0, b.opts.MaxServices)
 	b.beIDs = newIDAlloc(1, b.opts.MaxBackends) // 0 marks an empty slot
@@ -117,6 +122,41 @@ func (b *Balancer) SetTimeouts(t lb.Timeouts) error {
 		return err
 	}
 	return b.cfgMap.SetTimeouts(t)
+}
+
+// ICMPEcho reports whether the data plane answers ICMP echo requests to a
+// VIP.
+func (b *Balancer) ICMPEcho() (bool, error) { return b.cfgMap.ICMPEcho() }
+
+// SetICMPEcho turns the answering of ICMP/ICMPv6 echo requests to a VIP on
+// or off; it applies to the next packet.
+func (b *Balancer) SetICMPEcho(on bool) error { return b.cfgMap.SetICMPEcho(on) }
+
+// syncVIPs makes the vips map (the addresses echo requests are answered
+// for) match the installed services, writing only what changed.
+func (b *Balancer) syncVIPs() error {
+	want := make(map[netip.Addr]uint32, len(b.vips))
+	for k := range b.services {
+		want[k.VIP]++
+	}
+	for vip, n := range want {
+		if b.vips[vip] == n {
+			continue
+		}
+		if err := b.vipMap.Put(vip, n); err != nil {
+			return err
+		}
+		b.vips[vip] = n
+	}
+	for vip := range b.vips {
+		if _, ok := want[vip]; !ok {
+			if err := b.vipMap.Delete(vip); err != nil {
+				return err
+			}
+			delete(b.vips, vip)
+		}
+	}
+	return nil
 }
 
 // TableSize is the number of slots of every service's scheduler table.
@@ -285,7 +325,7 @@ func (b *Balancer) apply(p *plan) error {
 		b.beIDs.release(id)
 	}
 	b.services[p.key] = st
-	return nil
+	return b.syncVIPs()
 }
 
 func (s *svcState) backend(addr netip.Addr) lb.Backend {
@@ -395,7 +435,7 @@ func (b *Balancer) deleteLocked(key lb.ServiceKey) error {
 	}
 	b.svcIDs.release(st.id)
 	delete(b.services, key)
-	return nil
+	return b.syncVIPs()
 }
 
 // Services returns the installed services sorted by key.
@@ -466,5 +506,6 @@ func (b *Balancer) recoverState() error {
 		st.ids[be.Addr] = id
 		st.cfg.Backends = append(st.cfg.Backends, lb.Backend{Addr: be.Addr, MAC: be.MAC, Weight: be.Weight, Down: !be.Usable && len(be.MAC) == 6, Failing: be.Failing && be.Usable})
 	}
-	return nil
+	// The vips map is not pinned: this program's is empty until now.
+	return b.syncVIPs()
 }

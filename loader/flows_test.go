@@ -374,6 +374,8 @@ func TestReadoptWithNewCounterLayout(t *testing.T) {
 		}
 	}
 	replacePin(bpf.MapStats, &ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 16, MaxEntries: 1})
+	// The previous version's settings: the timeouts only, 24 bytes.
+	replacePin(bpf.MapConfig, &ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 24, MaxEntries: 1})
 
 	b2, err := loader.Open(opts)
 	if err != nil {
@@ -398,6 +400,16 @@ func TestReadoptWithNewCounterLayout(t *testing.T) {
 		t.Errorf("the old counters are still pinned: %+v %v", info, err)
 	}
 	_ = pinned.Close() // only looked at
+	// The settings were written whole into the fresh config map, and the
+	// VIP list (not pinned) was rebuilt from the recovered services.
+	if to, err := b2.Timeouts(); err != nil || to != lb.DefaultTimeouts {
+		t.Errorf("timeouts after the upgrade: %+v, %v", to, err)
+	}
+	if on, err := b2.ICMPEcho(); err != nil || !on {
+		t.Errorf("echo after the upgrade: %v, %v", on, err)
+	}
+	e4 := echoSpec(netip.MustParseAddr("198.18.0.200"), web4.VIP)
+	f.checkEcho(t, echoRow{"echo after the upgrade", build(t, e4), xdpTX, replyOf(e4), map[string]uint64{"IcmpEchoReplies": 1}})
 	if err := b2.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -67,7 +67,7 @@ func Open(opts Options) (*Balancer, error) {
 			return nil, err
 		}
 		for _, name := range fresh {
-			opts.Logger.Warn("pinned counters have the layout of another version: they start from zero (flows, services and tables are kept)", "map", name)
+			opts.Logger.Warn("pinned map has the layout of another version: it starts afresh (counters from zero, settings rewritten; flows, services and tables are kept)", "map", name)
 		}
 		defer func() {
 			for _, m := range replacements {
@@ -95,7 +95,12 @@ func Open(opts Options) (*Balancer, error) {
 		adopted: adopt,
 	}
 	b.initViews()
+	// Every setting of the config map is written here, so a config map
+	// started afresh (freshMaps) loses nothing.
 	if err := b.cfgMap.SetTimeouts(opts.Timeouts); err != nil {
+		return nil, errors.Join(err, b.objs.Close())
+	}
+	if err := b.cfgMap.SetICMPEcho(!opts.NoICMPEcho); err != nil {
 		return nil, errors.Join(err, b.objs.Close())
 	}
 
@@ -139,7 +144,7 @@ func Open(opts Options) (*Balancer, error) {
 
 // sizeSpec applies the options to the spec before load.
 func sizeSpec(spec *ebpf.CollectionSpec, opts Options, iface *net.Interface) error {
-	for _, name := range pinnedMaps {
+	for _, name := range append(pinnedMaps, bpf.MapVips) {
 		if spec.Maps[name] == nil {
 			return fmt.Errorf("collection has no map %q", name)
 		}
@@ -153,6 +158,9 @@ func sizeSpec(spec *ebpf.CollectionSpec, opts Options, iface *net.Interface) err
 	spec.Maps[bpf.MapRRCursor].MaxEntries = opts.MaxServices
 	spec.Maps[bpf.MapActive].MaxEntries = opts.MaxBackends
 	spec.Maps[bpf.MapPersist].MaxEntries = opts.PersistSize
+	// At most one VIP per service. Not pinned: rebuilt from the services
+	// on every start (syncVIPs).
+	spec.Maps[bpf.MapVips].MaxEntries = opts.MaxServices
 	if opts.ConntrackPerCPU {
 		spec.Maps[bpf.MapConntrack].Type = ebpf.LRUCPUHash
 	}
@@ -182,12 +190,14 @@ func sizeSpec(spec *ebpf.CollectionSpec, opts Options, iface *net.Interface) err
 // bpfFNoCommonLRU is BPF_F_NO_COMMON_LRU.
 const bpfFNoCommonLRU = 1 << 1
 
-// counterMaps hold only counters: when an upgrade changes their layout
-// (a counter added), they start afresh instead of blocking the upgrade.
-// Every other map must match, or flows and tables would be misread.
-var counterMaps = map[string]bool{bpf.MapStats: true, bpf.MapSvcStats: true, bpf.MapBackendStats: true}
+// freshMaps may start afresh when an upgrade changes their layout instead
+// of blocking the upgrade: the counter maps (a counter added: they restart
+// from zero) and the config map (a setting added: Open rewrites every
+// setting of it anyway). Every other map must match, or flows and tables
+// would be misread.
+var freshMaps = map[string]bool{bpf.MapStats: true, bpf.MapSvcStats: true, bpf.MapBackendStats: true, bpf.MapConfig: true}
 
-// loadPinnedMaps opens the pinned maps in dir for re-adoption. A counter
+// loadPinnedMaps opens the pinned maps in dir for re-adoption. A fresh
 // map whose layout differs from spec's is left out (returned in fresh), to
 // be created anew and pinned in its place.
 func loadPinnedMaps(dir string, spec *ebpf.CollectionSpec) (out map[string]*ebpf.Map, fresh []string, err error) {
@@ -205,7 +215,7 @@ func loadPinnedMaps(dir string, spec *ebpf.CollectionSpec) (out map[string]*ebpf
 		if err != nil {
 			return nil, nil, fmt.Errorf("re-adopt pinned map %s: %w (pins of an older xlb? xlbd --detach, then start again; flows are lost)", name, err)
 		}
-		if counterMaps[name] {
+		if freshMaps[name] {
 			if cerr := spec.Maps[name].Compatible(m); cerr != nil {
 				m.Close()
 				fresh = append(fresh, name)
@@ -217,7 +227,7 @@ func loadPinnedMaps(dir string, spec *ebpf.CollectionSpec) (out map[string]*ebpf
 	return out, fresh, nil
 }
 
-// repin pins the fresh counter maps over the pins of the old layout.
+// repin pins the maps started afresh over the pins of the old layout.
 func (b *Balancer) repin(names []string) error {
 	for _, name := range names {
 		path := filepath.Join(b.opts.PinDir, name)

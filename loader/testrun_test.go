@@ -202,8 +202,14 @@ func TestVerdicts(t *testing.T) {
 		{"tcp4 wrong port", c4(ap("198.18.1.1:81"), lb.TCP), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassNotVip": 1}},
 		{"udp4 to tcp-only port", c4(vip4web, lb.UDP), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassNotVip": 1}},
 		{"tcp6 to udp-only port", c6(vip6dns, lb.TCP), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassNotVip": 1}},
-		{"icmp4 to VIP", with(c4(vip4web, lb.TCP), func(p *frame.Spec) { p.ICMP = true }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassNotVip": 1}},
-		{"icmp6 to VIP", with(c6(vip6web, lb.TCP), func(p *frame.Spec) { p.ICMP = true }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassNotVip": 1}},
+		// Echo requests to a VIP are answered (echo_test.go); any other
+		// ICMP goes to the kernel.
+		{"icmp4 echo reply to VIP", with(c4(vip4web, lb.TCP), func(p *frame.Spec) { p.ICMP = true; p.ICMPType = new(uint8) }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassNotVip": 1}},
+		{"icmp6 echo reply to VIP", with(c6(vip6web, lb.TCP), func(p *frame.Spec) {
+			p.ICMP = true
+			p.ICMPType = u8(129)
+			p.ICMPID = 1
+		}), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassNotVip": 1}},
 		{"ttl 1", with(c4(vip4web, lb.TCP), func(p *frame.Spec) { p.TTL = 1 }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassTtl": 1}},
 		{"hop limit 1", with(c6(vip6web, lb.TCP), func(p *frame.Spec) { p.TTL = 1 }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassTtl": 1}},
 		{"ttl 2 forwarded", with(c4(vip4web, lb.TCP), func(p *frame.Spec) { p.TTL = 2 }), web4, xdpTX, newFlow},

@@ -136,6 +136,31 @@ func (c *Config) SetTimeouts(t lb.Timeouts) error {
 	return nil
 }
 
+// SetICMPEcho turns the answering of ICMP echo requests to a VIP on or off.
+func (c *Config) SetICMPEcho(on bool) error {
+	var v bpf.Config
+	if err := c.m.Lookup(uint32(0), &v); err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	v.Flags &^= bpf.ConfigNoICMPEcho
+	if !on {
+		v.Flags |= bpf.ConfigNoICMPEcho
+	}
+	if err := c.m.Put(uint32(0), &v); err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	return nil
+}
+
+// ICMPEcho reports whether ICMP echo requests to a VIP are answered.
+func (c *Config) ICMPEcho() (bool, error) {
+	var v bpf.Config
+	if err := c.m.Lookup(uint32(0), &v); err != nil {
+		return false, fmt.Errorf("read config: %w", err)
+	}
+	return v.Flags&bpf.ConfigNoICMPEcho == 0, nil
+}
+
 // Timeouts reads the connection table's idle timeouts.
 func (c *Config) Timeouts() (lb.Timeouts, error) {
 	var v bpf.Config
@@ -143,4 +168,51 @@ func (c *Config) Timeouts() (lb.Timeouts, error) {
 		return lb.Timeouts{}, fmt.Errorf("read config: %w", err)
 	}
 	return lb.Timeouts{TCP: time.Duration(v.TcpTimeoutNs), TCPFin: time.Duration(v.TcpFinTimeoutNs), UDP: time.Duration(v.UdpTimeoutNs)}, nil
+}
+
+// VIPs is the set of addresses that are the VIP of some service, with the
+// number of services of each (the ICMP echo responder's list).
+type VIPs struct{ m *ebpf.Map }
+
+// NewVIPs wraps the vips map.
+func NewVIPs(m *ebpf.Map) *VIPs { return &VIPs{m} }
+
+func vipKey(a netip.Addr) bpf.VipKey {
+	w, fam := addrWords(a)
+	return bpf.VipKey{Addr: w, Family: fam}
+}
+
+// Put sets the number of services of vip (above 0).
+func (v *VIPs) Put(vip netip.Addr, services uint32) error {
+	k := vipKey(vip)
+	if err := v.m.Put(&k, services); err != nil {
+		return fmt.Errorf("put vip %s: %w", vip, err)
+	}
+	return nil
+}
+
+// Delete removes vip; a missing one is not an error.
+func (v *VIPs) Delete(vip netip.Addr) error {
+	k := vipKey(vip)
+	if err := v.m.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete vip %s: %w", vip, err)
+	}
+	return nil
+}
+
+// All returns every VIP with its number of services.
+func (v *VIPs) All() (map[netip.Addr]uint32, error) {
+	out := make(map[netip.Addr]uint32)
+	var (
+		k bpf.VipKey
+		n uint32
+	)
+	it := v.m.Iterate()
+	for it.Next(&k, &n) {
+		out[wordsAddr(k.Addr, k.Family)] = n
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterate vips: %w", err)
+	}
+	return out, nil
 }

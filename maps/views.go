@@ -324,6 +324,7 @@ func LBGlobal(g GlobalCounters) lb.GlobalCounters {
 		ConntrackHits: g.ConntrackHits, NewFlows: g.NewFlows, Reschedules: g.Reschedules,
 		ConntrackInsertErrors: g.ConntrackInsertErrors,
 		ExpiredFlows:          g.ExpiredFlows, ClosedFlows: g.ClosedFlows, PersistHits: g.PersistHits,
+		ICMPEchoReplies: g.IcmpEchoReplies,
 	}
 }
 

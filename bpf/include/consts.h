@@ -55,6 +55,17 @@
 /* IP protocol numbers. */
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
+#define IPPROTO_ICMP 1
+#define IPPROTO_ICMPV6 58
+
+/* ICMP and ICMPv6 echo types. */
+#define ICMP_ECHOREPLY 0
+#define ICMP_ECHO 8
+#define ICMPV6_ECHO_REQUEST 128
+#define ICMPV6_ECHO_REPLY 129
+
+/* TTL (hop limit) of the echo replies the data plane sends. */
+#define ECHO_REPLY_TTL 64
 
 /* TCP flag bits (tcphdr.flags). */
 #define TCP_FIN 0x01
@@ -84,5 +95,11 @@
 /* F_FLOW_CLOSING: the client sent FIN or RST; the flow no longer counts as
  * active and expires after the TCP closing timeout. */
 #define F_FLOW_CLOSING (1U << 0)
+
+/* Runtime flags (struct xlb_config.flags). */
+/* F_CFG_NO_ICMP_ECHO: echo requests to a VIP go to the kernel instead of
+ * being answered here. Off (0) is the default, so a config entry of zeros
+ * answers them. */
+#define F_CFG_NO_ICMP_ECHO (1U << 0)
 
 #endif

@@ -14,6 +14,16 @@ struct {
 	__type(value, struct service);
 } services SEC(".maps");
 
+/* VIP addresses (of any service, any port) -> number of their services:
+ * what an ICMP echo request is answered for. Derived from services by the
+ * loader, which rebuilds it on every start (not pinned). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_SERVICES);
+	__type(key, struct vip_key);
+	__type(value, __u32);
+} vips SEC(".maps");
+
 /* Backends by id (0 is never used: it marks an empty Maglev slot). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -57,6 +57,15 @@ struct tcphdr {
 	__be16 urg_ptr;
 };
 
+/* The first 8 bytes of an ICMP or ICMPv6 message (the echo layout). */
+struct icmphdr {
+	__u8 type;
+	__u8 code;
+	__u16 checksum;
+	__be16 id;
+	__be16 seq;
+};
+
 struct udphdr {
 	__be16 source;
 	__be16 dest;
@@ -70,12 +79,19 @@ enum {
 	PARSE_FRAGMENT = -2,
 	PARSE_IPV6_EXT = -3,
 	PARSE_OTHER_L4 = -4,
+	/* ICMP or ICMPv6: addresses parsed, p->ip and p->l4 set. */
+	PARSE_ICMP = -5,
 };
 
 /* What the data plane needs to know about a frame. */
 struct pkt {
 	struct flow_key key;
 	struct ethhdr *eth;
+	/* IP header and ICMP message of an ICMP frame (PARSE_ICMP only);
+	 * l4_len is the message's length as the IP header announces it. */
+	void *ip;
+	void *l4;
+	__u32 l4_len;
 	__u8 ttl;
 	/* TCP flags (TCP_*), 0 for UDP. */
 	__u8 tcp_flags;
@@ -143,6 +159,7 @@ static __always_inline int parse_ipv4(void **pos, void *end, struct pkt *p,
 	p->key.dst[0] = ip->daddr;
 	p->key.proto = ip->protocol;
 	p->ttl = ip->ttl;
+	p->ip = ip;
 	*pos += hlen;
 	return ip->protocol;
 }
@@ -169,6 +186,7 @@ static __always_inline int parse_ipv6(void **pos, void *end, struct pkt *p,
 	switch (ip6->nexthdr) {
 	case IPPROTO_TCP:
 	case IPPROTO_UDP:
+	case IPPROTO_ICMPV6:
 		break;
 	case 0:   /* hop-by-hop options */
 	case 43:  /* routing */
@@ -189,13 +207,15 @@ static __always_inline int parse_ipv6(void **pos, void *end, struct pkt *p,
 	__builtin_memcpy(p->key.dst, ip6->daddr, sizeof(p->key.dst));
 	p->key.proto = ip6->nexthdr;
 	p->ttl = ip6->hop_limit;
+	p->ip = ip6;
 	*pos = ip6 + 1;
 	return ip6->nexthdr;
 }
 
 /* parse_l4 reads the ports of a TCP or UDP header that lies whole within
  * both the frame and the l4_len bytes the IP header announces (which lie
- * within the frame), its own length field consistent with both. */
+ * within the frame), its own length field consistent with both. ICMP
+ * (ICMPv6 over IPv6) is only located, for the echo responder. */
 static __always_inline int parse_l4(void *pos, void *end, __u32 l4_len,
 				    int proto, struct pkt *p)
 {
@@ -226,6 +246,14 @@ static __always_inline int parse_l4(void *pos, void *end, __u32 l4_len,
 		p->key.sport = uh->source;
 		p->key.dport = uh->dest;
 		return 0;
+	}
+	if ((proto == IPPROTO_ICMP && p->key.family == XLB_AF_INET) ||
+	    (proto == IPPROTO_ICMPV6 && p->key.family == XLB_AF_INET6)) {
+		/* Nothing read yet: icmp_echo checks the message's length
+		 * once it knows the frame is an echo request to a VIP. */
+		p->l4 = pos;
+		p->l4_len = l4_len;
+		return PARSE_ICMP;
 	}
 	return PARSE_OTHER_L4;
 }

@@ -52,4 +52,71 @@ static __always_inline void rewrite_dsr_l2(struct ethhdr *eth,
 	__builtin_memcpy(eth->h_dest, be->mac, ETH_ALEN);
 }
 
+/* csum_replace2 updates an Internet checksum for a 16-bit word of the
+ * covered data changing from old to new (RFC 1624, eqn. 3: HC' = ~(~HC +
+ * ~m + m')). The words are taken as stored: one's complement sums do not
+ * depend on byte order. */
+static __always_inline void csum_replace2(__u16 *sum, __u16 old, __u16 new)
+{
+	__u32 s = (__u16) ~*sum;
+
+	s += (__u16)~old;
+	s += new;
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	*sum = ~s;
+}
+
+/* swap_macs sends a frame back where it came from at layer 2. */
+static __always_inline void swap_macs(struct ethhdr *eth)
+{
+	__u8 tmp[ETH_ALEN];
+
+	__builtin_memcpy(tmp, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, tmp, ETH_ALEN);
+}
+
+/* rewrite_echo_reply4 turns an ICMP echo request, whose IPv4 header and
+ * 8-byte ICMP header the caller has bounds-checked, into its reply: MACs
+ * and addresses swapped (neither checksum covers an order of addresses),
+ * TTL reset, type 0; both checksums updated incrementally. The id,
+ * sequence number and data stay. */
+static __always_inline void
+rewrite_echo_reply4(struct ethhdr *eth, struct iphdr *ip, struct icmphdr *ih)
+{
+	__be32 a = ip->saddr;
+	__u16 old;
+
+	swap_macs(eth);
+	ip->saddr = ip->daddr;
+	ip->daddr = a;
+	/* TTL and protocol are one 16-bit word of the header. */
+	old = *(__u16 *)&ip->ttl;
+	ip->ttl = ECHO_REPLY_TTL;
+	csum_replace2(&ip->check, old, *(__u16 *)&ip->ttl);
+	old = *(__u16 *)ih;
+	ih->type = ICMP_ECHOREPLY;
+	csum_replace2(&ih->checksum, old, *(__u16 *)ih);
+}
+
+/* rewrite_echo_reply6 is rewrite_echo_reply4 for ICMPv6: the pseudo-header
+ * the checksum covers holds both addresses, so swapping them leaves it
+ * alone; only the type (128 to 129) is accounted for. */
+static __always_inline void
+rewrite_echo_reply6(struct ethhdr *eth, struct ipv6hdr *ip6, struct icmphdr *ih)
+{
+	__be32 a[4];
+	__u16 old;
+
+	swap_macs(eth);
+	__builtin_memcpy(a, ip6->saddr, sizeof(a));
+	__builtin_memcpy(ip6->saddr, ip6->daddr, sizeof(a));
+	__builtin_memcpy(ip6->daddr, a, sizeof(a));
+	ip6->hop_limit = ECHO_REPLY_TTL;
+	old = *(__u16 *)ih;
+	ih->type = ICMPV6_ECHO_REPLY;
+	csum_replace2(&ih->checksum, old, *(__u16 *)ih);
+}
+
 #endif

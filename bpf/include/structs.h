@@ -108,6 +108,17 @@ struct xlb_config {
 	__u64 tcp_fin_timeout_ns;
 	/* Idle timeout of a UDP flow. */
 	__u64 udp_timeout_ns;
+	/* F_CFG_* */
+	__u32 flags;
+	__u32 pad;
+};
+
+/* Key of the vips map: an address that is the VIP of at least one
+ * service. */
+struct vip_key {
+	__be32 addr[4];
+	__u8 family;
+	__u8 pad[3];
 };
 
 /* Global counters: one named field per outcome (per-CPU). */
@@ -149,6 +160,8 @@ struct global_counters {
 	__u64 closed_flows;
 	/* New flows sent to their client's persistent backend. */
 	__u64 persist_hits;
+	/* ICMP/ICMPv6 echo requests to a VIP answered here (XDP_TX). */
+	__u64 icmp_echo_replies;
 };
 
 /* Per-service counters (per-CPU, indexed by service id). */

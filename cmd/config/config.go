@@ -28,7 +28,11 @@ type Config struct {
 	XDPMode   string    `yaml:"xdp_mode" json:"xdp_mode"`
 	Limits    Limits    `yaml:"limits" json:"limits"`
 	Conntrack Conntrack `yaml:"conntrack" json:"conntrack"`
-	Services  []Service `yaml:"services" json:"services"`
+	// ICMPEcho: the data plane answers ICMP/ICMPv6 echo requests to a VIP
+	// itself; false leaves them to the kernel. Absent (nil) means true.
+	// Applied at start and on every reload; see AnswerEcho.
+	ICMPEcho *bool     `yaml:"icmp_echo,omitempty" json:"icmp_echo,omitempty"`
+	Services []Service `yaml:"services" json:"services"`
 	// BGP announces the VIPs to routers; nil: off.
 	BGP *BGP `yaml:"bgp,omitempty" json:"bgp,omitempty"`
 }
@@ -225,6 +229,10 @@ func (t *Conntrack) normalize() error {
 	}
 	return nil
 }
+
+// AnswerEcho reports whether the data plane answers echo requests to a VIP
+// (icmp_echo, default true).
+func (c *Config) AnswerEcho() bool { return c.ICMPEcho == nil || *c.ICMPEcho }
 
 // Timeouts returns the idle timeouts in the data plane's terms.
 func (t Conntrack) Timeouts() lb.Timeouts {

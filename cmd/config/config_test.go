@@ -35,6 +35,7 @@ func TestParseExample(t *testing.T) {
 			MaxBackends:   65536,
 		},
 		Conntrack: Conntrack{TCPTimeout: Duration(lb.TCPTimeout.Default), TCPFinTimeout: Duration(lb.TCPFinTimeout.Default), UDPTimeout: Duration(lb.UDPTimeout.Default)},
+		ICMPEcho:  &yes,
 		Services: []Service{
 			{
 				VIP: "198.18.1.1", Port: 80, Protocol: "tcp", Scheduler: "maglev", Forward: "dsr-l2",
@@ -158,6 +159,29 @@ services:
 		},
 	}
 	assertEqual(t, got, want)
+}
+
+var yes = true
+
+// icmp_echo: absent or true answers echo requests to a VIP, false does
+// not, and anything else is an error naming the key.
+func TestParseICMPEcho(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want bool
+	}{{"", true}, {"icmp_echo: true\n", true}, {"icmp_echo: false\n", false}, {"icmp_echo: no\n", false}} {
+		c, err := ParseConfig([]byte(tc.in + svc[1:]))
+		if err != nil {
+			t.Errorf("%q: %v", tc.in, err)
+			continue
+		}
+		if c.AnswerEcho() != tc.want {
+			t.Errorf("%q: answer echo %v, want %v", tc.in, c.AnswerEcho(), tc.want)
+		}
+	}
+	if _, err := ParseConfig([]byte("icmp_echo: sometimes\n")); err == nil || !strings.Contains(err.Error(), "icmp_echo") {
+		t.Errorf("icmp_echo: sometimes: %v", err)
+	}
 }
 
 func TestParseConfigEmpty(t *testing.T) {

@@ -525,7 +525,10 @@ func (d *Daemon) Reload() error {
 	if err := d.commit(desiredState{cfg.Services, cfg.BGP}, hashBytes(data)); err != nil {
 		return err
 	}
-	return d.dp.SetTimeouts(cfg.Conntrack.Timeouts())
+	if err := d.dp.SetTimeouts(cfg.Conntrack.Timeouts()); err != nil {
+		return err
+	}
+	return d.dp.SetICMPEcho(cfg.AnswerEcho())
 }
 
 // sweep runs one connection-table sweep: expired flows and persistence

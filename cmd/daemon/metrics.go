@@ -125,6 +125,7 @@ func (d *Daemon) writeMetrics(w *bufio.Writer) {
 		p.metric("xlb_expired_flows_total", "counter", "Flows found idle beyond their timeout by the data plane and scheduled afresh.", nil, g.ExpiredFlows)
 		p.metric("xlb_closed_flows_total", "counter", "TCP flows that saw a FIN or RST from the client.", nil, g.ClosedFlows)
 		p.metric("xlb_persistence_hits_total", "counter", "New flows sent to their client's persistent backend.", nil, g.PersistHits)
+		p.metric("xlb_icmp_echo_replies_total", "counter", "ICMP and ICMPv6 echo requests to a VIP answered by the data plane.", nil, g.ICMPEchoReplies)
 	}
 	st := d.statusOf(snap)
 	p.metric("xlb_conntrack_entries", "gauge", "Entries in the connection table.", nil, uint64(st.Flows))

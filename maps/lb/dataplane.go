@@ -167,6 +167,9 @@ type GlobalCounters struct {
 	DropNoBackend, DropInternal                                 uint64
 	ConntrackHits, NewFlows, Reschedules, ConntrackInsertErrors uint64
 	ExpiredFlows, ClosedFlows, PersistHits                      uint64
+	// ICMPEchoReplies are echo requests to a VIP answered by the data
+	// plane itself.
+	ICMPEchoReplies uint64
 }
 
 // ServiceCounters count one service's packets.

@@ -36,6 +36,15 @@ type Spec struct {
 	// with FIN and RST as set.
 	UDP, ICMP     bool
 	SYN, FIN, RST bool
+	// ICMPType and ICMPCode replace an ICMP frame's type (nil: echo
+	// request, 8 or 128) and code.
+	ICMPType *uint8
+	ICMPCode uint8
+	// ICMPID and ICMPSeq are an ICMP frame's echo identifier and sequence
+	// number. ICMPv4 always has them; for ICMPv6 they are written (4
+	// bytes after the 4-byte ICMPv6 header) only when either is above 0,
+	// so the zero value keeps the bare 4-byte header.
+	ICMPID, ICMPSeq uint16
 	// TTL (hop limit); 0 means 64.
 	TTL uint8
 	// Options is the number of 4-byte IPv4 option words (NOPs), at most
@@ -169,6 +178,8 @@ func Build(s Spec) ([]byte, error) {
 		return nil, errors.New("frame: hop-by-hop header on an IPv4 frame")
 	case s.TCPOptions && (s.UDP || s.ICMP):
 		return nil, errors.New("frame: TCP options on a frame that is not TCP")
+	case !s.ICMP && (s.ICMPType != nil || s.ICMPCode != 0 || s.ICMPID != 0 || s.ICMPSeq != 0):
+		return nil, errors.New("frame: ICMP fields on a frame that is not ICMP")
 	case s.Trailer < 0:
 		return nil, fmt.Errorf("frame: trailer of %d bytes", s.Trailer)
 	}
@@ -234,13 +245,26 @@ func Build(s Spec) ([]byte, error) {
 	}
 
 	var l4 gopacket.SerializableLayer
+	var echo6 gopacket.SerializableLayer
 	switch {
 	case s.ICMP && v4:
-		l4 = &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeEchoRequest, 0)}
+		typ := uint8(layers.ICMPv4TypeEchoRequest)
+		if s.ICMPType != nil {
+			typ = *s.ICMPType
+		}
+		l4 = &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(typ, s.ICMPCode), Id: s.ICMPID, Seq: s.ICMPSeq}
 		hdr += 8
 	case s.ICMP:
-		l4 = &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(layers.ICMPv6TypeEchoRequest, 0)}
+		typ := uint8(layers.ICMPv6TypeEchoRequest)
+		if s.ICMPType != nil {
+			typ = *s.ICMPType
+		}
+		l4 = &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(typ, s.ICMPCode)}
 		hdr += 4
+		if s.ICMPID != 0 || s.ICMPSeq != 0 {
+			echo6 = &layers.ICMPv6Echo{Identifier: s.ICMPID, SeqNumber: s.ICMPSeq}
+			hdr += 4
+		}
 	case s.UDP:
 		l4 = &layers.UDP{SrcPort: layers.UDPPort(s.Src.Port()), DstPort: layers.UDPPort(s.Dst.Port())}
 		hdr += 8
@@ -262,6 +286,9 @@ func Build(s Spec) ([]byte, error) {
 		}
 	}
 	ls = append(ls, l4)
+	if echo6 != nil {
+		ls = append(ls, echo6)
+	}
 	payload := make([]byte, max(s.Len-hdr, len(s.Payload)))
 	copy(payload, s.Payload)
 	if len(payload) > 0 {

@@ -31,6 +31,7 @@ type DataPlane struct {
 	global      lb.GlobalCounters
 	flows       []lb.FlowEntry
 	timeouts    lb.Timeouts
+	noEcho      bool
 	syncs       int
 	failSync    error
 }
@@ -111,6 +112,21 @@ func (p *DataPlane) SetTimeouts(t lb.Timeouts) error {
 	p.timeouts = t
 	p.mu.Unlock()
 	return nil
+}
+
+// SetICMPEcho stores the echo switch.
+func (p *DataPlane) SetICMPEcho(on bool) error {
+	p.mu.Lock()
+	p.noEcho = !on
+	p.mu.Unlock()
+	return nil
+}
+
+// ICMPEcho reports the echo switch last set (on until set).
+func (p *DataPlane) ICMPEcho() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return !p.noEcho
 }
 
 // Installed returns the installed service with key k.
