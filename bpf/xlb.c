@@ -106,6 +106,31 @@ static __always_inline __u32 least_conn(void *table, __u32 svc_id, __u32 h)
 	return sc.best;
 }
 
+/* hash_slot is the Maglev table slot of a flow of a maglev (5-tuple) or
+ * source-hash (client address) service. */
+static __always_inline __u32 hash_slot(__u8 sched, const struct flow_key *key)
+{
+	__u32 h = sched == SCHED_SOURCE_HASH ? hash_src(key) : hash_flow(key);
+
+	return h % maglev_size;
+}
+
+/* hashed_backend returns the backend id in a maglev or source-hash
+ * service's slot for the flow, 0 if none: schedule() for those schedulers,
+ * which write nothing. */
+static __always_inline __u32 hashed_backend(const struct service *svc,
+					    const struct flow_key *key)
+{
+	__u32 svc_id = svc->id;
+	void *table = bpf_map_lookup_elem(&maglev_tables, &svc_id);
+
+	if (!table)
+		return 0;
+	__u32 slot = hash_slot(svc->sched, key);
+	__u32 *id = bpf_map_lookup_elem(table, &slot);
+	return id ? *id : 0;
+}
+
 /* schedule returns the backend id the service's scheduler gives a new
  * flow, 0 if the table is missing or has no backend for it. */
 static __always_inline __u32 schedule(const struct service *svc,
@@ -129,9 +154,7 @@ static __always_inline __u32 schedule(const struct service *svc,
 			slot = 0;
 		*cur = slot + 1;
 	} else {
-		__u32 h = sched == SCHED_SOURCE_HASH ? hash_src(key) :
-						       hash_flow(key);
-		slot = h % maglev_size;
+		slot = hash_slot(sched, key);
 	}
 	__u32 *id = bpf_map_lookup_elem(table, &slot);
 	return id ? *id : 0;
@@ -657,7 +680,7 @@ static __always_inline int icmp_error(struct pkt *p, void *end,
 			bid = persisted(&pk, svc_id, persist_secs, now);
 		}
 		if (!bid)
-			bid = schedule(svc, &key);
+			bid = hashed_backend(svc, &key);
 		be = usable_backend(bid, svc_id);
 	}
 	if (!be) {
