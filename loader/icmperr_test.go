@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/gopacket/gopacket/layers"
 
@@ -32,6 +33,9 @@ type icmpErrRow struct {
 	move     bool
 	verdict  uint32
 	counters map[string]uint64
+	// wantMAC, if set, is the backend a TX row must reach (else the
+	// tracked flow's, or the flow's slot).
+	wantMAC net.HardwareAddr
 }
 
 // Routers and clients of the table.
@@ -240,7 +244,7 @@ func (f *fixture) checkICMPError(t *testing.T, row icmpErrRow) {
 	if !ok {
 		t.Fatalf("service %s not installed", row.svc)
 	}
-	var wantMAC net.HardwareAddr
+	wantMAC := row.wantMAC
 	if row.track != nil {
 		// Create the flow's entry with a SYN, as a client would.
 		syn := build(t, frame.Spec{Src: row.track.Src, Dst: row.track.Dst, UDP: row.track.Proto == lb.UDP, SYN: row.track.Proto == lb.TCP})
@@ -270,7 +274,7 @@ func (f *fixture) checkICMPError(t *testing.T, row icmpErrRow) {
 		wantMAC = be.MAC
 	}
 	quoted := quotedFlow(t, row)
-	if row.verdict == xdpTX && row.track == nil {
+	if row.verdict == xdpTX && row.track == nil && wantMAC == nil {
 		_, be := f.expectedBackend(row.svc, quoted)
 		wantMAC = be.MAC
 	}
@@ -285,6 +289,17 @@ func (f *fixture) checkICMPError(t *testing.T, row icmpErrRow) {
 		return e, found
 	}
 	entry, tracked := lookup()
+	persisted := func() (maps.Persistence, bool) {
+		if quoted == (lb.FlowKey{}) {
+			return maps.Persistence{}, false
+		}
+		e, found, err := f.b.Persistence().Lookup(maps.PersistKey{ServiceID: st.ID, Client: quoted.Src.Addr()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e, found
+	}
+	pe, hasPE := persisted()
 
 	orig := append([]byte(nil), row.in...)
 	before := f.state(st)
@@ -308,6 +323,9 @@ func (f *fixture) checkICMPError(t *testing.T, row icmpErrRow) {
 		t.Errorf("state changed by %+v, want %+v", got, wantState)
 	}
 	entry2, tracked2 := lookup()
+	if pe2, hasPE2 := persisted(); pe2 != pe || hasPE2 != hasPE {
+		t.Errorf("persistence entry of %s: %+v (%v), was %+v (%v)", quoted.Src.Addr(), pe2, hasPE2, pe, hasPE)
+	}
 	if tracked2 != tracked || entry2 != entry {
 		t.Errorf("connection-table entry of %s: %+v (%v), was %+v (%v)", quoted, entry2, tracked2, entry, tracked)
 	}
@@ -381,4 +399,43 @@ func quotedFlow(t *testing.T, row icmpErrRow) lb.FlowKey {
 		Dst:   netip.AddrPortFrom(src, binary.BigEndian.Uint16(l4[0:])),
 		Proto: proto,
 	}
+}
+
+// TestICMPErrorPersistence: an ICMP error quoting an untracked flow of a
+// maglev service with persistence goes to the client's persistent backend,
+// as a new flow of that client does, not to the flow's Maglev slot; the
+// persistence entry is read, not refreshed (checkICMPError).
+func TestICMPErrorPersistence(t *testing.T) {
+	f := newFixture(t)
+	p4 := svcKey("198.18.1.6:80/tcp")
+	f.set(lb.Service{Key: p4, Persistence: 300 * time.Second, Backends: backends(p4.VIP, 3)})
+	st, _ := f.b.Service(p4)
+	first := lb.FlowKey{Src: netip.AddrPortFrom(errClient4, 1000), Dst: netip.AddrPortFrom(p4.VIP, 80), Proto: lb.TCP}
+	if v, _ := f.run(build(t, frame.Spec{Src: first.Src, Dst: first.Dst, SYN: true})); v != xdpTX {
+		t.Fatalf("first flow: verdict %d", v)
+	}
+	quoted := first
+	quoted.Src = netip.AddrPortFrom(errClient4, 2000)
+	slot, _ := f.expectedBackend(p4, quoted)
+	// Pin the client to a backend its new flow's slot does not name.
+	pk := maps.PersistKey{ServiceID: st.ID, Client: errClient4}
+	pe, found, err := f.b.Persistence().Lookup(pk)
+	if err != nil || !found {
+		t.Fatalf("no persistence entry (%v)", err)
+	}
+	for _, be := range st.Backends {
+		if be.ID != slot {
+			pe.BackendID = be.ID
+			break
+		}
+	}
+	if err := f.b.Persistence().Put(pk, pe); err != nil {
+		t.Fatal(err)
+	}
+	be, err := f.b.BackendMap().Get(pe.BackendID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.checkICMPError(t, icmpErrRow{name: "persistent", in: fragNeeded(t, p4.VIP, replyQuote(t, quoted, 28, nil)), svc: p4,
+		verdict: xdpTX, counters: map[string]uint64{"IcmpErrorsForwarded": 1}, wantMAC: be.MAC})
 }
