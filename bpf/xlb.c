@@ -106,6 +106,31 @@ static __always_inline __u32 least_conn(void *table, __u32 svc_id, __u32 h)
 	return sc.best;
 }
 
+/* hash_slot is the Maglev table slot of a flow of a maglev (5-tuple) or
+ * source-hash (client address) service. */
+static __always_inline __u32 hash_slot(__u8 sched, const struct flow_key *key)
+{
+	__u32 h = sched == SCHED_SOURCE_HASH ? hash_src(key) : hash_flow(key);
+
+	return h % maglev_size;
+}
+
+/* hashed_backend returns the backend id in a maglev or source-hash
+ * service's slot for the flow, 0 if none: schedule() for those schedulers,
+ * which write nothing. */
+static __always_inline __u32 hashed_backend(const struct service *svc,
+					    const struct flow_key *key)
+{
+	__u32 svc_id = svc->id;
+	void *table = bpf_map_lookup_elem(&maglev_tables, &svc_id);
+
+	if (!table)
+		return 0;
+	__u32 slot = hash_slot(svc->sched, key);
+	__u32 *id = bpf_map_lookup_elem(table, &slot);
+	return id ? *id : 0;
+}
+
 /* schedule returns the backend id the service's scheduler gives a new
  * flow, 0 if the table is missing or has no backend for it. */
 static __always_inline __u32 schedule(const struct service *svc,
@@ -129,9 +154,7 @@ static __always_inline __u32 schedule(const struct service *svc,
 			slot = 0;
 		*cur = slot + 1;
 	} else {
-		__u32 h = sched == SCHED_SOURCE_HASH ? hash_src(key) :
-						       hash_flow(key);
-		slot = h % maglev_size;
+		slot = hash_slot(sched, key);
 	}
 	__u32 *id = bpf_map_lookup_elem(table, &slot);
 	return id ? *id : 0;
@@ -512,6 +535,169 @@ internal:
 	return XDP_DROP;
 }
 
+/* icmp_error's answer for a message that is not one of the errors it
+ * handles: the echo responder has it. */
+#define ICMP_NOT_ERROR -1
+
+/* icmp_error sends an ICMP destination unreachable (fragmentation needed
+ * above all) or ICMPv6 packet too big / destination unreachable addressed
+ * to a VIP to the backend of the flow it quotes, so the backend learns the
+ * path MTU: the MACs are rewritten as for the flow's own packets, nothing
+ * else. The quote is the backend's reply, VIP -> client, so the flow is
+ * the quote reversed. It is found in the connection table (read only: no
+ * entry is created or refreshed) or, for maglev and source-hash services,
+ * placed again as a new flow would be (the client's persistent backend,
+ * else the scheduler). Returns ICMP_NOT_ERROR for any other message (or
+ * one too short to show its type), else the verdict, its reason counted:
+ * an error to a non-VIP, a quote that is not IPv4 in ICMP (IPv6 in
+ * ICMPv6), not TCP/UDP, not from the VIP the error is addressed to or of
+ * no service is pass_not_vip; a message or quote whose headers (the IP
+ * header with its options and 8 bytes of L4) do not lie within both the
+ * frame and the outer IP length is pass_malformed; a quote with an IPv6
+ * extension header is pass_ipv6_ext, of a later IPv4 fragment
+ * pass_fragment; a flow the table and the scheduler cannot place is
+ * icmp_errors_unmatched: passed, never sprayed. */
+static __always_inline int icmp_error(struct pkt *p, void *end,
+				      struct global_counters *gs)
+{
+	__u8 *msg = p->l4;
+	__u32 len = p->l4_len;
+	struct vip_key vk = {};
+	struct flow_key key = {};
+	struct svc_key sk = {};
+	__be16 *ports;
+	__u32 hlen;
+
+	if (len < 1 || (void *)(msg + 1) > end)
+		return ICMP_NOT_ERROR;
+	if (p->key.family == XLB_AF_INET) {
+		if (msg[0] != ICMP_DEST_UNREACH)
+			return ICMP_NOT_ERROR;
+	} else if (msg[0] != ICMPV6_DEST_UNREACH &&
+		   msg[0] != ICMPV6_PKT_TOOBIG) {
+		return ICMP_NOT_ERROR;
+	}
+	__builtin_memcpy(vk.addr, p->key.dst, sizeof(vk.addr));
+	vk.family = p->key.family;
+	if (!bpf_map_lookup_elem(&vips, &vk))
+		goto not_vip;
+	/* The 8-byte ICMP header, then the quote's first byte: its version
+	 * tells a quote from whatever else a sender put there. */
+	__u8 *q = msg + sizeof(struct icmphdr);
+	if (len < sizeof(struct icmphdr) + 1 || (void *)(q + 1) > end)
+		goto malformed;
+	len -= sizeof(struct icmphdr);
+	if (p->key.family == XLB_AF_INET) {
+		struct iphdr *qip = (void *)q;
+		if ((q[0] >> 4) != 4)
+			goto not_vip;
+		if (len < sizeof(*qip) || (void *)(qip + 1) > end)
+			goto malformed;
+		/* Minimum first, then the announced length. */
+		hlen = (qip->ver_ihl & 0x0F) * 4;
+		if (hlen < sizeof(*qip))
+			goto malformed;
+		if (qip->frag_off & bpf_htons(IP_OFFSET)) {
+			gs->pass_fragment++;
+			return XDP_PASS;
+		}
+		key.src[0] = qip->daddr;
+		key.dst[0] = qip->saddr;
+		key.proto = qip->protocol;
+	} else {
+		struct ipv6hdr *qip6 = (void *)q;
+		if ((q[0] >> 4) != 6)
+			goto not_vip;
+		if (len < sizeof(*qip6) || (void *)(qip6 + 1) > end)
+			goto malformed;
+		hlen = sizeof(*qip6);
+		switch (qip6->nexthdr) {
+		case IPPROTO_TCP:
+		case IPPROTO_UDP:
+			break;
+		case 0:   /* hop-by-hop options */
+		case 43:  /* routing */
+		case 44:  /* fragment */
+		case 50:  /* ESP */
+		case 51:  /* AH */
+		case 60:  /* destination options */
+		case 135: /* mobility */
+		case 139: /* HIP */
+		case 140: /* shim6 */
+			gs->pass_ipv6_ext++;
+			return XDP_PASS;
+		default:
+			goto not_vip;
+		}
+		__builtin_memcpy(key.src, qip6->daddr, sizeof(key.src));
+		__builtin_memcpy(key.dst, qip6->saddr, sizeof(key.dst));
+		key.proto = qip6->nexthdr;
+	}
+	/* The quoted ports: within the frame and the IP length both. */
+	ports = (void *)q + hlen;
+	if (len < hlen + ICMP_QUOTE_L4_LEN ||
+	    (void *)ports + ICMP_QUOTE_L4_LEN > end)
+		goto malformed;
+	if (key.proto != IPPROTO_TCP && key.proto != IPPROTO_UDP)
+		goto not_vip;
+	key.sport = ports[1];
+	key.dport = ports[0];
+	key.family = p->key.family;
+	/* The quoted packet came from the VIP the error is addressed to. */
+	if (key.dst[0] != p->key.dst[0] || key.dst[1] != p->key.dst[1] ||
+	    key.dst[2] != p->key.dst[2] || key.dst[3] != p->key.dst[3])
+		goto not_vip;
+	__builtin_memcpy(sk.addr, key.dst, sizeof(sk.addr));
+	sk.port = key.dport;
+	sk.proto = key.proto;
+	sk.family = key.family;
+	struct service *svc = bpf_map_lookup_elem(&services, &sk);
+	if (!svc)
+		goto not_vip;
+	if (!addressed_to_us(p->eth)) {
+		gs->pass_other_host++;
+		return XDP_PASS;
+	}
+	if (p->ttl <= 1) {
+		gs->pass_ttl++;
+		return XDP_PASS;
+	}
+
+	__u64 now = bpf_ktime_get_coarse_ns();
+	__u32 svc_id = svc->id;
+	struct backend *be = NULL;
+	struct flow *f = bpf_map_lookup_elem(&conntrack, &key);
+	if (f && !flow_expired(f->last_seen, f->flags, key.proto, now))
+		be = usable_backend(f->backend_id, svc_id);
+	if (!be &&
+	    (svc->sched == SCHED_MAGLEV || svc->sched == SCHED_SOURCE_HASH)) {
+		/* What new_flow would pick, without its writes. */
+		__u32 persist_secs = svc->persist_secs;
+		__u32 bid = 0;
+		if (persist_secs) {
+			struct persist_key pk = {};
+			persist_key_of(&pk, svc_id, &key);
+			bid = persisted(&pk, svc_id, persist_secs, now);
+		}
+		if (!bid)
+			bid = hashed_backend(svc, &key);
+		be = usable_backend(bid, svc_id);
+	}
+	if (!be) {
+		gs->icmp_errors_unmatched++;
+		return XDP_PASS;
+	}
+	gs->icmp_errors_forwarded++;
+	rewrite_dsr_l2(p->eth, be);
+	return XDP_TX;
+not_vip:
+	gs->pass_not_vip++;
+	return XDP_PASS;
+malformed:
+	gs->pass_malformed++;
+	return XDP_PASS;
+}
+
 /* process runs one frame through the steps: parse, find its service (or
  * leave it to the kernel), flow lookup, new flow when the connection table
  * could not place it, count and forward. */
@@ -525,8 +711,12 @@ static __always_inline int process(struct xdp_md *ctx,
 
 	if (kind == FRAME_PASS)
 		return XDP_PASS;
-	if (kind == FRAME_ICMP)
+	if (kind == FRAME_ICMP) {
+		int v = icmp_error(&p, end, gs);
+		if (v != ICMP_NOT_ERROR)
+			return v;
 		return icmp_echo(&p, end, gs);
+	}
 	struct service *svc = service_of(&p);
 	if (!svc) {
 		gs->pass_not_vip++;

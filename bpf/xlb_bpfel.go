@@ -75,6 +75,8 @@ type xlbGlobalCounters struct {
 	ClosedFlows           uint64
 	PersistHits           uint64
 	IcmpEchoReplies       uint64
+	IcmpErrorsForwarded   uint64
+	IcmpErrorsUnmatched   uint64
 }
 
 type xlbPersistEntry struct {

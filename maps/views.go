@@ -324,7 +324,8 @@ func LBGlobal(g GlobalCounters) lb.GlobalCounters {
 		ConntrackHits: g.ConntrackHits, NewFlows: g.NewFlows, Reschedules: g.Reschedules,
 		ConntrackInsertErrors: g.ConntrackInsertErrors,
 		ExpiredFlows:          g.ExpiredFlows, ClosedFlows: g.ClosedFlows, PersistHits: g.PersistHits,
-		ICMPEchoReplies: g.IcmpEchoReplies,
+		ICMPEchoReplies:     g.IcmpEchoReplies,
+		ICMPErrorsForwarded: g.IcmpErrorsForwarded, ICMPErrorsUnmatched: g.IcmpErrorsUnmatched,
 	}
 }
 

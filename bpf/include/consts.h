@@ -64,6 +64,17 @@
 #define ICMPV6_ECHO_REQUEST 128
 #define ICMPV6_ECHO_REPLY 129
 
+/* ICMP and ICMPv6 error types whose quote leads to a flow: ICMPv4
+ * destination unreachable (every code, fragmentation needed is 4), ICMPv6
+ * destination unreachable and packet too big. */
+#define ICMP_DEST_UNREACH 3
+#define ICMPV6_DEST_UNREACH 1
+#define ICMPV6_PKT_TOOBIG 2
+
+/* Bytes of the quoted L4 header an ICMP error must carry: its ports (RFC
+ * 792 quotes 8 bytes at least). */
+#define ICMP_QUOTE_L4_LEN 8
+
 /* TTL (hop limit) of the echo replies the data plane sends. */
 #define ECHO_REPLY_TTL 64
 

@@ -162,6 +162,14 @@ struct global_counters {
 	__u64 persist_hits;
 	/* ICMP/ICMPv6 echo requests to a VIP answered here (XDP_TX). */
 	__u64 icmp_echo_replies;
+	/* ICMP destination unreachable and ICMPv6 packet too big or
+	 * destination unreachable for a VIP, sent to the backend of the flow
+	 * they quote (XDP_TX; not in tx_packets). */
+	__u64 icmp_errors_forwarded;
+	/* XDP_PASS: an ICMP error quoting a service's packet whose flow has
+	 * no connection-table entry (or a stale one) and whose service's
+	 * scheduler cannot place it again (round-robin, least-conn). */
+	__u64 icmp_errors_unmatched;
 };
 
 /* Per-service counters (per-CPU, indexed by service id). */

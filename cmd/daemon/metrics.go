@@ -112,7 +112,7 @@ func (d *Daemon) writeMetrics(w *bufio.Writer) {
 		}{
 			{"not_ip", g.PassNotIP}, {"not_service", g.PassNotVIP}, {"malformed", g.PassMalformed},
 			{"fragment", g.PassFragment}, {"ipv6_extension_header", g.PassIPv6Ext}, {"ttl", g.PassTTL},
-			{"other_host", g.PassOtherHost},
+			{"other_host", g.PassOtherHost}, {"icmp_unmatched", g.ICMPErrorsUnmatched},
 		} {
 			p.metric("xlb_passed_packets_total", "counter", "Frames passed to the kernel untouched, by reason.", []string{"reason", r.reason}, r.v)
 		}
@@ -126,6 +126,7 @@ func (d *Daemon) writeMetrics(w *bufio.Writer) {
 		p.metric("xlb_closed_flows_total", "counter", "TCP flows that saw a FIN or RST from the client.", nil, g.ClosedFlows)
 		p.metric("xlb_persistence_hits_total", "counter", "New flows sent to their client's persistent backend.", nil, g.PersistHits)
 		p.metric("xlb_icmp_echo_replies_total", "counter", "ICMP and ICMPv6 echo requests to a VIP answered by the data plane.", nil, g.ICMPEchoReplies)
+		p.metric("xlb_icmp_errors_forwarded_total", "counter", "ICMP errors for a VIP (fragmentation needed, packet too big, destination unreachable) sent to the backend of the flow they quote.", nil, g.ICMPErrorsForwarded)
 	}
 	st := d.statusOf(snap)
 	p.metric("xlb_conntrack_entries", "gauge", "Entries in the connection table.", nil, uint64(st.Flows))

@@ -170,6 +170,12 @@ type GlobalCounters struct {
 	// ICMPEchoReplies are echo requests to a VIP answered by the data
 	// plane itself.
 	ICMPEchoReplies uint64
+	// ICMPErrorsForwarded are ICMP destination unreachable and ICMPv6
+	// packet too big / destination unreachable messages for a VIP sent to
+	// the backend of the flow they quote; ICMPErrorsUnmatched quoted a
+	// service's flow that neither the connection table nor the scheduler
+	// could place, and went to the kernel.
+	ICMPErrorsForwarded, ICMPErrorsUnmatched uint64
 }
 
 // ServiceCounters count one service's packets.
