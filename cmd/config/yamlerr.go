@@ -27,9 +27,9 @@ var configTypes = map[string]reflect.Type{
 }
 
 var (
-	yamlLineRe    = regexp.MustCompile(`^line (\d+): (.*)$`)
+	yamlLineRe    = regexp.MustCompile(`(?s)^line (\d+): (.*)$`)
 	yamlUnknownRe = regexp.MustCompile(`^field (.+) not found in type (\S+)$`)
-	yamlTypeRe    = regexp.MustCompile("^cannot unmarshal !!(\\w+)(?: `(.*)`)? into (.+)$")
+	yamlTypeRe    = regexp.MustCompile("(?s)^cannot unmarshal !!(\\w+)(?: `(.*)`)? into (.+)$")
 )
 
 // yamlError turns a decoder error into one line with the field path.
@@ -181,8 +181,8 @@ func (idx *yamlIndex) translate(msg string) *FieldError {
 		}
 	}
 	fe.Reason = typeReason(target, src, raw, false)
-	if found != nil && found.path == "" {
-		fe.Value = ""
+	if (found != nil && found.path == "") || (found == nil && target == "config.Config") {
+		fe.Path, fe.Value = "", ""
 		fe.Reason = "the config must be a mapping (interface:, xdp_mode:, limits:, services:)"
 	}
 	return fe
