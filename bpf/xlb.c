@@ -224,7 +224,8 @@ enum {
  * fragments). A later fragment is FRAME_FRAG, for frag_follow. A length field
  * that does not hold is malformed: no port is ever read from bytes past the IP
  * packet's end. */
-static __always_inline int parse_frame(void *data, void *end, struct pkt *p,
+static __always_inline int parse_frame(struct xdp_md *ctx, void *data,
+				       void *end, struct pkt *p,
 				       struct global_counters *gs)
 {
 	void *pos = data;
@@ -240,7 +241,7 @@ static __always_inline int parse_frame(void *data, void *end, struct pkt *p,
 	if (proto == ETH_P_IP) {
 		proto = parse_ipv4(&pos, end, p, &l4_len);
 	} else if (proto == ETH_P_IPV6) {
-		proto = parse_ipv6(&pos, end, p, &l4_len);
+		proto = parse_ipv6(ctx, data, &pos, end, p, &l4_len);
 	} else {
 		gs->pass_not_ip++;
 		return FRAME_PASS;
@@ -798,7 +799,7 @@ static __always_inline int process(struct xdp_md *ctx,
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
 	struct pkt p = {};
-	int kind = parse_frame(data, end, &p, gs);
+	int kind = parse_frame(ctx, data, end, &p, gs);
 
 	if (kind == FRAME_PASS)
 		return XDP_PASS;

@@ -227,14 +227,96 @@ static __always_inline int ipv6_other(__u8 nh)
 	}
 }
 
-/* parse_ipv6 handles the fixed header and walks up to MAX_IPV6_EXT
- * extension headers (hop-by-hop, routing, destination options, fragment),
- * each within the frame and the payload length, and sets *l4_len to the
- * payload after them. Other extension headers (ESP, AH, mobility, HIP,
- * shim6), more than MAX_IPV6_EXT of them, or ICMPv6 behind one are
- * reported so the frame can go to the kernel; a later fragment is reported
- * as PARSE_FRAGMENT with its addresses, protocol and identification set. */
-static __always_inline int parse_ipv6(void **pos, void *end, struct pkt *p,
+/* What ipv6_ext_walk is given and finds. */
+struct ipv6_ext_res {
+	/* In: offset of the first extension header from the frame's start;
+	 * out: of the header after the walked ones. */
+	__u32 off;
+	/* Payload bytes from off on. */
+	__u32 plen;
+	/* Identification of a fragment header (FRAG_FIRST, FRAG_LATER). */
+	__be32 frag_id;
+	/* In: type of the first extension header; out: the next header after
+	 * the walked ones (a later fragment's: its fragment header's). */
+	__u8 nh;
+	/* FRAG_* */
+	__u8 frag;
+	__u8 pad[2];
+};
+
+/* Largest offset of an IPv6 header from the frame's start: Ethernet, the
+ * VLAN tags and the fixed header. */
+#define IPV6_EXT_MAX_START (14 + 4 * MAX_VLAN_DEPTH + 40)
+
+/* ipv6_ext_walk walks up to MAX_IPV6_EXT hop-by-hop, routing, destination
+ * options and fragment headers from r->off, each within the frame and the
+ * payload length (else PARSE_MALFORMED). It returns the L4 protocol
+ * (TCP, UDP, ICMPv6) with r->off and r->plen at its header, PARSE_FRAGMENT
+ * for a later fragment, PARSE_IPV6_EXT for a header that is not walked or
+ * one header too many, PARSE_OTHER_L4 for another protocol. A global
+ * function: the verifier checks it once, and its caller sees one state
+ * with an L4 offset of unknown value, not one per number of headers. */
+__attribute__((noinline)) int ipv6_ext_walk(struct xdp_md *ctx,
+					    struct ipv6_ext_res *r)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+
+	if (!r)
+		return PARSE_MALFORMED;
+	__u32 off = r->off;
+	__u32 plen = r->plen;
+	__u8 nh = r->nh;
+	if (off > IPV6_EXT_MAX_START)
+		return PARSE_MALFORMED;
+	int i;
+#pragma unroll
+	for (i = 0; i < MAX_IPV6_EXT; i++) {
+		if (nh == IPPROTO_TCP || nh == IPPROTO_UDP ||
+		    nh == IPPROTO_ICMPV6)
+			break;
+		if (!ipv6_ext_len(nh, 0))
+			return ipv6_other(nh);
+		__u8 *h = data + off;
+		if ((void *)(h + 2) > end || plen < 2)
+			return PARSE_MALFORMED;
+		__u32 len = ipv6_ext_len(nh, h[1]);
+		if (len > plen || (void *)h + len > end)
+			return PARSE_MALFORMED;
+		if (nh == 44) {
+			struct frag_hdr *fh = (void *)h;
+			if ((void *)(fh + 1) > end)
+				return PARSE_MALFORMED;
+			if (fh->frag_off & bpf_htons(0xFFF9)) {
+				r->frag_id = fh->identification;
+				r->frag = FRAG_FIRST;
+				if (fh->frag_off & bpf_htons(0xFFF8)) {
+					r->frag = FRAG_LATER;
+					r->nh = fh->nexthdr;
+					return PARSE_FRAGMENT;
+				}
+			}
+		}
+		nh = h[0];
+		off += len;
+		plen -= len;
+	}
+	/* More extension headers than MAX_IPV6_EXT. */
+	if (nh != IPPROTO_TCP && nh != IPPROTO_UDP && nh != IPPROTO_ICMPV6)
+		return ipv6_ext_len(nh, 0) ? PARSE_IPV6_EXT : ipv6_other(nh);
+	r->off = off;
+	r->plen = plen;
+	r->nh = nh;
+	return nh;
+}
+
+/* parse_ipv6 handles the fixed header and sets *l4_len to the payload
+ * length. Extension headers are walked by ipv6_ext_walk; ICMPv6 behind one
+ * goes to the kernel (the echo responder and ICMP errors read the message
+ * right after the fixed header). A later fragment is reported as
+ * PARSE_FRAGMENT with its addresses, protocol and identification set. */
+static __always_inline int parse_ipv6(struct xdp_md *ctx, void *data,
+				      void **pos, void *end, struct pkt *p,
 				      __u32 *l4_len)
 {
 	struct ipv6hdr *ip6 = *pos;
@@ -255,51 +337,46 @@ static __always_inline int parse_ipv6(void **pos, void *end, struct pkt *p,
 	p->ttl = ip6->hop_limit;
 	p->ip = ip6;
 
-	void *cur = ip6 + 1;
 	__u8 nh = ip6->nexthdr;
-	int i;
-#pragma unroll
-	for (i = 0; i < MAX_IPV6_EXT; i++) {
-		if (nh == IPPROTO_TCP || nh == IPPROTO_UDP ||
-		    nh == IPPROTO_ICMPV6)
-			break;
-		if (!ipv6_ext_len(nh, 0))
-			return ipv6_other(nh);
-		__u8 *h = cur;
-		if ((void *)(h + 2) > end || plen < 2)
-			return PARSE_MALFORMED;
-		__u32 len = ipv6_ext_len(nh, h[1]);
-		if (len > plen || cur + len > end)
-			return PARSE_MALFORMED;
-		if (nh == 44) {
-			struct frag_hdr *fh = cur;
-			if ((void *)(fh + 1) > end)
-				return PARSE_MALFORMED;
-			if (fh->frag_off & bpf_htons(0xFFF9)) {
-				p->frag_id = fh->identification;
-				p->frag = FRAG_FIRST;
-				if (fh->frag_off & bpf_htons(0xFFF8)) {
-					p->frag = FRAG_LATER;
-					p->key.proto = fh->nexthdr;
-					return PARSE_FRAGMENT;
-				}
-			}
-		}
-		nh = h[0];
-		cur += len;
-		plen -= len;
+	if (nh == IPPROTO_TCP || nh == IPPROTO_UDP || nh == IPPROTO_ICMPV6) {
+		*l4_len = plen;
+		p->key.proto = nh;
+		*pos = ip6 + 1;
+		return nh;
 	}
-	/* More extension headers than MAX_IPV6_EXT. */
-	if (nh != IPPROTO_TCP && nh != IPPROTO_UDP && nh != IPPROTO_ICMPV6)
-		return ipv6_ext_len(nh, 0) ? PARSE_IPV6_EXT : ipv6_other(nh);
-	/* The echo responder and ICMP errors read the message right after
-	 * the fixed header. */
-	if (nh == IPPROTO_ICMPV6 && cur != (void *)(ip6 + 1))
+	if (!ipv6_ext_len(nh, 0))
+		return ipv6_other(nh);
+
+	struct ipv6_ext_res r = {};
+	r.off = (void *)(ip6 + 1) - data;
+	r.plen = plen;
+	r.nh = nh;
+	int ret = ipv6_ext_walk(ctx, &r);
+	p->frag = r.frag;
+	p->frag_id = r.frag_id;
+	/* The verifier knows nothing of what a global function returns: each
+	 * result is named again here (PARSE_ICMP must never come out). */
+	if (ret == PARSE_FRAGMENT) {
+		p->key.proto = r.nh;
+		return PARSE_FRAGMENT;
+	}
+	if (ret == PARSE_MALFORMED)
+		return PARSE_MALFORMED;
+	if (ret == PARSE_OTHER_L4)
+		return PARSE_OTHER_L4;
+	if (ret < 0)
 		return PARSE_IPV6_EXT;
-	*l4_len = plen;
-	p->key.proto = nh;
-	*pos = cur;
-	return nh;
+	if (r.nh != IPPROTO_TCP && r.nh != IPPROTO_UDP)
+		return PARSE_IPV6_EXT;
+	/* Cannot be larger (MAX_IPV6_EXT headers of at most 2048 bytes), but
+	 * the verifier sees an unknown value. */
+	__u32 off = r.off;
+	if (off > IPV6_EXT_MAX_START + MAX_IPV6_EXT * 2048)
+		return PARSE_IPV6_EXT;
+	*l4_len = r.plen;
+	p->key.proto = r.nh;
+	*pos = data + off;
+	return r.nh;
 }
 
 /* parse_l4 reads the ports of a TCP or UDP header that lies whole within
