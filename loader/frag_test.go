@@ -9,6 +9,7 @@ import (
 
 	"github.com/xlb-lb/xlb/bpf"
 	"github.com/xlb-lb/xlb/loader"
+	"github.com/xlb-lb/xlb/maps"
 	"github.com/xlb-lb/xlb/maps/lb"
 	"github.com/xlb-lb/xlb/test/frame"
 )
@@ -197,6 +198,16 @@ func TestFragments(t *testing.T) {
 					ageFrags(t, f)
 				}
 				in := append([]byte(nil), st.in...)
+				var id uint32
+				var be maps.Backend
+				var svcBefore maps.ServiceCounters
+				var beBefore maps.BackendCounters
+				if st.verdict == xdpTX {
+					id, be = f.expectedBackend(sc.svc, flowOf(sc.flow))
+					svc, _ := f.b.Service(sc.svc)
+					svcBefore, _ = f.b.Stats().Service(svc.ID)
+					beBefore, _ = f.b.Stats().Backend(id)
+				}
 				before := f.counters()
 				verdict, out := f.run(in)
 				if verdict != st.verdict {
@@ -216,10 +227,22 @@ func TestFragments(t *testing.T) {
 					}
 					continue
 				}
-				id, be := f.expectedBackend(sc.svc, flowOf(sc.flow))
 				wantOut := append(append(append([]byte(nil), be.MAC...), lbMAC...), st.in[12:]...)
 				if !bytes.Equal(out, wantOut) {
 					t.Errorf("%s: output\n got %x\nwant %x (backend %d)", st.name, out, wantOut, id)
+				}
+				// Every fragment counts as its service's and backend's
+				// traffic; only the first is a new flow.
+				svc, _ := f.b.Service(sc.svc)
+				sa, _ := f.b.Stats().Service(svc.ID)
+				ba, _ := f.b.Stats().Backend(id)
+				n := uint64(len(st.in))
+				flows := st.counters["NewFlows"]
+				if sa.Packets-svcBefore.Packets != 1 || sa.Bytes-svcBefore.Bytes != n || sa.NewFlows-svcBefore.NewFlows != flows {
+					t.Errorf("%s: service counters moved %+v -> %+v", st.name, svcBefore, sa)
+				}
+				if ba.Packets-beBefore.Packets != 1 || ba.Bytes-beBefore.Bytes != n || ba.NewFlows-beBefore.NewFlows != flows {
+					t.Errorf("%s: backend %d counters moved %+v -> %+v", st.name, id, beBefore, ba)
 				}
 			}
 		})
