@@ -24,6 +24,10 @@ type (
 	Config = xlbXlbConfig
 	// VipKey is the key of the vips map.
 	VipKey = xlbVipKey
+	// FragKey is a key of the fragment table: one fragmented datagram.
+	FragKey = xlbFragKey
+	// FragEntry is its value: the first fragment's backend and time.
+	FragEntry = xlbFragEntry
 	// GlobalCounters is the per-CPU value of the stats map.
 	GlobalCounters = xlbGlobalCounters
 	// SvcCounters is the per-CPU value of the svc_stats map.
@@ -97,6 +101,7 @@ const (
 	MapRRCursor     = "rr_cursor"
 	MapConfig       = "config"
 	MapVips         = "vips"
+	MapFrags        = "frags"
 	VarIfaceMAC     = "iface_mac"
 	VarMaglevSize   = "maglev_size"
 )

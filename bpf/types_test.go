@@ -50,6 +50,7 @@ func TestMapSpecsMatchTypes(t *testing.T) {
 		{MapRRCursor, 4, 4},
 		{MapConfig, 4, unsafe.Sizeof(Config{})},
 		{MapVips, unsafe.Sizeof(VipKey{}), 4},
+		{MapFrags, unsafe.Sizeof(FragKey{}), unsafe.Sizeof(FragEntry{})},
 	} {
 		ms := spec.Maps[c.m]
 		if ms == nil {

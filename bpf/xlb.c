@@ -213,15 +213,19 @@ enum {
 	FRAME_L4 = 1,
 	/* ICMP or ICMPv6 (addresses parsed): for the echo responder. */
 	FRAME_ICMP = 2,
+	/* A later fragment (addresses, protocol and ID parsed, no ports). */
+	FRAME_FRAG = 3,
 };
 
 /* parse_frame parses Ethernet (with VLAN tags), IPv4 or IPv6 and the TCP or
  * UDP ports into p. Returns FRAME_PASS when the frame is not one a service
  * could match: it then goes to the kernel, the reason counted, before any
- * map is touched (fragments and IPv6 extension headers are not handled yet; the
- * kernel copes with them). A length field that does not hold is malformed:
- * no port is ever read from bytes past the IP packet's end. */
-static __always_inline int parse_frame(void *data, void *end, struct pkt *p,
+ * map is touched (IPv6 extension headers that are not walked, ICMP
+ * fragments). A later fragment is FRAME_FRAG, for frag_follow. A length field
+ * that does not hold is malformed: no port is ever read from bytes past the IP
+ * packet's end. */
+static __always_inline int parse_frame(struct xdp_md *ctx, void *data,
+				       void *end, struct pkt *p,
 				       struct global_counters *gs)
 {
 	void *pos = data;
@@ -237,7 +241,7 @@ static __always_inline int parse_frame(void *data, void *end, struct pkt *p,
 	if (proto == ETH_P_IP) {
 		proto = parse_ipv4(&pos, end, p, &l4_len);
 	} else if (proto == ETH_P_IPV6) {
-		proto = parse_ipv6(&pos, end, p, &l4_len);
+		proto = parse_ipv6(ctx, data, &pos, end, p, &l4_len);
 	} else {
 		gs->pass_not_ip++;
 		return FRAME_PASS;
@@ -248,10 +252,14 @@ static __always_inline int parse_frame(void *data, void *end, struct pkt *p,
 	case 0:
 		return FRAME_L4;
 	case PARSE_ICMP:
+		/* A fragmented ICMP message is the kernel's. */
+		if (p->frag) {
+			gs->pass_fragment++;
+			return FRAME_PASS;
+		}
 		return FRAME_ICMP;
 	case PARSE_FRAGMENT:
-		gs->pass_fragment++;
-		return FRAME_PASS;
+		return FRAME_FRAG;
 	case PARSE_IPV6_EXT:
 		gs->pass_ipv6_ext++;
 		return FRAME_PASS;
@@ -698,6 +706,90 @@ malformed:
 	return XDP_PASS;
 }
 
+/* frag_key_of fills the fragment-table key of the frame's datagram. */
+static __always_inline void frag_key_of(struct frag_key *fk,
+					const struct pkt *p)
+{
+	__builtin_memcpy(fk->src, p->key.src, sizeof(fk->src));
+	__builtin_memcpy(fk->dst, p->key.dst, sizeof(fk->dst));
+	fk->id = p->frag_id;
+	fk->proto = p->key.proto;
+	fk->family = p->key.family;
+}
+
+/* frag_remember records the backend a first fragment went to, for the
+ * later fragments of its datagram. A failed insert loses them only. */
+static __always_inline void frag_remember(const struct pkt *p, __u32 bid,
+					  __u32 svc_id, __u64 now)
+{
+	struct frag_key fk = {};
+	struct frag_entry fe = {};
+
+	frag_key_of(&fk, p);
+	fe.created = now;
+	fe.backend_id = bid;
+	fe.svc_id = svc_id;
+	bpf_map_update_elem(&frags, &fk, &fe, BPF_ANY);
+}
+
+/* frag_follow sends a later fragment (no ports) to the backend its first
+ * fragment went to, found in the fragment table, counted as that
+ * service's and backend's traffic. A fragment not to a VIP is the
+ * kernel's (pass_fragment); one to a VIP with no entry younger than
+ * FRAG_TIMEOUT_NS, or whose backend is no longer usable, is passed and
+ * counted frag_unmatched: without ports its service cannot be told, so
+ * fragments that come before their first are lost (the kernel is not
+ * their destination). */
+static __always_inline int frag_follow(const struct pkt *p, __u64 len,
+				       struct global_counters *gs)
+{
+	struct vip_key vk = {};
+	struct frag_key fk = {};
+
+	__builtin_memcpy(vk.addr, p->key.dst, sizeof(vk.addr));
+	vk.family = p->key.family;
+	if (!bpf_map_lookup_elem(&vips, &vk)) {
+		gs->pass_fragment++;
+		return XDP_PASS;
+	}
+	if (!addressed_to_us(p->eth)) {
+		gs->pass_other_host++;
+		return XDP_PASS;
+	}
+	if (p->ttl <= 1) {
+		gs->pass_ttl++;
+		return XDP_PASS;
+	}
+	frag_key_of(&fk, p);
+	struct frag_entry *fe = bpf_map_lookup_elem(&frags, &fk);
+	struct backend *be = NULL;
+	__u32 bid = 0, svc_id = 0;
+	if (fe && (__s64)(bpf_ktime_get_coarse_ns() - fe->created) <=
+			  (__s64)FRAG_TIMEOUT_NS) {
+		bid = fe->backend_id;
+		svc_id = fe->svc_id;
+		be = usable_backend(bid, svc_id);
+	}
+	if (!be) {
+		gs->frag_unmatched++;
+		return XDP_PASS;
+	}
+	struct svc_counters *ss = bpf_map_lookup_elem(&svc_stats, &svc_id);
+	struct backend_counters *bs = bpf_map_lookup_elem(&backend_stats, &bid);
+	if (!ss || !bs) {
+		gs->drop_internal++;
+		return XDP_DROP;
+	}
+	ss->packets++;
+	ss->bytes += len;
+	bs->packets++;
+	bs->bytes += len;
+	gs->tx_packets++;
+	gs->frag_forwarded++;
+	rewrite_dsr_l2(p->eth, be);
+	return XDP_TX;
+}
+
 /* process runs one frame through the steps: parse, find its service (or
  * leave it to the kernel), flow lookup, new flow when the connection table
  * could not place it, count and forward. */
@@ -707,7 +799,7 @@ static __always_inline int process(struct xdp_md *ctx,
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
 	struct pkt p = {};
-	int kind = parse_frame(data, end, &p, gs);
+	int kind = parse_frame(ctx, data, end, &p, gs);
 
 	if (kind == FRAME_PASS)
 		return XDP_PASS;
@@ -717,6 +809,8 @@ static __always_inline int process(struct xdp_md *ctx,
 			return v;
 		return icmp_echo(&p, end, gs);
 	}
+	if (kind == FRAME_FRAG)
+		return frag_follow(&p, end - data, gs);
 	struct service *svc = service_of(&p);
 	if (!svc) {
 		gs->pass_not_vip++;
@@ -753,6 +847,10 @@ static __always_inline int process(struct xdp_md *ctx,
 	flow_lookup(&st, &p, svc, svc_id, now, gs);
 	if (!st.be && !new_flow(&st, &p, svc, svc_id, ss, now, gs))
 		return XDP_DROP;
+	if (p.frag == FRAG_FIRST) {
+		frag_remember(&p, st.bid, svc_id, now);
+		gs->frag_first++;
+	}
 	return count_and_forward(&p, &st, len, gs);
 }
 

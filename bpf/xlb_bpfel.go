@@ -48,6 +48,23 @@ type xlbFlowKey struct {
 	Pad    [2]uint8
 }
 
+type xlbFragEntry struct {
+	_         structs.HostLayout
+	Created   uint64
+	BackendId uint32
+	SvcId     uint32
+}
+
+type xlbFragKey struct {
+	_      structs.HostLayout
+	Src    [4]uint32
+	Dst    [4]uint32
+	Id     uint32
+	Proto  uint8
+	Family uint8
+	Pad    [2]uint8
+}
+
 type xlbFwdMode uint8
 
 const (
@@ -77,6 +94,9 @@ type xlbGlobalCounters struct {
 	IcmpEchoReplies       uint64
 	IcmpErrorsForwarded   uint64
 	IcmpErrorsUnmatched   uint64
+	FragFirst             uint64
+	FragForwarded         uint64
+	FragUnmatched         uint64
 }
 
 type xlbPersistEntry struct {
@@ -153,6 +173,7 @@ const (
 	xlbMapBackends      = "backends"
 	xlbMapConfig        = "config"
 	xlbMapConntrack     = "conntrack"
+	xlbMapFrags         = "frags"
 	xlbMapMaglevTables  = "maglev_tables"
 	xlbMapPersist       = "persist"
 	xlbMapRrCursor      = "rr_cursor"
@@ -219,6 +240,7 @@ type xlbMapSpecs struct {
 	Backends      *ebpf.MapSpec `ebpf:"backends"`
 	Config        *ebpf.MapSpec `ebpf:"config"`
 	Conntrack     *ebpf.MapSpec `ebpf:"conntrack"`
+	Frags         *ebpf.MapSpec `ebpf:"frags"`
 	MaglevTables  *ebpf.MapSpec `ebpf:"maglev_tables"`
 	Persist       *ebpf.MapSpec `ebpf:"persist"`
 	RrCursor      *ebpf.MapSpec `ebpf:"rr_cursor"`
@@ -261,6 +283,7 @@ type xlbMaps struct {
 	Backends      *ebpf.Map `ebpf:"backends"`
 	Config        *ebpf.Map `ebpf:"config"`
 	Conntrack     *ebpf.Map `ebpf:"conntrack"`
+	Frags         *ebpf.Map `ebpf:"frags"`
 	MaglevTables  *ebpf.Map `ebpf:"maglev_tables"`
 	Persist       *ebpf.Map `ebpf:"persist"`
 	RrCursor      *ebpf.Map `ebpf:"rr_cursor"`
@@ -277,6 +300,7 @@ func (m *xlbMaps) Close() error {
 		m.Backends,
 		m.Config,
 		m.Conntrack,
+		m.Frags,
 		m.MaglevTables,
 		m.Persist,
 		m.RrCursor,

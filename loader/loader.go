@@ -144,7 +144,7 @@ func Open(opts Options) (*Balancer, error) {
 
 // sizeSpec applies the options to the spec before load.
 func sizeSpec(spec *ebpf.CollectionSpec, opts Options, iface *net.Interface) error {
-	for _, name := range append(pinnedMaps, bpf.MapVips) {
+	for _, name := range append(pinnedMaps, bpf.MapVips, bpf.MapFrags) {
 		if spec.Maps[name] == nil {
 			return fmt.Errorf("collection has no map %q", name)
 		}

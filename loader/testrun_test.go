@@ -213,9 +213,13 @@ func TestVerdicts(t *testing.T) {
 		{"ttl 1", with(c4(vip4web, lb.TCP), func(p *frame.Spec) { p.TTL = 1 }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassTtl": 1}},
 		{"hop limit 1", with(c6(vip6web, lb.TCP), func(p *frame.Spec) { p.TTL = 1 }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassTtl": 1}},
 		{"ttl 2 forwarded", with(c4(vip4web, lb.TCP), func(p *frame.Spec) { p.TTL = 2 }), web4, xdpTX, newFlow},
-		{"first fragment", with(c4(vip4dns, lb.UDP), func(p *frame.Spec) { p.MoreFragments = true }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassFragment": 1}},
-		{"later fragment", with(c4(vip4dns, lb.UDP), func(p *frame.Spec) { p.FragOffset = 10 }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassFragment": 1}},
-		{"ipv6 hop-by-hop", with(c6(vip6web, lb.TCP), func(p *frame.Spec) { p.HopByHop = true }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassIpv6Ext": 1}},
+		// Fragments and IPv6 extension headers: frag_test.go has more.
+		{"first fragment", with(c4(vip4dns, lb.UDP), func(p *frame.Spec) { p.MoreFragments = true }), dns4, xdpTX, map[string]uint64{"TxPackets": 1, "NewFlows": 1, "FragFirst": 1}},
+		{"later fragment, no first", with(c4(vip4dns, lb.UDP), func(p *frame.Spec) {
+			p.Src = netip.AddrPortFrom(netip.MustParseAddr("198.18.0.201"), 0)
+			p.FragOffset = 10
+		}), lb.ServiceKey{}, xdpPass, map[string]uint64{"FragUnmatched": 1}},
+		{"ipv6 hop-by-hop", with(c6(vip6web, lb.TCP), func(p *frame.Spec) { p.HopByHop = true }), web6, xdpTX, newFlow},
 		{"no backends", c4(ap("198.18.1.2:80"), lb.TCP), lb.ServiceKey{}, xdpDrop, map[string]uint64{"DropNoBackend": 1}},
 		{"other host's MAC", with(c4(vip4web, lb.TCP), func(p *frame.Spec) { p.DstMAC = otherMAC }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassOtherHost": 1}},
 		{"broadcast MAC", with(c4(vip4web, lb.TCP), func(p *frame.Spec) { p.DstMAC = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff} }), lb.ServiceKey{}, xdpPass, map[string]uint64{"PassOtherHost": 1}},

@@ -326,6 +326,7 @@ func LBGlobal(g GlobalCounters) lb.GlobalCounters {
 		ExpiredFlows:          g.ExpiredFlows, ClosedFlows: g.ClosedFlows, PersistHits: g.PersistHits,
 		ICMPEchoReplies:     g.IcmpEchoReplies,
 		ICMPErrorsForwarded: g.IcmpErrorsForwarded, ICMPErrorsUnmatched: g.IcmpErrorsUnmatched,
+		FragFirst: g.FragFirst, FragForwarded: g.FragForwarded, FragUnmatched: g.FragUnmatched,
 	}
 }
 

@@ -41,6 +41,23 @@
 #define MAX_VLAN_DEPTH 2
 #endif
 
+/* IPv6 extension headers (hop-by-hop, routing, destination options,
+ * fragment) walked at most before the L4 header. */
+#ifndef MAX_IPV6_EXT
+#define MAX_IPV6_EXT 4
+#endif
+
+/* Entries of the fragment table ((src, dst, IP ID, protocol) -> backend). */
+#ifndef FRAGS_SIZE
+#define FRAGS_SIZE 4096
+#endif
+
+/* Lifetime of a fragment-table entry: later fragments that arrive after it
+ * are unmatched. */
+#ifndef FRAG_TIMEOUT_NS
+#define FRAG_TIMEOUT_NS 3000000000ULL
+#endif
+
 /* A flow's last_seen is refreshed at most this often, to keep established
  * flows from writing the shared connection-table entry on every packet. */
 #define LAST_SEEN_GRANULARITY_NS 1000000000ULL

@@ -68,6 +68,16 @@ struct {
 	__type(value, struct persist_entry);
 } persist SEC(".maps");
 
+/* Fragmented datagrams: (src, dst, IP ID, protocol) -> backend of the
+ * first fragment, for the later ones (LRU, FRAG_TIMEOUT_NS lifetime). Not
+ * pinned: its entries live seconds. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, FRAGS_SIZE);
+	__type(key, struct frag_key);
+	__type(value, struct frag_entry);
+} frags SEC(".maps");
+
 /* Active flows by backend id: added to on new flows, taken from on a
  * client's FIN/RST and on reschedules (atomically); the daemon rewrites it
  * from the connection table to correct evictions and idle expiry. */

@@ -99,6 +99,26 @@ struct persist_entry {
 	__u32 pad;
 };
 
+/* Key of the fragment table: one fragmented datagram. */
+struct frag_key {
+	__be32 src[4];
+	__be32 dst[4];
+	/* IPv4: the 16-bit ID in the first two bytes, then zeros; IPv6: the
+	 * fragment header's identification. */
+	__be32 id;
+	__u8 proto;
+	__u8 family;
+	__u8 pad[2];
+};
+
+/* Value of the fragment table. */
+struct frag_entry {
+	/* bpf_ktime_get_coarse_ns() of the first fragment. */
+	__u64 created;
+	__u32 backend_id;
+	__u32 svc_id;
+};
+
 /* Settings that may change while the program runs (one-entry array).
  * An idle timeout of 0 means "never expires". */
 struct xlb_config {
@@ -135,9 +155,11 @@ struct global_counters {
 	 * or a length field that lies (IPv4 IHL/total length, IPv6 payload
 	 * length, TCP data offset, UDP length); creates no state. */
 	__u64 pass_malformed;
-	/* XDP_PASS: IPv4 fragment (not handled yet). */
+	/* XDP_PASS: a later fragment not to a VIP, or an ICMP fragment. */
 	__u64 pass_fragment;
-	/* XDP_PASS: IPv6 extension header before L4 (not handled yet). */
+	/* XDP_PASS: an IPv6 extension header that is not walked (ESP, AH,
+	 * mobility, HIP, shim6), more than MAX_IPV6_EXT of them, or one
+	 * before ICMPv6. */
 	__u64 pass_ipv6_ext;
 	/* XDP_PASS: TTL/hop limit 0 or 1 on service traffic. */
 	__u64 pass_ttl;
@@ -170,6 +192,14 @@ struct global_counters {
 	 * no connection-table entry (or a stale one) and whose service's
 	 * scheduler cannot place it again (round-robin, least-conn). */
 	__u64 icmp_errors_unmatched;
+	/* First fragments (offset 0, more to come) scheduled and remembered
+	 * in the fragment table. */
+	__u64 frag_first;
+	/* Later fragments sent to their first fragment's backend (XDP_TX). */
+	__u64 frag_forwarded;
+	/* XDP_PASS: a later fragment to a VIP with no live fragment-table
+	 * entry (it came before its first fragment, or too late). */
+	__u64 frag_unmatched;
 };
 
 /* Per-service counters (per-CPU, indexed by service id). */

@@ -113,6 +113,7 @@ func (d *Daemon) writeMetrics(w *bufio.Writer) {
 			{"not_ip", g.PassNotIP}, {"not_service", g.PassNotVIP}, {"malformed", g.PassMalformed},
 			{"fragment", g.PassFragment}, {"ipv6_extension_header", g.PassIPv6Ext}, {"ttl", g.PassTTL},
 			{"other_host", g.PassOtherHost}, {"icmp_unmatched", g.ICMPErrorsUnmatched},
+			{"fragment_unmatched", g.FragUnmatched},
 		} {
 			p.metric("xlb_passed_packets_total", "counter", "Frames passed to the kernel untouched, by reason.", []string{"reason", r.reason}, r.v)
 		}
@@ -126,6 +127,8 @@ func (d *Daemon) writeMetrics(w *bufio.Writer) {
 		p.metric("xlb_closed_flows_total", "counter", "TCP flows that saw a FIN or RST from the client.", nil, g.ClosedFlows)
 		p.metric("xlb_persistence_hits_total", "counter", "New flows sent to their client's persistent backend.", nil, g.PersistHits)
 		p.metric("xlb_icmp_echo_replies_total", "counter", "ICMP and ICMPv6 echo requests to a VIP answered by the data plane.", nil, g.ICMPEchoReplies)
+		p.metric("xlb_fragments_first_total", "counter", "First fragments of a datagram to a service, scheduled and remembered for the later ones.", nil, g.FragFirst)
+		p.metric("xlb_fragments_forwarded_total", "counter", "Later fragments sent to their first fragment's backend (also in xlb_forwarded_packets_total).", nil, g.FragForwarded)
 		p.metric("xlb_icmp_errors_forwarded_total", "counter", "ICMP errors for a VIP (fragmentation needed, packet too big, destination unreachable) sent to the backend of the flow they quote.", nil, g.ICMPErrorsForwarded)
 	}
 	st := d.statusOf(snap)

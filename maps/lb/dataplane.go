@@ -176,6 +176,11 @@ type GlobalCounters struct {
 	// service's flow that neither the connection table nor the scheduler
 	// could place, and went to the kernel.
 	ICMPErrorsForwarded, ICMPErrorsUnmatched uint64
+	// FragFirst are first fragments scheduled and remembered;
+	// FragForwarded later fragments sent to their first fragment's
+	// backend; FragUnmatched later fragments to a VIP with no live entry
+	// (before their first, or too late), passed to the kernel.
+	FragFirst, FragForwarded, FragUnmatched uint64
 }
 
 // ServiceCounters count one service's packets.

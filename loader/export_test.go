@@ -1,0 +1,6 @@
+package loader
+
+import "github.com/cilium/ebpf"
+
+// FragsMap is the fragment table of b, for tests that age its entries.
+func FragsMap(b *Balancer) *ebpf.Map { return b.objs.Frags }
