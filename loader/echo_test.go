@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"reflect"
 	"testing"
 
 	"github.com/gopacket/gopacket"
@@ -247,13 +246,7 @@ func (f *fixture) checkEcho(t *testing.T, row echoRow) {
 	if !bytes.Equal(out, want) {
 		t.Errorf("output:\n got %x\nwant %x", out, want)
 	}
-	wantState := hostileState{global: map[string]uint64{"RxPackets": 1}}
-	for k, v := range row.counters {
-		wantState.global[k] = v
-	}
-	if got := after.minus(before); !reflect.DeepEqual(got, wantState) {
-		t.Errorf("state changed by %+v, want %+v", got, wantState)
-	}
+	checkStateChange(t, before, after, row.counters)
 }
 
 // TestICMPEchoSwitch: with the switch off, echo requests to a VIP go to

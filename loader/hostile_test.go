@@ -328,3 +328,16 @@ func (s hostileState) minus(o hostileState) hostileState {
 		flows:  s.flows - o.flows,
 	}
 }
+
+// checkStateChange fails unless the only change from before to after is
+// one received frame plus the global counters given.
+func checkStateChange(t *testing.T, before, after hostileState, counters map[string]uint64) {
+	t.Helper()
+	want := hostileState{global: map[string]uint64{"RxPackets": 1}}
+	for k, v := range counters {
+		want.global[k] = v
+	}
+	if got := after.minus(before); !reflect.DeepEqual(got, want) {
+		t.Errorf("state changed by %+v, want %+v", got, want)
+	}
+}

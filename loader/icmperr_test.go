@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"reflect"
 	"testing"
 	"time"
 
@@ -315,13 +314,7 @@ func (f *fixture) checkICMPError(t *testing.T, row icmpErrRow) {
 	if !bytes.Equal(out, want) {
 		t.Errorf("output:\n got %x\nwant %x", out, want)
 	}
-	wantState := hostileState{global: map[string]uint64{"RxPackets": 1}}
-	for k, v := range row.counters {
-		wantState.global[k] = v
-	}
-	if got := after.minus(before); !reflect.DeepEqual(got, wantState) {
-		t.Errorf("state changed by %+v, want %+v", got, wantState)
-	}
+	checkStateChange(t, before, after, row.counters)
 	entry2, tracked2 := lookup()
 	if pe2, hasPE2 := persisted(); pe2 != pe || hasPE2 != hasPE {
 		t.Errorf("persistence entry of %s: %+v (%v), was %+v (%v)", quoted.Src.Addr(), pe2, hasPE2, pe, hasPE)
