@@ -68,6 +68,8 @@ const (
 const (
 	// ConfigNoICMPEcho leaves ICMP echo requests to a VIP to the kernel.
 	ConfigNoICMPEcho = 1 << 0
+	// ConfigNoICMPForward leaves ICMP errors to a VIP to the kernel.
+	ConfigNoICMPForward = 1 << 1
 )
 
 // Flags of Flow.Flags (consts.h F_FLOW_*).

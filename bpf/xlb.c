@@ -564,7 +564,8 @@ internal:
  * frame and the outer IP length is pass_malformed; a quote with an IPv6
  * extension header is pass_ipv6_ext, of a later IPv4 fragment
  * pass_fragment; a flow the table and the scheduler cannot place is
- * icmp_errors_unmatched: passed, never sprayed. */
+ * icmp_errors_unmatched: passed, never sprayed. With F_CFG_NO_ICMP_FORWARD
+ * set, errors to a VIP are pass_not_vip, for the kernel. */
 static __always_inline int icmp_error(struct pkt *p, void *end,
 				      struct global_counters *gs)
 {
@@ -588,6 +589,10 @@ static __always_inline int icmp_error(struct pkt *p, void *end,
 	__builtin_memcpy(vk.addr, p->key.dst, sizeof(vk.addr));
 	vk.family = p->key.family;
 	if (!bpf_map_lookup_elem(&vips, &vk))
+		goto not_vip;
+	__u32 zero = 0;
+	struct xlb_config *c = bpf_map_lookup_elem(&config, &zero);
+	if (!c || (c->flags & F_CFG_NO_ICMP_FORWARD))
 		goto not_vip;
 	/* The 8-byte ICMP header, then the quote's first byte: its version
 	 * tells a quote from whatever else a sender put there. */

@@ -124,13 +124,12 @@ func (b *Balancer) SetTimeouts(t lb.Timeouts) error {
 	return b.cfgMap.SetTimeouts(t)
 }
 
-// ICMPEcho reports whether the data plane answers ICMP echo requests to a
-// VIP.
-func (b *Balancer) ICMPEcho() (bool, error) { return b.cfgMap.ICMPEcho() }
+// ICMP reads the data plane's ICMP switches.
+func (b *Balancer) ICMP() (lb.ICMP, error) { return b.cfgMap.ICMP() }
 
-// SetICMPEcho turns the answering of ICMP/ICMPv6 echo requests to a VIP on
-// or off; it applies to the next packet.
-func (b *Balancer) SetICMPEcho(on bool) error { return b.cfgMap.SetICMPEcho(on) }
+// SetICMP sets the data plane's ICMP switches (echo answering, error
+// forwarding) while it runs.
+func (b *Balancer) SetICMP(i lb.ICMP) error { return b.cfgMap.SetICMP(i) }
 
 // syncVIPs makes the vips map (the addresses echo requests are answered
 // for) match the installed services, writing only what changed.

@@ -263,15 +263,15 @@ func TestICMPEchoSwitch(t *testing.T) {
 		return echoRow{name, build(t, s), xdpPass, nil, map[string]uint64{"PassNotVip": 1}}
 	}
 	setEcho := func(on bool) {
-		if err := f.b.SetICMPEcho(on); err != nil {
+		if err := f.b.SetICMP(lb.ICMP{NoEcho: !on}); err != nil {
 			t.Fatal(err)
 		}
-		if got, err := f.b.ICMPEcho(); err != nil || got != on {
-			t.Fatalf("echo %v (%v) after setting %v", got, err, on)
+		if got, err := f.b.ICMP(); err != nil || got.NoEcho == on {
+			t.Fatalf("%+v (%v) after setting echo %v", got, err, on)
 		}
 	}
-	if on, err := f.b.ICMPEcho(); err != nil || !on {
-		t.Fatalf("echo is %v (%v) by default, want on", on, err)
+	if got, err := f.b.ICMP(); err != nil || got != (lb.ICMP{}) {
+		t.Fatalf("ICMP switches %+v (%v) by default, want both on", got, err)
 	}
 	steps := []struct {
 		do   func()
@@ -300,11 +300,11 @@ func TestICMPEchoSwitch(t *testing.T) {
 	}
 }
 
-// TestICMPEchoOption: Options.NoICMPEcho loads the data plane with the
+// TestICMPEchoOption: Options.ICMP.NoEcho loads the data plane with the
 // switch off.
 func TestICMPEchoOption(t *testing.T) {
 	priv.Require(t)
-	b, err := loader.Open(loader.Options{MAC: lbMAC, MaxServices: 64, MaxBackends: 1024, ConntrackSize: 1 << 16, NoICMPEcho: true})
+	b, err := loader.Open(loader.Options{MAC: lbMAC, MaxServices: 64, MaxBackends: 1024, ConntrackSize: 1 << 16, ICMP: lb.ICMP{NoEcho: true}})
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
@@ -315,8 +315,8 @@ func TestICMPEchoOption(t *testing.T) {
 	})
 	f := &fixture{t: t, b: b}
 	f.set(lb.Service{Key: web4, Backends: backends(web4.VIP, 1)})
-	if on, err := b.ICMPEcho(); err != nil || on {
-		t.Fatalf("echo %v (%v), want off", on, err)
+	if got, err := b.ICMP(); err != nil || got != (lb.ICMP{NoEcho: true}) {
+		t.Fatalf("ICMP switches %+v (%v), want echo off", got, err)
 	}
 	e4 := echoSpec(netip.MustParseAddr("198.18.0.200"), web4.VIP)
 	f.checkEcho(t, echoRow{"off from the start", build(t, e4), xdpPass, nil, map[string]uint64{"PassNotVip": 1}})

@@ -405,8 +405,8 @@ func TestReadoptWithNewCounterLayout(t *testing.T) {
 	if to, err := b2.Timeouts(); err != nil || to != lb.DefaultTimeouts {
 		t.Errorf("timeouts after the upgrade: %+v, %v", to, err)
 	}
-	if on, err := b2.ICMPEcho(); err != nil || !on {
-		t.Errorf("echo after the upgrade: %v, %v", on, err)
+	if got, err := b2.ICMP(); err != nil || got != (lb.ICMP{}) {
+		t.Errorf("ICMP switches after the upgrade: %+v, %v", got, err)
 	}
 	e4 := echoSpec(netip.MustParseAddr("198.18.0.200"), web4.VIP)
 	f.checkEcho(t, echoRow{"echo after the upgrade", build(t, e4), xdpTX, replyOf(e4), map[string]uint64{"IcmpEchoReplies": 1}})

@@ -432,3 +432,35 @@ func TestICMPErrorPersistence(t *testing.T) {
 	f.checkICMPError(t, icmpErrRow{name: "persistent", in: fragNeeded(t, p4.VIP, replyQuote(t, quoted, 28, nil)), svc: p4,
 		verdict: xdpTX, counters: map[string]uint64{"IcmpErrorsForwarded": 1}, wantMAC: be.MAC})
 }
+
+// TestICMPForwardSwitch: with forwarding off (icmp_forward: false), an
+// ICMP error quoting a tracked flow goes to the kernel as not for a
+// service, as it did before xlb forwarded them; on again, it reaches the
+// flow's backend.
+func TestICMPForwardSwitch(t *testing.T) {
+	f := newFixture(t)
+	for _, c := range []struct {
+		svc  lb.ServiceKey
+		make func(testing.TB, netip.Addr, []byte) []byte
+		n    int
+	}{{web4, fragNeeded, 28}, {web6, packetTooBig, 48}} {
+		flow := lb.FlowKey{Src: netip.AddrPortFrom(errClient4, 31000), Dst: netip.AddrPortFrom(c.svc.VIP, c.svc.Port), Proto: c.svc.Proto}
+		if c.svc.VIP.Is6() {
+			flow.Src = netip.AddrPortFrom(errClient6, 31000)
+		}
+		in := c.make(t, c.svc.VIP, replyQuote(t, flow, c.n, nil))
+		for _, off := range []bool{true, false, true} {
+			if err := f.b.SetICMP(lb.ICMP{NoForward: off}); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := f.b.ICMP(); err != nil || got != (lb.ICMP{NoForward: off}) {
+				t.Fatalf("switches %+v (%v) after setting forwarding off=%v", got, err, off)
+			}
+			row := icmpErrRow{name: fmt.Sprintf("%s off=%v", c.svc, off), in: in, svc: c.svc, track: &flow, verdict: xdpTX, counters: map[string]uint64{"IcmpErrorsForwarded": 1}}
+			if off {
+				row.verdict, row.counters = xdpPass, map[string]uint64{"PassNotVip": 1}
+			}
+			t.Run(row.name, func(t *testing.T) { f.checkICMPError(t, row) })
+		}
+	}
+}

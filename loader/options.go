@@ -39,10 +39,10 @@ type Options struct {
 	// Timeouts are the connection table's idle timeouts; zero fields take
 	// DefaultTimeouts. Balancer.SetTimeouts changes them while running.
 	Timeouts lb.Timeouts
-	// NoICMPEcho leaves ICMP/ICMPv6 echo requests to a VIP to the kernel;
-	// by default the data plane answers them. Balancer.SetICMPEcho changes
-	// it while running.
-	NoICMPEcho bool
+	// ICMP holds the ICMP switches (the zero value: echo requests to a
+	// VIP answered, ICMP errors forwarded to their flow's backend).
+	// Balancer.SetICMP changes them while running.
+	ICMP lb.ICMP
 	// ConntrackNoCommonLRU gives each CPU its own LRU list in the shared
 	// connection table (BPF_F_NO_COMMON_LRU). See the benchmark
 	// BenchmarkConntrackVariants for the measurement behind the default.

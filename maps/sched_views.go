@@ -136,15 +136,18 @@ func (c *Config) SetTimeouts(t lb.Timeouts) error {
 	return nil
 }
 
-// SetICMPEcho turns the answering of ICMP echo requests to a VIP on or off.
-func (c *Config) SetICMPEcho(on bool) error {
+// SetICMP writes the ICMP switches.
+func (c *Config) SetICMP(i lb.ICMP) error {
 	var v bpf.Config
 	if err := c.m.Lookup(uint32(0), &v); err != nil {
 		return fmt.Errorf("read config: %w", err)
 	}
-	v.Flags &^= bpf.ConfigNoICMPEcho
-	if !on {
+	v.Flags &^= bpf.ConfigNoICMPEcho | bpf.ConfigNoICMPForward
+	if i.NoEcho {
 		v.Flags |= bpf.ConfigNoICMPEcho
+	}
+	if i.NoForward {
+		v.Flags |= bpf.ConfigNoICMPForward
 	}
 	if err := c.m.Put(uint32(0), &v); err != nil {
 		return fmt.Errorf("write config: %w", err)
@@ -152,13 +155,13 @@ func (c *Config) SetICMPEcho(on bool) error {
 	return nil
 }
 
-// ICMPEcho reports whether ICMP echo requests to a VIP are answered.
-func (c *Config) ICMPEcho() (bool, error) {
+// ICMP reads the ICMP switches.
+func (c *Config) ICMP() (lb.ICMP, error) {
 	var v bpf.Config
 	if err := c.m.Lookup(uint32(0), &v); err != nil {
-		return false, fmt.Errorf("read config: %w", err)
+		return lb.ICMP{}, fmt.Errorf("read config: %w", err)
 	}
-	return v.Flags&bpf.ConfigNoICMPEcho == 0, nil
+	return lb.ICMP{NoEcho: v.Flags&bpf.ConfigNoICMPEcho != 0, NoForward: v.Flags&bpf.ConfigNoICMPForward != 0}, nil
 }
 
 // Timeouts reads the connection table's idle timeouts.

@@ -129,5 +129,8 @@
  * being answered here. Off (0) is the default, so a config entry of zeros
  * answers them. */
 #define F_CFG_NO_ICMP_ECHO (1U << 0)
+/* F_CFG_NO_ICMP_FORWARD: ICMP errors to a VIP go to the kernel (as not for
+ * a service) instead of to the backend of the flow they quote. */
+#define F_CFG_NO_ICMP_FORWARD (1U << 1)
 
 #endif

@@ -30,9 +30,15 @@ type Config struct {
 	Conntrack Conntrack `yaml:"conntrack" json:"conntrack"`
 	// ICMPEcho: the data plane answers ICMP/ICMPv6 echo requests to a VIP
 	// itself; false leaves them to the kernel. Absent (nil) means true.
-	// Applied at start and on every reload; see AnswerEcho.
-	ICMPEcho *bool     `yaml:"icmp_echo,omitempty" json:"icmp_echo,omitempty"`
-	Services []Service `yaml:"services" json:"services"`
+	// Applied at start and on every reload; see ICMP.
+	ICMPEcho *bool `yaml:"icmp_echo,omitempty" json:"icmp_echo,omitempty"`
+	// ICMPForward: the data plane sends ICMP errors to a VIP (fragmentation
+	// needed, packet too big, destination unreachable) to the backend of
+	// the flow they quote, so path MTU discovery works through DSR; false
+	// leaves them to the kernel. Absent (nil) means true. Applied like
+	// ICMPEcho; see ICMP.
+	ICMPForward *bool     `yaml:"icmp_forward,omitempty" json:"icmp_forward,omitempty"`
+	Services    []Service `yaml:"services" json:"services"`
 	// BGP announces the VIPs to routers; nil: off.
 	BGP *BGP `yaml:"bgp,omitempty" json:"bgp,omitempty"`
 }
@@ -230,9 +236,11 @@ func (t *Conntrack) normalize() error {
 	return nil
 }
 
-// AnswerEcho reports whether the data plane answers echo requests to a VIP
-// (icmp_echo, default true).
-func (c *Config) AnswerEcho() bool { return c.ICMPEcho == nil || *c.ICMPEcho }
+// ICMP returns the data plane's ICMP switches: icmp_echo and icmp_forward,
+// each true unless set false.
+func (c *Config) ICMP() lb.ICMP {
+	return lb.ICMP{NoEcho: c.ICMPEcho != nil && !*c.ICMPEcho, NoForward: c.ICMPForward != nil && !*c.ICMPForward}
+}
 
 // Timeouts returns the idle timeouts in the data plane's terms.
 func (t Conntrack) Timeouts() lb.Timeouts {

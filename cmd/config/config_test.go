@@ -163,24 +163,33 @@ services:
 
 var yes = true
 
-// icmp_echo: absent or true answers echo requests to a VIP, false does
-// not, and anything else is an error naming the key.
-func TestParseICMPEcho(t *testing.T) {
+// icmp_echo and icmp_forward: absent or true turn the switch on, false
+// off, and anything else is an error naming the key.
+func TestParseICMP(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
-		want bool
-	}{{"", true}, {"icmp_echo: true\n", true}, {"icmp_echo: false\n", false}, {"icmp_echo: no\n", false}} {
+		want lb.ICMP
+	}{
+		{"", lb.ICMP{}},
+		{"icmp_echo: true\nicmp_forward: true\n", lb.ICMP{}},
+		{"icmp_echo: false\n", lb.ICMP{NoEcho: true}},
+		{"icmp_echo: no\n", lb.ICMP{NoEcho: true}},
+		{"icmp_forward: false\n", lb.ICMP{NoForward: true}},
+		{"icmp_echo: false\nicmp_forward: false\n", lb.ICMP{NoEcho: true, NoForward: true}},
+	} {
 		c, err := ParseConfig([]byte(tc.in + svc[1:]))
 		if err != nil {
 			t.Errorf("%q: %v", tc.in, err)
 			continue
 		}
-		if c.AnswerEcho() != tc.want {
-			t.Errorf("%q: answer echo %v, want %v", tc.in, c.AnswerEcho(), tc.want)
+		if c.ICMP() != tc.want {
+			t.Errorf("%q: %+v, want %+v", tc.in, c.ICMP(), tc.want)
 		}
 	}
-	if _, err := ParseConfig([]byte("icmp_echo: sometimes\n")); err == nil || !strings.Contains(err.Error(), "icmp_echo") {
-		t.Errorf("icmp_echo: sometimes: %v", err)
+	for _, key := range []string{"icmp_echo", "icmp_forward"} {
+		if _, err := ParseConfig([]byte(key + ": sometimes\n")); err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%s: sometimes: %v", key, err)
+		}
 	}
 }
 

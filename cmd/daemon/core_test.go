@@ -67,6 +67,7 @@ func TestReload(t *testing.T) {
 interface: eth0
 conntrack: {tcp_timeout: 60s}
 icmp_echo: false
+icmp_forward: false
 services:
   - {vip: 198.18.1.2, port: 53, protocol: udp, backends: [{address: 198.18.0.12}]}
   - {vip: 198.18.1.3, port: 80, backends: [{address: 198.18.0.13}]}
@@ -80,8 +81,8 @@ services:
 	if snap, _ := dp.Snapshot(); snap.Timeouts.TCP != time.Minute || len(snap.Services) != 2 {
 		t.Errorf("data plane after reload: %d services, timeouts %+v", len(snap.Services), snap.Timeouts)
 	}
-	if dp.ICMPEcho() {
-		t.Error("icmp_echo: false not applied by the reload")
+	if got := dp.ICMP(); got != (lb.ICMP{NoEcho: true, NoForward: true}) {
+		t.Errorf("icmp_echo and icmp_forward false not applied by the reload: %+v", got)
 	}
 	syncs := dp.Syncs()
 

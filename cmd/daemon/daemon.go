@@ -528,7 +528,7 @@ func (d *Daemon) Reload() error {
 	if err := d.dp.SetTimeouts(cfg.Conntrack.Timeouts()); err != nil {
 		return err
 	}
-	return d.dp.SetICMPEcho(cfg.AnswerEcho())
+	return d.dp.SetICMP(cfg.ICMP())
 }
 
 // sweep runs one connection-table sweep: expired flows and persistence

@@ -16,8 +16,8 @@ type DataPlane interface {
 	Sync(svcs []lb.Service) error
 	// SetTimeouts changes the connection table's idle timeouts.
 	SetTimeouts(lb.Timeouts) error
-	// SetICMPEcho turns the answering of echo requests to a VIP on or off.
-	SetICMPEcho(on bool) error
+	// SetICMP sets the ICMP switches: echo answering, error forwarding.
+	SetICMP(lb.ICMP) error
 	// Snapshot reads what is installed, with its counters.
 	Snapshot() (lb.Snapshot, error)
 	// Flows lists up to limit connection-table entries; now is

@@ -166,7 +166,7 @@ func run(ctx context.Context, f *flags, log *slog.Logger) error {
 	bal, err := loader.Open(loader.Options{
 		Interface: iface, XDPMode: xdpMode, PinDir: pinDir,
 		TableSize: l.MaglevSize, MaxServices: l.MaxServices, MaxBackends: l.MaxBackends, ConntrackSize: l.ConntrackSize,
-		Timeouts: cfg.Conntrack.Timeouts(), NoICMPEcho: !cfg.AnswerEcho(), Logger: log,
+		Timeouts: cfg.Conntrack.Timeouts(), ICMP: cfg.ICMP(), Logger: log,
 	})
 	if err != nil {
 		return err

@@ -76,6 +76,19 @@ func (s Service) Validate() error {
 	return nil
 }
 
+// ICMP holds the data plane's ICMP switches. The zero value is the
+// default: both on.
+type ICMP struct {
+	// NoEcho leaves ICMP/ICMPv6 echo requests to a VIP to the kernel
+	// instead of answering them (config icmp_echo: false).
+	NoEcho bool
+	// NoForward leaves ICMP errors to a VIP (fragmentation needed, packet
+	// too big, destination unreachable) to the kernel instead of sending
+	// them to the backend of the flow they quote (config icmp_forward:
+	// false): path MTU discovery through DSR then stalls.
+	NoForward bool
+}
+
 // Timeouts are the connection table's idle timeouts; 0 never expires.
 type Timeouts struct {
 	// TCP is the idle timeout of an established TCP flow.

@@ -31,7 +31,7 @@ type DataPlane struct {
 	global      lb.GlobalCounters
 	flows       []lb.FlowEntry
 	timeouts    lb.Timeouts
-	noEcho      bool
+	icmp        lb.ICMP
 	syncs       int
 	failSync    error
 }
@@ -114,19 +114,19 @@ func (p *DataPlane) SetTimeouts(t lb.Timeouts) error {
 	return nil
 }
 
-// SetICMPEcho stores the echo switch.
-func (p *DataPlane) SetICMPEcho(on bool) error {
+// SetICMP stores the ICMP switches.
+func (p *DataPlane) SetICMP(i lb.ICMP) error {
 	p.mu.Lock()
-	p.noEcho = !on
+	p.icmp = i
 	p.mu.Unlock()
 	return nil
 }
 
-// ICMPEcho reports the echo switch last set (on until set).
-func (p *DataPlane) ICMPEcho() bool {
+// ICMP reports the ICMP switches last set (the zero value until set).
+func (p *DataPlane) ICMP() lb.ICMP {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return !p.noEcho
+	return p.icmp
 }
 
 // Installed returns the installed service with key k.
