@@ -34,8 +34,9 @@ func TestParseExample(t *testing.T) {
 			MaxServices:   4096,
 			MaxBackends:   65536,
 		},
-		Conntrack: Conntrack{TCPTimeout: Duration(lb.TCPTimeout.Default), TCPFinTimeout: Duration(lb.TCPFinTimeout.Default), UDPTimeout: Duration(lb.UDPTimeout.Default)},
-		ICMPEcho:  &yes,
+		Conntrack:   Conntrack{TCPTimeout: Duration(lb.TCPTimeout.Default), TCPFinTimeout: Duration(lb.TCPFinTimeout.Default), UDPTimeout: Duration(lb.UDPTimeout.Default)},
+		ICMPEcho:    &yes,
+		ICMPForward: &yes,
 		Services: []Service{
 			{
 				VIP: "198.18.1.1", Port: 80, Protocol: "tcp", Scheduler: "maglev", Forward: "dsr-l2",
