@@ -3,4 +3,4 @@
 // no clang). Nothing else in the module sees C types except through here.
 package bpf
 
-//go:generate go tool bpf2go -tags linux -target bpfel -type svc_key -type service -type backend -type flow_key -type flow -type global_counters -type svc_counters -type backend_counters -type persist_key -type persist_entry -type xlb_config -type vip_key -type frag_key -type frag_entry -type sched -type fwd_mode xlb xlb.c -- -Iinclude
+//go:generate go tool bpf2go -tags linux -target bpfel -type svc_key -type service -type backend -type flow_key -type flow -type global_counters -type svc_counters -type backend_counters -type persist_key -type persist_entry -type xlb_config -type vip_key -type vip -type frag_key -type frag_entry -type sched -type fwd_mode xlb xlb.c -- -Iinclude

@@ -24,6 +24,8 @@ type (
 	Config = xlbXlbConfig
 	// VipKey is the key of the vips map.
 	VipKey = xlbVipKey
+	// Vip is the value of the vips map.
+	Vip = xlbVip
 	// FragKey is a key of the fragment table: one fragmented datagram.
 	FragKey = xlbFragKey
 	// FragEntry is its value: the first fragment's backend and time.
@@ -104,6 +106,7 @@ const (
 	MapConfig       = "config"
 	MapVips         = "vips"
 	MapFrags        = "frags"
+	MapHalfOpen     = "halfopen"
 	VarIfaceMAC     = "iface_mac"
 	VarMaglevSize   = "maglev_size"
 )

@@ -49,7 +49,8 @@ func TestMapSpecsMatchTypes(t *testing.T) {
 		{MapActive, 4, 8},
 		{MapRRCursor, 4, 4},
 		{MapConfig, 4, unsafe.Sizeof(Config{})},
-		{MapVips, unsafe.Sizeof(VipKey{}), 4},
+		{MapVips, unsafe.Sizeof(VipKey{}), unsafe.Sizeof(Vip{})},
+		{MapHalfOpen, unsafe.Sizeof(FlowKey{}), unsafe.Sizeof(Flow{})},
 		{MapFrags, unsafe.Sizeof(FragKey{}), unsafe.Sizeof(FragEntry{})},
 	} {
 		ms := spec.Maps[c.m]

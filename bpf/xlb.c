@@ -187,6 +187,26 @@ static __always_inline __u32 persisted(const struct persist_key *pk,
 	return be && !(be->flags & F_BACKEND_FAILING) ? id : 0;
 }
 
+/* hashed_placement is the backend id new_flow would give a flow of a
+ * maglev or source-hash service, without its writes: the client's
+ * persistent backend, else the scheduler's slot. For ICMP errors and
+ * fragments, which must go where their flow's packets go but may not
+ * create state. */
+static __always_inline __u32 hashed_placement(const struct service *svc,
+					      const struct flow_key *key,
+					      __u64 now)
+{
+	__u32 persist_secs = svc->persist_secs;
+	__u32 bid = 0;
+
+	if (persist_secs) {
+		struct persist_key pk = {};
+		persist_key_of(&pk, svc->id, key);
+		bid = persisted(&pk, svc->id, persist_secs, now);
+	}
+	return bid ? bid : hashed_backend(svc, key);
+}
+
 /* flow_expired reports whether a flow has been idle beyond its timeout.
  * Signed: another CPU may have stamped last_seen after our now. */
 static __always_inline int flow_expired(__u64 last_seen, __u32 fflags,
@@ -378,26 +398,23 @@ static __always_inline void flow_lookup(struct flow_state *st,
 	st->is_new = is_new;
 }
 
-/* new_flow places a flow the connection table could not: the client's
- * persistent backend if the service has persistence and one is still good,
- * else the scheduler's pick. It records the client's choice, writes the
- * connection-table entry (moving an existing one rather than inserting) and
- * keeps the active-flow counts. Returns the backend, or NULL when the
- * service has none usable (counted; the caller drops: VIP traffic that
- * cannot be served). */
-static __always_inline struct backend *
-new_flow(struct flow_state *st, const struct pkt *p, const struct service *svc,
-	 __u32 svc_id, struct svc_counters *ss, __u64 now,
-	 struct global_counters *gs)
+/* pick returns the backend id a new flow of the service goes to (its entry
+ * in *bep): the client's persistent backend if the service has persistence
+ * and one is still good, else the scheduler's pick. 0 when the service has
+ * none usable (counted; the caller drops: VIP traffic that cannot be
+ * served). */
+static __always_inline __u32 pick(const struct pkt *p,
+				  const struct service *svc, __u32 svc_id,
+				  struct svc_counters *ss, __u64 now,
+				  struct global_counters *gs,
+				  struct backend **bep)
 {
-	__u32 persist_secs = svc->persist_secs;
-	struct persist_key pk = {};
-	__u32 old = st->bid;
 	__u32 bid = 0;
 
-	if (persist_secs) {
+	if (svc->persist_secs) {
+		struct persist_key pk = {};
 		persist_key_of(&pk, svc_id, &p->key);
-		bid = persisted(&pk, svc_id, persist_secs, now);
+		bid = persisted(&pk, svc_id, svc->persist_secs, now);
 		if (bid)
 			gs->persist_hits++;
 	}
@@ -405,29 +422,47 @@ new_flow(struct flow_state *st, const struct pkt *p, const struct service *svc,
 		bid = schedule(svc, &p->key);
 	/* The scheduler's table may name a backend that stopped being usable
 	 * (or none: id 0) until the daemon replaces it. */
-	struct backend *be = usable_backend(bid, svc_id);
-	if (!be) {
+	*bep = usable_backend(bid, svc_id);
+	if (!*bep) {
 		gs->drop_no_backend++;
 		ss->drop_no_backend++;
-		return NULL;
+		return 0;
 	}
-	st->bid = bid;
-	st->be = be;
-	if (persist_secs) {
+	return bid;
+}
+
+/* remember_client records a new flow's backend as its client's, under
+ * persistence. */
+static __always_inline void remember_client(const struct pkt *p,
+					    const struct service *svc,
+					    __u32 svc_id, __u32 bid, __u64 now)
+{
+	if (svc->persist_secs) {
+		struct persist_key pk = {};
 		struct persist_entry pv = {};
+		persist_key_of(&pk, svc_id, &p->key);
 		pv.backend_id = bid;
 		pv.last_seen = now;
 		bpf_map_update_elem(&persist, &pk, &pv, BPF_ANY);
 	}
-	/* A flow that starts (or moves) on a FIN or RST is closing at once
-	 * and never counts as active. */
+}
+
+/* track gives a flow placed on backend bid its connection-table entry
+ * (moving st->f, the flow's stale entry, rather than inserting) and keeps
+ * the active-flow counts. A flow that starts (or moves) on a FIN or RST is
+ * closing at once and never counts as active. */
+static __always_inline void track(const struct flow_state *st,
+				  const struct pkt *p, __u32 bid, __u64 now,
+				  struct global_counters *gs)
+{
 	__u32 closing =
 		(p->tcp_flags & (TCP_FIN | TCP_RST)) ? F_FLOW_CLOSING : 0;
+
 	if (st->f) {
 		/* Keep the entry, move it; the old backend loses the flow
 		 * unless it had already stopped counting it. */
 		if (!(st->fflags & F_FLOW_CLOSING))
-			active_add(old, -1);
+			active_add(st->bid, -1);
 		st->f->backend_id = bid;
 		st->f->last_seen = now;
 		st->f->flags = closing;
@@ -443,11 +478,106 @@ new_flow(struct flow_state *st, const struct pkt *p, const struct service *svc,
 	}
 	if (!closing)
 		active_add(bid, 1);
+}
+
+/* new_flow places a flow the connection table could not and tracks it:
+ * UDP, and TCP that is neither a SYN nor a half-open flow's (a flow that
+ * began before a restart, or on another balancer). Returns the backend,
+ * NULL to drop. */
+static __always_inline struct backend *
+new_flow(struct flow_state *st, const struct pkt *p, const struct service *svc,
+	 __u32 svc_id, struct svc_counters *ss, __u64 now,
+	 struct global_counters *gs)
+{
+	struct backend *be;
+	__u32 bid = pick(p, svc, svc_id, ss, now, gs, &be);
+
+	if (!bid)
+		return NULL;
+	remember_client(p, svc, svc_id, bid, now);
+	track(st, p, bid, now, gs);
+	st->bid = bid;
+	st->be = be;
 	if (st->is_new) {
 		gs->new_flows++;
 		ss->new_flows++;
 	}
 	return be;
+}
+
+/* What halfopen_flow did. */
+enum {
+	/* Nothing: the frame is for new_flow. */
+	HALFOPEN_NONE = 0,
+	/* Placed: st holds the backend. */
+	HALFOPEN_PLACED = 1,
+	/* No backend: drop. */
+	HALFOPEN_DROP = 2,
+};
+
+/* halfopen_flow keeps SYN floods away from the connection table. A TCP
+ * frame the connection table could not place is either a bare SYN (SYN
+ * without ACK: a connection attempt) or a later packet. A bare SYN is
+ * scheduled (pick, remember_client) and recorded in the halfopen LRU, not
+ * in conntrack: spoofed SYNs churn that table only and cannot evict an
+ * established flow. A stale conntrack entry of its tuple (expired, closed,
+ * or on a backend that went) is removed, so the handshake's next packet
+ * does not find it. A retransmitted SYN finds its half-open entry and
+ * keeps its backend. A later packet whose flow is half-open promotes it:
+ * conntrack entry (track), half-open entry deleted. Half-open entries live
+ * tcp_fin_timeout and count neither as active flows nor as hits. */
+static __always_inline int halfopen_flow(struct flow_state *st,
+					 const struct pkt *p,
+					 const struct service *svc,
+					 __u32 svc_id, struct svc_counters *ss,
+					 __u64 now, struct global_counters *gs)
+{
+	struct flow *h = bpf_map_lookup_elem(&halfopen, &p->key);
+	struct backend *be = NULL;
+	__u32 bid = 0;
+
+	if (h &&
+	    !flow_expired(h->last_seen, F_FLOW_CLOSING, IPPROTO_TCP, now)) {
+		bid = h->backend_id;
+		be = usable_backend(bid, svc_id);
+	}
+	if ((p->tcp_flags & (TCP_SYN | TCP_ACK)) != TCP_SYN) {
+		if (!be)
+			return HALFOPEN_NONE;
+		track(st, p, bid, now, gs);
+		bpf_map_delete_elem(&halfopen, &p->key);
+		gs->halfopen_promoted++;
+		st->bid = bid;
+		st->be = be;
+		st->is_new = 0;
+		return HALFOPEN_PLACED;
+	}
+	if (st->f) {
+		if (!(st->fflags & F_FLOW_CLOSING))
+			active_add(st->bid, -1);
+		bpf_map_delete_elem(&conntrack, &p->key);
+		st->f = NULL;
+	}
+	if (be) {
+		st->is_new = 0;
+	} else {
+		bid = pick(p, svc, svc_id, ss, now, gs, &be);
+		if (!bid)
+			return HALFOPEN_DROP;
+		remember_client(p, svc, svc_id, bid, now);
+		struct flow nf = {};
+		nf.backend_id = bid;
+		nf.last_seen = now;
+		if (bpf_map_update_elem(&halfopen, &p->key, &nf, BPF_ANY))
+			gs->conntrack_insert_errors++;
+		st->is_new = 1;
+		gs->new_flows++;
+		ss->new_flows++;
+		gs->halfopen_new++;
+	}
+	st->bid = bid;
+	st->be = be;
+	return HALFOPEN_PLACED;
 }
 
 /* count_and_forward counts the frame against its backend, readdresses it
@@ -677,25 +807,13 @@ static __always_inline int icmp_error(struct pkt *p, void *end,
 	}
 
 	__u64 now = bpf_ktime_get_coarse_ns();
-	__u32 svc_id = svc->id;
 	struct backend *be = NULL;
 	struct flow *f = bpf_map_lookup_elem(&conntrack, &key);
 	if (f && !flow_expired(f->last_seen, f->flags, key.proto, now))
-		be = usable_backend(f->backend_id, svc_id);
+		be = usable_backend(f->backend_id, svc->id);
 	if (!be &&
-	    (svc->sched == SCHED_MAGLEV || svc->sched == SCHED_SOURCE_HASH)) {
-		/* What new_flow would pick, without its writes. */
-		__u32 persist_secs = svc->persist_secs;
-		__u32 bid = 0;
-		if (persist_secs) {
-			struct persist_key pk = {};
-			persist_key_of(&pk, svc_id, &key);
-			bid = persisted(&pk, svc_id, persist_secs, now);
-		}
-		if (!bid)
-			bid = hashed_backend(svc, &key);
-		be = usable_backend(bid, svc_id);
-	}
+	    (svc->sched == SCHED_MAGLEV || svc->sched == SCHED_SOURCE_HASH))
+		be = usable_backend(hashed_placement(svc, &key, now), svc->id);
 	if (!be) {
 		gs->icmp_errors_unmatched++;
 		return XDP_PASS;
@@ -737,14 +855,41 @@ static __always_inline void frag_remember(const struct pkt *p, __u32 bid,
 	bpf_map_update_elem(&frags, &fk, &fe, BPF_ANY);
 }
 
+/* early_fragment places a later fragment that came before its first (no
+ * fragment-table entry) when its VIP's only service of its protocol is
+ * source-hash: the client's address is all that scheduler needs, so the
+ * fragment goes where the first one will (the persistent backend, else
+ * the slot; read only). Returns the backend id, 0 if the service cannot
+ * be told. */
+static __always_inline __u32 early_fragment(const struct pkt *p,
+					    const struct vip *v, __u64 now,
+					    __u32 *svc_id)
+{
+	struct svc_key sk = {};
+
+	sk.port = p->key.proto == IPPROTO_TCP ? v->frag_port_tcp :
+						v->frag_port_udp;
+	if (!sk.port)
+		return 0;
+	__builtin_memcpy(sk.addr, p->key.dst, sizeof(sk.addr));
+	sk.proto = p->key.proto;
+	sk.family = p->key.family;
+	struct service *svc = bpf_map_lookup_elem(&services, &sk);
+	if (!svc || svc->sched != SCHED_SOURCE_HASH)
+		return 0;
+	*svc_id = svc->id;
+	return hashed_placement(svc, &p->key, now);
+}
+
 /* frag_follow sends a later fragment (no ports) to the backend its first
  * fragment went to, found in the fragment table, counted as that
  * service's and backend's traffic. A fragment not to a VIP is the
- * kernel's (pass_fragment); one to a VIP with no entry younger than
- * FRAG_TIMEOUT_NS, or whose backend is no longer usable, is passed and
- * counted frag_unmatched: without ports its service cannot be told, so
- * fragments that come before their first are lost (the kernel is not
- * their destination). */
+ * kernel's (pass_fragment). One to a VIP with no entry younger than
+ * FRAG_TIMEOUT_NS came before its first: early_fragment places it when
+ * the VIP's only service of its protocol is source-hash; otherwise, or
+ * when the backend is no longer usable, it is passed and counted
+ * frag_unmatched: without ports its service cannot be told (the kernel is
+ * not its destination, so it is lost). */
 static __always_inline int frag_follow(const struct pkt *p, __u64 len,
 				       struct global_counters *gs)
 {
@@ -753,7 +898,8 @@ static __always_inline int frag_follow(const struct pkt *p, __u64 len,
 
 	__builtin_memcpy(vk.addr, p->key.dst, sizeof(vk.addr));
 	vk.family = p->key.family;
-	if (!bpf_map_lookup_elem(&vips, &vk)) {
+	struct vip *v = bpf_map_lookup_elem(&vips, &vk);
+	if (!v) {
 		gs->pass_fragment++;
 		return XDP_PASS;
 	}
@@ -767,14 +913,17 @@ static __always_inline int frag_follow(const struct pkt *p, __u64 len,
 	}
 	frag_key_of(&fk, p);
 	struct frag_entry *fe = bpf_map_lookup_elem(&frags, &fk);
-	struct backend *be = NULL;
+	__u64 now = bpf_ktime_get_coarse_ns();
 	__u32 bid = 0, svc_id = 0;
-	if (fe && (__s64)(bpf_ktime_get_coarse_ns() - fe->created) <=
-			  (__s64)FRAG_TIMEOUT_NS) {
+	int early = 0;
+	if (fe && (__s64)(now - fe->created) <= (__s64)FRAG_TIMEOUT_NS) {
 		bid = fe->backend_id;
 		svc_id = fe->svc_id;
-		be = usable_backend(bid, svc_id);
+	} else {
+		bid = early_fragment(p, v, now, &svc_id);
+		early = 1;
 	}
+	struct backend *be = usable_backend(bid, svc_id);
 	if (!be) {
 		gs->frag_unmatched++;
 		return XDP_PASS;
@@ -791,6 +940,8 @@ static __always_inline int frag_follow(const struct pkt *p, __u64 len,
 	bs->bytes += len;
 	gs->tx_packets++;
 	gs->frag_forwarded++;
+	if (early)
+		gs->frag_early++;
 	rewrite_dsr_l2(p->eth, be);
 	return XDP_TX;
 }
@@ -850,8 +1001,16 @@ static __always_inline int process(struct xdp_md *ctx,
 	__u64 now = bpf_ktime_get_coarse_ns();
 	struct flow_state st = {};
 	flow_lookup(&st, &p, svc, svc_id, now, gs);
-	if (!st.be && !new_flow(&st, &p, svc, svc_id, ss, now, gs))
-		return XDP_DROP;
+	if (!st.be) {
+		int h = HALFOPEN_NONE;
+		if (p.key.proto == IPPROTO_TCP)
+			h = halfopen_flow(&st, &p, svc, svc_id, ss, now, gs);
+		if (h == HALFOPEN_DROP)
+			return XDP_DROP;
+		if (h == HALFOPEN_NONE &&
+		    !new_flow(&st, &p, svc, svc_id, ss, now, gs))
+			return XDP_DROP;
+	}
 	if (p.frag == FRAG_FIRST) {
 		frag_remember(&p, st.bid, svc_id, now);
 		gs->frag_first++;

@@ -97,6 +97,9 @@ type xlbGlobalCounters struct {
 	FragFirst             uint64
 	FragForwarded         uint64
 	FragUnmatched         uint64
+	FragEarly             uint64
+	HalfopenNew           uint64
+	HalfopenPromoted      uint64
 }
 
 type xlbPersistEntry struct {
@@ -148,6 +151,13 @@ type xlbSvcKey struct {
 	Family uint8
 }
 
+type xlbVip struct {
+	_           structs.HostLayout
+	Services    uint32
+	FragPortTcp uint16
+	FragPortUdp uint16
+}
+
 type xlbVipKey struct {
 	_      structs.HostLayout
 	Addr   [4]uint32
@@ -174,6 +184,7 @@ const (
 	xlbMapConfig        = "config"
 	xlbMapConntrack     = "conntrack"
 	xlbMapFrags         = "frags"
+	xlbMapHalfopen      = "halfopen"
 	xlbMapMaglevTables  = "maglev_tables"
 	xlbMapPersist       = "persist"
 	xlbMapRrCursor      = "rr_cursor"
@@ -241,6 +252,7 @@ type xlbMapSpecs struct {
 	Config        *ebpf.MapSpec `ebpf:"config"`
 	Conntrack     *ebpf.MapSpec `ebpf:"conntrack"`
 	Frags         *ebpf.MapSpec `ebpf:"frags"`
+	Halfopen      *ebpf.MapSpec `ebpf:"halfopen"`
 	MaglevTables  *ebpf.MapSpec `ebpf:"maglev_tables"`
 	Persist       *ebpf.MapSpec `ebpf:"persist"`
 	RrCursor      *ebpf.MapSpec `ebpf:"rr_cursor"`
@@ -284,6 +296,7 @@ type xlbMaps struct {
 	Config        *ebpf.Map `ebpf:"config"`
 	Conntrack     *ebpf.Map `ebpf:"conntrack"`
 	Frags         *ebpf.Map `ebpf:"frags"`
+	Halfopen      *ebpf.Map `ebpf:"halfopen"`
 	MaglevTables  *ebpf.Map `ebpf:"maglev_tables"`
 	Persist       *ebpf.Map `ebpf:"persist"`
 	RrCursor      *ebpf.Map `ebpf:"rr_cursor"`
@@ -301,6 +314,7 @@ func (m *xlbMaps) Close() error {
 		m.Config,
 		m.Conntrack,
 		m.Frags,
+		m.Halfopen,
 		m.MaglevTables,
 		m.Persist,
 		m.RrCursor,

@@ -61,13 +61,16 @@ type Balancer struct {
 	beMap     *maps.Backends
 	tables    *maps.SchedTables
 	conntrack *maps.Conntrack
-	stats     *maps.Stats
-	active    *maps.Active
-	persist   *maps.PersistTable
-	cfgMap    *maps.Config
-	vipMap    *maps.VIPs
-	// vips mirrors vipMap: services per VIP address.
-	vips map[netip.Addr]uint32
+	// halfopen holds SYNs awaiting the handshake's next packet (the same
+	// key and value as conntrack).
+	halfopen *maps.Conntrack
+	stats    *maps.Stats
+	active   *maps.Active
+	persist  *maps.PersistTable
+	cfgMap   *maps.Config
+	vipMap   *maps.VIPs
+	// vips mirrors vipMap.
+	vips map[netip.Addr]maps.VIP
 }
 
 func (b *Balancer) initViews() {
@@ -76,12 +79,13 @@ func (b *Balancer) initViews() {
 	b.beMap = maps.NewBackends(m.Backends)
 	b.tables = maps.NewSchedTables(m.MaglevTables, b.inner)
 	b.conntrack = maps.NewConntrack(m.Conntrack)
+	b.halfopen = maps.NewConntrack(m.Halfopen)
 	b.stats = maps.NewStats(m.Stats, m.SvcStats, m.BackendStats)
 	b.active = maps.NewActive(m.BackendActive)
 	b.persist = maps.NewPersistTable(m.Persist)
 	b.cfgMap = maps.NewConfig(m.Config)
 	b.vipMap = maps.NewVIPs(m.Vips)
-	b.vips = make(map[netip.Addr]uint32)
+	b.vips = make(map[netip.Addr]maps.VIP)
 	b.services = make(map[lb.ServiceKey]*svcState)
 	b.svcIDs = newIDAlloc(0, b.opts.MaxServices)
 	b.beIDs = newIDAlloc(1, b.opts.MaxBackends) // 0 marks an empty slot
@@ -98,6 +102,10 @@ func (b *Balancer) Stats() *maps.Stats { return b.stats }
 
 // Conntrack is the connection table.
 func (b *Balancer) Conntrack() *maps.Conntrack { return b.conntrack }
+
+// HalfOpen is the half-open TCP table: SYNs awaiting the handshake's next
+// packet.
+func (b *Balancer) HalfOpen() *maps.Conntrack { return b.halfopen }
 
 // Tables are the per-service Maglev tables.
 func (b *Balancer) Tables() *maps.SchedTables { return b.tables }
@@ -131,21 +139,53 @@ func (b *Balancer) ICMP() (lb.ICMP, error) { return b.cfgMap.ICMP() }
 // forwarding) while it runs.
 func (b *Balancer) SetICMP(i lb.ICMP) error { return b.cfgMap.SetICMP(i) }
 
-// syncVIPs makes the vips map (the addresses echo requests are answered
-// for) match the installed services, writing only what changed.
-func (b *Balancer) syncVIPs() error {
-	want := make(map[netip.Addr]uint32, len(b.vips))
-	for k := range b.services {
-		want[k.VIP]++
+// vipEntries derives the vips map from the services: each address's
+// number of services and, per protocol, the port of its only service of
+// that protocol when that one is source-hash (a fragment without ports can
+// be placed only then: by its client's address).
+func vipEntries(svcs map[lb.ServiceKey]*svcState) map[netip.Addr]maps.VIP {
+	type protoKey struct {
+		vip   netip.Addr
+		proto lb.Proto
 	}
-	for vip, n := range want {
-		if b.vips[vip] == n {
+	perProto := make(map[protoKey][]lb.ServiceKey)
+	out := make(map[netip.Addr]maps.VIP, len(svcs))
+	for k := range svcs {
+		e := out[k.VIP]
+		e.Services++
+		out[k.VIP] = e
+		pk := protoKey{k.VIP, k.Proto}
+		perProto[pk] = append(perProto[pk], k)
+	}
+	for pk, keys := range perProto {
+		if len(keys) != 1 || svcs[keys[0]].cfg.Scheduler != lb.SourceHash {
 			continue
 		}
-		if err := b.vipMap.Put(vip, n); err != nil {
+		e := out[pk.vip]
+		switch pk.proto {
+		case lb.TCP:
+			e.FragTCP = keys[0].Port
+		case lb.UDP:
+			e.FragUDP = keys[0].Port
+		}
+		out[pk.vip] = e
+	}
+	return out
+}
+
+// syncVIPs makes the vips map (the addresses echo requests are answered
+// for, with the source-hash service that takes a VIP's early fragments)
+// match the installed services, writing only what changed.
+func (b *Balancer) syncVIPs() error {
+	want := vipEntries(b.services)
+	for vip, e := range want {
+		if old, ok := b.vips[vip]; ok && old == e {
+			continue
+		}
+		if err := b.vipMap.Put(vip, e); err != nil {
 			return err
 		}
-		b.vips[vip] = n
+		b.vips[vip] = e
 	}
 	for vip := range b.vips {
 		if _, ok := want[vip]; !ok {

@@ -24,6 +24,9 @@ func (b *Balancer) Snapshot() (lb.Snapshot, error) {
 	if snap.Flows, err = b.conntrack.Count(); err != nil {
 		return snap, err
 	}
+	if snap.HalfOpen, err = b.halfopen.Count(); err != nil {
+		return snap, err
+	}
 	svcs := b.Services()
 	snap.Services = make(map[lb.ServiceKey]lb.ServiceState, len(svcs))
 	for _, s := range svcs {

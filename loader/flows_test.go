@@ -26,7 +26,7 @@ func (f *fixture) sendFlows(svc lb.ServiceKey, n int, firstPort uint16, srcs int
 	out := make([]int, n)
 	for i := range out {
 		src := netip.MustParseAddr(fmt.Sprintf("198.18.0.%d", 100+i%srcs))
-		p := frame.Spec{Src: netip.AddrPortFrom(src, firstPort+uint16(i)), Dst: netip.AddrPortFrom(svc.VIP, svc.Port), UDP: svc.Proto == lb.UDP, SYN: true}
+		p := frame.Spec{Src: netip.AddrPortFrom(src, firstPort+uint16(i)), Dst: netip.AddrPortFrom(svc.VIP, svc.Port), UDP: svc.Proto == lb.UDP}
 		verdict, fr := f.run(build(f.t, p))
 		if verdict != xdpTX {
 			f.t.Fatalf("flow %d: verdict %d, want tx", i, verdict)

@@ -109,7 +109,21 @@ func TestFragments(t *testing.T) {
 		return frame.Spec{Src: ap(src), Dst: netip.AddrPortFrom(vip6, 53), UDP: true, Payload: bytes.Repeat([]byte("q"), 24)}
 	}
 	tcp6 := func(src string) frame.Spec {
-		return frame.Spec{Src: ap(src), Dst: netip.AddrPortFrom(vip6, 80), SYN: true}
+		return frame.Spec{Src: ap(src), Dst: netip.AddrPortFrom(vip6, 80)}
+	}
+	// Source-hash services alone on their VIP for UDP (shUDP4, shUDP6;
+	// shTCP4 is the only TCP service of sh4's VIP): fragments that come
+	// before their first go to the client's source-hash backend. Two
+	// source-hash UDP services on one VIP (shTwo, shTwoB): they cannot be
+	// told apart without ports.
+	shUDP4, shUDP6 := svcKey("198.18.1.20:53/udp"), svcKey("[2001:2:0:1::20]:53/udp")
+	shTwo, shTwoB := svcKey("198.18.1.21:53/udp"), svcKey("198.18.1.21:54/udp")
+	for _, k := range []lb.ServiceKey{shUDP4, shUDP6, shTwo, shTwoB} {
+		f.set(lb.Service{Key: k, Scheduler: lb.SourceHash, Backends: backends(k.VIP, 3)})
+	}
+	f.set(lb.Service{Key: svcKey("198.18.1.20:80/tcp"), Backends: backends(shUDP4.VIP, 3)}) // maglev TCP beside: no matter
+	to := func(k lb.ServiceKey, src string) frame.Spec {
+		return frame.Spec{Src: ap(src), Dst: netip.AddrPortFrom(k.VIP, k.Port), UDP: k.Proto == lb.UDP, Payload: bytes.Repeat([]byte("q"), 24)}
 	}
 	frag := func(s frame.Spec, off uint16, more bool) frame.Spec {
 		s.FragOffset, s.MoreFragments = off, more
@@ -134,7 +148,27 @@ func TestFragments(t *testing.T) {
 	lyingExt := withExt(t, tcp6("[2001:2::214]:5005"), opts(extHopByHop))
 	lyingExt[14+40+1] = 200 // hop-by-hop header of 1608 bytes
 
+	early := map[string]uint64{"TxPackets": 1, "FragForwarded": 1, "FragEarly": 1}
+	sa, sb := to(shUDP4, "198.18.0.230:5001"), to(shUDP6, "[2001:2::230]:5001")
+	sc, sd := to(sh4, "198.18.0.231:5002"), to(shTwo, "198.18.0.232:5003")
 	scenarios := []fragScenario{
+		{"ipv4 source-hash, last fragment first", shUDP4, sa, []fragStep{
+			{name: "last", in: build(t, frag(sa, 10, false)), verdict: xdpTX, counters: early},
+			{name: "second", in: build(t, frag(sa, 5, true)), verdict: xdpTX, counters: early},
+			{name: "first", in: build(t, frag(sa, 0, true)), verdict: xdpTX, counters: first},
+			{name: "second again", in: build(t, frag(sa, 5, true)), verdict: xdpTX, counters: fwd},
+		}},
+		{"ipv6 source-hash, last fragment first", shUDP6, sb, []fragStep{
+			{name: "last", in: withExt(t, sb, fragHdr(8, false, 77)), verdict: xdpTX, counters: early},
+			{name: "first", in: withExt(t, sb, fragHdr(0, true, 77)), verdict: xdpTX, counters: first},
+			{name: "second", in: withExt(t, sb, fragHdr(4, true, 77)), verdict: xdpTX, counters: fwd},
+		}},
+		{"ipv4 tcp source-hash, later fragment first", sh4, sc, []fragStep{
+			{name: "later", in: build(t, frag(frame.Spec{Src: sc.Src, Dst: netip.AddrPortFrom(sh4.VIP, 80)}, 5, false)), verdict: xdpTX, counters: early},
+		}},
+		{"ipv4 two source-hash services on the VIP", shTwo, sd, []fragStep{
+			{name: "early", in: build(t, frag(sd, 5, false)), verdict: xdpPass, counters: unmatched},
+		}},
 		{"ipv4 in order", dns4, a, []fragStep{
 			{name: "first", in: build(t, frag(a, 0, true)), verdict: xdpTX, counters: first},
 			{name: "second", in: build(t, frag(a, 5, true)), verdict: xdpTX, counters: fwd},

@@ -232,7 +232,14 @@ func TestHostileFrames(t *testing.T) {
 			if verdict != row.verdict {
 				t.Fatalf("verdict %d, want %d", verdict, row.verdict)
 			}
+			// A bare SYN is recorded in the half-open table, anything
+			// else forwarded in the connection table.
+			bareSYN := flow.Proto == lb.TCP && row.spec.SYN
 			fl, tracked, err := f.b.Conntrack().Lookup(flow)
+			if err != nil {
+				t.Fatal(err)
+			}
+			hfl, halfOpen, err := f.b.HalfOpen().Lookup(flow)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -253,15 +260,20 @@ func TestHostileFrames(t *testing.T) {
 					active:   1,
 					flows:    1,
 				}
+				if bareSYN {
+					want.global["HalfopenNew"] = 1
+					want.active, want.flows = 0, 0
+					fl, tracked = hfl, halfOpen
+				}
 				if !tracked || fl.BackendID != id {
-					t.Errorf("connection-table entry %+v (found %v), want backend %d", fl, tracked, id)
+					t.Errorf("connection-table (half-open: %v) entry %+v (found %v), want backend %d", bareSYN, fl, tracked, id)
 				}
 				if !persisted {
 					t.Errorf("no persistence entry for %s", src)
 				}
 			} else {
-				if tracked {
-					t.Errorf("connection-table entry %+v for a passed frame", fl)
+				if tracked || halfOpen {
+					t.Errorf("connection-table entry %+v (half-open %+v) for a passed frame", fl, hfl)
 				}
 				if persisted {
 					t.Errorf("persistence entry for %s after a passed frame", src)

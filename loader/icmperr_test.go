@@ -17,8 +17,8 @@ import (
 )
 
 // icmpErrRow is one row of the ICMP error table. track, if set, is a flow
-// of svc given a connection-table entry before the row runs (by a SYN
-// through the program; moved to another backend of svc when move is set,
+// of svc given a connection-table entry before the row runs (by a SYN and
+// its ACK through the program; moved to another backend of svc when move is set,
 // so the table and the scheduler disagree). A TX row goes to the flow's
 // backend (the scheduler's when the flow is untracked), the frame
 // unchanged but for the MACs; a passed row leaves it whole. Either way only the global counters
@@ -245,10 +245,17 @@ func (f *fixture) checkICMPError(t *testing.T, row icmpErrRow) {
 	}
 	wantMAC := row.wantMAC
 	if row.track != nil {
-		// Create the flow's entry with a SYN, as a client would.
-		syn := build(t, frame.Spec{Src: row.track.Src, Dst: row.track.Dst, UDP: row.track.Proto == lb.UDP, SYN: row.track.Proto == lb.TCP})
-		if v, _ := f.run(syn); v != xdpTX {
+		// Create the flow's entry as a client would: a SYN (half-open),
+		// then the handshake's ACK; a UDP datagram.
+		first := frame.Spec{Src: row.track.Src, Dst: row.track.Dst, UDP: row.track.Proto == lb.UDP, SYN: row.track.Proto == lb.TCP}
+		if v, _ := f.run(build(t, first)); v != xdpTX {
 			t.Fatalf("flow's first packet: verdict %d", v)
+		}
+		if first.SYN {
+			first.SYN = false
+			if v, _ := f.run(build(t, first)); v != xdpTX {
+				t.Fatalf("flow's ACK: verdict %d", v)
+			}
 		}
 		fl, found, err := f.b.Conntrack().Lookup(*row.track)
 		if err != nil || !found {

@@ -24,6 +24,7 @@ var pinnedMaps = []string{
 	bpf.MapServices, bpf.MapBackends, bpf.MapMaglevTables, bpf.MapConntrack,
 	bpf.MapStats, bpf.MapSvcStats, bpf.MapBackendStats,
 	bpf.MapPersist, bpf.MapActive, bpf.MapRRCursor, bpf.MapConfig,
+	bpf.MapHalfOpen,
 }
 
 const linkPin = "link"
@@ -158,6 +159,7 @@ func sizeSpec(spec *ebpf.CollectionSpec, opts Options, iface *net.Interface) err
 	spec.Maps[bpf.MapRRCursor].MaxEntries = opts.MaxServices
 	spec.Maps[bpf.MapActive].MaxEntries = opts.MaxBackends
 	spec.Maps[bpf.MapPersist].MaxEntries = opts.PersistSize
+	spec.Maps[bpf.MapHalfOpen].MaxEntries = opts.HalfOpenSize
 	// At most one VIP per service. Not pinned: rebuilt from the services
 	// on every start (syncVIPs).
 	spec.Maps[bpf.MapVips].MaxEntries = opts.MaxServices
@@ -190,12 +192,15 @@ func sizeSpec(spec *ebpf.CollectionSpec, opts Options, iface *net.Interface) err
 // bpfFNoCommonLRU is BPF_F_NO_COMMON_LRU.
 const bpfFNoCommonLRU = 1 << 1
 
-// freshMaps may start afresh when an upgrade changes their layout instead
-// of blocking the upgrade: the counter maps (a counter added: they restart
-// from zero) and the config map (a setting added: Open rewrites every
-// setting of it anyway). Every other map must match, or flows and tables
-// would be misread.
-var freshMaps = map[string]bool{bpf.MapStats: true, bpf.MapSvcStats: true, bpf.MapBackendStats: true, bpf.MapConfig: true}
+// freshMaps may start afresh when an upgrade changes their layout (or
+// brings them: an older version did not pin them) instead of blocking the
+// upgrade: the counter maps (a counter added: they restart from zero), the
+// config map (a setting added: Open rewrites every setting of it anyway)
+// and the half-open table (its entries live seconds; a resize or an
+// upgrade loses the handshakes in flight, whose next packet is scheduled
+// as a new flow). Every other map must match, or flows and tables would be
+// misread.
+var freshMaps = map[string]bool{bpf.MapStats: true, bpf.MapSvcStats: true, bpf.MapBackendStats: true, bpf.MapConfig: true, bpf.MapHalfOpen: true}
 
 // loadPinnedMaps opens the pinned maps in dir for re-adoption. A fresh
 // map whose layout differs from spec's is left out (returned in fresh), to
@@ -212,6 +217,10 @@ func loadPinnedMaps(dir string, spec *ebpf.CollectionSpec) (out map[string]*ebpf
 	}()
 	for _, name := range pinnedMaps {
 		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), nil)
+		if freshMaps[name] && errors.Is(err, os.ErrNotExist) {
+			fresh = append(fresh, name)
+			continue
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("re-adopt pinned map %s: %w (pins of an older xlb? xlbd --detach, then start again; flows are lost)", name, err)
 		}
@@ -343,6 +352,8 @@ func (b *Balancer) mapByName(name string) *ebpf.Map {
 		return m.RrCursor
 	case bpf.MapConfig:
 		return m.Config
+	case bpf.MapHalfOpen:
+		return m.Halfopen
 	}
 	panic("unknown map " + name)
 }

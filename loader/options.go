@@ -36,6 +36,9 @@ type Options struct {
 	// PersistSize is the number of (service, client address) entries of
 	// the persistence table (LRU).
 	PersistSize uint32
+	// HalfOpenSize is the number of entries of the half-open TCP table
+	// (LRU): SYNs awaiting the handshake's next packet.
+	HalfOpenSize uint32
 	// Timeouts are the connection table's idle timeouts; zero fields take
 	// DefaultTimeouts. Balancer.SetTimeouts changes them while running.
 	Timeouts lb.Timeouts
@@ -64,6 +67,7 @@ func (o *Options) setDefaults() {
 	o.MaxBackends = lb.MaxBackends.Or(o.MaxBackends)
 	o.ConntrackSize = lb.ConntrackSize.Or(o.ConntrackSize)
 	o.PersistSize = lb.PersistSize.Or(o.PersistSize)
+	o.HalfOpenSize = lb.HalfOpenSize.Or(o.HalfOpenSize)
 	o.Timeouts = o.Timeouts.OrDefault()
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -83,7 +87,7 @@ func (o *Options) validate() error {
 	for _, l := range []struct {
 		lim lb.Limit[uint32]
 		v   uint32
-	}{{lb.MaxServices, o.MaxServices}, {lb.MaxBackends, o.MaxBackends}, {lb.ConntrackSize, o.ConntrackSize}, {lb.PersistSize, o.PersistSize}} {
+	}{{lb.MaxServices, o.MaxServices}, {lb.MaxBackends, o.MaxBackends}, {lb.ConntrackSize, o.ConntrackSize}, {lb.PersistSize, o.PersistSize}, {lb.HalfOpenSize, o.HalfOpenSize}} {
 		if err := l.lim.Check(l.v); err != nil {
 			return fmt.Errorf("%s %d: %w", l.lim.Name, l.v, err)
 		}

@@ -45,6 +45,22 @@ func syn(k lb.ServiceKey, src string, port uint16) frame.Spec {
 	return frame.Spec{Src: netip.AddrPortFrom(netip.MustParseAddr(src), port), Dst: netip.AddrPortFrom(k.VIP, k.Port), UDP: k.Proto == lb.UDP, SYN: true}
 }
 
+// connect sends a flow's first packet and, for a TCP SYN, the handshake's
+// ACK, which moves the flow from the half-open table into the connection
+// table; both must reach the same backend, which it returns (-1: not
+// forwarded).
+func (f *fixture) connect(p frame.Spec) int {
+	f.t.Helper()
+	be := f.send(p)
+	if be < 0 || p.UDP || !p.SYN {
+		return be
+	}
+	if ack := f.send(with(p, func(p *frame.Spec) { p.SYN = false })); ack != be {
+		f.t.Fatalf("%s -> %s: the SYN went to backend %d, its ACK to %d", p.Src, p.Dst, be, ack)
+	}
+	return be
+}
+
 // with returns p changed by mod.
 func with(p frame.Spec, mod func(*frame.Spec)) frame.Spec { mod(&p); return p }
 
@@ -126,7 +142,7 @@ func TestLeastConn(t *testing.T) {
 	f.set(lb.Service{Key: lc4, Scheduler: lb.LeastConn, Backends: weighted(lc4.VIP, 1, 1, 1)})
 
 	f.setActive(lc4, 5, 2, 7)
-	if be := f.send(syn(lc4, "198.18.2.1", 1000)); be != 1 {
+	if be := f.connect(syn(lc4, "198.18.2.1", 1000)); be != 1 {
 		t.Fatalf("counts 5,2,7: new flow to backend %d, want 1", be)
 	}
 	if n := f.active(lc4, 1); n != 3 {
@@ -136,7 +152,7 @@ func TestLeastConn(t *testing.T) {
 	f.setActive(lc4, 0, 0, 0)
 	got := make([]int, 3)
 	for i := 0; i < 30; i++ {
-		got[f.send(syn(lc4, "198.18.2.2", uint16(2000+i)))]++
+		got[f.connect(syn(lc4, "198.18.2.2", uint16(2000+i)))]++
 	}
 	if got[0] != 10 || got[1] != 10 || got[2] != 10 {
 		t.Errorf("30 flows from equal counts: %v, want 10 each", got)
@@ -159,12 +175,12 @@ func TestLeastConn(t *testing.T) {
 	// packets do not count again.
 	f.setActive(lc4, 0, 0, 9)
 	c := syn(lc4, "198.18.2.5", 5000)
-	be := f.send(c)
+	be := f.connect(c)
 	if be != 1 {
 		t.Fatalf("counts 0,0,9 (backend 0 drained): backend %d, want 1", be)
 	}
 	if n := f.active(lc4, 1); n != 1 {
-		t.Fatalf("active %d after the SYN, want 1", n)
+		t.Fatalf("active %d after the handshake, want 1", n)
 	}
 	fin := with(c, func(p *frame.Spec) { p.SYN = false; p.FIN = true })
 	before := f.counters()
@@ -183,11 +199,12 @@ func TestLeastConn(t *testing.T) {
 	if !ok || !fl.Closing {
 		t.Errorf("flow after FIN: %+v (found %v), want closing", fl, ok)
 	}
-	// A new SYN on the closed tuple is a new connection: counted again.
+	// A new SYN on the closed tuple is a new connection: counted again,
+	// active once its handshake completes.
 	before = f.counters()
-	f.send(c)
-	if d := delta(before, f.counters()); d["NewFlows"] != 1 {
-		t.Errorf("SYN reusing a closed tuple: counters %v, want a new flow", d)
+	f.connect(c)
+	if d := delta(before, f.counters()); d["NewFlows"] != 1 || d["HalfopenPromoted"] != 1 {
+		t.Errorf("SYN reusing a closed tuple: counters %v, want a new flow, promoted", d)
 	}
 	if n := f.active(lc4, 0) + f.active(lc4, 1) + f.active(lc4, 2); n != 10 {
 		t.Errorf("active flows %d in all, want 10", n)
@@ -354,7 +371,7 @@ func TestIdleTimeouts(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			f.setActive(c.svc, 0, 0, 0)
-			if f.send(c.p) < 0 {
+			if f.connect(c.p) < 0 {
 				t.Fatal("first packet not forwarded")
 			}
 			f.ageFlow(c.p, c.age, c.closing)
@@ -394,7 +411,7 @@ func TestSweep(t *testing.T) {
 	var flows []frame.Spec
 	for i := 0; i < 6; i++ {
 		p := syn(lc4, fmt.Sprintf("198.18.5.%d", i), 1000)
-		f.send(p)
+		f.connect(p)
 		flows = append(flows, p)
 	}
 	f.ageFlow(flows[0], 901*time.Second, false)

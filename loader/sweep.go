@@ -112,5 +112,42 @@ func (b *Balancer) Sweep(now uint64) (lb.SweepResult, error) {
 		}
 		res.PersistExpired++
 	}
-	return res, nil
+	n, err := b.sweepHalfOpen(to, now)
+	res.HalfOpenExpired = n
+	return res, err
+}
+
+// sweepHalfOpen deletes half-open entries older than the TCP FIN timeout
+// (the data plane ignores them already; the LRU would reuse them only
+// under pressure).
+func (b *Balancer) sweepHalfOpen(to lb.Timeouts, now uint64) (int, error) {
+	expired := func(f maps.Flow, now uint64) bool {
+		f.Closing = true // half-open entries live the FIN timeout
+		return maps.Expired(to, lb.TCP, f, now)
+	}
+	var stale []lb.FlowKey
+	err := b.halfopen.Iterate(func(k lb.FlowKey, f maps.Flow) bool {
+		if expired(f, now) {
+			stale = append(stale, k)
+		}
+		return true
+	})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, k := range stale {
+		f, ok, err := b.halfopen.Lookup(k)
+		if err != nil {
+			return n, err
+		}
+		if !ok || !expired(f, MonotonicNow()) {
+			continue // a retransmitted SYN or a new one since
+		}
+		if err := b.halfopen.Delete(k); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }

@@ -173,9 +173,19 @@ func (c *Config) Timeouts() (lb.Timeouts, error) {
 	return lb.Timeouts{TCP: time.Duration(v.TcpTimeoutNs), TCPFin: time.Duration(v.TcpFinTimeoutNs), UDP: time.Duration(v.UdpTimeoutNs)}, nil
 }
 
-// VIPs is the set of addresses that are the VIP of some service, with the
-// number of services of each (the ICMP echo responder's list).
+// VIPs is the set of addresses that are the VIP of some service, with
+// what the data plane needs to know of each without a port.
 type VIPs struct{ m *ebpf.Map }
+
+// VIP is one address's entry.
+type VIP struct {
+	// Services is the number of services on the address (above 0).
+	Services uint32
+	// FragTCP and FragUDP are the port of the address's only TCP (UDP)
+	// service when that service is source-hash, else 0: fragments that
+	// come before their first go to its source-hash backend.
+	FragTCP, FragUDP uint16
+}
 
 // NewVIPs wraps the vips map.
 func NewVIPs(m *ebpf.Map) *VIPs { return &VIPs{m} }
@@ -185,10 +195,11 @@ func vipKey(a netip.Addr) bpf.VipKey {
 	return bpf.VipKey{Addr: w, Family: fam}
 }
 
-// Put sets the number of services of vip (above 0).
-func (v *VIPs) Put(vip netip.Addr, services uint32) error {
+// Put sets vip's entry.
+func (v *VIPs) Put(vip netip.Addr, e VIP) error {
 	k := vipKey(vip)
-	if err := v.m.Put(&k, services); err != nil {
+	val := bpf.Vip{Services: e.Services, FragPortTcp: bePort(e.FragTCP), FragPortUdp: bePort(e.FragUDP)}
+	if err := v.m.Put(&k, &val); err != nil {
 		return fmt.Errorf("put vip %s: %w", vip, err)
 	}
 	return nil
@@ -203,16 +214,16 @@ func (v *VIPs) Delete(vip netip.Addr) error {
 	return nil
 }
 
-// All returns every VIP with its number of services.
-func (v *VIPs) All() (map[netip.Addr]uint32, error) {
-	out := make(map[netip.Addr]uint32)
+// All returns every VIP's entry.
+func (v *VIPs) All() (map[netip.Addr]VIP, error) {
+	out := make(map[netip.Addr]VIP)
 	var (
-		k bpf.VipKey
-		n uint32
+		k   bpf.VipKey
+		val bpf.Vip
 	)
 	it := v.m.Iterate()
-	for it.Next(&k, &n) {
-		out[wordsAddr(k.Addr, k.Family)] = n
+	for it.Next(&k, &val) {
+		out[wordsAddr(k.Addr, k.Family)] = VIP{Services: val.Services, FragTCP: hostPort(val.FragPortTcp), FragUDP: hostPort(val.FragPortUdp)}
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("iterate vips: %w", err)

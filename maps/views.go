@@ -327,6 +327,7 @@ func LBGlobal(g GlobalCounters) lb.GlobalCounters {
 		ICMPEchoReplies:     g.IcmpEchoReplies,
 		ICMPErrorsForwarded: g.IcmpErrorsForwarded, ICMPErrorsUnmatched: g.IcmpErrorsUnmatched,
 		FragFirst: g.FragFirst, FragForwarded: g.FragForwarded, FragUnmatched: g.FragUnmatched,
+		FragEarly: g.FragEarly, HalfOpenNew: g.HalfopenNew, HalfOpenPromoted: g.HalfopenPromoted,
 	}
 }
 

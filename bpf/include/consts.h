@@ -48,6 +48,10 @@
 #endif
 
 /* Entries of the fragment table ((src, dst, IP ID, protocol) -> backend). */
+#ifndef HALFOPEN_SIZE
+#define HALFOPEN_SIZE (1 << 18)
+#endif
+
 #ifndef FRAGS_SIZE
 #define FRAGS_SIZE 4096
 #endif

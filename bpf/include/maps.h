@@ -14,14 +14,15 @@ struct {
 	__type(value, struct service);
 } services SEC(".maps");
 
-/* VIP addresses (of any service, any port) -> number of their services:
- * what an ICMP echo request is answered for. Derived from services by the
- * loader, which rebuilds it on every start (not pinned). */
+/* VIP addresses (of any service, any port): what an ICMP echo request is
+ * answered for, ICMP errors and later fragments are matched against.
+ * Derived from services by the loader, which rebuilds it on every start
+ * (not pinned). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_SERVICES);
 	__type(key, struct vip_key);
-	__type(value, __u32);
+	__type(value, struct vip);
 } vips SEC(".maps");
 
 /* Backends by id (0 is never used: it marks an empty Maglev slot). */
@@ -59,6 +60,17 @@ struct {
 	__type(key, struct flow_key);
 	__type(value, struct flow);
 } conntrack SEC(".maps");
+
+/* Half-open TCP flows: a client's SYN (without ACK) is scheduled and
+ * recorded here, not in conntrack, and moves to conntrack when the
+ * handshake's next packet comes. A SYN flood churns this LRU only, so it
+ * cannot evict established flows. Entries live tcp_fin_timeout. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, HALFOPEN_SIZE);
+	__type(key, struct flow_key);
+	__type(value, struct flow);
+} halfopen SEC(".maps");
 
 /* Client persistence: (service, client address) -> backend, LRU. */
 struct {

@@ -141,6 +141,17 @@ struct vip_key {
 	__u8 pad[3];
 };
 
+/* Value of the vips map. */
+struct vip {
+	/* Number of services on the address (any port, any protocol). */
+	__u32 services;
+	/* Port of the address's only TCP (UDP) service when that service is
+	 * source-hash, else 0: fragments that come before their first go to
+	 * its source-hash backend (frag_follow). */
+	__be16 frag_port_tcp;
+	__be16 frag_port_udp;
+};
+
 /* Global counters: one named field per outcome (per-CPU). */
 struct global_counters {
 	/* Every frame the program saw. */
@@ -198,8 +209,18 @@ struct global_counters {
 	/* Later fragments sent to their first fragment's backend (XDP_TX). */
 	__u64 frag_forwarded;
 	/* XDP_PASS: a later fragment to a VIP with no live fragment-table
-	 * entry (it came before its first fragment, or too late). */
+	 * entry (it came before its first fragment, or too late) that could
+	 * not be placed by source hash either. */
 	__u64 frag_unmatched;
+	/* Later fragments that came before their first, sent to the client's
+	 * source-hash backend (also in frag_forwarded). */
+	__u64 frag_early;
+	/* New TCP flows whose SYN was recorded in the half-open table (also
+	 * in new_flows). */
+	__u64 halfopen_new;
+	/* Half-open flows moved to the connection table by the handshake's
+	 * next packet. */
+	__u64 halfopen_promoted;
 };
 
 /* Per-service counters (per-CPU, indexed by service id). */

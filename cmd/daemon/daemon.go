@@ -539,8 +539,8 @@ func (d *Daemon) sweep() {
 		d.log.Error("sweep the connection table", "err", err)
 		return
 	}
-	if res.Expired > 0 || res.PersistExpired > 0 || res.Corrected > 0 {
+	if res.Expired > 0 || res.PersistExpired > 0 || res.HalfOpenExpired > 0 || res.Corrected > 0 {
 		d.log.Debug("swept the connection table", "flows", res.Flows, "expired", res.Expired,
-			"persistence_expired", res.PersistExpired, "active_counts_corrected", res.Corrected)
+			"persistence_expired", res.PersistExpired, "halfopen_expired", res.HalfOpenExpired, "active_counts_corrected", res.Corrected)
 	}
 }

@@ -147,8 +147,10 @@ func (t Timeouts) Expired(p Proto, closing bool, lastSeen, now uint64) bool {
 type Snapshot struct {
 	Global   GlobalCounters
 	Services map[ServiceKey]ServiceState
-	// Flows is the number of entries in the connection table.
+	// Flows is the number of entries in the connection table; HalfOpen
+	// in the half-open TCP table.
 	Flows    int
+	HalfOpen int
 	Timeouts Timeouts
 }
 
@@ -194,6 +196,13 @@ type GlobalCounters struct {
 	// backend; FragUnmatched later fragments to a VIP with no live entry
 	// (before their first, or too late), passed to the kernel.
 	FragFirst, FragForwarded, FragUnmatched uint64
+	// FragEarly are later fragments that came before their first, sent to
+	// the client's source-hash backend (also in FragForwarded).
+	FragEarly uint64
+	// HalfOpenNew are TCP flows whose SYN was scheduled into the half-open
+	// table (also in NewFlows); HalfOpenPromoted those moved into the
+	// connection table by the handshake's next packet.
+	HalfOpenNew, HalfOpenPromoted uint64
 }
 
 // ServiceCounters count one service's packets.
@@ -219,8 +228,9 @@ type FlowEntry struct {
 type SweepResult struct {
 	// Flows is the number of entries seen.
 	Flows int
-	// Expired flows and PersistExpired persistence entries were deleted.
-	Expired, PersistExpired int
+	// Expired flows, PersistExpired persistence entries and
+	// HalfOpenExpired half-open entries were deleted.
+	Expired, PersistExpired, HalfOpenExpired int
 	// Corrected is the number of backends whose active-flow count was
 	// fixed.
 	Corrected int

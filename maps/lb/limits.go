@@ -81,6 +81,11 @@ var (
 	// PersistSize is the number of (service, client address) entries of
 	// the persistence table (an LRU).
 	PersistSize = Limit[uint32]{Name: "persist_size", Default: 1 << 18, Min: 64, Max: 1 << 28}
+	// HalfOpenSize is the number of entries of the half-open TCP table
+	// (LRU): SYNs waiting for the handshake's next packet. A flood churns
+	// it; a real handshake survives while fewer than this many SYNs arrive
+	// within its round trip.
+	HalfOpenSize = Limit[uint32]{Name: "halfopen_size", Default: 1 << 18, Min: 64, Max: 1 << 28}
 )
 
 // CheckTableSize checks a scheduler table size: in range and prime.
