@@ -65,6 +65,15 @@ type PacketCase struct {
 	FreshBase *Series `json:"fresh_to_baseline_ns,omitempty"`
 }
 
+// pktCase is one repeated-frame case of section 1.
+type pktCase struct {
+	name, path string
+	frame      []byte
+	verdict    uint32
+	counters   []string // each moves by exactly repeat
+	still      []string // each must not move
+}
+
 // PerPacket is section 1 of the report.
 type PerPacket struct {
 	Baseline string       `json:"baseline"`
@@ -72,6 +81,10 @@ type PerPacket struct {
 	NewFlowR int          `json:"new_flow_repeat"`
 	Rounds   int          `json:"rounds"`
 	Cases    []PacketCase `json:"cases"`
+	// Previous compares today's object with the one before issue 13 on
+	// the established paths (Baseline: the previous object).
+	PreviousObject string       `json:"previous_object"`
+	Previous       []PacketCase `json:"previous"`
 }
 
 var (
@@ -123,13 +136,7 @@ func measurePerPacket(o options) (_ *PerPacket, err error) {
 		return frame.MustBuild(frame.Spec{SrcMAC: ppClientMAC, DstMAC: ppLBMAC,
 			Src: netip.MustParseAddrPort(src), Dst: netip.MustParseAddrPort(dst), UDP: udp, SYN: syn})
 	}
-	cases := []struct {
-		name, path string
-		frame      []byte
-		verdict    uint32
-		counters   []string // each moves by exactly repeat
-		still      []string // each must not move
-	}{
+	cases := []pktCase{
 		{caseEstablished, "service hit, connection-table hit, MAC rewrite, XDP_TX",
 			mk("198.18.0.100:40000", "198.18.1.1:80", false, false), xdpTX, []string{"ConntrackHits", "TxPackets"}, []string{"NewFlows", "Reschedules", "DropNoBackend"}},
 		{"UDP flow (IPv4)", "service hit, connection-table hit, MAC rewrite, XDP_TX",
@@ -234,7 +241,58 @@ func measurePerPacket(o options) (_ *PerPacket, err error) {
 		newFlows = append(newFlows, *pc)
 	}
 	pp.Cases = append(pp.Cases[:1], append(newFlows, pp.Cases[1:]...)...)
+
+	prev, err := measurePrevious(bal, cases[:3], repeat, rounds)
+	if err != nil {
+		return nil, fmt.Errorf("against the previous object: %w", err)
+	}
+	pp.PreviousObject, pp.Previous = previousCommit, prev
 	return pp, nil
+}
+
+// measurePrevious times the established paths (TCP and UDP, flows already
+// in both connection tables) on today's object and on the one before issue
+// 13, alternating round by round on the same frames: the cost of the
+// checks issue 13 added where it matters most.
+func measurePrevious(bal *loader.Balancer, cases []pktCase, repeat, rounds int) (_ []PacketCase, err error) {
+	coll, err := loadPrevious(bal)
+	if err != nil {
+		return nil, err
+	}
+	defer coll.Close()
+	prev := coll.Programs["xlb"]
+	if prev == nil {
+		return nil, errors.New("previous object has no program xlb")
+	}
+	now := bal.Program()
+	var out []PacketCase
+	for _, c := range cases {
+		// The flow's first packet, so both connection tables hold it.
+		if ret, err := prev.Run(&ebpf.RunOptions{Data: c.frame}); err != nil || ret != c.verdict {
+			return nil, fmt.Errorf("%s: previous object: %s, %v", c.name, verdictName(ret), err)
+		}
+		var xs, ps []float64
+		for r := 0; r < rounds; r++ {
+			for _, run := range []struct {
+				p   *ebpf.Program
+				out *[]float64
+			}{{now, &xs}, {prev, &ps}} {
+				ret, d, err := run.p.Benchmark(c.frame, repeat, nil)
+				if err != nil {
+					return nil, fmt.Errorf("%s: %w", c.name, err)
+				}
+				if ret != c.verdict {
+					return nil, fmt.Errorf("%s: %s, want %s", c.name, verdictName(ret), verdictName(c.verdict))
+				}
+				*run.out = append(*run.out, float64(d.Nanoseconds()))
+			}
+		}
+		pc := PacketCase{Name: c.name, Path: c.path, Checked: "verdict " + verdictName(c.verdict) + " from both objects every run",
+			Xlb: NewSeries(xs), Baseline: NewSeries(ps)}
+		pc.Ratio = ratio(pc.Xlb.Median, pc.Baseline.Median)
+		out = append(out, pc)
+	}
+	return out, nil
 }
 
 // newFlowSchedulers are the new-flow rows: maglev first (the target's row).
@@ -243,14 +301,14 @@ var newFlowSchedulers = []struct {
 	sched      lb.Scheduler
 	persist    time.Duration
 }{
-	{caseNewFlow, "service hit, connection-table miss, Maglev lookup, insert, MAC rewrite, XDP_TX", lb.Maglev, 0},
-	{"new flow, source-hash", "connection-table miss, Maglev slot of the client address, insert", lb.SourceHash, 0},
-	{"new flow, round-robin", "connection-table miss, next backend of the weighted sequence (per-CPU cursor), insert", lb.RoundRobin, 0},
-	{"new flow, least-conn (3 backends)", "connection-table miss, scan of active counts, insert, count +1", lb.LeastConn, 0},
+	{caseNewFlow, "service hit, connection-table miss, Maglev lookup, half-open insert, MAC rewrite, XDP_TX", lb.Maglev, 0},
+	{"new flow, source-hash", "connection-table miss, Maglev slot of the client address, half-open insert", lb.SourceHash, 0},
+	{"new flow, round-robin", "connection-table miss, next backend of the weighted sequence (per-CPU cursor), half-open insert", lb.RoundRobin, 0},
+	{"new flow, least-conn (3 backends)", "connection-table miss, scan of active counts, half-open insert", lb.LeastConn, 0},
 	// The mutator's client addresses repeat, so these rows mix persistence
 	// hits (no scheduling) and misses (scheduling and an insert).
-	{"new flow, maglev + persistence 300s", "connection-table miss, persistence lookup (hit, or Maglev lookup and persistence insert), insert", lb.Maglev, 300 * time.Second},
-	{"new flow, least-conn + persistence 300s", "connection-table miss, persistence lookup (hit, or scan and persistence insert), insert", lb.LeastConn, 300 * time.Second},
+	{"new flow, maglev + persistence 300s", "connection-table miss, persistence lookup (hit, or Maglev lookup and persistence insert), half-open insert", lb.Maglev, 300 * time.Second},
+	{"new flow, least-conn + persistence 300s", "connection-table miss, persistence lookup (hit, or scan and persistence insert), half-open insert", lb.LeastConn, 300 * time.Second},
 }
 
 // newFlowRow measures new flows under one scheduler on a data plane of

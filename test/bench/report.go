@@ -220,6 +220,15 @@ func (p *PerPacket) Markdown() string {
 		fmt.Fprintf(&b, "- %s: %s ns, %s ns\n", c.Name, f(c.FreshXlb.Median, 1), f(c.FreshBase.Median, 1))
 	}
 	b.WriteString("\n")
+	if len(p.Previous) > 0 {
+		fmt.Fprintf(&b, "Established paths, today's object against %s: the cost of the packet checks since (length fields, extension headers, fragments, ICMP, half-open flows), same frames, alternating rounds.\n\n", p.PreviousObject)
+		rows = rows[:0]
+		for _, c := range p.Previous {
+			rows = append(rows, []string{c.Name, f(c.Xlb.Median, 1), pct(c.Xlb.Spread, 0), f(c.Baseline.Median, 1), pct(c.Baseline.Spread, 0), f(c.Ratio, 2) + "x"})
+		}
+		b.WriteString(mdTable([]string{"case", "today ns/pkt", "spread", "before ns/pkt", "spread", "ratio"}, rows))
+		b.WriteString("\n")
+	}
 	return b.String()
 }
 

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/xlb-lb/xlb/bpf"
+	"github.com/xlb-lb/xlb/loader"
+)
+
+// previousObject is the data plane as committed before issue 13 added
+// its checks (length fields, IPv6 extension headers, fragments, ICMP,
+// half-open flows): bpf/xlb_bpfel.o of commit 576b151. The per-packet
+// section runs it beside today's object on the same frames, so the cost
+// of those checks is measured in one run.
+//
+//go:embed testdata/xlb-before-issue13.o
+var previousObject []byte
+
+// previousCommit names where previousObject comes from.
+const previousCommit = "576b151 (before issue 13)"
+
+// loadPrevious loads previousObject with the services, backends and
+// scheduler tables of bal, copied map by map: their key and value layouts
+// did not change since. The config map stays zero (no idle timeout), as
+// the measured flows are fresh.
+func loadPrevious(bal *loader.Balancer) (_ *ebpf.Collection, err error) {
+	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(previousObject))
+	if err != nil {
+		return nil, fmt.Errorf("previous object: %w", err)
+	}
+	src, err := programMaps(bal.Program())
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		for _, m := range src {
+			err = errors.Join(err, m.Close())
+		}
+	}()
+	outer := src[bpf.MapMaglevTables]
+	if outer == nil {
+		return nil, fmt.Errorf("today's program has no %s map", bpf.MapMaglevTables)
+	}
+	var size uint32
+	var innerSpec *ebpf.MapSpec
+	if s := spec.Maps[bpf.MapMaglevTables]; s != nil && s.InnerMap != nil {
+		innerSpec = s.InnerMap.Copy()
+	} else {
+		return nil, errors.New("previous object: no scheduler tables")
+	}
+	// The inner size of today's tables is the maglev size.
+	var id uint32
+	var innerID ebpf.MapID
+	it := outer.Iterate()
+	for it.Next(&id, &innerID) {
+		m, err := ebpf.NewMapFromID(innerID)
+		if err != nil {
+			return nil, fmt.Errorf("open table of service %d: %w", id, err)
+		}
+		size = m.MaxEntries()
+		_ = m.Close() // only its size was read
+		break
+	}
+	if size == 0 {
+		return nil, errors.New("today's program has no scheduler table")
+	}
+	innerSpec.MaxEntries = size
+	spec.Maps[bpf.MapMaglevTables].InnerMap = innerSpec
+	if v := spec.Variables[bpf.VarMaglevSize]; v != nil {
+		if err := v.Set(size); err != nil {
+			return nil, err
+		}
+	}
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		return nil, fmt.Errorf("load previous object: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			coll.Close()
+		}
+	}()
+	for _, name := range []string{bpf.MapServices, bpf.MapBackends} {
+		if err := copyMap(src[name], coll.Maps[name]); err != nil {
+			return nil, fmt.Errorf("copy %s: %w", name, err)
+		}
+	}
+	it = outer.Iterate()
+	for it.Next(&id, &innerID) {
+		m, err := ebpf.NewMapFromID(innerID)
+		if err != nil {
+			return nil, fmt.Errorf("open table of service %d: %w", id, err)
+		}
+		inner, err := ebpf.NewMap(innerSpec)
+		if err == nil {
+			err = copyMap(m, inner)
+		}
+		if err == nil {
+			err = coll.Maps[bpf.MapMaglevTables].Put(id, inner)
+		}
+		err = errors.Join(err, m.Close())
+		if inner != nil {
+			err = errors.Join(err, inner.Close())
+		}
+		if err != nil {
+			return nil, fmt.Errorf("copy table of service %d: %w", id, err)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return nil, err
+	}
+	return coll, nil
+}
+
+// programMaps opens the maps prog uses, by name.
+func programMaps(prog *ebpf.Program) (map[string]*ebpf.Map, error) {
+	info, err := prog.Info()
+	if err != nil {
+		return nil, err
+	}
+	ids, ok := info.MapIDs()
+	if !ok {
+		return nil, errors.New("program info has no map ids")
+	}
+	out := make(map[string]*ebpf.Map, len(ids))
+	for _, id := range ids {
+		m, err := ebpf.NewMapFromID(id)
+		if err != nil {
+			return nil, err
+		}
+		mi, err := m.Info()
+		if err != nil {
+			return nil, errors.Join(err, m.Close())
+		}
+		out[mi.Name] = m
+	}
+	return out, nil
+}
+
+// copyMap copies every entry of from into to, as raw bytes.
+func copyMap(from, to *ebpf.Map) error {
+	if from == nil || to == nil {
+		return errors.New("missing map")
+	}
+	if from.KeySize() != to.KeySize() || from.ValueSize() != to.ValueSize() {
+		return fmt.Errorf("layouts differ: %d/%d and %d/%d bytes", from.KeySize(), from.ValueSize(), to.KeySize(), to.ValueSize())
+	}
+	k, v := make([]byte, from.KeySize()), make([]byte, from.ValueSize())
+	it := from.Iterate()
+	for it.Next(&k, &v) {
+		if err := to.Put(k, v); err != nil {
+			return err
+		}
+	}
+	return it.Err()
+}
