@@ -4,10 +4,13 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
 
+	"github.com/xlb-lb/xlb/bpf"
 	"github.com/xlb-lb/xlb/loader"
 	"github.com/xlb-lb/xlb/maps"
 	"github.com/xlb-lb/xlb/maps/lb"
@@ -338,5 +341,88 @@ func TestSYNFlood(t *testing.T) {
 	}
 	if snap.Flows != len(conns)+len(during) {
 		t.Errorf("connection table holds %d entries after the flood, want the %d established", snap.Flows, len(conns)+len(during))
+	}
+}
+
+// TestHalfOpenAcrossRestarts: the half-open table is pinned, so a
+// handshake in flight across a restart completes on its backend; pins
+// without it (an older xlb) or of another size are re-adopted with a
+// fresh half-open table, the rest kept.
+func TestHalfOpenAcrossRestarts(t *testing.T) {
+	opts := pinnedOptions(t, "xlb-halfopen")
+	opts.HalfOpenSize = 1024
+	open := func(o loader.Options) *fixture {
+		t.Helper()
+		b, err := loader.Open(o)
+		if err != nil {
+			t.Fatalf("open: %v", err)
+		}
+		return &fixture{t: t, b: b}
+	}
+	closeB := func(f *fixture) {
+		t.Helper()
+		if err := f.b.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := open(opts)
+	f.set(lb.Service{Key: rr4, Scheduler: lb.RoundRobin, Backends: backends(rr4.VIP, 3)})
+	// Three SYNs: the cursor moves on, so a second pick of any of them
+	// would differ from its first.
+	var syns []frame.Spec
+	var bes []int
+	for i := 0; i < 3; i++ {
+		p := syn(rr4, "198.18.30.1", uint16(1000+i))
+		syns, bes = append(syns, p), append(bes, f.send(p))
+	}
+	closeB(f)
+
+	f = open(opts)
+	if !f.b.Adopted() {
+		t.Fatal("not re-adopted")
+	}
+	before := f.counters()
+	if got := f.send(with(syns[0], func(p *frame.Spec) { p.SYN = false })); got != bes[0] {
+		t.Errorf("ACK after the restart to backend %d, its SYN went to %d", got, bes[0])
+	}
+	if d := delta(before, f.counters()); d["HalfopenPromoted"] != 1 {
+		t.Errorf("ACK after the restart: counters %v, want promoted", d)
+	}
+	closeB(f)
+
+	// Pins of a version without the half-open table.
+	if err := os.Remove(filepath.Join(opts.PinDir, bpf.MapHalfOpen)); err != nil {
+		t.Fatal(err)
+	}
+	f = open(opts)
+	if !f.b.Adopted() {
+		t.Fatal("pins without a half-open table: not re-adopted")
+	}
+	if _, ok := f.halfOpen(syns[1]); ok {
+		t.Error("half-open entry found in a table that had no pin")
+	}
+	if _, err := os.Stat(filepath.Join(opts.PinDir, bpf.MapHalfOpen)); err != nil {
+		t.Errorf("fresh half-open table not pinned: %v", err)
+	}
+	if n, err := f.b.Conntrack().Count(); err != nil || n != 1 {
+		t.Errorf("connection table after the upgrade: %d flows (%v), want the 1 kept", n, err)
+	}
+	p := syns[2]
+	f.send(p)
+	closeB(f)
+
+	// Another size: a fresh table.
+	opts.HalfOpenSize = 2048
+	f = open(opts)
+	defer closeB(f)
+	if !f.b.Adopted() {
+		t.Fatal("another half-open size: not re-adopted")
+	}
+	if _, ok := f.halfOpen(p); ok {
+		t.Error("half-open entry kept across a resize")
+	}
+	info, err := loader.HalfOpenMap(f.b).Info()
+	if err != nil || info.MaxEntries != 2048 {
+		t.Errorf("half-open table after the resize: %+v, %v", info, err)
 	}
 }

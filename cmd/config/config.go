@@ -69,6 +69,9 @@ type Limits struct {
 	// MaxBackends bounds the service-backend pairs, 2-16777216; default
 	// 65536. One slot is reserved, so MaxBackends-1 pairs fit.
 	MaxBackends uint32 `yaml:"max_backends" json:"max_backends"`
+	// HalfOpenSize is the number of TCP SYNs the half-open table holds
+	// until their handshake's next packet, 64-268435456; default 262144.
+	HalfOpenSize uint32 `yaml:"halfopen_size" json:"halfopen_size"`
 }
 
 // ParseConfig parses a YAML config strictly (unknown keys are errors),
@@ -251,7 +254,7 @@ func (l *Limits) normalize() error {
 	for _, f := range []struct {
 		l lb.Limit[uint32]
 		v *uint32
-	}{{lb.ConntrackSize, &l.ConntrackSize}, {lb.TableSize, &l.MaglevSize}, {lb.MaxServices, &l.MaxServices}, {lb.MaxBackends, &l.MaxBackends}} {
+	}{{lb.ConntrackSize, &l.ConntrackSize}, {lb.TableSize, &l.MaglevSize}, {lb.MaxServices, &l.MaxServices}, {lb.MaxBackends, &l.MaxBackends}, {lb.HalfOpenSize, &l.HalfOpenSize}} {
 		*f.v = f.l.Or(*f.v)
 		if err := f.l.Check(*f.v); err != nil {
 			return fieldErr(f.l.Name, strconv.FormatUint(uint64(*f.v), 10), err.Error())

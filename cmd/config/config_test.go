@@ -33,6 +33,7 @@ func TestParseExample(t *testing.T) {
 			MaglevSize:    65537,
 			MaxServices:   4096,
 			MaxBackends:   65536,
+			HalfOpenSize:  262144,
 		},
 		Conntrack:   Conntrack{TCPTimeout: Duration(lb.TCPTimeout.Default), TCPFinTimeout: Duration(lb.TCPFinTimeout.Default), UDPTimeout: Duration(lb.UDPTimeout.Default)},
 		ICMPEcho:    &yes,
@@ -117,7 +118,7 @@ services:
 	}
 	want := &Config{
 		XDPMode:   "native",
-		Limits:    Limits{ConntrackSize: 1 << 20, MaglevSize: 65537, MaxServices: 4096, MaxBackends: 65536},
+		Limits:    Limits{ConntrackSize: 1 << 20, MaglevSize: 65537, MaxServices: 4096, MaxBackends: 65536, HalfOpenSize: 1 << 18},
 		Conntrack: Conntrack{TCPTimeout: Duration(lb.TCPTimeout.Default), TCPFinTimeout: Duration(lb.TCPFinTimeout.Default), UDPTimeout: Duration(lb.UDPTimeout.Default)},
 		Services: []Service{
 			{

@@ -165,7 +165,7 @@ func run(ctx context.Context, f *flags, log *slog.Logger) error {
 	l := cfg.Limits
 	bal, err := loader.Open(loader.Options{
 		Interface: iface, XDPMode: xdpMode, PinDir: pinDir,
-		TableSize: l.MaglevSize, MaxServices: l.MaxServices, MaxBackends: l.MaxBackends, ConntrackSize: l.ConntrackSize,
+		TableSize: l.MaglevSize, MaxServices: l.MaxServices, MaxBackends: l.MaxBackends, ConntrackSize: l.ConntrackSize, HalfOpenSize: l.HalfOpenSize,
 		Timeouts: cfg.Conntrack.Timeouts(), ICMP: cfg.ICMP(), Logger: log,
 	})
 	if err != nil {
