@@ -57,14 +57,13 @@ func loadPrevious(bal *loader.Balancer) (_ *ebpf.Collection, err error) {
 	var id uint32
 	var innerID ebpf.MapID
 	it := outer.Iterate()
-	for it.Next(&id, &innerID) {
+	if it.Next(&id, &innerID) {
 		m, err := ebpf.NewMapFromID(innerID)
 		if err != nil {
 			return nil, fmt.Errorf("open table of service %d: %w", id, err)
 		}
 		size = m.MaxEntries()
 		_ = m.Close() // only its size was read
-		break
 	}
 	if size == 0 {
 		return nil, errors.New("today's program has no scheduler table")
