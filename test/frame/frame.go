@@ -318,3 +318,90 @@ func MustBuild(s Spec) []byte {
 	}
 	return b
 }
+
+// Fragments splits the IP packet of f, an Ethernet frame without VLAN tags
+// holding IPv4 or IPv6 (without extension headers), into fragments whose
+// fragmentable part holds at most size bytes (rounded down to a multiple
+// of 8), as a sending host does. It returns whole frames, the first
+// fragment first. id is the datagram's identification: the IPv4 header's
+// (its low 16 bits) or the IPv6 fragment header's. IPv4 fragments keep the
+// header (options included), lose DF and get their checksum recomputed;
+// IPv6 fragments get a fragment header after the fixed header. Ethernet
+// padding past the IP packet is dropped.
+func Fragments(f []byte, size int, id uint32) ([][]byte, error) {
+	const eth = 14
+	size &^= 7
+	if size < 8 {
+		return nil, fmt.Errorf("frame: fragment size %d, want at least 8", size)
+	}
+	if len(f) < eth+20 {
+		return nil, fmt.Errorf("frame: %d bytes, too short for IP", len(f))
+	}
+	var hdr, data []byte
+	v4 := binary.BigEndian.Uint16(f[12:]) == uint16(layers.EthernetTypeIPv4)
+	switch {
+	case v4:
+		ihl := int(f[eth]&0x0f) * 4
+		total := int(binary.BigEndian.Uint16(f[eth+2:]))
+		if ihl < 20 || total < ihl || eth+total > len(f) {
+			return nil, errors.New("frame: bad IPv4 header or total length")
+		}
+		hdr, data = f[eth:eth+ihl], f[eth+ihl:eth+total]
+	case binary.BigEndian.Uint16(f[12:]) == uint16(layers.EthernetTypeIPv6):
+		if len(f) < eth+40 {
+			return nil, errors.New("frame: too short for IPv6")
+		}
+		plen := int(binary.BigEndian.Uint16(f[eth+4:]))
+		if eth+40+plen > len(f) {
+			return nil, errors.New("frame: bad IPv6 payload length")
+		}
+		switch f[eth+6] {
+		case 0, 43, 44, 60:
+			return nil, errors.New("frame: IPv6 extension headers are not fragmented here")
+		}
+		hdr, data = f[eth:eth+40], f[eth+40:eth+40+plen]
+	default:
+		return nil, errors.New("frame: neither IPv4 nor IPv6")
+	}
+	var out [][]byte
+	for off := 0; off < len(data); off += size {
+		chunk := data[off:min(off+size, len(data))]
+		more := off+len(chunk) < len(data)
+		b := append([]byte(nil), f[:eth]...)
+		b = append(b, hdr...)
+		ip := b[eth:]
+		if v4 {
+			binary.BigEndian.PutUint16(ip[2:], uint16(len(hdr)+len(chunk)))
+			binary.BigEndian.PutUint16(ip[4:], uint16(id))
+			fo := uint16(off / 8)
+			if more {
+				fo |= 0x2000 // MF
+			}
+			binary.BigEndian.PutUint16(ip[6:], fo)
+			ip[10], ip[11] = 0, 0
+			var sum uint32
+			for i := 0; i < len(hdr); i += 2 {
+				sum += uint32(binary.BigEndian.Uint16(ip[i:]))
+			}
+			for sum > 0xffff {
+				sum = sum>>16 + sum&0xffff
+			}
+			binary.BigEndian.PutUint16(ip[10:], ^uint16(sum))
+		} else {
+			binary.BigEndian.PutUint16(ip[4:], uint16(8+len(chunk)))
+			next := ip[6]
+			ip[6] = 44 // fragment header
+			fh := make([]byte, 8)
+			fh[0] = next
+			fo := uint16(off/8) << 3
+			if more {
+				fo |= 1 // M
+			}
+			binary.BigEndian.PutUint16(fh[2:], fo)
+			binary.BigEndian.PutUint32(fh[4:], id)
+			b = append(b, fh...)
+		}
+		out = append(out, append(b, chunk...))
+	}
+	return out, nil
+}

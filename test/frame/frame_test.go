@@ -137,3 +137,87 @@ func TestBuild(t *testing.T) {
 		}
 	}
 }
+
+func TestFragments(t *testing.T) {
+	mac := net.HardwareAddr{2, 0, 0, 0, 0, 1}
+	payload := make([]byte, 8000)
+	for i := range payload {
+		payload[i] = byte(i * 7)
+	}
+	for _, c := range []struct {
+		name     string
+		src, dst netip.AddrPort
+		size     int
+		lens     []int // IP payload (after any fragment header) per fragment
+	}{
+		{"udp4", netip.MustParseAddrPort("198.18.0.2:1000"), netip.MustParseAddrPort("198.18.1.1:53"), 1480, []int{1480, 1480, 1480, 1480, 1480, 608}},
+		{"udp6", netip.MustParseAddrPort("[2001:2::2]:1000"), netip.MustParseAddrPort("[2001:2:0:1::1]:53"), 1452, []int{1448, 1448, 1448, 1448, 1448, 768}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			whole := MustBuild(Spec{SrcMAC: mac, DstMAC: mac, Src: c.src, Dst: c.dst, UDP: true, Payload: payload})
+			frags, err := Fragments(whole, c.size, 0x12345)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(frags) != len(c.lens) {
+				t.Fatalf("%d fragments, want %d", len(frags), len(c.lens))
+			}
+			var joined []byte
+			for i, f := range frags {
+				if !bytes.Equal(f[:14], whole[:14]) {
+					t.Errorf("fragment %d: Ethernet header changed", i)
+				}
+				p := gopacket.NewPacket(f, layers.LayerTypeEthernet, gopacket.Default)
+				if p.ErrorLayer() != nil && i == 0 {
+					t.Fatalf("fragment %d: %v", i, p.ErrorLayer().Error())
+				}
+				var off int
+				var more bool
+				var data []byte
+				if c.dst.Addr().Is4() {
+					ip := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+					off, more, data = int(ip.FragOffset)*8, ip.Flags&layers.IPv4MoreFragments != 0, f[14+20:14+int(ip.Length)]
+					if ip.Id != 0x2345 || ip.Flags&layers.IPv4DontFragment != 0 {
+						t.Errorf("fragment %d: id %#x flags %v", i, ip.Id, ip.Flags)
+					}
+					var sum uint32
+					for j := 14; j < 34; j += 2 {
+						sum += uint32(f[j])<<8 | uint32(f[j+1])
+					}
+					for sum > 0xffff {
+						sum = sum>>16 + sum&0xffff
+					}
+					if sum != 0xffff {
+						t.Errorf("fragment %d: bad header checksum", i)
+					}
+				} else {
+					fh, ok := p.Layer(layers.LayerTypeIPv6Fragment).(*layers.IPv6Fragment)
+					if !ok {
+						t.Fatalf("fragment %d: no fragment header", i)
+					}
+					off, more, data = int(fh.FragmentOffset)*8, fh.MoreFragments, f[14+48:]
+					if fh.Identification != 0x12345 || fh.NextHeader != layers.IPProtocolUDP {
+						t.Errorf("fragment %d: id %#x next header %v", i, fh.Identification, fh.NextHeader)
+					}
+					if ip := p.Layer(layers.LayerTypeIPv6).(*layers.IPv6); int(ip.Length) != 8+len(data) {
+						t.Errorf("fragment %d: payload length %d, want %d", i, ip.Length, 8+len(data))
+					}
+				}
+				if off != len(joined) || more != (i < len(frags)-1) || len(data) != c.lens[i] {
+					t.Errorf("fragment %d: offset %d more %v length %d; want %d %v %d", i, off, more, len(data), len(joined), i < len(frags)-1, c.lens[i])
+				}
+				joined = append(joined, data...)
+			}
+			ipHdr := 20
+			if c.dst.Addr().Is6() {
+				ipHdr = 40
+			}
+			if !bytes.Equal(joined, whole[14+ipHdr:]) {
+				t.Errorf("fragments do not add up to the datagram")
+			}
+		})
+	}
+	if _, err := Fragments(make([]byte, 60), 1480, 1); err == nil {
+		t.Errorf("a frame that is not IP: no error")
+	}
+}

@@ -88,6 +88,13 @@ type HAConfig struct {
 	// PortXDP, as in Config: attached to the bridge ports instead of the
 	// XDP_PASS program; the caller owns it.
 	PortXDP *ebpf.Program
+	// ClientLinkMTU, when set, is the MTU of the router's client-facing
+	// interface (RouterClientLink) only; the client's own interface keeps
+	// 1500. The router then cuts the path: packets towards the client
+	// above it get an ICMP fragmentation needed or packet too big back,
+	// as a real link with a small MTU (a tunnel, a PPPoE line) does. At
+	// least 1280 (IPv6's minimum) and at most 1500; 0 leaves 1500.
+	ClientLinkMTU int
 	// NoHashTrap leaves out the program on the router's client-facing
 	// ingress that makes the router hash the real 5-tuple (see
 	// HATopology), to show what happens without it.
@@ -115,6 +122,9 @@ func (c HAConfig) normalize() (HAConfig, Config, error) {
 		c.ClientAddrs = 0
 	case c.ClientAddrs > MaxHAClientAddrs:
 		return c, Config{}, fmt.Errorf("lab: %d client addresses, at most %d", c.ClientAddrs, MaxHAClientAddrs)
+	}
+	if c.ClientLinkMTU != 0 && (c.ClientLinkMTU < 1280 || c.ClientLinkMTU > 1500) {
+		return c, Config{}, fmt.Errorf("lab: client link MTU %d, want 1280 to 1500", c.ClientLinkMTU)
 	}
 	base, err := Config{
 		Backends:       c.Backends,
@@ -438,6 +448,11 @@ func (t *HATopology) addRouterClientSide() error {
 	}
 	r.ClientIfindex = eth.Attrs().Index
 	r.ClientMAC = slices.Clone(eth.Attrs().HardwareAddr)
+	if mtu := t.cfg.ClientLinkMTU; mtu != 0 {
+		if err := r.NS.nl.LinkSetMTU(eth, mtu); err != nil {
+			return fmt.Errorf("%s: %s mtu %d: %w", r.Name, r.ClientLink, mtu, err)
+		}
+	}
 	r.side = &Host{
 		Name:    r.Name,
 		NS:      r.NS,

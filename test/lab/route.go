@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"time"
@@ -44,6 +45,17 @@ func (n *NS) NextHops(p netip.Prefix) ([]netip.Addr, error) {
 	}
 	slices.SortFunc(hops, netip.Addr.Compare)
 	return hops, nil
+}
+
+// AddRoute adds a static route to dst via gw to the main table of n, e.g.
+// a VIP routed to one balancer node without a routing daemon. The route
+// goes with the namespace.
+func (n *NS) AddRoute(dst netip.Prefix, gw netip.Addr) error {
+	r := &netlink.Route{Dst: ipNet(dst.Masked()), Gw: net.IP(gw.AsSlice())}
+	if err := n.nl.RouteAdd(r); err != nil {
+		return fmt.Errorf("route %s via %s in %s: %w", dst, gw, n.Name, err)
+	}
+	return nil
 }
 
 // WaitNextHops polls NextHops every 10ms until the next hops of p are
