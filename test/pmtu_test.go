@@ -34,7 +34,7 @@ const (
 	// pmtuStall is how long the download gets with the feature off: a
 	// black-holed transfer makes no progress at all, while the whole
 	// download takes well under a second with the feature on.
-	pmtuStall = 8 * time.Second
+	pmtuStall = 5 * time.Second
 )
 
 // pmtuData is the download's content: 1 MiB that does not repeat.
@@ -145,7 +145,9 @@ func (p *pmtuLab) download(t *testing.T, vip netip.Addr, forward bool) {
 		t.Fatalf("backend path MTU %d before the download, want %d", pm0, pmtuFullMTU)
 	}
 
-	fwd0 := metricValue(t, p.node.Metrics(), "xlb_icmp_errors_forwarded_total")
+	const notService = `xlb_passed_packets_total{reason="not_service"}`
+	m0 := p.node.Metrics()
+	fwd0, pass0 := metricValue(t, m0, "xlb_icmp_errors_forwarded_total"), metricValue(t, m0, notService)
 	ptb0 := routerPTBs(t, p.topo.Router.NS, vip)
 	wait := pmtuComplete
 	if !forward {
@@ -154,7 +156,8 @@ func (p *pmtuLab) download(t *testing.T, vip netip.Addr, forward bool) {
 	start := time.Now()
 	got, pmtu, err := p.fetch(dst, pmtuSize, wait)
 	took := time.Since(start)
-	fwd := metricValue(t, p.node.Metrics(), "xlb_icmp_errors_forwarded_total") - fwd0
+	m := p.node.Metrics()
+	fwd, pass := metricValue(t, m, "xlb_icmp_errors_forwarded_total")-fwd0, metricValue(t, m, notService)-pass0
 	ptb := routerPTBs(t, p.topo.Router.NS, vip) - ptb0
 	t.Logf("%d of %d bytes in %v (%v); backend path MTU %d; router sent %v errors; balancer forwarded %v",
 		len(got), pmtuSize, took.Round(time.Millisecond), err, pmtu, ptb, fwd)
@@ -182,6 +185,10 @@ func (p *pmtuLab) download(t *testing.T, vip netip.Addr, forward bool) {
 	}
 	if fwd != 0 {
 		t.Errorf("xlb_icmp_errors_forwarded_total moved by %v with icmp_forward off, want 0", fwd)
+	}
+	// The errors did reach the balancer: it left them to its kernel.
+	if pass < ptb {
+		t.Errorf("%s moved by %v with icmp_forward off, want at least the router's %v errors", notService, pass, ptb)
 	}
 }
 
