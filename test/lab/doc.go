@@ -48,6 +48,10 @@
 // socket's random hash. HATopology.StartBird runs BIRD 2 in the router's
 // namespace as the nodes' BGP peer; its kernel protocols merge equal
 // routes into one multipath route (NS.NextHops reads it).
+// HAConfig.ClientLinkMTU narrows the router's client-facing link only, so
+// the router answers larger packets towards the client with ICMP
+// fragmentation needed / packet too big (path MTU tests); NS.AddRoute adds
+// a static route, e.g. a VIP to one node without BIRD.
 // HATopology.SetBalancerLink pulls a node's cable. TestECMPLab shows it
 // all with GoBGP speakers on the nodes.
 //
