@@ -87,8 +87,10 @@ type pmtuLab struct {
 
 func newPMTULab(t *testing.T, forward bool) *pmtuLab {
 	t.Helper()
-	topo := lab.NewHAT(t, lab.HAConfig{Balancers: 1, Backends: 1, ClientAddrs: -1, NoHashTrap: true, ClientLinkMTU: pmtuLinkMTU})
-	lb, be := topo.Balancers[0], topo.Backends[0]
+	// Three backends: the error must reach the one holding the flow (the
+	// others' kernels would drop it, and the download would stall).
+	topo := lab.NewHAT(t, lab.HAConfig{Balancers: 1, Backends: 3, ClientAddrs: -1, NoHashTrap: true, ClientLinkMTU: pmtuLinkMTU})
+	lb := topo.Balancers[0]
 	for _, r := range []struct{ vip, via netip.Addr }{{topo.VIP4, lb.Addr4}, {topo.VIP6, lb.Addr6}} {
 		if err := topo.Router.NS.AddRoute(netip.PrefixFrom(r.vip, r.vip.BitLen()), r.via); err != nil {
 			t.Fatal(err)
@@ -102,10 +104,15 @@ func newPMTULab(t *testing.T, forward bool) *pmtuLab {
 		t.Fatalf("client %s mtu %d, want %d", topo.Client.Link, got, pmtuFullMTU)
 	}
 	// TCP's own black-hole detection would hide the balancer's part.
-	if v := nsSysctl(t, be.NS, "net/ipv4/tcp_mtu_probing"); v != "0" {
-		t.Fatalf("backend net.ipv4.tcp_mtu_probing = %s, want 0", v)
+	var be4, be6 strings.Builder
+	for _, be := range topo.Backends {
+		if v := nsSysctl(t, be.NS, "net/ipv4/tcp_mtu_probing"); v != "0" {
+			t.Fatalf("%s: net.ipv4.tcp_mtu_probing = %s, want 0", be.Name, v)
+		}
+		fmt.Fprintf(&be4, "      - address: %s\n", be.Addr4)
+		fmt.Fprintf(&be6, "      - address: %s\n", be.Addr6)
 	}
-	srv := serveBulk(t, be, pmtuData, netip.AddrPortFrom(topo.VIP4, pmtuPort), netip.AddrPortFrom(topo.VIP6, pmtuPort))
+	srv := serveBulk(t, topo.Backends, pmtuData, netip.AddrPortFrom(topo.VIP4, pmtuPort), netip.AddrPortFrom(topo.VIP6, pmtuPort))
 
 	opt := ""
 	if !forward {
@@ -118,13 +125,11 @@ services:
     port: %d
     protocol: tcp
     backends:
-      - address: %s
-  - vip: %s
+%s  - vip: %s
     port: %d
     protocol: tcp
     backends:
-      - address: %s
-`, opt, topo.VIP4, pmtuPort, be.Addr4, topo.VIP6, pmtuPort, be.Addr6)
+%s`, opt, topo.VIP4, pmtuPort, be4.String(), topo.VIP6, pmtuPort, be6.String())
 	node := xlbdproc.NewT(t, xlbdproc.Options{Bins: bins, Host: lb, Config: config, Metrics: xlbdproc.DefaultMetrics})
 	node.Start()
 	return &pmtuLab{topo: topo, node: node, srv: srv}
@@ -137,7 +142,7 @@ func (p *pmtuLab) download(t *testing.T, vip netip.Addr, forward bool) {
 	// the path works, only its MTU is in question.
 	var pm0 int
 	waitUntil(t, "a small reply through "+dst.String(), func() bool {
-		got, pm, err := p.fetch(dst, 1000, 2*time.Second)
+		got, _, pm, err := p.fetch(dst, 1000, 2*time.Second)
 		pm0 = pm
 		return err == nil && bytes.Equal(got, pmtuData[:1000])
 	})
@@ -154,13 +159,13 @@ func (p *pmtuLab) download(t *testing.T, vip netip.Addr, forward bool) {
 		wait = pmtuStall
 	}
 	start := time.Now()
-	got, pmtu, err := p.fetch(dst, pmtuSize, wait)
+	got, be, pmtu, err := p.fetch(dst, pmtuSize, wait)
 	took := time.Since(start)
 	m := p.node.Metrics()
 	fwd, pass := metricValue(t, m, "xlb_icmp_errors_forwarded_total")-fwd0, metricValue(t, m, notService)-pass0
 	ptb := routerPTBs(t, p.topo.Router.NS, vip) - ptb0
-	t.Logf("%d of %d bytes in %v (%v); backend path MTU %d; router sent %v errors; balancer forwarded %v",
-		len(got), pmtuSize, took.Round(time.Millisecond), err, pmtu, ptb, fwd)
+	t.Logf("%d of %d bytes in %v (%v); %s's path MTU %d; router sent %v errors; balancer forwarded %v",
+		len(got), pmtuSize, took.Round(time.Millisecond), err, be, pmtu, ptb, fwd)
 
 	if ptb == 0 {
 		t.Errorf("the router sent no fragmentation needed / packet too big: the lab does not cut the path")
@@ -193,27 +198,28 @@ func (p *pmtuLab) download(t *testing.T, vip netip.Addr, forward bool) {
 }
 
 // fetch asks the bulk server for n bytes through dst, reading until done or
-// until wait has passed. It returns what arrived, the backend's path MTU on
-// that connection while it was still open, and the read error.
-func (p *pmtuLab) fetch(dst netip.AddrPort, n int, wait time.Duration) ([]byte, int, error) {
+// until wait has passed. It returns what arrived, the backend that served
+// it and its path MTU on that connection while it was still open, and the
+// read error.
+func (p *pmtuLab) fetch(dst netip.AddrPort, n int, wait time.Duration) ([]byte, string, int, error) {
 	c, err := p.topo.Client.Dial(netip.AddrPort{}, dst, 2*time.Second)
 	if err != nil {
-		return nil, 0, err
+		return nil, "", 0, err
 	}
 	defer func() { _ = c.Close() }()
 	if err := c.SetDeadline(time.Now().Add(wait)); err != nil {
-		return nil, 0, err
+		return nil, "", 0, err
 	}
 	if _, err := fmt.Fprintf(c, "%d\n", n); err != nil {
-		return nil, 0, err
+		return nil, "", 0, err
 	}
 	buf := make([]byte, n)
 	got, err := io.ReadFull(c, buf)
-	pmtu, perr := p.srv.pmtu(c.LocalAddr())
+	be, pmtu, perr := p.srv.pmtu(c.LocalAddr())
 	if err == nil && perr != nil {
 		err = perr
 	}
-	return buf[:got], pmtu, err
+	return buf[:got], be, pmtu, err
 }
 
 // bulkServer serves a prefix of its data over TCP: the client sends a
@@ -224,33 +230,41 @@ type bulkServer struct {
 	data  []byte
 	lns   []net.Listener
 	mu    sync.Mutex
-	conns map[netip.AddrPort]*net.TCPConn // by client address
+	conns map[netip.AddrPort]bulkConn // by client address
 	wg    sync.WaitGroup
 }
 
-// serveBulk listens on addrs in h's namespace; t.Cleanup stops it.
-func serveBulk(t *testing.T, h *lab.Host, data []byte, addrs ...netip.AddrPort) *bulkServer {
+// serveBulk listens on addrs in every host's namespace; t.Cleanup stops
+// it.
+func serveBulk(t *testing.T, hosts []*lab.Host, data []byte, addrs ...netip.AddrPort) *bulkServer {
 	t.Helper()
-	s := &bulkServer{data: data, conns: map[netip.AddrPort]*net.TCPConn{}}
+	s := &bulkServer{data: data, conns: map[netip.AddrPort]bulkConn{}}
 	t.Cleanup(s.stop)
-	for _, ap := range addrs {
-		var ln net.Listener
-		err := h.NS.Do(func() error {
-			var err error
-			ln, err = net.Listen("tcp", ap.String())
-			return err
-		})
-		if err != nil {
-			t.Fatalf("listen on %s in %s: %v", ap, h.Name, err)
+	for _, h := range hosts {
+		for _, ap := range addrs {
+			s.listen(t, h, ap)
 		}
-		s.lns = append(s.lns, ln)
-		s.wg.Add(1)
-		go s.accept(ln)
 	}
 	return s
 }
 
-func (s *bulkServer) accept(ln net.Listener) {
+func (s *bulkServer) listen(t *testing.T, h *lab.Host, ap netip.AddrPort) {
+	t.Helper()
+	var ln net.Listener
+	err := h.NS.Do(func() error {
+		var err error
+		ln, err = net.Listen("tcp", ap.String())
+		return err
+	})
+	if err != nil {
+		t.Fatalf("listen on %s in %s: %v", ap, h.Name, err)
+	}
+	s.lns = append(s.lns, ln)
+	s.wg.Add(1)
+	go s.accept(ln, h.Name)
+}
+
+func (s *bulkServer) accept(ln net.Listener, backend string) {
 	defer s.wg.Done()
 	for {
 		c, err := ln.Accept()
@@ -261,7 +275,7 @@ func (s *bulkServer) accept(ln net.Listener) {
 		peer := tc.RemoteAddr().(*net.TCPAddr).AddrPort()
 		peer = netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())
 		s.mu.Lock()
-		s.conns[peer] = tc
+		s.conns[peer] = bulkConn{tc, backend}
 		s.mu.Unlock()
 		s.wg.Add(1)
 		go s.serve(tc, peer)
@@ -291,17 +305,24 @@ func (s *bulkServer) serve(c *net.TCPConn, peer netip.AddrPort) {
 	_, _ = io.Copy(io.Discard, r) // until the client closes
 }
 
-// pmtu returns the backend's path MTU (TCP_INFO tcpi_pmtu) on the
-// connection from client.
-func (s *bulkServer) pmtu(client net.Addr) (int, error) {
+// bulkConn is a connection a backend accepted.
+type bulkConn struct {
+	*net.TCPConn
+	backend string
+}
+
+// pmtu returns the backend serving client and its path MTU (TCP_INFO
+// tcpi_pmtu) on that connection.
+func (s *bulkServer) pmtu(client net.Addr) (string, int, error) {
 	ap := client.(*net.TCPAddr).AddrPort()
 	s.mu.Lock()
-	c := s.conns[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())]
+	c, ok := s.conns[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())]
 	s.mu.Unlock()
-	if c == nil {
-		return 0, fmt.Errorf("backend has no connection from %s", ap)
+	if !ok {
+		return "", 0, fmt.Errorf("no backend has a connection from %s", ap)
 	}
-	return tcpPMTU(c)
+	pm, err := tcpPMTU(c.TCPConn)
+	return c.backend, pm, err
 }
 
 func tcpPMTU(c *net.TCPConn) (int, error) {
