@@ -31,7 +31,7 @@ const (
 	fragLater = 5 // fragments after the first one
 	// fragArrive bounds the wait for a datagram that must arrive;
 	// fragLost is how long one that must not arrive gets to show up.
-	fragArrive = 3 * time.Second
+	fragArrive = 5 * time.Second
 	fragLost   = 2 * time.Second
 )
 
@@ -40,6 +40,7 @@ const (
 	mFragFirst     = "xlb_fragments_first_total"
 	mFragForwarded = "xlb_fragments_forwarded_total"
 	mFragUnmatched = `xlb_passed_packets_total{reason="fragment_unmatched"}`
+	mFragEarly     = "xlb_fragments_early_total"
 )
 
 // The second VIP's only UDP service is source-hash.
@@ -147,6 +148,7 @@ func TestLargeUDP(t *testing.T) {
 					wantDelta(t, before, after, mFragFirst, 1)
 					wantDelta(t, before, after, mFragForwarded, fragLater)
 					wantDelta(t, before, after, mFragUnmatched, 0)
+					wantDelta(t, before, after, mFragEarly, 0)
 				})
 			}
 
@@ -180,6 +182,7 @@ func TestLargeUDP(t *testing.T) {
 				wantDelta(t, before, after, mFragFirst, 1)
 				wantDelta(t, before, after, mFragForwarded, fragLater)
 				wantDelta(t, before, after, mFragUnmatched, 0)
+				wantDelta(t, before, after, mFragEarly, 0)
 			})
 
 			t.Run("source-hash entirely reversed", func(t *testing.T) {
@@ -202,6 +205,9 @@ func TestLargeUDP(t *testing.T) {
 				if got != want {
 					t.Errorf("reversed datagram reached %s, want the client's source-hash backend %s", got, want)
 				}
+				wantDelta(t, before, after, mFragEarly, fragLater)
+				wantDelta(t, before, after, mFragForwarded, fragLater)
+				wantDelta(t, before, after, mFragFirst, 1)
 				wantDelta(t, before, after, mFragUnmatched, 0)
 			})
 
@@ -212,7 +218,9 @@ func TestLargeUDP(t *testing.T) {
 				if be, _, ok := sink.wait(id, fragLost); ok {
 					t.Errorf("datagram whose first fragment came last reached %s; the documented policy loses it", be)
 				}
-				wantDelta(t, before, e.Metrics(), mFragUnmatched, fragLater)
+				after := e.Metrics()
+				wantDelta(t, before, after, mFragUnmatched, fragLater)
+				wantDelta(t, before, after, mFragEarly, 0)
 			})
 		})
 	}
