@@ -231,8 +231,11 @@ func pinnedOptions(t *testing.T, name string) loader.Options {
 	priv.Require(t)
 	dir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("%s-%d", name, os.Getpid()))
 	t.Cleanup(func() {
-		if err := os.RemoveAll(dir); err != nil {
-			t.Errorf("remove pins: %v", err)
+		stale, _ := filepath.Glob(dir + "-tmp-*") // an interrupted pin
+		for _, d := range append(stale, dir) {
+			if err := os.RemoveAll(d); err != nil {
+				t.Errorf("remove pins: %v", err)
+			}
 		}
 	})
 	return loader.Options{MAC: lbMAC, PinDir: dir, MaxServices: 16, MaxBackends: 64, ConntrackSize: 1024}
@@ -418,5 +421,39 @@ func TestReadoptWithNewCounterLayout(t *testing.T) {
 	replacePin(bpf.MapPersist, &ebpf.MapSpec{Type: ebpf.LRUHash, KeySize: 8, ValueSize: 8, MaxEntries: 64})
 	if _, err := loader.Open(opts); err == nil || !strings.Contains(err.Error(), "detach") {
 		t.Errorf("re-adopt with a persistence table of another layout: %v", err)
+	}
+}
+
+// TestStaleTempPinsRemoved: a start killed between pinning and the rename
+// leaves PinDir-tmp-*, whose pins keep maps alive; the next start removes
+// it.
+func TestStaleTempPinsRemoved(t *testing.T) {
+	opts := pinnedOptions(t, "xlb-stale")
+	stale := opts.PinDir + "-tmp-123"
+	if err := os.MkdirAll(stale, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Pin(filepath.Join(stale, bpf.MapConfig)); err != nil {
+		t.Fatal(err)
+	}
+	_ = m.Close() // the pin keeps it
+	b, err := loader.Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := b.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stale pins %s: %v, want removed", stale, err)
+	}
+	if _, err := os.Stat(filepath.Join(opts.PinDir, bpf.MapConfig)); err != nil {
+		t.Errorf("pins: %v", err)
 	}
 }

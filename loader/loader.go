@@ -302,7 +302,19 @@ func (b *Balancer) pin() error {
 		return fmt.Errorf("create pin directory %s: %w (is bpffs mounted? mount -t bpf bpf /sys/fs/bpf)", parent, err)
 	}
 	// bpffs rejects names with a dot: no hidden-file style here.
-	tmp, err := os.MkdirTemp(parent, filepath.Base(b.opts.PinDir)+"-tmp-")
+	prefix := filepath.Base(b.opts.PinDir) + "-tmp-"
+	// A process killed between pinning and the rename left its temporary
+	// directory, whose pins keep maps in kernel memory: remove it. Only one
+	// xlbd pins into PinDir at a time (its lock), so none is in use.
+	if stale, err := filepath.Glob(filepath.Join(parent, prefix+"*")); err == nil {
+		for _, d := range stale {
+			if err := os.RemoveAll(d); err != nil {
+				return fmt.Errorf("remove stale pins %s: %w", d, err)
+			}
+			b.opts.Logger.Warn("removed the pins of an interrupted start", "dir", d)
+		}
+	}
+	tmp, err := os.MkdirTemp(parent, prefix)
 	if err != nil {
 		return fmt.Errorf("create pin directory in %s: %w", parent, err)
 	}
