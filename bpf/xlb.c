@@ -515,17 +515,23 @@ enum {
 	HALFOPEN_DROP = 2,
 };
 
-/* halfopen_flow keeps SYN floods away from the connection table. A TCP
- * frame the connection table could not place is either a bare SYN (SYN
- * without ACK: a connection attempt) or a later packet. A bare SYN is
- * scheduled (pick, remember_client) and recorded in the halfopen LRU, not
- * in conntrack: spoofed SYNs churn that table only and cannot evict an
- * established flow. A stale conntrack entry of its tuple (expired, closed,
- * or on a backend that went) is removed, so the handshake's next packet
- * does not find it. A retransmitted SYN finds its half-open entry and
- * keeps its backend. A later packet whose flow is half-open promotes it:
- * conntrack entry (track), half-open entry deleted. Half-open entries live
- * tcp_fin_timeout and count neither as active flows nor as hits. */
+/* halfopen_flow keeps floods of spoofed TCP packets away from the
+ * connection table: a TCP flow earns its conntrack entry with its second
+ * packet. The first packet of a flow with no conntrack entry is scheduled
+ * (pick, remember_client) and recorded in the halfopen LRU instead: a bare
+ * SYN (SYN without ACK, a connection attempt), or any other packet of a
+ * flow first seen mid-stream (begun before a restart, or on another
+ * balancer). Spoofed packets, one per tuple (SYN, ACK, RST floods), churn
+ * that table only and cannot evict an established flow. A bare SYN also
+ * removes a stale conntrack entry of its tuple (expired, closed, or on a
+ * backend that went), so the handshake's next packet does not find it; any
+ * other packet with a stale entry goes to new_flow, which moves the entry
+ * (no insert, so no eviction). A retransmitted SYN finds its half-open
+ * entry and keeps its backend. A packet other than a bare SYN whose flow
+ * is half-open promotes it: conntrack entry (track), half-open entry
+ * deleted; so round-robin and least-conn keep the first packet's pick.
+ * Half-open entries live tcp_fin_timeout and count neither as active flows
+ * nor as hits. */
 static __always_inline int halfopen_flow(struct flow_state *st,
 					 const struct pkt *p,
 					 const struct service *svc,
@@ -542,17 +548,18 @@ static __always_inline int halfopen_flow(struct flow_state *st,
 		be = usable_backend(bid, svc_id);
 	}
 	if ((p->tcp_flags & (TCP_SYN | TCP_ACK)) != TCP_SYN) {
-		if (!be)
+		if (be) {
+			track(st, p, bid, now, gs);
+			bpf_map_delete_elem(&halfopen, &p->key);
+			gs->halfopen_promoted++;
+			st->bid = bid;
+			st->be = be;
+			st->is_new = 0;
+			return HALFOPEN_PLACED;
+		}
+		if (st->f)
 			return HALFOPEN_NONE;
-		track(st, p, bid, now, gs);
-		bpf_map_delete_elem(&halfopen, &p->key);
-		gs->halfopen_promoted++;
-		st->bid = bid;
-		st->be = be;
-		st->is_new = 0;
-		return HALFOPEN_PLACED;
-	}
-	if (st->f) {
+	} else if (st->f) {
 		if (!(st->fflags & F_FLOW_CLOSING))
 			active_add(st->bid, -1);
 		bpf_map_delete_elem(&conntrack, &p->key);

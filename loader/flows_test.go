@@ -36,6 +36,22 @@ func (f *fixture) sendFlows(svc lb.ServiceKey, n int, firstPort uint16, srcs int
 	return out
 }
 
+// establishFlows opens n flows of a TCP service as clients do (a SYN, then
+// the handshake's ACK: fixture.connect), so each has a connection-table
+// entry, and returns their backends as sendFlows does.
+func (f *fixture) establishFlows(svc lb.ServiceKey, n int, firstPort uint16, srcs int) []int {
+	f.t.Helper()
+	out := make([]int, n)
+	for i := range out {
+		src := netip.MustParseAddr(fmt.Sprintf("198.18.0.%d", 100+i%srcs))
+		out[i] = f.connect(frame.Spec{Src: netip.AddrPortFrom(src, firstPort+uint16(i)), Dst: netip.AddrPortFrom(svc.VIP, svc.Port), SYN: true})
+		if out[i] < 0 {
+			f.t.Fatalf("flow %d: not forwarded", i)
+		}
+	}
+	return out
+}
+
 func count(got []int, idx int) int {
 	n := 0
 	for _, g := range got {
@@ -51,7 +67,7 @@ func count(got []int, idx int) int {
 func TestFlowsStayPut(t *testing.T) {
 	f := newFixture(t)
 	const n = 600
-	first := f.sendFlows(web4, n, 20000, 50)
+	first := f.establishFlows(web4, n, 20000, 50)
 	for i := 0; i < 3; i++ {
 		if c := count(first, i); c < n/6 {
 			t.Errorf("backend %d got %d of %d new flows: uneven", i, c, n)
@@ -252,7 +268,7 @@ func TestPinAndReadopt(t *testing.T) {
 	}
 	f := &fixture{t: t, b: b}
 	f.set(lb.Service{Key: web4, Backends: backends(web4.VIP, 3)})
-	first := f.sendFlows(web4, 50, 20000, 5)
+	first := f.establishFlows(web4, 50, 20000, 5)
 	want := b.Services()
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
@@ -356,7 +372,7 @@ func TestReadoptWithNewCounterLayout(t *testing.T) {
 	}
 	f := &fixture{t: t, b: b}
 	f.set(lb.Service{Key: web4, Backends: backends(web4.VIP, 3)})
-	first := f.sendFlows(web4, 20, 20000, 5)
+	first := f.establishFlows(web4, 20, 20000, 5)
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}

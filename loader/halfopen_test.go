@@ -139,20 +139,30 @@ func TestHalfOpenEdges(t *testing.T) {
 	f.set(lb.Service{Key: rr4, Scheduler: lb.RoundRobin, Backends: backends(rr4.VIP, 3)})
 	ack := func(p frame.Spec) frame.Spec { return with(p, func(p *frame.Spec) { p.SYN = false }) }
 
-	// A client's packet with no SYN seen (a flow from before a restart,
-	// or from another balancer) is tracked at once, as a new flow.
-	mid := with(syn(web4, "198.18.7.1", 1000), func(p *frame.Spec) { p.SYN = false })
+	// A flow first seen mid-stream (from before a restart, or from
+	// another balancer): its first packet is half-open as a SYN is, its
+	// second promotes it; round-robin keeps the first pick.
+	mid := with(syn(rr4, "198.18.7.1", 1000), func(p *frame.Spec) { p.SYN = false })
 	before := f.counters()
 	be := f.send(mid)
-	if d := delta(before, f.counters()); !reflect.DeepEqual(d, map[string]uint64{"RxPackets": 1, "TxPackets": 1, "NewFlows": 1}) {
+	if d := delta(before, f.counters()); !reflect.DeepEqual(d, map[string]uint64{"RxPackets": 1, "TxPackets": 1, "NewFlows": 1, "HalfopenNew": 1}) {
 		t.Errorf("mid-flow packet: counters %v", d)
 	}
-	if fl, ok := f.tracked(mid); !ok || fl.BackendID != f.backendID(web4, be) {
-		t.Errorf("mid-flow packet: entry %+v (%v)", fl, ok)
+	if h, ok := f.halfOpen(mid); !ok || h.BackendID != f.backendID(rr4, be) {
+		t.Errorf("mid-flow packet: half-open entry %+v (%v)", h, ok)
+	}
+	if fl, ok := f.tracked(mid); ok {
+		t.Errorf("mid-flow packet: connection-table entry %+v after one packet", fl)
+	}
+	if got := f.send(mid); got != be {
+		t.Errorf("mid-flow second packet to %d, the first to %d", got, be)
+	}
+	if fl, ok := f.tracked(mid); !ok || fl.BackendID != f.backendID(rr4, be) {
+		t.Errorf("mid-flow second packet: entry %+v (%v)", fl, ok)
 	}
 
 	// A half-open entry older than the FIN timeout is ignored: the ACK is
-	// a new flow, the SYN scheduled again.
+	// a new flow, half-open afresh.
 	old := syn(rr4, "198.18.7.2", 1000)
 	f.send(old)
 	h, _ := f.halfOpen(old)
@@ -162,11 +172,13 @@ func TestHalfOpenEdges(t *testing.T) {
 	}
 	before = f.counters()
 	f.send(ack(old))
-	if d := delta(before, f.counters()); d["NewFlows"] != 1 || d["HalfopenPromoted"] != 0 {
-		t.Errorf("ACK after a stale half-open entry: counters %v, want a new flow", d)
+	if d := delta(before, f.counters()); d["NewFlows"] != 1 || d["HalfopenNew"] != 1 || d["HalfopenPromoted"] != 0 {
+		t.Errorf("ACK after a stale half-open entry: counters %v, want a new half-open flow", d)
 	}
-	// ... and the sweep deletes such entries: that one, left behind by
-	// the ACK (which only reads it), and this one.
+	if h, ok := f.halfOpen(old); !ok || loader.MonotonicNow()-h.LastSeen > uint64(time.Minute) {
+		t.Errorf("ACK after a stale half-open entry: entry %+v (%v), want a fresh one", h, ok)
+	}
+	// The sweep deletes stale entries.
 	stale := syn(rr4, "198.18.7.3", 1000)
 	f.send(stale)
 	h, _ = f.halfOpen(stale)
@@ -175,13 +187,14 @@ func TestHalfOpenEdges(t *testing.T) {
 		t.Fatal(err)
 	}
 	res, err := f.b.Sweep(loader.MonotonicNow())
-	if err != nil || res.HalfOpenExpired != 2 {
-		t.Errorf("sweep: %+v, %v; want two half-open entries expired", res, err)
+	if err != nil || res.HalfOpenExpired != 1 {
+		t.Errorf("sweep: %+v, %v; want one half-open entry expired", res, err)
 	}
-	for _, p := range []frame.Spec{old, stale} {
-		if _, ok := f.halfOpen(p); ok {
-			t.Errorf("the sweep left the stale half-open entry of %s", p.Src)
-		}
+	if _, ok := f.halfOpen(stale); ok {
+		t.Error("the sweep left the stale half-open entry")
+	}
+	if _, ok := f.halfOpen(old); !ok {
+		t.Error("the sweep deleted a live half-open entry")
 	}
 
 	// The half-open backend is removed before the ACK: the ACK is placed
@@ -194,7 +207,7 @@ func TestHalfOpenEdges(t *testing.T) {
 	if got := f.send(ack(gone)); got == first || got < 0 {
 		t.Errorf("ACK after its half-open backend %d went: backend %d", first, got)
 	}
-	if d := delta(before, f.counters()); d["NewFlows"] != 1 || d["HalfopenPromoted"] != 0 {
+	if d := delta(before, f.counters()); d["NewFlows"] != 1 || d["HalfopenNew"] != 1 || d["HalfopenPromoted"] != 0 {
 		t.Errorf("ACK after its half-open backend went: counters %v", d)
 	}
 	f.set(lb.Service{Key: rr4, Scheduler: lb.RoundRobin, Backends: bes})
@@ -251,9 +264,16 @@ func TestHalfOpenEdges(t *testing.T) {
 // TestSYNFlood: a flood of spoofed SYNs ten times the connection table's
 // size, with a backend added twice during it, breaks no established
 // connection of any scheduler: the SYNs churn the half-open table only.
-// It also checks that real handshakes made during the flood complete on
-// one backend.
+// So do floods of spoofed ACKs and RSTs (one packet per tuple). It also
+// checks that real handshakes made during the flood complete on one
+// backend.
 func TestSYNFlood(t *testing.T) {
+	for _, kind := range []string{"SYN", "ACK", "RST"} {
+		t.Run(kind, func(t *testing.T) { testFlood(t, kind) })
+	}
+}
+
+func testFlood(t *testing.T, kind string) {
 	const (
 		conntrackSize = 4096
 		halfOpenSize  = 1024
@@ -305,9 +325,10 @@ func TestSYNFlood(t *testing.T) {
 		}
 		s := svcs[i%len(svcs)]
 		src := netip.AddrFrom4([4]byte{198, 19, byte(rng.IntN(256)), byte(rng.IntN(256))})
-		spoofed := frame.Spec{Src: netip.AddrPortFrom(src, uint16(1024+rng.IntN(60000))), Dst: netip.AddrPortFrom(s.Key.VIP, s.Key.Port), SYN: true}
+		spoofed := frame.Spec{Src: netip.AddrPortFrom(src, uint16(1024+rng.IntN(60000))), Dst: netip.AddrPortFrom(s.Key.VIP, s.Key.Port),
+			SYN: kind == "SYN", RST: kind == "RST"}
 		if f.send(spoofed) < 0 {
-			t.Fatalf("spoofed SYN %d not forwarded", i)
+			t.Fatalf("spoofed %s %d not forwarded", kind, i)
 		}
 		if i%(flood/20) == 0 {
 			// A real client connects during the flood: its SYN and ACK
@@ -318,7 +339,7 @@ func TestSYNFlood(t *testing.T) {
 	}
 	d := delta(before, f.counters())
 	if d["HalfopenNew"] < flood || d["ConntrackInsertErrors"] != 0 {
-		t.Errorf("flood counters %v, want %d half-open SYNs", d, flood)
+		t.Errorf("flood counters %v, want %d half-open flows", d, flood)
 	}
 
 	broken := 0
@@ -334,8 +355,8 @@ func TestSYNFlood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("SYN flood of %d (%d× the connection table, half-open table %d), %d backends added per service mid-flood: %d of %d established connections broken; %d made during the flood, broken included; connection table %d entries, half-open %d",
-		flood, flood/conntrackSize, halfOpenSize, added, broken, len(conns)+len(during), len(during), snap.Flows, snap.HalfOpen)
+	t.Logf("%s flood of %d (%d× the connection table, half-open table %d), %d backends added per service mid-flood: %d of %d established connections broken; %d made during the flood, broken included; connection table %d entries, half-open %d",
+		kind, flood, flood/conntrackSize, halfOpenSize, added, broken, len(conns)+len(during), len(during), snap.Flows, snap.HalfOpen)
 	if broken != 0 {
 		t.Errorf("%d established connections broken by the flood, want 0", broken)
 	}

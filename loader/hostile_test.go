@@ -232,9 +232,9 @@ func TestHostileFrames(t *testing.T) {
 			if verdict != row.verdict {
 				t.Fatalf("verdict %d, want %d", verdict, row.verdict)
 			}
-			// A bare SYN is recorded in the half-open table, anything
-			// else forwarded in the connection table.
-			bareSYN := flow.Proto == lb.TCP && row.spec.SYN
+			// A new TCP flow's first packet is recorded in the
+			// half-open table, a UDP one in the connection table.
+			bareSYN := flow.Proto == lb.TCP
 			fl, tracked, err := f.b.Conntrack().Lookup(flow)
 			if err != nil {
 				t.Fatal(err)

@@ -252,8 +252,8 @@ func TestVerdicts(t *testing.T) {
 			for k, v := range tc.counters {
 				want[k] = v
 			}
-			if tc.verdict == xdpTX && tc.p.SYN && !tc.p.UDP && !tc.p.ICMP {
-				// A new flow's bare SYN is half-open.
+			if tc.verdict == xdpTX && !tc.p.UDP && !tc.p.ICMP {
+				// A new TCP flow's first packet is half-open.
 				want["HalfopenNew"] = 1
 			}
 			if got := delta(before, f.counters()); !reflect.DeepEqual(got, want) {

@@ -215,11 +215,12 @@ struct global_counters {
 	/* Later fragments that came before their first, sent to the client's
 	 * source-hash backend (also in frag_forwarded). */
 	__u64 frag_early;
-	/* New TCP flows whose SYN was recorded in the half-open table (also
-	 * in new_flows). */
+	/* New TCP flows whose first packet (a SYN, or any packet of a flow
+	 * first seen mid-stream) was recorded in the half-open table (also in
+	 * new_flows). */
 	__u64 halfopen_new;
-	/* Half-open flows moved to the connection table by the handshake's
-	 * next packet. */
+	/* Half-open flows moved to the connection table by their next packet
+	 * (the handshake's ACK). */
 	__u64 halfopen_promoted;
 };
 

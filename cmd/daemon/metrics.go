@@ -130,13 +130,13 @@ func (d *Daemon) writeMetrics(w *bufio.Writer) {
 		p.metric("xlb_fragments_first_total", "counter", "First fragments of a datagram to a service, scheduled and remembered for the later ones.", nil, g.FragFirst)
 		p.metric("xlb_fragments_forwarded_total", "counter", "Later fragments sent to their first fragment's backend (also in xlb_forwarded_packets_total).", nil, g.FragForwarded)
 		p.metric("xlb_fragments_early_total", "counter", "Later fragments that came before their first, sent to the client's source-hash backend (also in xlb_fragments_forwarded_total).", nil, g.FragEarly)
-		p.metric("xlb_halfopen_flows_total", "counter", "TCP flows whose SYN was scheduled into the half-open table (also in xlb_new_flows_total).", nil, g.HalfOpenNew)
-		p.metric("xlb_halfopen_promoted_total", "counter", "Half-open TCP flows moved into the connection table by the handshake's next packet.", nil, g.HalfOpenPromoted)
+		p.metric("xlb_halfopen_flows_total", "counter", "New TCP flows whose first packet (a SYN, or a packet of a flow first seen mid-stream) was scheduled into the half-open table (also in xlb_new_flows_total).", nil, g.HalfOpenNew)
+		p.metric("xlb_halfopen_promoted_total", "counter", "Half-open TCP flows moved into the connection table by their next packet (the handshake's ACK).", nil, g.HalfOpenPromoted)
 		p.metric("xlb_icmp_errors_forwarded_total", "counter", "ICMP errors for a VIP (fragmentation needed, packet too big, destination unreachable) sent to the backend of the flow they quote.", nil, g.ICMPErrorsForwarded)
 	}
 	st := d.statusOf(snap)
 	p.metric("xlb_conntrack_entries", "gauge", "Entries in the connection table.", nil, uint64(st.Flows))
-	p.metric("xlb_halfopen_entries", "gauge", "Entries in the half-open TCP table (SYNs awaiting the handshake's next packet).", nil, uint64(snap.HalfOpen))
+	p.metric("xlb_halfopen_entries", "gauge", "Entries in the half-open TCP table (flows seen once, awaiting their next packet).", nil, uint64(snap.HalfOpen))
 	for _, s := range st.Services {
 		sl := []string{"service", s.Service}
 		p.metric("xlb_service_packets_total", "counter", "Packets forwarded or dropped for a service.", sl, s.Packets)

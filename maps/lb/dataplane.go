@@ -199,9 +199,9 @@ type GlobalCounters struct {
 	// FragEarly are later fragments that came before their first, sent to
 	// the client's source-hash backend (also in FragForwarded).
 	FragEarly uint64
-	// HalfOpenNew are TCP flows whose SYN was scheduled into the half-open
-	// table (also in NewFlows); HalfOpenPromoted those moved into the
-	// connection table by the handshake's next packet.
+	// HalfOpenNew are TCP flows whose first packet was scheduled into the
+	// half-open table (also in NewFlows); HalfOpenPromoted those moved
+	// into the connection table by their next packet.
 	HalfOpenNew, HalfOpenPromoted uint64
 }
 
