@@ -85,6 +85,8 @@ type PerPacket struct {
 	// the established paths (Baseline: the previous object).
 	PreviousObject string       `json:"previous_object"`
 	Previous       []PacketCase `json:"previous"`
+	// Flood counts established connections broken by spoofed floods.
+	Flood *Flood `json:"flood,omitempty"`
 }
 
 var (
@@ -250,6 +252,9 @@ func measurePerPacket(o options) (_ *PerPacket, err error) {
 		return nil, fmt.Errorf("against the previous object: %w", err)
 	}
 	pp.PreviousObject, pp.Previous = previousCommit, prev
+	if pp.Flood, err = measureFlood(o); err != nil {
+		return nil, err
+	}
 	return pp, nil
 }
 
@@ -258,15 +263,12 @@ func measurePerPacket(o options) (_ *PerPacket, err error) {
 // 13, alternating round by round on the same frames: the cost of the
 // checks issue 13 added where it matters most.
 func measurePrevious(bal *loader.Balancer, cases []pktCase, repeat, rounds int) (_ []PacketCase, err error) {
-	coll, err := loadPrevious(bal)
+	p, err := loadPrevious(bal, 0)
 	if err != nil {
 		return nil, err
 	}
-	defer coll.Close()
-	prev := coll.Programs["xlb"]
-	if prev == nil {
-		return nil, errors.New("previous object has no program xlb")
-	}
+	defer p.Close()
+	prev := p.prog
 	now := bal.Program()
 	var out []PacketCase
 	for _, c := range cases {

@@ -24,14 +24,26 @@ var previousObject []byte
 // previousCommit names where previousObject comes from.
 const previousCommit = "576b151 (before issue 13)"
 
+// previous is previousObject loaded, shadowing a Balancer of today.
+type previous struct {
+	coll  *ebpf.Collection
+	prog  *ebpf.Program
+	inner *ebpf.MapSpec
+}
+
+func (p *previous) Close() { p.coll.Close() }
+
 // loadPrevious loads previousObject with the services, backends and
-// scheduler tables of bal, copied map by map: their key and value layouts
-// did not change since. The config map stays zero (no idle timeout), as
-// the measured flows are fresh.
-func loadPrevious(bal *loader.Balancer) (_ *ebpf.Collection, err error) {
+// scheduler tables of bal (previous.sync) and a connection table of
+// conntrackSize entries (0: the object's default). The config map stays
+// zero (no idle timeout), as the measured flows are fresh.
+func loadPrevious(bal *loader.Balancer, conntrackSize uint32) (_ *previous, err error) {
 	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(previousObject))
 	if err != nil {
 		return nil, fmt.Errorf("previous object: %w", err)
+	}
+	if conntrackSize != 0 {
+		spec.Maps[bpf.MapConntrack].MaxEntries = conntrackSize
 	}
 	src, err := programMaps(bal.Program())
 	if err != nil {
@@ -79,21 +91,45 @@ func loadPrevious(bal *loader.Balancer) (_ *ebpf.Collection, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("load previous object: %w", err)
 	}
+	p := &previous{coll: coll, prog: coll.Programs["xlb"], inner: innerSpec}
+	if p.prog == nil {
+		coll.Close()
+		return nil, errors.New("previous object has no program xlb")
+	}
+	if err := p.sync(bal); err != nil {
+		coll.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// sync copies the services, backends and scheduler tables of bal into the
+// previous object's maps, map by map: their key and value layouts did not
+// change since. Entries are overwritten, none deleted.
+func (p *previous) sync(bal *loader.Balancer) (err error) {
+	coll, innerSpec := p.coll, p.inner
+	src, err := programMaps(bal.Program())
+	if err != nil {
+		return err
+	}
 	defer func() {
-		if err != nil {
-			coll.Close()
+		for _, m := range src {
+			err = errors.Join(err, m.Close())
 		}
 	}()
+	outer := src[bpf.MapMaglevTables]
+	var id uint32
+	var innerID ebpf.MapID
 	for _, name := range []string{bpf.MapServices, bpf.MapBackends} {
 		if err := copyMap(src[name], coll.Maps[name]); err != nil {
-			return nil, fmt.Errorf("copy %s: %w", name, err)
+			return fmt.Errorf("copy %s: %w", name, err)
 		}
 	}
-	it = outer.Iterate()
+	it := outer.Iterate()
 	for it.Next(&id, &innerID) {
 		m, err := ebpf.NewMapFromID(innerID)
 		if err != nil {
-			return nil, fmt.Errorf("open table of service %d: %w", id, err)
+			return fmt.Errorf("open table of service %d: %w", id, err)
 		}
 		inner, err := ebpf.NewMap(innerSpec)
 		if err == nil {
@@ -107,13 +143,10 @@ func loadPrevious(bal *loader.Balancer) (_ *ebpf.Collection, err error) {
 			err = errors.Join(err, inner.Close())
 		}
 		if err != nil {
-			return nil, fmt.Errorf("copy table of service %d: %w", id, err)
+			return fmt.Errorf("copy table of service %d: %w", id, err)
 		}
 	}
-	if err := it.Err(); err != nil {
-		return nil, err
-	}
-	return coll, nil
+	return it.Err()
 }
 
 // programMaps opens the maps prog uses, by name.

@@ -119,7 +119,22 @@ func (r *Report) evaluateTargets() {
 		t = target(t.Name, t.Want, true, fmt.Sprintf("%.2fx", nf.Ratio), nf.Ratio <= 8)
 	}
 	r.Targets = append(r.Targets, t)
-	r.Targets = append(r.Targets, r.throughputTarget(), r.disruptionTarget(), r.maglevTarget())
+	r.Targets = append(r.Targets, r.floodTarget(), r.throughputTarget(), r.disruptionTarget(), r.maglevTarget())
+}
+
+// floodTarget: no established connection broken by a flood of spoofed
+// packets ten times the connection table.
+func (r *Report) floodTarget() Target {
+	t := target("established connections broken by a 10× spoofed flood, backends added mid-flood", "0", false, "", false)
+	if r.PerPacket == nil || r.PerPacket.Flood == nil {
+		return t
+	}
+	broken, all := 0, 0
+	for _, row := range r.PerPacket.Flood.Rows {
+		broken += row.Broken
+		all += r.PerPacket.Flood.Established
+	}
+	return target(t.Name, t.Want, true, fmt.Sprintf("%d of %d", broken, all), broken == 0)
 }
 
 // f formats a float with d decimals; NaN as "n/a".
@@ -228,6 +243,9 @@ func (p *PerPacket) Markdown() string {
 		}
 		b.WriteString(mdTable([]string{"case", "today ns/pkt", "spread", "before ns/pkt", "spread", "ratio"}, rows))
 		b.WriteString("\n")
+	}
+	if p.Flood != nil {
+		b.WriteString(p.Flood.Markdown())
 	}
 	return b.String()
 }
