@@ -64,7 +64,7 @@ func TestTargets(t *testing.T) {
 		PerPacket: &PerPacket{Cases: []PacketCase{
 			{Name: caseEstablished, Ratio: 2.4},
 			{Name: caseNewFlow, Ratio: 9},
-		}},
+		}, Flood: &Flood{Established: 10, Rows: []FloodRow{{Kind: "SYN", Broken: 0, BrokenBefore: 4}, {Kind: "ACK", Broken: 1}}}},
 		Throughput: &Throughput{Ratio: 0.85},
 		Disruption: &Disruption{Flows: 100, Cases: []DisruptionCase{
 			{Change: "remove 1 of 10", MovedOthers: 0, WithConntrack: 0.1},
@@ -72,7 +72,7 @@ func TestTargets(t *testing.T) {
 		}},
 	}
 	r.evaluateTargets()
-	want := []string{"met", "not met", "met", "not met", "not measured"}
+	want := []string{"met", "not met", "not met", "met", "not met", "not measured"}
 	if len(r.Targets) != len(want) {
 		t.Fatalf("%d targets, want %d", len(r.Targets), len(want))
 	}
@@ -82,7 +82,8 @@ func TestTargets(t *testing.T) {
 		}
 	}
 	md := r.Markdown()
-	for _, s := range []string{"| established-flow cost vs MAC swap | ≤ 2.5x | 2.40x | met |", "add 1 to 10: 1 other flows moved"} {
+	for _, s := range []string{"| established-flow cost vs MAC swap | ≤ 2.5x | 2.40x | met |", "add 1 to 10: 1 other flows moved",
+		"| established connections broken by a 10× spoofed flood, backends added mid-flood | 0 | 1 of 20 | not met |", "| SYN |  | 0 of 10 | 4 of 10 |"} {
 		if !strings.Contains(md, s) {
 			t.Errorf("markdown lacks %q:\n%s", s, md)
 		}
