@@ -1,9 +1,25 @@
 package loader
 
-import "github.com/cilium/ebpf"
+import (
+	"github.com/cilium/ebpf"
+
+	"github.com/xlb-lb/xlb/bpf"
+)
 
 // FragsMap is the fragment table of b, for tests that age its entries.
 func FragsMap(b *Balancer) *ebpf.Map { return b.objs.Frags }
 
 // HalfOpenMap is the half-open table of b, for tests of its size.
 func HalfOpenMap(b *Balancer) *ebpf.Map { return b.objs.Halfopen }
+
+// MapOf is b's map called name, for tests that read and write its raw
+// entries (the differential fuzz target).
+func MapOf(b *Balancer, name string) *ebpf.Map {
+	switch name {
+	case bpf.MapFrags:
+		return b.objs.Frags
+	case bpf.MapVips:
+		return b.objs.Vips
+	}
+	return b.mapByName(name)
+}
