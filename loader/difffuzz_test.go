@@ -48,7 +48,7 @@ const (
 	// fzBogusID is a backend id outside the backends array.
 	fzBogusID = 5000
 	// ctlLen control bytes lead every input.
-	ctlLen = 16
+	ctlLen = 18
 )
 
 // Idle timeouts while fuzzing; the state's ages keep seconds away from
@@ -62,6 +62,7 @@ var (
 	flowAges    = []int64{0, 3e9, 20e9, 45e9, 1000e9, -5e9}
 	persistAges = []int64{0, 3e9, 100e9, -5e9}
 	fragAges    = []int64{0, 1e9, 10e9, -2e9}
+	halfAges    = []int64{0, 3e9, 20e9, -5e9}
 )
 
 func fzMAC(svc, i int) net.HardwareAddr {
@@ -101,7 +102,7 @@ func fzServices() []lb.Service {
 		mk(11, "[2001:2:0:1::1]:443/tcp", lb.SourceHash, 0, w(1), w(2), w(0)),
 		mk(12, "[2001:2:0:1::1]:81/tcp", lb.RoundRobin, 0, w(2), w(1), down),
 		mk(13, "[2001:2:0:1::1]:8080/udp", lb.LeastConn, 0, w(1), w(2), w(0)),
-		mk(14, "[2001:2:0:1::2]:80/tcp", lb.SourceHash, 0, w(1), w(1), w(1)),
+		mk(14, "[2001:2:0:1::2]:80/tcp", lb.SourceHash, 30*time.Second, w(1), w(1), w(1)),
 		mk(15, "[2001:2:0:1::2]:53/udp", lb.Maglev, 0),
 	}
 }
@@ -130,7 +131,7 @@ func newHarness(tb testing.TB) *harness {
 	tb.Helper()
 	priv.Require(tb)
 	b, err := loader.Open(loader.Options{MAC: lbMAC, MaxServices: fzMaxServices, MaxBackends: fzMaxBackends,
-		ConntrackSize: 1 << 14, PersistSize: 1 << 12, TableSize: fzTableSize})
+		ConntrackSize: 1 << 14, PersistSize: 1 << 12, HalfOpenSize: 1 << 12, TableSize: fzTableSize})
 	if err != nil {
 		tb.Fatalf("open: %v", err)
 	}
@@ -149,7 +150,7 @@ func newHarness(tb testing.TB) *harness {
 	}
 	h.targets = append(h.targets, fzExtraTargets...)
 	for _, n := range []string{bpf.MapServices, bpf.MapVips, bpf.MapBackends, bpf.MapConntrack, bpf.MapPersist,
-		bpf.MapFrags, bpf.MapActive, bpf.MapRRCursor, bpf.MapConfig} {
+		bpf.MapFrags, bpf.MapActive, bpf.MapRRCursor, bpf.MapConfig, bpf.MapHalfOpen} {
 		h.maps[n] = loader.MapOf(b, n)
 	}
 	var sk bpf.SvcKey
@@ -158,7 +159,7 @@ func newHarness(tb testing.TB) *harness {
 		h.svcs[sk] = sv
 	}
 	var vk bpf.VipKey
-	var n uint32
+	var n bpf.Vip
 	for it := h.maps[bpf.MapVips].Iterate(); it.Next(&vk, &n); {
 		h.vips[vk] = true
 	}
@@ -209,6 +210,7 @@ type liveState struct {
 }
 
 func (s liveState) service(k bpf.SvcKey) (bpf.Service, bool) { v, ok := s.h.svcs[k]; return v, ok }
+func (s liveState) services() map[bpf.SvcKey]bpf.Service     { return s.h.svcs }
 func (s liveState) isVIP(a [4]uint32, fam uint8) bool {
 	return s.h.vips[bpf.VipKey{Addr: a, Family: fam}]
 }
@@ -237,6 +239,9 @@ func lookup[K, V any](tb testing.TB, m *ebpf.Map, k K) (V, bool) {
 
 func (s liveState) flow(k bpf.FlowKey) (bpf.Flow, bool) {
 	return lookup[bpf.FlowKey, bpf.Flow](s.tb, s.h.maps[bpf.MapConntrack], k)
+}
+func (s liveState) halfOpen(k bpf.FlowKey) (bpf.Flow, bool) {
+	return lookup[bpf.FlowKey, bpf.Flow](s.tb, s.h.maps[bpf.MapHalfOpen], k)
 }
 func (s liveState) persist(k bpf.PersistKey) (bpf.PersistEntry, bool) {
 	return lookup[bpf.PersistKey, bpf.PersistEntry](s.tb, s.h.maps[bpf.MapPersist], k)
@@ -285,7 +290,9 @@ type input struct {
 	mutB    uint8
 	// State of the frame's keys before the run.
 	flowSt, flowBe, persistSt, fragSt, fragBe, cursor, activeSt uint8
-	payload                                                     []byte
+	// halfSt: the flow's half-open entry; cfg: the config flags.
+	halfSt, cfg uint8
+	payload     []byte
 }
 
 // Kinds of frame.
@@ -309,7 +316,7 @@ func decodeInput(data []byte) input {
 		client: int(c[3] & 3), vlans: int(c[3]>>2) & 3, vlanAlt: c[3]&0x10 != 0, dstMAC: int(c[3] >> 5),
 		ttl: []uint8{64, 1, 0, 2}[c[4]&3], ipOpts: int(c[4] >> 2),
 		sport: binary.BigEndian.Uint16(c[5:]), mut: c[7], mutA: c[8], mutB: c[9],
-		flowSt: c[10], flowBe: c[11], persistSt: c[12], fragSt: c[13], fragBe: c[14], activeSt: c[15],
+		flowSt: c[10], flowBe: c[11], persistSt: c[12], fragSt: c[13], fragBe: c[14], activeSt: c[15], halfSt: c[16], cfg: c[17],
 	}
 	in.cursor = c[0] >> 3 // and kind
 	if len(data) > ctlLen {
@@ -552,6 +559,18 @@ func l4Offset(b []byte, ip int) int {
 // active counts; and the config.
 func (h *harness) setup(tb testing.TB, in input, fr []byte, target lb.ServiceKey, now uint64) {
 	tb.Helper()
+	cfg := fzTimeouts
+	if in.cfg&1 != 0 {
+		cfg.Flags |= bpf.ConfigNoICMPEcho
+	}
+	if in.cfg&2 != 0 {
+		cfg.Flags |= bpf.ConfigNoICMPForward
+	}
+	if in.cfg&0xc == 0xc {
+		cfg.TcpTimeoutNs, cfg.UdpTimeoutNs, cfg.TcpFinTimeoutNs = 0, 0, 0 // never expire
+	}
+	put(tb, h.maps[bpf.MapConfig], uint32(0), cfg)
+
 	p := parseFrame(fr)
 	key, svcKey := p.key, target
 	if p.icmp {
@@ -580,15 +599,6 @@ func (h *harness) setup(tb testing.TB, in input, fr []byte, target lb.ServiceKey
 	pool = append(pool, 0, fzBogusID)
 	age := func(ages []int64, i uint8) uint64 { return now - uint64(ages[int(i)%len(ages)]) }
 
-	cfg := fzTimeouts
-	if in.activeSt&1 != 0 && in.activeSt&2 != 0 {
-		cfg.Flags |= bpf.ConfigNoICMPEcho
-	}
-	if in.activeSt&0xc0 == 0xc0 {
-		cfg.TcpTimeoutNs, cfg.UdpTimeoutNs, cfg.TcpFinTimeoutNs = 0, 0, 0 // never expire
-	}
-	put(tb, h.maps[bpf.MapConfig], uint32(0), cfg)
-
 	if p.pass == "" && !p.later {
 		if in.flowSt&3 == 0 {
 			del(tb, h.maps[bpf.MapConntrack], key)
@@ -602,13 +612,18 @@ func (h *harness) setup(tb testing.TB, in input, fr []byte, target lb.ServiceKey
 			}
 			put(tb, h.maps[bpf.MapConntrack], key, f)
 		}
-		if known {
-			pk := persistKeyOf(sid, key)
-			if in.persistSt&3 == 0 {
-				del(tb, h.maps[bpf.MapPersist], pk)
-			} else {
-				put(tb, h.maps[bpf.MapPersist], pk, bpf.PersistEntry{LastSeen: age(persistAges, in.persistSt>>2), BackendId: pool[int(in.flowBe>>4)%len(pool)]})
-			}
+		if in.halfSt&3 == 0 {
+			del(tb, h.maps[bpf.MapHalfOpen], key)
+		} else {
+			put(tb, h.maps[bpf.MapHalfOpen], key, bpf.Flow{LastSeen: age(halfAges, in.halfSt>>2), BackendId: pool[int(in.halfSt>>4)%len(pool)]})
+		}
+	}
+	if p.pass == "" && known { // early fragments read it too
+		pk := persistKeyOf(sid, key)
+		if in.persistSt&3 == 0 {
+			del(tb, h.maps[bpf.MapPersist], pk)
+		} else {
+			put(tb, h.maps[bpf.MapPersist], pk, bpf.PersistEntry{LastSeen: age(persistAges, in.persistSt>>2), BackendId: pool[int(in.flowBe>>4)%len(pool)]})
 		}
 	}
 	if p.frag != fragNone {
@@ -633,7 +648,7 @@ func (h *harness) setup(tb testing.TB, in input, fr []byte, target lb.ServiceKey
 			tb.Fatal(err)
 		}
 		for i, id := range h.beIDs[sid] {
-			a := []int64{0, 1, 5, -1}[(in.activeSt>>(2+i))&3]
+			a := []int64{0, 1, 5, -1}[(in.activeSt>>(2*i))&3]
 			put(tb, h.maps[bpf.MapActive], id, a)
 		}
 	}
@@ -668,6 +683,11 @@ func (h *harness) check(t *testing.T, data []byte) {
 	st := liveState{h, t}
 	// The model reads the state before the run.
 	want := runModel(st, t0, fr)
+	var preHalfV bpf.Flow
+	preHalf := false
+	if want.flowKey != nil {
+		preHalfV, preHalf = st.halfOpen(*want.flowKey)
+	}
 	var preActive map[uint32]int64
 	ids := h.interestingIDs(want)
 	preActive = map[uint32]int64{}
@@ -739,6 +759,18 @@ func (h *harness) check(t *testing.T, data []byte) {
 		w := want.flowAfter
 		if ok != (w != nil) || (ok && (got.BackendId != w.BackendId || got.Flags != w.Flags || !stamp(got.LastSeen, w.LastSeen))) {
 			fail("conntrack entry %+v (%t), model %+v", got, ok, w)
+		}
+	}
+	if want.halfChecked {
+		got, ok := st.halfOpen(*want.flowKey)
+		w := want.halfAfter
+		if ok != (w != nil) || (ok && (got.BackendId != w.BackendId || got.Flags != w.Flags || !stamp(got.LastSeen, w.LastSeen))) {
+			fail("half-open entry %+v (%t), model %+v", got, ok, w)
+		}
+	} else if want.flowKey != nil {
+		// Nothing recorded as half-open (UDP, placed by the connection table).
+		if got, ok := st.halfOpen(*want.flowKey); ok != preHalf || got != preHalfV {
+			fail("half-open entry %+v (%t), was %+v (%t), model unchanged", got, ok, preHalfV, preHalf)
 		}
 	}
 	if want.persistKey != nil {
@@ -932,25 +964,50 @@ func corpusSeeds() [][]byte {
 		ack.with(1, 3).with(15, 0b11110100),
 		ack.with(1, 7).with(0, kindUDP).with(15, 0b01101100),
 		ack.with(1, 12).with(0, kindUDP).with(15, 0b00100000),
-		ack.with(1, 8).with(10, 1).with(15, 0xc0),        // timeouts off
+		ack.with(1, 8).with(10, 1).with(17, 0xc),         // timeouts off
 		ack.with(1, 9).with(0, kindUDP).with(10, 1|3<<2), // UDP expired
 		ack.with(3, 3),                                   // 4in6 / mapped client
 		ack.with(1, 8).with(3, 3),
+		ack.with(16, 1),                                           // half-open: promoted
+		ack.with(16, 1|1<<2),                                      // promoted, entry 3 s old
+		ack.with(16, 1|2<<2),                                      // half-open entry expired
+		ack.with(16, 1|3<<2),                                      // stamped in the future
+		ack.with(16, 1|3<<4),                                      // half-open on a down backend
+		ack.with(16, 1|6<<4),                                      // half-open on backend id 0
+		ack.with(16, 1).with(2, tcpFIN|tcpACK),                    // promoted by a FIN
+		ack.with(16, 1).with(10, 1|4<<2),                          // promoted over an expired entry
+		ack.with(16, 1).with(10, 1).with(11, 3),                   // over a down backend's entry
+		ack.with(16, 1).with(10, 1|0x20|2<<2),                     // over an expired closing entry
+		ack.with(16, 1).with(17, 0xc),                             // timeouts off
+		ack.with(2, tcpSYN).with(16, 1),                           // retransmitted SYN
+		ack.with(2, tcpSYN).with(16, 1|2<<2),                      // SYN, half-open entry expired
+		ack.with(2, tcpSYN).with(10, 1),                           // SYN on a live flow
+		ack.with(2, tcpSYN).with(10, 1|4<<2),                      // SYN on an expired flow
+		ack.with(2, tcpSYN).with(10, 1).with(11, 3),               // SYN on a down backend's flow
+		ack.with(2, tcpSYN|tcpFIN),                                // SYN and FIN
+		ack.with(2, tcpSYN|tcpACK),                                // SYN-ACK is no bare SYN
+		ack.with(2, tcpSYN).with(1, 2).with(12, 1).with(11, 0x10), // SYN, persistence
+		ack.with(2, tcpSYN).with(1, 2).with(16, 1).with(12, 1),
+		ack.with(2, tcpSYN).with(1, 4).with(10, 1|4<<2),       // SYN, no backend, stale flow
+		ack.with(2, tcpSYN).with(1, 3).with(15, 0b01100001),   // least conn SYN
+		ack.with(2, tcpSYN).with(1, 11).with(0, kindTCP|7<<3), // round robin SYN
 	} {
 		add(st, "state")
 	}
 	for _, st := range []seed{
-		{kindEcho, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 3}, // echo answering off
-		{kindEcho, 8, 0x18 | 0x20, 0, 0, 0, 1},                  // code 1
-		{kindEcho, 0, 3, 0, 0, 0, 1},                            // an error with no quote
-		{kindEcho, 8, 6, 0, 0, 0, 1},                            // neighbour solicitation
-		{kindEcho, 0, 0, 0, 2, 0, 1},                            // TTL 0
-		{kindEcho, 8, 0, 0x40, 0, 0, 1},                         // other host
-		{kindError, 0, 0, 0, 0, 0, 1, 0, 0, 40, 1},              // quoted flow tracked
-		{kindError, 2, 0, 0, 0, 0, 1, 0, 0, 40, 0, 0x10, 1},     // persistence
-		{kindError, 1, 0, 0, 0, 0, 1, 0, 0, 40},                 // round robin: unmatched
-		{kindError, 1, 0, 0, 0, 0, 1, 0, 0, 40, 1},              // round robin, tracked
-		{kindError, 0, 0x40, 0, 0, 0, 1, 0, 0, 40},              // quote cut
+		{kindEcho, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1},   // echo answering off
+		{kindError, 0, 0, 0, 0, 0, 1, 0, 0, 40, 1, 0, 0, 0, 0, 0, 0, 2}, // error forwarding off
+		{kindError, 0, 0, 0, 0, 0, 1, 0, 0, 40, 1, 0, 0, 0, 0, 0, 0, 3},
+		{kindEcho, 8, 0x18 | 0x20, 0, 0, 0, 1},              // code 1
+		{kindEcho, 0, 3, 0, 0, 0, 1},                        // an error with no quote
+		{kindEcho, 8, 6, 0, 0, 0, 1},                        // neighbour solicitation
+		{kindEcho, 0, 0, 0, 2, 0, 1},                        // TTL 0
+		{kindEcho, 8, 0, 0x40, 0, 0, 1},                     // other host
+		{kindError, 0, 0, 0, 0, 0, 1, 0, 0, 40, 1},          // quoted flow tracked
+		{kindError, 2, 0, 0, 0, 0, 1, 0, 0, 40, 0, 0x10, 1}, // persistence
+		{kindError, 1, 0, 0, 0, 0, 1, 0, 0, 40},             // round robin: unmatched
+		{kindError, 1, 0, 0, 0, 0, 1, 0, 0, 40, 1},          // round robin, tracked
+		{kindError, 0, 0x40, 0, 0, 0, 1, 0, 0, 40},          // quote cut
 		{kindError, 0, 0x50, 0, 0, 0, 1, 0, 0, 40},
 		{kindError, 0, 0xc0, 0, 0, 0, 1, 0, 0, 40}, // quoted fragment
 		{kindError, 8, 0xc0, 0, 0, 0, 1, 0, 0, 40}, // quoted extension header
@@ -963,8 +1020,13 @@ func corpusSeeds() [][]byte {
 		{kindLater, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0x10},     // service mismatch
 		{kindLater, 8, 2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 1},
 		{kindLater, 13, 2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 2},
-		{kindLater, 5, 2, 0, 0, 0, 1}, // source-hash only VIP
+		{kindLater, 5, 2, 0, 0, 0, 1}, // source-hash only VIP: early
 		{kindLater, 13, 2, 0, 0, 0, 1},
+		{kindLater, 13, 2, 0, 0, 0, 1, 0, 0, 0, 0, 0x20, 1}, // early, persistent client
+		{kindLater, 13, 2, 0, 0, 0, 1, 0, 0, 0, 0, 0x10, 1},
+		{kindLater, 5, 2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1 | 2<<2}, // entry expired: early
+		{kindLater, 14, 2, 0, 0, 0, 1},                            // only UDP service: empty maglev
+		{kindLater, 4, 2, 0, 0, 0, 1},
 		{kindLater, 15, 2, 0, 0, 0, 1}, // not a VIP
 		{kindFirst, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 1, 0},
 		{kindFirst, 9, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 2},

@@ -53,12 +53,16 @@ const (
 // read before the frame runs.
 type modelState interface {
 	service(k bpf.SvcKey) (bpf.Service, bool)
+	// services: every service, for the early-fragment rule (a VIP's only
+	// service of a protocol).
+	services() map[bpf.SvcKey]bpf.Service
 	isVIP(addr [4]uint32, family uint8) bool
 	// backend: false for an id outside the array.
 	backend(id uint32) (bpf.Backend, bool)
 	// table: the service's scheduler table, nil if it has none.
 	table(svcID uint32) []uint32
 	flow(k bpf.FlowKey) (bpf.Flow, bool)
+	halfOpen(k bpf.FlowKey) (bpf.Flow, bool)
 	persist(k bpf.PersistKey) (bpf.PersistEntry, bool)
 	frag(k bpf.FragKey) (bpf.FragEntry, bool)
 	// rrCursor: the cursor of the CPU the frame runs on.
@@ -85,6 +89,8 @@ type outcome struct {
 	// timestamps stampNow where the program writes its clock.
 	flowKey     *bpf.FlowKey
 	flowAfter   *bpf.Flow
+	halfAfter   *bpf.Flow // the half-open entry of flowKey
+	halfChecked bool      // halfAfter is a prediction (TCP service frames)
 	persistKey  *bpf.PersistKey
 	persistAft  *bpf.PersistEntry
 	fragKey     *bpf.FragKey
@@ -281,7 +287,7 @@ func errorQuote(st modelState, b []byte, p parsed) quoteResult {
 		return quoteResult{notError: true}
 	}
 	notVIP, malformed := quoteResult{pass: "PassNotVip"}, quoteResult{pass: "PassMalformed"}
-	if !st.isVIP(p.key.Dst, p.key.Family) {
+	if !st.isVIP(p.key.Dst, p.key.Family) || st.config().Flags&bpf.ConfigNoICMPForward != 0 {
 		return notVIP
 	}
 	q := m + 8
@@ -462,14 +468,7 @@ func (m *model) icmpError(b []byte, p parsed) bool {
 		be, ok = m.usable(f.BackendId, svc.Id)
 	}
 	if !ok && (svc.Sched == bpf.SchedMaglev || svc.Sched == bpf.SchedSourceHash) {
-		var id uint32
-		if svc.PersistSecs != 0 {
-			id = m.persisted(svc, q.key)
-		}
-		if id == 0 {
-			id = m.hashed(svc, q.key)
-		}
-		be, ok = m.usable(id, svc.Id)
+		be, ok = m.usable(m.placement(svc, q.key), svc.Id)
 	}
 	if !ok {
 		m.pass("IcmpErrorsUnmatched")
@@ -558,36 +557,63 @@ func (m *model) fragFollow(b []byte, p parsed) {
 		return
 	}
 	fk := fragKeyOf(p)
-	var be bpf.Backend
 	var id, svcID uint32
-	ok := false
-	if fe, found := m.st.frag(fk); found && int64(m.now-fe.Created) <= int64(fragLifeNs) {
+	fe, found := m.st.frag(fk)
+	early := !found || int64(m.now-fe.Created) > int64(fragLifeNs)
+	if early {
+		id, svcID = m.earlyFragment(p)
+	} else {
 		id, svcID = fe.BackendId, fe.SvcId
-		be, ok = m.usable(id, svcID)
 	}
+	be, ok := m.usable(id, svcID)
 	if !ok {
 		m.pass("FragUnmatched")
 		return
 	}
-	m.countTraffic(svcID, id, uint64(len(b)), false)
+	m.o.svc, m.o.be = &svcID, &id
+	m.o.svcDelta = bpf.SvcCounters{Packets: 1, Bytes: uint64(len(b))}
+	m.o.beDelta = bpf.BackendCounters{Packets: 1, Bytes: uint64(len(b))}
 	m.o.count("TxPackets")
 	m.o.count("FragForwarded")
+	if early {
+		m.o.count("FragEarly")
+	}
 	m.forwardTo(b, be)
+}
+
+// earlyFragment places a later fragment that came before its first when
+// its VIP has one service of its protocol and that service is
+// source-hash: where the first fragment will go (read only).
+func (m *model) earlyFragment(p parsed) (id, svcID uint32) {
+	if p.key.Proto != protoTCP && p.key.Proto != protoUDP {
+		return 0, 0
+	}
+	var only []bpf.Service
+	for k, svc := range m.st.services() {
+		if k.Addr == p.key.Dst && k.Family == p.key.Family && k.Proto == p.key.Proto {
+			only = append(only, svc)
+		}
+	}
+	if len(only) != 1 || only[0].Sched != bpf.SchedSourceHash {
+		return 0, 0
+	}
+	return m.placement(only[0], p.key), only[0].Id
+}
+
+// placement is where a new flow of a maglev or source-hash service goes,
+// without writing anything: the client's persistent backend, else the
+// slot.
+func (m *model) placement(svc bpf.Service, k bpf.FlowKey) uint32 {
+	if svc.PersistSecs != 0 {
+		if id := m.persisted(svc, k); id != 0 {
+			return id
+		}
+	}
+	return m.hashed(svc, k)
 }
 
 func fragKeyOf(p parsed) bpf.FragKey {
 	return bpf.FragKey{Src: p.key.Src, Dst: p.key.Dst, Id: p.fragID, Proto: p.key.Proto, Family: p.key.Family}
-}
-
-func (m *model) countTraffic(svcID, beID uint32, n uint64, isNew bool) {
-	m.o.svc, m.o.be = &svcID, &beID
-	m.o.svcDelta.Packets++
-	m.o.svcDelta.Bytes += n
-	m.o.beDelta.Packets++
-	m.o.beDelta.Bytes += n
-	if isNew {
-		m.o.beDelta.NewFlows++
-	}
 }
 
 // service is the path of a TCP or UDP frame (a first fragment included).
@@ -631,7 +657,7 @@ func (m *model) service(b []byte, p parsed) {
 		}
 	}
 	fin := p.flags&(tcpFIN|tcpRST) != 0
-	isNew, moved := true, false
+	isNew := true
 	var id uint32
 	var be bpf.Backend
 	placed := false
@@ -662,40 +688,22 @@ func (m *model) service(b []byte, p parsed) {
 				m.o.count("Reschedules")
 			}
 		}
-		moved = !placed
+	}
+	if !placed && k.Proto == protoTCP {
+		// TCP the connection table could not place: the half-open table.
+		var ok bool
+		placed, ok, isNew, id, be = m.halfOpen(p, svc, f, tracked, isNew)
+		if !ok {
+			return
+		}
 	}
 	if !placed {
 		// A new (or moved) flow: persistence, else the scheduler.
-		if svc.PersistSecs != 0 {
-			if id = m.persisted(svc, k); id != 0 {
-				m.o.count("PersistHits")
-			}
-		}
-		if id == 0 {
-			id = m.schedule(svc, k)
-		}
-		if be, placed = m.usable(id, sid); !placed {
-			m.o.count("DropNoBackend")
-			m.o.svcDelta.DropNoBackend++
-			m.o.verdict = xdpDrop
+		if id, be, placed = m.pick(svc, k); !placed {
 			return
 		}
-		if svc.PersistSecs != 0 {
-			m.o.persistAft = &bpf.PersistEntry{LastSeen: stampNow, BackendId: id}
-		}
-		var flags uint32
-		if fin {
-			flags = bpf.FlowClosing
-		}
-		if moved {
-			if f.Flags&bpf.FlowClosing == 0 {
-				m.addActive(f.BackendId, -1)
-			}
-		}
-		m.o.flowAfter = &bpf.Flow{LastSeen: stampNow, BackendId: id, Flags: flags}
-		if !fin {
-			m.addActive(id, 1)
-		}
+		m.rememberClient(svc, id)
+		m.track(f, tracked, id, fin)
 		if isNew {
 			m.o.count("NewFlows")
 			m.o.svcDelta.NewFlows++
@@ -713,6 +721,96 @@ func (m *model) service(b []byte, p parsed) {
 	}
 	m.o.count("TxPackets")
 	m.forwardTo(b, be)
+}
+
+// pick is a new flow's backend: the client's persistent one, else the
+// scheduler's; ok false when it is not usable (the frame is dropped).
+func (m *model) pick(svc bpf.Service, k bpf.FlowKey) (id uint32, be bpf.Backend, ok bool) {
+	if svc.PersistSecs != 0 {
+		if id = m.persisted(svc, k); id != 0 {
+			m.o.count("PersistHits")
+		}
+	}
+	if id == 0 {
+		id = m.schedule(svc, k)
+	}
+	if be, ok = m.usable(id, svc.Id); !ok {
+		m.o.count("DropNoBackend")
+		m.o.svcDelta.DropNoBackend++
+		m.o.verdict = xdpDrop
+	}
+	return id, be, ok
+}
+
+func (m *model) rememberClient(svc bpf.Service, id uint32) {
+	if svc.PersistSecs != 0 {
+		m.o.persistAft = &bpf.PersistEntry{LastSeen: stampNow, BackendId: id}
+	}
+}
+
+// track gives the flow, placed on id, its connection-table entry (its
+// stale entry f, if tracked, moves) and keeps the active counts: a flow
+// that starts on a FIN or RST is closing and not active.
+func (m *model) track(f bpf.Flow, tracked bool, id uint32, fin bool) {
+	if tracked && f.Flags&bpf.FlowClosing == 0 {
+		m.addActive(f.BackendId, -1)
+	}
+	var flags uint32
+	if fin {
+		flags = bpf.FlowClosing
+	}
+	m.o.flowAfter = &bpf.Flow{LastSeen: stampNow, BackendId: id, Flags: flags}
+	if !fin {
+		m.addActive(id, 1)
+	}
+}
+
+// halfOpen is the half-open table's part for a TCP frame the connection
+// table could not place. A bare SYN (SYN, no ACK) removes the flow's stale
+// entry, keeps a live half-open entry's backend (a retransmission), or is
+// scheduled and recorded as half-open (not in the connection table, not
+// active; persistence written; a new flow). Any other frame promotes a
+// live half-open entry on a usable backend to the connection table (not a
+// new flow). A half-open entry lives tcp_fin_timeout. ok false: dropped;
+// placed false: for the new-flow path.
+func (m *model) halfOpen(p parsed, svc bpf.Service, f bpf.Flow, tracked, isNew bool) (placed, ok, isNew2 bool, id uint32, be bpf.Backend) {
+	k := p.key
+	m.o.halfChecked = true
+	h, found := m.st.halfOpen(k)
+	if found {
+		m.o.halfAfter = &bpf.Flow{LastSeen: h.LastSeen, BackendId: h.BackendId, Flags: h.Flags}
+	}
+	live := false
+	if found && !m.expired(h.LastSeen, bpf.FlowClosing, protoTCP) {
+		be, live = m.usable(h.BackendId, svc.Id)
+	}
+	if p.flags&(tcpSYN|tcpACK) != tcpSYN {
+		if !live {
+			return false, true, isNew, 0, bpf.Backend{}
+		}
+		m.track(f, tracked, h.BackendId, p.flags&(tcpFIN|tcpRST) != 0)
+		m.o.halfAfter = nil
+		m.o.count("HalfopenPromoted")
+		return true, true, false, h.BackendId, be
+	}
+	if tracked {
+		if f.Flags&bpf.FlowClosing == 0 {
+			m.addActive(f.BackendId, -1)
+		}
+		m.o.flowAfter = nil
+	}
+	if live {
+		return true, true, false, h.BackendId, be
+	}
+	if id, be, ok = m.pick(svc, k); !ok {
+		return false, false, false, 0, be
+	}
+	m.rememberClient(svc, id)
+	m.o.halfAfter = &bpf.Flow{LastSeen: stampNow, BackendId: id}
+	m.o.count("NewFlows")
+	m.o.svcDelta.NewFlows++
+	m.o.count("HalfopenNew")
+	return true, true, true, id, be
 }
 
 // hashed is the backend in a maglev or source-hash service's slot for k.
