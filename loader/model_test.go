@@ -872,8 +872,12 @@ func (m *model) leastConn(svcID uint32, t []uint32, h uint32) uint32 {
 		if !ok || be.Weight == 0 {
 			continue
 		}
+		// The count as the program reads it: a bare SYN's stale entry
+		// has already given its backend's flow back.
+		a, _ := m.st.active(id)
+		a += m.o.active[id]
 		load := uint64(1)
-		if a, _ := m.st.active(id); a > 0 {
+		if a > 0 {
 			load = uint64(a) + 1
 		}
 		w := uint64(be.Weight)
