@@ -98,7 +98,6 @@ type outcome struct {
 	active      map[uint32]int64
 	rrSvc       *uint32
 	rrNext      *uint32 // the running CPU's cursor after the run; nil: unchanged
-	description string
 }
 
 func (o *outcome) count(name string) { o.counters[name]++ }
