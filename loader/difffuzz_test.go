@@ -1052,6 +1052,37 @@ func corpusSeeds() [][]byte {
 		add(b.with(4, 63<<2), "extension headers")
 	}
 	raw := seed{kindRaw}
+	// Whole frames as raw input, for byte-level mutation of real headers
+	// (the state bytes still apply to their keys).
+	spec := func(src, dst string, mod func(*frame.Spec)) frame.Spec {
+		sp := frame.Spec{SrcMAC: clientMAC, DstMAC: lbMAC, Src: ap(src), Dst: ap(dst), SYN: true, Payload: []byte("raw")}
+		if mod != nil {
+			mod(&sp)
+		}
+		return sp
+	}
+	echo := func(p *frame.Spec) { p.ICMP, p.SYN, p.ICMPID, p.ICMPSeq = true, false, 1, 2 }
+	udp := func(p *frame.Spec) { p.UDP, p.SYN = true, false }
+	for i, sp := range []frame.Spec{
+		spec("198.18.0.100:40000", "198.18.1.1:80", nil),
+		spec("198.18.0.100:40001", "198.18.1.1:443", func(p *frame.Spec) { p.SYN, p.Options = false, 2 }),
+		spec("198.18.0.100:40002", "198.18.1.2:53", udp),
+		spec("198.18.0.100:40003", "198.18.1.3:5000", func(p *frame.Spec) { udp(p); p.MoreFragments = true }),
+		spec("198.18.0.100:40004", "198.18.1.2:53", func(p *frame.Spec) { udp(p); p.FragOffset = 20 }),
+		spec("198.18.0.100:0", "198.18.1.1:0", echo),
+		spec("[2001:2::100]:40005", "[2001:2:0:1::1]:80", func(p *frame.Spec) { p.TCPOptions = true }),
+		spec("[2001:2::100]:40006", "[2001:2:0:1::1]:53", func(p *frame.Spec) { udp(p); p.HopByHop = true }),
+		spec("[2001:2::100]:0", "[2001:2:0:1::1]:0", echo),
+		spec("[2001:2::100]:40007", "[2001:2:0:1::2]:80", func(p *frame.Spec) { p.SYN, p.FIN = false, true }),
+	} {
+		add(raw.with(1, byte(i)).with(10, byte(i%2)).with(16, byte(i%3)), string(frame.MustBuild(sp)))
+	}
+	reply := frame.MustBuild(spec("198.18.1.1:80", "198.18.0.100:40000", func(p *frame.Spec) { p.SYN = false }))[14:]
+	three := uint8(3)
+	add(raw.with(10, 1), string(frame.MustBuild(spec("198.18.0.254:0", "198.18.1.1:0", func(p *frame.Spec) {
+		echo(p)
+		p.ICMPType, p.ICMPCode, p.ICMPID, p.ICMPSeq, p.Payload = &three, 4, 0, 1400, reply
+	}))))
 	arp := []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 2, 0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1}
 	add(raw, string(arp))
 	add(raw, "\x02\x00\x00\x00\x00\x03\x02\x00\x00\x00\x00\x02\x08\x00\x45")
