@@ -677,8 +677,39 @@ func (h *harness) check(t *testing.T, data []byte) {
 	if len(fr) < 14 || len(fr) > 1500 {
 		return // BPF_PROG_TEST_RUN refuses less than an Ethernet header; keep frames to an MTU
 	}
+	h.setup(t, in, fr, target, coarseNow(t))
+	h.compare(t, data, fr)
+	if in.mut&0x40 != 0 {
+		// A second frame of the flow over the state the first one left
+		// (nothing reset): SYN then ACK, a first fragment then a later
+		// one, anything else again.
+		h.compare(t, data, followUp(fr, in))
+	}
+}
+
+// followUp is the frame after fr in its flow: a TCP frame's next flags
+// (ACK, or FIN-ACK), an IPv4 first fragment's later fragment, else fr
+// again.
+func followUp(fr []byte, in input) []byte {
+	next := slices.Clone(fr)
+	p := parseFrame(next)
+	if p.pass != "" || p.icmp || p.later {
+		return next
+	}
+	if p.key.Family == bpf.FamilyIPv4 && p.frag == fragFirst {
+		binary.BigEndian.PutUint16(next[p.ip+6:], 1+uint16(in.mutB)%64) // offset, no more fragments
+		return next
+	}
+	if p.key.Proto == protoTCP {
+		next[l4Offset(next, p.ip)+13] = []byte{tcpACK, tcpACK, tcpFIN | tcpACK, tcpRST}[in.mutB&3]
+	}
+	return next
+}
+
+// compare runs fr through the model and the program over the maps as
+// they are and fails on any difference.
+func (h *harness) compare(t *testing.T, data, fr []byte) {
 	t0 := coarseNow(t)
-	h.setup(t, in, fr, target, t0)
 	st := liveState{h, t}
 	// The model reads the state before the run.
 	want := runModel(st, t0, fr)
@@ -1051,6 +1082,19 @@ func corpusSeeds() [][]byte {
 		add(b.with(4, 30<<2), "extension headers")
 		add(b.with(4, 63<<2), "extension headers")
 	}
+	// Two frames of one flow: SYN then ACK (or FIN-ACK, RST), UDP twice,
+	// a first fragment then a later one.
+	for target := range len(fzServices()) {
+		kind := byte(kindTCP)
+		if target%2 == 1 {
+			kind = kindUDP
+		}
+		add(seed{kind, byte(target), tcpSYN, 0, 0, 0x9d, byte(target), 0x40, 0, byte(target)}, "sequence")
+		add(seed{kindFirst, byte(target), 0, 0, 0, 0x9e, byte(target), 0x40, 0, byte(target)}, "sequence")
+	}
+	add(seed{kindTCP, 0, tcpSYN, 0, 0, 0x9f, 1, 0x40, 0, 2, 1 | 0x20}, "SYN on a closing flow, then FIN-ACK")
+	add(seed{kindTCP, 3, tcpSYN, 0, 0, 0x9f, 2, 0x40, 0, 0, 1 | 4<<2}, "SYN on an expired flow, then ACK")
+	add(seed{kindTCP, 0, tcpACK, 0, 0, 0x9f, 3, 0x40, 0, 3}, "ACK then RST")
 	raw := seed{kindRaw}
 	// Whole frames as raw input, for byte-level mutation of real headers
 	// (the state bytes still apply to their keys).
