@@ -765,13 +765,16 @@ func (m *model) track(f bpf.Flow, tracked bool, id uint32, fin bool) {
 }
 
 // halfOpen is the half-open table's part for a TCP frame the connection
-// table could not place. A bare SYN (SYN, no ACK) removes the flow's stale
-// entry, keeps a live half-open entry's backend (a retransmission), or is
-// scheduled and recorded as half-open (not in the connection table, not
-// active; persistence written; a new flow). Any other frame promotes a
+// table could not place: a flow earns its connection-table entry with its
+// second packet. A frame other than a bare SYN (SYN, no ACK) promotes a
 // live half-open entry on a usable backend to the connection table (not a
-// new flow). A half-open entry lives tcp_fin_timeout. ok false: dropped;
-// placed false: for the new-flow path.
+// new flow); without one, a stale connection-table entry of the flow is
+// moved by the new-flow path. A bare SYN removes the flow's stale entry
+// and keeps a live half-open entry's backend (a retransmission). Anything
+// else (a bare SYN, or a flow first seen mid-stream with no entry at all)
+// is scheduled and recorded as half-open: not in the connection table,
+// not active, persistence written, a new flow. A half-open entry lives
+// tcp_fin_timeout. ok false: dropped; placed false: for the new-flow path.
 func (m *model) halfOpen(p parsed, svc bpf.Service, f bpf.Flow, tracked, isNew bool) (placed, ok, isNew2 bool, id uint32, be bpf.Backend) {
 	k := p.key
 	m.o.halfChecked = true
@@ -783,23 +786,24 @@ func (m *model) halfOpen(p parsed, svc bpf.Service, f bpf.Flow, tracked, isNew b
 	if found && !m.expired(h.LastSeen, bpf.FlowClosing, protoTCP) {
 		be, live = m.usable(h.BackendId, svc.Id)
 	}
-	if p.flags&(tcpSYN|tcpACK) != tcpSYN {
-		if !live {
-			return false, true, isNew, 0, bpf.Backend{}
-		}
+	bareSYN := p.flags&(tcpSYN|tcpACK) == tcpSYN
+	switch {
+	case !bareSYN && live:
 		m.track(f, tracked, h.BackendId, p.flags&(tcpFIN|tcpRST) != 0)
 		m.o.halfAfter = nil
 		m.o.count("HalfopenPromoted")
 		return true, true, false, h.BackendId, be
-	}
-	if tracked {
+	case !bareSYN && tracked:
+		// A stale entry moves (new_flow): no insert, no eviction.
+		return false, true, isNew, 0, bpf.Backend{}
+	case bareSYN && tracked:
 		if f.Flags&bpf.FlowClosing == 0 {
 			m.addActive(f.BackendId, -1)
 		}
 		m.o.flowAfter = nil
 	}
 	if live {
-		return true, true, false, h.BackendId, be
+		return true, true, false, h.BackendId, be // a retransmitted SYN
 	}
 	if id, be, ok = m.pick(svc, k); !ok {
 		return false, false, false, 0, be
