@@ -890,8 +890,8 @@ static __always_inline __u32 early_fragment(const struct pkt *p,
 
 /* frag_follow sends a later fragment (no ports) to the backend its first
  * fragment went to, found in the fragment table, counted as that
- * service's and backend's traffic. A fragment not to a VIP is the
- * kernel's (pass_fragment). One to a VIP with no entry younger than
+ * service's and backend's traffic. A fragment not to a VIP, or of
+ * another protocol than TCP and UDP, is the kernel's (pass_fragment). One to a VIP with no entry younger than
  * FRAG_TIMEOUT_NS came before its first: early_fragment places it when
  * the VIP's only service of its protocol is source-hash; otherwise, or
  * when the backend is no longer usable, it is passed and counted
@@ -906,7 +906,10 @@ static __always_inline int frag_follow(const struct pkt *p, __u64 len,
 	__builtin_memcpy(vk.addr, p->key.dst, sizeof(vk.addr));
 	vk.family = p->key.family;
 	struct vip *v = bpf_map_lookup_elem(&vips, &vk);
-	if (!v) {
+	/* Not to a VIP, or of a protocol no service has (an ICMP message's
+	 * later fragment: its first went to the kernel too). */
+	if (!v ||
+	    (p->key.proto != IPPROTO_TCP && p->key.proto != IPPROTO_UDP)) {
 		gs->pass_fragment++;
 		return XDP_PASS;
 	}

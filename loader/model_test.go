@@ -545,7 +545,7 @@ func patchSum(sum []byte, old, new uint16) {
 
 func (m *model) fragFollow(b []byte, p parsed) {
 	switch {
-	case !m.st.isVIP(p.key.Dst, p.key.Family):
+	case !m.st.isVIP(p.key.Dst, p.key.Family), p.key.Proto != protoTCP && p.key.Proto != protoUDP:
 		m.pass("PassFragment")
 		return
 	case !m.toUs(b):

@@ -1,6 +1,7 @@
 package maps
 
 import (
+	"net/netip"
 	"reflect"
 	"testing"
 
@@ -53,4 +54,21 @@ func TestCounterConversionComplete(t *testing.T) {
 	check("global", GlobalCounters{}, func(v reflect.Value) any { return LBGlobal(v.Interface().(GlobalCounters)) })
 	check("service", ServiceCounters{}, func(v reflect.Value) any { return LBService(v.Interface().(ServiceCounters)) })
 	check("backend", BackendCounters{}, func(v reflect.Value) any { return LBBackend(v.Interface().(BackendCounters)) })
+}
+
+// An IPv6 flow from an IPv4-mapped client address is an IPv6 flow in the
+// data plane: its key keeps the family and the source whole, so lookups
+// and hash predictions match (found by FuzzDataPlane).
+func TestMarshalFlowKeyMappedClient(t *testing.T) {
+	k := lb.FlowKey{Src: netip.MustParseAddrPort("[::ffff:198.18.0.102]:40000"), Dst: netip.MustParseAddrPort("[2001:2:0:1::1]:80"), Proto: lb.TCP}
+	m := MarshalFlowKey(k)
+	if m.Family != bpf.FamilyIPv6 {
+		t.Fatalf("family %d, want IPv6", m.Family)
+	}
+	if got := unmarshalFlowKey(m); got != k {
+		t.Errorf("round trip: %v, want %v", got, k)
+	}
+	if h := FlowHash(k); h != 0xfd66fe81 {
+		t.Errorf("flow hash %#x, want the data plane's 0xfd66fe81", h)
+	}
 }

@@ -127,10 +127,18 @@ func unmarshalBackend(v bpf.Backend) Backend {
 	return b
 }
 
-// MarshalFlowKey returns the flow's key as the data plane stores it.
+// MarshalFlowKey returns the flow's key as the data plane stores it. The
+// family is the VIP's (k.Dst): an IPv6 packet from an IPv4-mapped client
+// address (::ffff:a.b.c.d) is an IPv6 flow there, its source kept whole.
 func MarshalFlowKey(k lb.FlowKey) bpf.FlowKey {
-	src, fam := addrWords(k.Src.Addr())
-	dst, _ := addrWords(k.Dst.Addr())
+	dst, fam := addrWords(k.Dst.Addr())
+	src, _ := addrWords(k.Src.Addr())
+	if fam == bpf.FamilyIPv6 && k.Src.Addr().Is4In6() {
+		b := k.Src.Addr().As16()
+		for i := range src {
+			src[i] = binary.NativeEndian.Uint32(b[4*i:])
+		}
+	}
 	return bpf.FlowKey{
 		Src: src, Dst: dst,
 		Sport: bePort(k.Src.Port()), Dport: bePort(k.Dst.Port()),
