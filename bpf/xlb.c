@@ -891,12 +891,12 @@ static __always_inline __u32 early_fragment(const struct pkt *p,
 /* frag_follow sends a later fragment (no ports) to the backend its first
  * fragment went to, found in the fragment table, counted as that
  * service's and backend's traffic. A fragment not to a VIP, or of
- * another protocol than TCP and UDP, is the kernel's (pass_fragment). One to a VIP with no entry younger than
- * FRAG_TIMEOUT_NS came before its first: early_fragment places it when
- * the VIP's only service of its protocol is source-hash; otherwise, or
- * when the backend is no longer usable, it is passed and counted
- * frag_unmatched: without ports its service cannot be told (the kernel is
- * not its destination, so it is lost). */
+ * another protocol than TCP and UDP, is the kernel's (pass_fragment). One to a
+ * VIP with no entry younger than FRAG_TIMEOUT_NS came before its first:
+ * early_fragment places it when the VIP's only service of its protocol is
+ * source-hash; otherwise, or when the backend is no longer usable, it is passed
+ * and counted frag_unmatched: without ports its service cannot be told (the
+ * kernel is not its destination, so it is lost). */
 static __always_inline int frag_follow(const struct pkt *p, __u64 len,
 				       struct global_counters *gs)
 {
