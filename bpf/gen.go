@@ -4,3 +4,7 @@
 package bpf
 
 //go:generate go tool bpf2go -tags linux -target bpfel -type svc_key -type service -type backend -type flow_key -type flow -type global_counters -type svc_counters -type backend_counters -type persist_key -type persist_entry -type xlb_config -type vip_key -type vip -type frag_key -type frag_entry -type sched -type fwd_mode xlb xlb.c -- -Iinclude
+
+// The backend-side decapsulator (decap.c) is a program of its own, loaded
+// only by xlbd --role backend: its own stem, its own committed output.
+//go:generate go tool bpf2go -tags linux -target bpfel -type addr -type config -type counters decap decap.c -- -Iinclude

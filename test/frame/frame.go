@@ -72,6 +72,9 @@ type Spec struct {
 	Trailer int
 	// Lie overwrites header fields after serialising; nil writes nothing.
 	Lie *Lie
+	// TOS is the IPv4 TOS or IPv6 traffic class (DSCP and ECN); 0 by
+	// default.
+	TOS uint8
 }
 
 // Lie holds raw values written over a serialised frame, so that its
@@ -219,7 +222,7 @@ func Build(s Spec) ([]byte, error) {
 	var nl gopacket.NetworkLayer
 	if v4 {
 		ip := &layers.IPv4{Version: 4, TTL: ttl, Protocol: proto, Id: 1,
-			SrcIP: s.Src.Addr().AsSlice(), DstIP: s.Dst.Addr().AsSlice(), FragOffset: s.FragOffset}
+			SrcIP: s.Src.Addr().AsSlice(), DstIP: s.Dst.Addr().AsSlice(), FragOffset: s.FragOffset, TOS: s.TOS}
 		if s.MoreFragments {
 			ip.Flags = layers.IPv4MoreFragments
 		}
@@ -230,7 +233,7 @@ func Build(s Spec) ([]byte, error) {
 		ls, nl = append(ls, ip), ip
 		hdr += 20 + 4*s.Options
 	} else {
-		ip := &layers.IPv6{Version: 6, HopLimit: ttl, NextHeader: proto,
+		ip := &layers.IPv6{Version: 6, HopLimit: ttl, NextHeader: proto, TrafficClass: s.TOS,
 			SrcIP: s.Src.Addr().AsSlice(), DstIP: s.Dst.Addr().AsSlice()}
 		ls, nl = append(ls, ip), ip
 		hdr += 40
