@@ -41,6 +41,9 @@ type Config struct {
 	Services    []Service `yaml:"services" json:"services"`
 	// BGP announces the VIPs to routers; nil: off.
 	BGP *BGP `yaml:"bgp,omitempty" json:"bgp,omitempty"`
+	// Decap is the backend role's decapsulator (xlbd --role backend);
+	// the balancer role ignores it.
+	Decap *Decap `yaml:"decap,omitempty" json:"decap,omitempty"`
 }
 
 // Conntrack holds the connection table's idle timeouts: a flow idle
@@ -133,6 +136,7 @@ func (c *Config) Validate() error {
 		n.Services = nil
 	}
 	n.BGP = c.BGP.Clone()
+	n.Decap = c.Decap.Clone()
 	if err := n.normalize(); err != nil {
 		return err
 	}
@@ -184,6 +188,11 @@ func (c *Config) normalize() error {
 	if c.BGP != nil {
 		if err := c.BGP.normalize(); err != nil {
 			return under("bgp", err)
+		}
+	}
+	if c.Decap != nil {
+		if err := c.Decap.normalize(); err != nil {
+			return under("decap", err)
 		}
 	}
 

@@ -39,6 +39,8 @@ func FuzzParseConfig(f *testing.F) {
 		"services:\n  - vip: 198.18.1.1\n    port: 80\n    health: {http: {expect_status: '200-299,404'}}\n",
 		"services:\n  - {vip: '2001:2::1', port: 53, protocol: udp, scheduler: sh, backends: [{address: '2001:2::11', weight: 0}]}\n",
 		bgpBase,
+		"decap: {vips: [198.18.1.1, '2001:2::1'], gue_port: 6080, addresses: ['::ffff:198.18.0.2']}\n",
+		"decap: {vips: []}\n", "decap: {gue_port: 0}\n", "decap: {vips: [198.18.1.1, 198.18.1.1]}\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -54,6 +56,7 @@ func FuzzParseConfig(f *testing.F) {
 			again.Services[i] = again.Services[i].Clone()
 		}
 		again.BGP = c.BGP.Clone()
+		again.Decap = c.Decap.Clone()
 		if err := again.Validate(); err != nil {
 			t.Fatalf("a parsed config fails validation: %v", err)
 		}

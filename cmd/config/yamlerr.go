@@ -24,6 +24,7 @@ var configTypes = map[string]reflect.Type{
 	"config.Peer":            reflect.TypeFor[Peer](),
 	"config.VIPPolicy":       reflect.TypeFor[VIPPolicy](),
 	"config.GracefulRestart": reflect.TypeFor[GracefulRestart](),
+	"config.Decap":           reflect.TypeFor[Decap](),
 }
 
 var (
