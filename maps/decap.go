@@ -114,7 +114,9 @@ func (s *DecapStats) Read() (lb.DecapCounters, error) {
 
 // LBDecap converts the data plane's decap counters.
 func LBDecap(c bpf.DecapCounters) lb.DecapCounters {
-	k := func(mode, outer, inner string) lb.DecapKind { return lb.DecapKind{Mode: mode, Outer: outer, Inner: inner} }
+	k := func(mode, outer, inner string) lb.DecapKind {
+		return lb.DecapKind{Mode: mode, Outer: outer, Inner: inner}
+	}
 	return lb.DecapCounters{
 		RxPackets: c.RxPackets,
 		Decap: map[lb.DecapKind]uint64{

@@ -16,6 +16,8 @@ const (
 
 // Status is the answer to the API's status request.
 type Status struct {
+	// Role is "balancer" or "backend" (xlbd --role).
+	Role      string          `json:"role,omitempty"`
 	Interface string          `json:"interface"`
 	XDPMode   string          `json:"xdp_mode"`
 	Version   string          `json:"version"`
@@ -26,6 +28,30 @@ type Status struct {
 	Timeouts config.Conntrack `json:"timeouts"`
 	// BGP: the VIPs are announced over BGP (see ServiceStatus.Announced).
 	BGP bool `json:"bgp"`
+	// Decap is the decapsulator's state in the backend role; nil in the
+	// balancer role.
+	Decap *DecapStatus `json:"decap,omitempty"`
+}
+
+// DecapStatus is the backend role's decapsulator: its settings in force
+// and its counters.
+type DecapStatus struct {
+	// VIPs are the inner destinations decapsulated.
+	VIPs []string `json:"vips"`
+	// Addresses are the outer destinations accepted.
+	Addresses []string `json:"addresses"`
+	GUEPort   uint16   `json:"gue_port"`
+	// Adopted: this xlbd re-adopted a decapsulator that kept running.
+	Adopted   bool   `json:"adopted"`
+	RxPackets uint64 `json:"rx_packets"`
+	// Decapsulated counts by kind: "ipip 4in4", "gue 6in4", ... (inner in
+	// outer family).
+	Decapsulated map[string]uint64 `json:"decapsulated"`
+	// Passed counts frames left untouched, by reason (other, not_local,
+	// wrong_port, fragment, not_ip, not_vip, malformed, error).
+	Passed map[string]uint64 `json:"passed"`
+	// ECNCE counts inner packets marked CE from a CE outer header.
+	ECNCE uint64 `json:"ecn_ce"`
 }
 
 // ServiceStatus is one service as installed, with its counters.

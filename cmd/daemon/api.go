@@ -183,7 +183,7 @@ func (d *Daemon) statusOf(snap lb.Snapshot) api.Status {
 		announced = d.bgp.Announced()
 	}
 	d.mu.Unlock()
-	st := api.Status{Interface: d.iface, XDPMode: d.xdpMode, Version: d.version, Flows: snap.Flows, BGP: bgpOn}
+	st := api.Status{Role: string(lb.RoleBalancer), Interface: d.iface, XDPMode: d.xdpMode, Version: d.version, Flows: snap.Flows, BGP: bgpOn}
 	for _, s := range desired {
 		key, err := s.Key()
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	stdmaps "maps"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -28,6 +29,9 @@ func status(fs *flag.FlagSet) func(context.Context, *call) error {
 
 func writeStatus(w io.Writer, st api.Status, now func() time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	if st.Role != "" {
+		fmt.Fprintf(tw, "Role:\t%s\n", st.Role)
+	}
 	fmt.Fprintf(tw, "Interface:\t%s\n", orDash(st.Interface))
 	fmt.Fprintf(tw, "XDP mode:\t%s\n", orDash(st.XDPMode))
 	fmt.Fprintf(tw, "Version:\t%s\n", orDash(st.Version))
@@ -37,6 +41,9 @@ func writeStatus(w io.Writer, st api.Status, now func() time.Time) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if st.Decap != nil {
+		return writeDecap(w, st.Decap)
 	}
 	if len(st.Services) == 0 {
 		_, err := fmt.Fprintf(w, "\nNo services.\n")
@@ -67,6 +74,34 @@ func writeStatus(w io.Writer, st api.Status, now func() time.Time) error {
 		}
 	}
 	return nil
+}
+
+// writeDecap prints the backend role's decapsulator: settings, then the
+// counters that are not zero (every kind and reason with -o json).
+func writeDecap(w io.Writer, d *api.DecapStatus) error {
+	fmt.Fprintf(w, "\nDecapsulator (ipip, gue on udp port %d)%s\n", d.GUEPort, map[bool]string{true: ", re-adopted", false: ""}[d.Adopted])
+	fmt.Fprintf(w, "  vips: %s\n", orDash(strings.Join(d.VIPs, ", ")))
+	fmt.Fprintf(w, "  outer addresses: %s\n", orDash(strings.Join(d.Addresses, ", ")))
+	fmt.Fprintf(w, "  received: %d\n", d.RxPackets)
+	t := newTable(w, "  ", "DECAPSULATED", "PACKETS")
+	for _, k := range slices.Sorted(stdmaps.Keys(d.Decapsulated)) {
+		if d.Decapsulated[k] > 0 {
+			t.row(k, d.Decapsulated[k])
+		}
+	}
+	if d.ECNCE > 0 {
+		t.row("(ecn ce marked)", d.ECNCE)
+	}
+	if err := t.flush(); err != nil {
+		return err
+	}
+	t = newTable(w, "  ", "PASSED", "PACKETS")
+	for _, k := range slices.Sorted(stdmaps.Keys(d.Passed)) {
+		if d.Passed[k] > 0 {
+			t.row(k, d.Passed[k])
+		}
+	}
+	return t.flush()
 }
 
 // writeBackends prints a table of backends, each line after indent.

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -199,5 +200,26 @@ func TestFormatting(t *testing.T) {
 		if got := describeCheck(tc.h); got != tc.want {
 			t.Errorf("describeCheck(%+v) = %q, want %q", tc.h, got, tc.want)
 		}
+	}
+}
+
+// The backend role's status shows the role, the decapsulator's settings
+// and its non-zero counters.
+func TestWriteStatusBackendRole(t *testing.T) {
+	var b strings.Builder
+	st := api.Status{Role: "backend", Interface: "eth0", XDPMode: "native", Version: "t", Decap: &api.DecapStatus{
+		VIPs: []string{"198.18.1.1"}, Addresses: []string{"198.18.0.5"}, GUEPort: 6080, RxPackets: 12,
+		Decapsulated: map[string]uint64{"ipip 4in4": 7, "gue 6in6": 0}, Passed: map[string]uint64{"not_vip": 5, "malformed": 0}}}
+	if err := writeStatus(&b, st, time.Now); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{"Role:", "backend", "udp port 6080", "vips: 198.18.1.1", "outer addresses: 198.18.0.5", "received: 12", "ipip 4in4", "not_vip"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "gue 6in6") || strings.Contains(out, "malformed") {
+		t.Errorf("zero counters shown:\n%s", out)
 	}
 }

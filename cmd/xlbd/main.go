@@ -40,7 +40,7 @@ var version = "dev"
 
 type flags struct {
 	iface, config, xdpMode, bpffs, apiSock, metrics, state string
-	apiGroup, runDir                                       string
+	apiGroup, runDir, role                                 string
 	detach                                                 bool
 	logLevel                                               string
 }
@@ -59,6 +59,7 @@ func parseFlags(args []string) (*flags, error) {
 	fs.BoolVar(&f.detach, "detach", false, "detach the pinned data plane from the interface, remove its pins and exit (forwarding stops)")
 	fs.StringVar(&f.runDir, "run-dir", "/run/xlb", "directory of the per-interface lock files")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.role, "role", string(lb.RoleBalancer), "balancer (the load balancer) or backend (the decapsulator of a backend host: the config's decap section)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: xlbd [flags]\n\nRuns the xlb data plane on one interface. Stopping xlbd (SIGTERM) keeps\nforwarding; a restarted xlbd re-adopts it. SIGHUP reloads the config file.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -103,6 +104,10 @@ func run(ctx context.Context, f *flags, log *slog.Logger) error {
 	}
 	if err != nil {
 		return err
+	}
+	var role lb.Role
+	if err := role.UnmarshalText([]byte(f.role)); err != nil {
+		return fmt.Errorf("--role: %w", err)
 	}
 	iface := cfg.Interface
 	if f.iface != "" {
@@ -161,6 +166,9 @@ func run(ctx context.Context, f *flags, log *slog.Logger) error {
 	ifc, err := net.InterfaceByName(iface)
 	if err != nil {
 		return fmt.Errorf("interface %q: %w", iface, err)
+	}
+	if role == lb.RoleBackend {
+		return runBackend(ctx, f, log, cfg, ifc, xdpMode, pinDir, ln, metricsLn)
 	}
 	l := cfg.Limits
 	bal, err := loader.Open(loader.Options{

@@ -178,8 +178,8 @@ func TestDecapVerdicts(t *testing.T) {
 	}
 }
 
-// ECN: a CE outer header marks an ECN-capable inner packet CE (the IPv4
-// header checksum follows); a Not-ECT inner packet stays as it is.
+// ECN: a CE outer header marks an ecn-capable inner packet CE (the IPv4
+// header checksum follows); a not-ecn-capable inner packet stays as it is.
 func TestDecapECN(t *testing.T) {
 	d := open(t)
 	for _, c := range []struct {
@@ -190,11 +190,11 @@ func TestDecapECN(t *testing.T) {
 		outerTOS, in, out uint8
 		marked            bool
 	}{
-		{"4in4 CE over ECT0", 4, false, vip4, 0x03, 0xb8 | 2, 0xb8 | 3, true},
-		{"4in4 CE over ECT1", 4, true, vip4, 0x03, 0x01, 0x03, true},
-		{"6in6 CE over ECT0", 6, false, vip6, 0x03, 0x2a, 0x2b, true},
-		{"4in6 CE over Not-ECT", 6, true, vip4, 0x03, 0xb8, 0xb8, false},
-		{"6in4 ECT0 over ECT0", 4, false, vip6, 0x02, 0x02, 0x02, false},
+		{"4in4 CE over ect0", 4, false, vip4, 0x03, 0xb8 | 2, 0xb8 | 3, true},
+		{"4in4 CE over ect1", 4, true, vip4, 0x03, 0x01, 0x03, true},
+		{"6in6 CE over ect0", 6, false, vip6, 0x03, 0x2a, 0x2b, true},
+		{"4in6 CE over not-ecn-capable", 6, true, vip4, 0x03, 0xb8, 0xb8, false},
+		{"6in4 ect0 over ect0", 4, false, vip6, 0x02, 0x02, 0x02, false},
 		{"4in4 CE over CE", 4, false, vip4, 0x03, 0x03, 0x03, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
