@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
 	"golang.org/x/sys/unix"
 
 	"github.com/xlb-lb/xlb/cmd/api"
@@ -24,7 +26,8 @@ import (
 // TestDecapBackendRole runs xlbd --role backend on a lab backend: the
 // client sends ipip and gue packets it crafted (AF_PACKET) to the
 // backend's own address, and a UDP server on the VIP (on lo) sees the
-// client's address. Status shows the role and counters; a restart
+// client's address; a TCP SYN so sent is answered by the backend's stack
+// with a SYN-ACK from the VIP straight to the client. Status shows the role and counters; a restart
 // re-adopts the pins and keeps decapsulating; a reload applies a new decap
 // section whole, and a bad one changes nothing.
 func TestDecapBackendRole(t *testing.T) {
@@ -127,14 +130,49 @@ func TestDecapBackendRole(t *testing.T) {
 	expect("ipip 6in4", topo.Client.Addr6)
 	send(topo.VIP4, 6, 6080, "gue 4in6")
 	expect("gue 4in6", topo.Client.Addr4)
+	// TCP: the backend's stack accepts the decapsulated SYN from the
+	// client's address and answers it directly (SYN-ACK from the VIP to the
+	// client, not encapsulated).
+	srv, err := be.Serve("decap", 9001)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	rx := newSniffer(t, cl)
+	for i, c := range []struct {
+		vip   netip.Addr
+		outer int
+		gue   uint16
+	}{{topo.VIP4, 4, 0}, {topo.VIP6, 6, 6080}} {
+		src := netip.AddrPortFrom(topo.Client.Addr4, uint16(42000+i))
+		if c.vip.Is6() {
+			src = netip.AddrPortFrom(topo.Client.Addr6, uint16(42000+i))
+		}
+		dst := netip.AddrPortFrom(c.vip, 9001)
+		syn := frame.MustBuild(frame.Spec{SrcMAC: cl.MAC, DstMAC: be.MAC, Src: src, Dst: dst, SYN: true, TCPOptions: true})
+		tun := frame.Tunnel{SrcMAC: cl.MAC, DstMAC: be.MAC, Src: cl.Addr4, Dst: be.Addr4, GUEPort: c.gue, GUESrcPort: 5555}
+		if c.outer == 6 {
+			tun.Src, tun.Dst = cl.Addr6, be.Addr6
+		}
+		if err := sendFrame(fd, cl.Ifindex, frame.MustEncap(syn, tun)); err != nil {
+			t.Fatal(err)
+		}
+		if !rx.synAck(dst, src, 3*time.Second) {
+			t.Errorf("no SYN-ACK from %s to %s", dst, src)
+		}
+	}
+
 	st = status()
-	for _, k := range []string{"ipip 4in4", "gue 6in6", "ipip 6in4", "gue 4in6"} {
+	if st.Decap.Decapsulated["ipip 4in4"] != 2 || st.Decap.Decapsulated["gue 6in6"] != 2 {
+		t.Errorf("decapsulated after the SYNs: %v", st.Decap.Decapsulated)
+	}
+	for _, k := range []string{"ipip 6in4", "gue 4in6"} {
 		if st.Decap.Decapsulated[k] != 1 {
 			t.Errorf("decapsulated %s: %d, want 1", k, st.Decap.Decapsulated[k])
 		}
 	}
 	m := d.Metrics()
-	if !strings.Contains(m, `xlb_decap_packets_total{mode="gue",outer="ipv6",inner="ipv6"} 1`) {
+	if !strings.Contains(m, `xlb_decap_packets_total{mode="gue",outer="ipv6",inner="ipv6"} 2`) {
 		t.Errorf("metrics lack the gue 6in6 count:\n%s", m)
 	}
 
@@ -147,8 +185,8 @@ func TestDecapBackendRole(t *testing.T) {
 	expect("while xlbd is down", topo.Client.Addr4)
 	d.Start()
 	st = status()
-	if !st.Decap.Adopted || st.Decap.Decapsulated["ipip 4in4"] != 2 {
-		t.Errorf("after restart: adopted %v, ipip 4in4 %d (want true, 2)", st.Decap.Adopted, st.Decap.Decapsulated["ipip 4in4"])
+	if !st.Decap.Adopted || st.Decap.Decapsulated["ipip 4in4"] != 3 {
+		t.Errorf("after restart: adopted %v, ipip 4in4 %d (want true, 3)", st.Decap.Adopted, st.Decap.Decapsulated["ipip 4in4"])
 	}
 
 	// A bad reload changes nothing; a good one applies whole.
@@ -175,4 +213,59 @@ func TestDecapBackendRole(t *testing.T) {
 	if st := status(); st.Decap.Passed["not_vip"] != notVIP+1 {
 		t.Errorf("not_vip %d, want %d", st.Decap.Passed["not_vip"], notVIP+1)
 	}
+}
+
+// sniffer reads every frame arriving on a host's eth0 (AF_PACKET).
+type sniffer struct{ fd int }
+
+func newSniffer(t *testing.T, h *lab.Host) *sniffer {
+	t.Helper()
+	const ethPAll = 0x0003
+	proto := int(ethPAll>>8 | (ethPAll&0xff)<<8) // network order
+	fd := -1
+	err := h.NS.Do(func() error {
+		var err error
+		if fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto); err != nil {
+			return err
+		}
+		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: uint16(proto), Ifindex: h.Ifindex})
+	})
+	if err != nil {
+		t.Fatalf("packet socket in %s: %v", h.Name, err)
+	}
+	t.Cleanup(func() { _ = unix.Close(fd) })
+	tv := unix.Timeval{Usec: 100000}
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		t.Fatal(err)
+	}
+	return &sniffer{fd}
+}
+
+// synAck waits for a plain (not encapsulated) TCP SYN-ACK from -> to.
+func (s *sniffer) synAck(from, to netip.AddrPort, timeout time.Duration) bool {
+	buf := make([]byte, 4096)
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); {
+		n, _, err := unix.Recvfrom(s.fd, buf, 0)
+		if err != nil {
+			continue
+		}
+		p := gopacket.NewPacket(buf[:n], layers.LayerTypeEthernet, gopacket.Default)
+		tcp, ok := p.TransportLayer().(*layers.TCP)
+		if !ok || !tcp.SYN || !tcp.ACK || uint16(tcp.SrcPort) != from.Port() || uint16(tcp.DstPort) != to.Port() {
+			continue
+		}
+		var src, dst net.IP
+		switch ip := p.NetworkLayer().(type) {
+		case *layers.IPv4:
+			src, dst = ip.SrcIP, ip.DstIP
+		case *layers.IPv6:
+			src, dst = ip.SrcIP, ip.DstIP
+		}
+		a, _ := netip.AddrFromSlice(src)
+		b, _ := netip.AddrFromSlice(dst)
+		if a.Unmap() == from.Addr() && b.Unmap() == to.Addr() {
+			return true
+		}
+	}
+	return false
 }
