@@ -239,9 +239,10 @@ static __always_inline void decap_csum_replace2(__u16 *sum, __u16 old,
 }
 
 /* ecn_decap marks the inner packet at pos CE when the outer one was and
- * the inner is ECN-capable (RFC 6040's normal mode). A Not-ECT inner packet
- * under a CE outer one is left as it is (RFC 6040 would drop it; we pass
- * it, as the program never drops). Returns 1 if it marked. */
+ * the inner is ECN-capable, as the kernel's own tunnels do (RFC 6040; the
+ * ECT(1)-over-ECT(0) refinement is not applied, as there). A Not-ECT inner
+ * packet under a CE outer one is left as it is (RFC 6040 would drop it; we
+ * pass it, as the program never drops). Returns 1 if it marked. */
 static __always_inline int ecn_decap(void *pos, void *end,
 				     const struct decap_job *j)
 {
