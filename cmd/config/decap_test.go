@@ -7,6 +7,18 @@ import (
 	"testing"
 )
 
+// The backend example parses to its decap section.
+func TestParseBackendExample(t *testing.T) {
+	c, _, err := Load("../../examples/backend.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Decap{VIPs: []string{"198.18.1.1", "2001:2:0:1::1"}, GUEPort: 6080}
+	if c.Interface != "eth0" || len(c.Services) != 0 || c.BGP != nil || !reflect.DeepEqual(c.Decap, want) {
+		t.Errorf("example: %+v, decap %+v", c, c.Decap)
+	}
+}
+
 // The decap section: defaults, canonical addresses, and field-named errors
 // with their lines.
 func TestParseDecap(t *testing.T) {

@@ -29,7 +29,7 @@ func checkError(t *testing.T, err error) {
 }
 
 func FuzzParseConfig(f *testing.F) {
-	for _, name := range []string{"xlb.yaml", "demo.yaml", "ha.yaml"} {
+	for _, name := range []string{"xlb.yaml", "demo.yaml", "ha.yaml", "backend.yaml"} {
 		if data, err := os.ReadFile("../../examples/" + name); err == nil {
 			f.Add(data)
 		}

@@ -170,6 +170,9 @@ func run(ctx context.Context, f *flags, log *slog.Logger) error {
 	if role == lb.RoleBackend {
 		return runBackend(ctx, f, log, cfg, ifc, xdpMode, pinDir, ln, metricsLn)
 	}
+	if cfg.Decap != nil {
+		log.Warn("the config's decap section is for xlbd --role backend: ignored by the balancer")
+	}
 	l := cfg.Limits
 	bal, err := loader.Open(loader.Options{
 		Interface: iface, XDPMode: xdpMode, PinDir: pinDir,
