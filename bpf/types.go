@@ -55,6 +55,8 @@ const (
 	SchedRoundRobin = xlbSchedSCHED_ROUND_ROBIN
 	SchedLeastConn  = xlbSchedSCHED_LEAST_CONN
 	FwdDSRL2        = xlbFwdModeFWD_DSR_L2
+	FwdIPIP         = xlbFwdModeFWD_IPIP
+	FwdGUE          = xlbFwdModeFWD_GUE
 )
 
 // Flags of Backend.Flags (consts.h F_BACKEND_*).
@@ -64,6 +66,10 @@ const (
 	// BackendFailing marks a usable backend failing its health check (kept
 	// for its established flows only).
 	BackendFailing = 1 << 1
+	// BackendIPIP and BackendGUE mark a backend reached by encapsulation
+	// (its service's mode), by its address through the FIB.
+	BackendIPIP = 1 << 2
+	BackendGUE  = 1 << 3
 )
 
 // Flags of Config.Flags (consts.h F_CFG_*).

@@ -12,6 +12,7 @@
 #include "include/parse.h"
 #include "include/hash.h"
 #include "include/rewrite.h"
+#include "include/encap.h"
 
 /* Slots in every Maglev table; set by the loader to the inner map size. */
 const volatile __u32 maglev_size = MAGLEV_SIZE;
@@ -587,13 +588,232 @@ static __always_inline int halfopen_flow(struct flow_state *st,
 	return HALFOPEN_PLACED;
 }
 
+/* encap_forward sends the frame's IP packet (where: its offset in the
+ * frame << 32 | its length; any Ethernet padding and VLAN tags dropped) to
+ * backend be inside an outer IPv4 or IPv6 header of the packet's family
+ * (ipip: protocol 4 / next header 41; gue: UDP to the configured port,
+ * whose payload is the packet), from the configured source (its last bits
+ * from the flow hash h) to the backend's address, with the inner DSCP and
+ * ECN (and, for IPv4, DF) and TTL 64. The next hop comes from the kernel's
+ * FIB (bpf_fib_lookup, asked as output from our source, with the outer
+ * length for its MTU check): a route or neighbour it lacks is
+ * encap_fib_miss, for the kernel (XDP_PASS, frame untouched); an outer
+ * packet over the egress MTU is encap_too_big (XDP_DROP). Sent with XDP_TX
+ * on the interface it came in by, else XDP_REDIRECT. The UDP checksum is
+ * left 0 over IPv4 (RFC 768) and computed over IPv6 (RFC 8200). Callers
+ * count the frame's own counters when it was sent (encap_sent). Not
+ * inlined (verified once for its three callers); its state lives in a
+ * per-CPU scratch value, as the frames of a call chain share 512 bytes. */
+static __attribute__((noinline)) int encap_forward(struct xdp_md *ctx,
+						   const struct backend *be,
+						   struct global_counters *gs,
+						   __u64 where, __u32 h)
+{
+	__u32 zero = 0;
+	struct encap_scratch *e = bpf_map_lookup_elem(&scratch_encap, &zero);
+	struct xlb_config *c = bpf_map_lookup_elem(&config, &zero);
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+
+	if (!e || !c)
+		goto err;
+	e->v6 = be->family == XLB_AF_INET6;
+	e->gue = (be->flags & F_BACKEND_GUE) != 0;
+	e->over =
+		(e->v6 ? OUTER6_LEN : OUTER4_LEN) + (e->gue ? GUE_UDP_LEN : 0);
+	e->ip_off = where >> 32;
+	e->len = (__u32)where;
+	e->h = h;
+	e->df = 0;
+	/* At most Ethernet and two VLAN tags before the IP header. */
+	if (e->ip_off > 64)
+		goto err;
+	void *ip = data + e->ip_off;
+	if (ip > end || e->len > (__u64)(end - ip))
+		goto err;
+	e->after = end - ip;
+	/* What the outer header copies, read before the frame moves. */
+	if (e->v6) {
+		struct ipv6hdr *ip6 = ip;
+		if ((void *)(ip6 + 1) > end)
+			goto err;
+		e->tos = bpf_ntohl(ip6->ver_tc_flow) >> 20;
+	} else {
+		struct iphdr *ip4 = ip;
+		if ((void *)(ip4 + 1) > end)
+			goto err;
+		e->tos = ip4->tos;
+		e->df = ip4->frag_off & bpf_htons(IP_DF);
+	}
+
+	struct bpf_fib_lookup *fib = &e->fib;
+	__builtin_memset(fib, 0, sizeof(*fib));
+	fib->family = e->v6 ? AF_INET6 : AF_INET;
+	fib->l4_protocol =
+		e->gue ? IPPROTO_UDP : (e->v6 ? IPPROTO_IPV6 : IPPROTO_IPIP);
+	fib->tot_len = e->len + e->over;
+	fib->ifindex = ctx->ingress_ifindex;
+	encap_src(c, e->v6, h, e->src);
+	/* No source of the family configured. */
+	if (!(e->src[0] | e->src[1] | e->src[2] | e->src[3]))
+		goto err;
+	if (e->v6) {
+		__builtin_memcpy(fib->ipv6_src, e->src, sizeof(fib->ipv6_src));
+		__builtin_memcpy(fib->ipv6_dst, be->addr,
+				 sizeof(fib->ipv6_dst));
+	} else {
+		fib->ipv4_src = e->src[0];
+		fib->ipv4_dst = be->addr[0];
+	}
+	long rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), BPF_FIB_LOOKUP_OUTPUT);
+	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
+		gs->encap_too_big++;
+		return XDP_DROP;
+	}
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
+		gs->encap_fib_miss++;
+		return XDP_PASS;
+	}
+
+	if (e->after > e->len &&
+	    bpf_xdp_adjust_tail(ctx, -(int)(e->after - e->len)))
+		goto err;
+	if (bpf_xdp_adjust_head(ctx,
+				(int)e->ip_off - (int)(ETH_HLEN + e->over)))
+		goto err;
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		goto err;
+	__builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
+	struct udphdr *u;
+	__u64 sum = 0;
+	if (e->v6) {
+		struct ipv6hdr *o = (void *)(eth + 1);
+		if ((void *)(o + 1) > end)
+			goto err;
+		eth->h_proto = bpf_htons(ETH_P_IPV6);
+		o->ver_tc_flow = bpf_htonl((6U << 28) | ((__u32)e->tos << 20) |
+					   (e->h & 0xFFFFF));
+		o->payload_len = bpf_htons(e->len + (e->gue ? GUE_UDP_LEN : 0));
+		o->nexthdr = e->gue ? IPPROTO_UDP : IPPROTO_IPV6;
+		o->hop_limit = ENCAP_TTL;
+		__builtin_memcpy(o->saddr, e->src, sizeof(o->saddr));
+		__builtin_memcpy(o->daddr, be->addr, sizeof(o->daddr));
+		if (!e->gue)
+			goto sent;
+		u = (void *)(o + 1);
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			sum += (o->saddr[i] & 0xffff) + (o->saddr[i] >> 16);
+			sum += (o->daddr[i] & 0xffff) + (o->daddr[i] >> 16);
+		}
+	} else {
+		struct iphdr *o = (void *)(eth + 1);
+		if ((void *)(o + 1) > end)
+			goto err;
+		eth->h_proto = bpf_htons(ETH_P_IP);
+		o->ver_ihl = 0x45;
+		o->tos = e->tos;
+		o->tot_len = bpf_htons(e->len + e->over);
+		/* A DF datagram needs no unique ID (RFC 6864); a non-DF one
+		 * takes bits of the flow hash. */
+		o->id = e->df ? 0 : (__be16)(e->h >> 16);
+		o->frag_off = e->df;
+		o->ttl = ENCAP_TTL;
+		o->protocol = e->gue ? IPPROTO_UDP : IPPROTO_IPIP;
+		o->check = 0;
+		o->saddr = e->src[0];
+		o->daddr = be->addr[0];
+		o->check = ipv4_hdr_csum(o);
+		if (!e->gue)
+			goto sent;
+		u = (void *)(o + 1);
+	}
+	if ((void *)(u + 1) > end)
+		goto err;
+	/* The flow hash in an ephemeral source port, for the backends' RSS. */
+	u->source = bpf_htons(0xC000 | (e->h & 0x3FFF));
+	u->dest = c->gue_port;
+	u->len = bpf_htons(GUE_UDP_LEN + e->len);
+	u->check = 0;
+	if (e->v6) {
+		sum += u->len + bpf_htons(IPPROTO_UDP) + u->source + u->dest +
+		       u->len;
+		__u64 inner =
+			csum_packet(ctx, ETH_HLEN + OUTER6_LEN + GUE_UDP_LEN,
+				    e->len, e->buf);
+		if (inner >> 63)
+			goto err;
+		data = (void *)(long)ctx->data;
+		end = (void *)(long)ctx->data_end;
+		u = data + ETH_HLEN + OUTER6_LEN;
+		if ((void *)(u + 1) > end)
+			goto err;
+		__u16 ck = ~csum_fold16(sum + inner);
+		u->check = ck ? ck : 0xffff;
+	}
+sent:
+	gs->encap_packets++;
+	if (fib->ifindex == ctx->ingress_ifindex)
+		return XDP_TX;
+	/* A known verdict, not the helper's long: callers compare it. */
+	if (bpf_redirect(fib->ifindex, 0) != XDP_REDIRECT)
+		goto err;
+	return XDP_REDIRECT;
+err:
+	gs->encap_errors++;
+	return XDP_DROP;
+}
+
+/* encapsulated reports whether backend be is reached by encapsulation. */
+static __always_inline int encapsulated(const struct backend *be)
+{
+	return be->flags & (F_BACKEND_IPIP | F_BACKEND_GUE);
+}
+
+/* encap_sent reports whether encap_forward's verdict sent the frame. */
+static __always_inline int encap_sent(int v)
+{
+	return v == XDP_TX || v == XDP_REDIRECT;
+}
+
+/* encap encapsulates the frame's IP packet to be (encap_forward), passing
+ * where the packet lies in the frame and its length, and the flow's hash
+ * (outer source, flow label, GUE source port). */
+static __always_inline int encap(struct xdp_md *ctx, const struct pkt *p,
+				 const struct backend *be,
+				 struct global_counters *gs)
+{
+	void *data = (void *)(long)ctx->data;
+	__u64 where = ((__u64)(__u32)(p->ip - data) << 32) | p->ip_len;
+
+	return encap_forward(ctx, be, gs, where, hash_flow(&p->key));
+}
+
+/* forward sends a frame to backend be by its service's mode: encapsulated
+ * (encap_forward), or readdressed at layer 2 (dsr-l2: MACs only,
+ * XDP_TX). */
+static __always_inline int forward(struct xdp_md *ctx, const struct pkt *p,
+				   const struct backend *be,
+				   struct global_counters *gs)
+{
+	if (encapsulated(be))
+		return encap(ctx, p, be, gs);
+	rewrite_dsr_l2(p->eth, be);
+	return XDP_TX;
+}
+
 /* count_and_forward counts the frame against its backend, readdresses it
  * (DSR at layer 2: MACs only) and sends it back out with XDP_TX. tx_packets
  * is counted before the rewrite rather than after: same counts and bytes,
  * but clang then keeps the drop and forward exits apart instead of merging
  * their counter updates into one computed-offset increment, which cost the
  * established path instructions. */
-static __always_inline int count_and_forward(const struct pkt *p,
+static __always_inline int count_and_forward(struct xdp_md *ctx,
+					     const struct pkt *p,
 					     const struct flow_state *st,
 					     __u64 len,
 					     struct global_counters *gs)
@@ -606,6 +826,17 @@ static __always_inline int count_and_forward(const struct pkt *p,
 	if (!bs) {
 		gs->drop_internal++;
 		return XDP_DROP;
+	}
+	if (encapsulated(st->be)) {
+		int v = encap(ctx, p, st->be, gs);
+		if (!encap_sent(v))
+			return v;
+		gs->tx_packets++;
+		bs->packets++;
+		bs->bytes += len;
+		if (st->is_new)
+			bs->new_flows++;
+		return v;
 	}
 	bs->packets++;
 	bs->bytes += len;
@@ -703,8 +934,8 @@ internal:
  * pass_fragment; a flow the table and the scheduler cannot place is
  * icmp_errors_unmatched: passed, never sprayed. With F_CFG_NO_ICMP_FORWARD
  * set, errors to a VIP are pass_not_vip, for the kernel. */
-static __always_inline int icmp_error(struct pkt *p, void *end,
-				      struct global_counters *gs)
+static __always_inline int icmp_error(struct xdp_md *ctx, struct pkt *p,
+				      void *end, struct global_counters *gs)
 {
 	__u8 *msg = p->l4;
 	__u32 len = p->l4_len;
@@ -825,9 +1056,10 @@ static __always_inline int icmp_error(struct pkt *p, void *end,
 		gs->icmp_errors_unmatched++;
 		return XDP_PASS;
 	}
-	gs->icmp_errors_forwarded++;
-	rewrite_dsr_l2(p->eth, be);
-	return XDP_TX;
+	int v = forward(ctx, p, be, gs);
+	if (encap_sent(v))
+		gs->icmp_errors_forwarded++;
+	return v;
 not_vip:
 	gs->pass_not_vip++;
 	return XDP_PASS;
@@ -897,8 +1129,8 @@ static __always_inline __u32 early_fragment(const struct pkt *p,
  * source-hash; otherwise, or when the backend is no longer usable, it is passed
  * and counted frag_unmatched: without ports its service cannot be told (the
  * kernel is not its destination, so it is lost). */
-static __always_inline int frag_follow(const struct pkt *p, __u64 len,
-				       struct global_counters *gs)
+static __always_inline int frag_follow(struct xdp_md *ctx, const struct pkt *p,
+				       __u64 len, struct global_counters *gs)
 {
 	struct vip_key vk = {};
 	struct frag_key fk = {};
@@ -944,6 +1176,9 @@ static __always_inline int frag_follow(const struct pkt *p, __u64 len,
 		gs->drop_internal++;
 		return XDP_DROP;
 	}
+	int verdict = forward(ctx, p, be, gs);
+	if (!encap_sent(verdict))
+		return verdict;
 	ss->packets++;
 	ss->bytes += len;
 	bs->packets++;
@@ -952,8 +1187,7 @@ static __always_inline int frag_follow(const struct pkt *p, __u64 len,
 	gs->frag_forwarded++;
 	if (early)
 		gs->frag_early++;
-	rewrite_dsr_l2(p->eth, be);
-	return XDP_TX;
+	return verdict;
 }
 
 /* process runs one frame through the steps: parse, find its service (or
@@ -970,13 +1204,13 @@ static __always_inline int process(struct xdp_md *ctx,
 	if (kind == FRAME_PASS)
 		return XDP_PASS;
 	if (kind == FRAME_ICMP) {
-		int v = icmp_error(&p, end, gs);
+		int v = icmp_error(ctx, &p, end, gs);
 		if (v != ICMP_NOT_ERROR)
 			return v;
 		return icmp_echo(&p, end, gs);
 	}
 	if (kind == FRAME_FRAG)
-		return frag_follow(&p, end - data, gs);
+		return frag_follow(ctx, &p, end - data, gs);
 	struct service *svc = service_of(&p);
 	if (!svc) {
 		gs->pass_not_vip++;
@@ -1025,7 +1259,7 @@ static __always_inline int process(struct xdp_md *ctx,
 		frag_remember(&p, st.bid, svc_id, now);
 		gs->frag_first++;
 	}
-	return count_and_forward(&p, &st, len, gs);
+	return count_and_forward(ctx, &p, &st, len, gs);
 }
 
 SEC("xdp")

@@ -69,6 +69,8 @@ type xlbFwdMode uint8
 
 const (
 	xlbFwdModeFWD_DSR_L2 xlbFwdMode = 0
+	xlbFwdModeFWD_IPIP   xlbFwdMode = 1
+	xlbFwdModeFWD_GUE    xlbFwdMode = 2
 )
 
 type xlbGlobalCounters struct {
@@ -100,6 +102,10 @@ type xlbGlobalCounters struct {
 	FragEarly             uint64
 	HalfopenNew           uint64
 	HalfopenPromoted      uint64
+	EncapPackets          uint64
+	EncapFibMiss          uint64
+	EncapTooBig           uint64
+	EncapErrors           uint64
 }
 
 type xlbPersistEntry struct {
@@ -172,6 +178,11 @@ type xlbXlbConfig struct {
 	UdpTimeoutNs    uint64
 	Flags           uint32
 	Pad             uint32
+	EncapSrc6       [4]uint32
+	EncapSrc4       uint32
+	EncapSrc4Bits   uint8
+	EncapSrc6Bits   uint8
+	GuePort         uint16
 }
 
 // Names of all BPF objects in the ELF.
@@ -188,6 +199,7 @@ const (
 	xlbMapMaglevTables  = "maglev_tables"
 	xlbMapPersist       = "persist"
 	xlbMapRrCursor      = "rr_cursor"
+	xlbMapScratchEncap  = "scratch_encap"
 	xlbMapServices      = "services"
 	xlbMapStats         = "stats"
 	xlbMapSvcStats      = "svc_stats"
@@ -256,6 +268,7 @@ type xlbMapSpecs struct {
 	MaglevTables  *ebpf.MapSpec `ebpf:"maglev_tables"`
 	Persist       *ebpf.MapSpec `ebpf:"persist"`
 	RrCursor      *ebpf.MapSpec `ebpf:"rr_cursor"`
+	ScratchEncap  *ebpf.MapSpec `ebpf:"scratch_encap"`
 	Services      *ebpf.MapSpec `ebpf:"services"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
 	SvcStats      *ebpf.MapSpec `ebpf:"svc_stats"`
@@ -300,6 +313,7 @@ type xlbMaps struct {
 	MaglevTables  *ebpf.Map `ebpf:"maglev_tables"`
 	Persist       *ebpf.Map `ebpf:"persist"`
 	RrCursor      *ebpf.Map `ebpf:"rr_cursor"`
+	ScratchEncap  *ebpf.Map `ebpf:"scratch_encap"`
 	Services      *ebpf.Map `ebpf:"services"`
 	Stats         *ebpf.Map `ebpf:"stats"`
 	SvcStats      *ebpf.Map `ebpf:"svc_stats"`
@@ -318,6 +332,7 @@ func (m *xlbMaps) Close() error {
 		m.MaglevTables,
 		m.Persist,
 		m.RrCursor,
+		m.ScratchEncap,
 		m.Services,
 		m.Stats,
 		m.SvcStats,

@@ -135,6 +135,13 @@ func (b *Balancer) SetTimeouts(t lb.Timeouts) error {
 // ICMP reads the data plane's ICMP switches.
 func (b *Balancer) ICMP() (lb.ICMP, error) { return b.cfgMap.ICMP() }
 
+// Encap reads the encapsulated modes' settings.
+func (b *Balancer) Encap() (lb.Encap, error) { return b.cfgMap.Encap() }
+
+// SetEncap sets the encapsulated modes' outer sources and GUE port while
+// the data plane runs.
+func (b *Balancer) SetEncap(e lb.Encap) error { return b.cfgMap.SetEncap(e) }
+
 // SetICMP sets the data plane's ICMP switches (echo answering, error
 // forwarding) while it runs.
 func (b *Balancer) SetICMP(i lb.ICMP) error { return b.cfgMap.SetICMP(i) }
@@ -292,7 +299,7 @@ func (b *Balancer) planService(s lb.Service) (*plan, error) {
 	}
 	in := make([]table.Backend, 0, len(s.Backends))
 	for _, be := range s.Backends {
-		if be.Usable() && be.Weight > 0 {
+		if be.UsableFor(s.Forward) && be.Weight > 0 {
 			in = append(in, table.Backend{ID: st.ids[be.Addr], Key: be.Addr.String(), Weight: be.Weight})
 		}
 	}
@@ -341,10 +348,11 @@ func (b *Balancer) apply(p *plan) error {
 	}
 	for _, be := range st.cfg.Backends {
 		id := st.ids[be.Addr]
-		if !newID[id] && p.old != nil && sameBackend(p.old.backend(be.Addr), be) {
+		// A new forwarding mode rewrites every backend (its flags).
+		if !newID[id] && p.old != nil && p.old.cfg.Forward == st.cfg.Forward && sameBackend(p.old.backend(be.Addr), be) {
 			continue
 		}
-		v := maps.Backend{Addr: be.Addr, ServiceID: st.id, Weight: be.Weight, MAC: be.MAC, Usable: be.Usable(), Failing: be.Failing || be.Down}
+		v := maps.Backend{Addr: be.Addr, ServiceID: st.id, Weight: be.Weight, MAC: be.MAC, Usable: be.UsableFor(st.cfg.Forward), Failing: be.Failing || be.Down, Forward: st.cfg.Forward}
 		if err := b.beMap.Put(id, v); err != nil {
 			return err
 		}
@@ -488,7 +496,7 @@ func (b *Balancer) Services() []ServiceStatus {
 		for _, be := range st.cfg.Backends {
 			ss.Backends = append(ss.Backends, BackendStatus{
 				Backend: be, ID: st.ids[be.Addr],
-				Usable: be.Usable(), InTable: be.Usable() && be.Weight > 0,
+				Usable: be.UsableFor(st.cfg.Forward), InTable: be.UsableFor(st.cfg.Forward) && be.Weight > 0,
 			})
 		}
 		out = append(out, ss)
@@ -543,7 +551,10 @@ func (b *Balancer) recoverState() error {
 		}
 		b.beIDs.take(id)
 		st.ids[be.Addr] = id
-		st.cfg.Backends = append(st.cfg.Backends, lb.Backend{Addr: be.Addr, MAC: be.MAC, Weight: be.Weight, Down: !be.Usable && len(be.MAC) == 6, Failing: be.Failing && be.Usable})
+		// Down is what made a backend unusable though it could be used
+		// (dsr-l2: its MAC known; encapsulated: always).
+		couldUse := len(be.MAC) == 6 || st.cfg.Forward.Encapsulated()
+		st.cfg.Backends = append(st.cfg.Backends, lb.Backend{Addr: be.Addr, MAC: be.MAC, Weight: be.Weight, Down: !be.Usable && couldUse, Failing: be.Failing && be.Usable})
 	}
 	// The vips map is not pinned: this program's is empty until now.
 	return b.syncVIPs()

@@ -101,6 +101,9 @@ func Open(opts Options) (*Balancer, error) {
 	if err := b.cfgMap.SetTimeouts(opts.Timeouts); err != nil {
 		return nil, errors.Join(err, b.objs.Close())
 	}
+	if err := b.cfgMap.SetEncap(opts.Encap); err != nil {
+		return nil, errors.Join(err, b.objs.Close())
+	}
 	if err := b.cfgMap.SetICMP(opts.ICMP); err != nil {
 		return nil, errors.Join(err, b.objs.Close())
 	}

@@ -46,6 +46,9 @@ type Options struct {
 	// VIP answered, ICMP errors forwarded to their flow's backend).
 	// Balancer.SetICMP changes them while running.
 	ICMP lb.ICMP
+	// Encap holds the encapsulated modes' outer sources and GUE port (0:
+	// lb.DefaultGUEPort). Balancer.SetEncap changes them while running.
+	Encap lb.Encap
 	// ConntrackNoCommonLRU gives each CPU its own LRU list in the shared
 	// connection table (BPF_F_NO_COMMON_LRU). See the benchmark
 	// BenchmarkConntrackVariants for the measurement behind the default.
@@ -68,6 +71,9 @@ func (o *Options) setDefaults() {
 	o.ConntrackSize = lb.ConntrackSize.Or(o.ConntrackSize)
 	o.PersistSize = lb.PersistSize.Or(o.PersistSize)
 	o.HalfOpenSize = lb.HalfOpenSize.Or(o.HalfOpenSize)
+	if o.Encap.GUEPort == 0 {
+		o.Encap.GUEPort = lb.DefaultGUEPort
+	}
 	o.Timeouts = o.Timeouts.OrDefault()
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

@@ -155,6 +155,52 @@ func (c *Config) SetICMP(i lb.ICMP) error {
 	return nil
 }
 
+// SetEncap writes the encapsulated modes' settings: the outer sources
+// (their host bits, at most lb.MaxEncapHashBits, take the flow hash) and
+// the GUE port.
+func (c *Config) SetEncap(e lb.Encap) error {
+	var v bpf.Config
+	if err := c.m.Lookup(uint32(0), &v); err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	v.EncapSrc4, v.EncapSrc4Bits, v.EncapSrc6, v.EncapSrc6Bits = 0, 0, [4]uint32{}, 0
+	if p := e.Source4; p.IsValid() {
+		if !p.Addr().Is4() || 32-p.Bits() > lb.MaxEncapHashBits4 {
+			return fmt.Errorf("encap source %s: want an IPv4 prefix of at most %d host bits", p, lb.MaxEncapHashBits4)
+		}
+		w, _ := addrWords(p.Addr())
+		v.EncapSrc4, v.EncapSrc4Bits = w[0], uint8(32-p.Bits())
+	}
+	if p := e.Source6; p.IsValid() {
+		if !p.Addr().Is6() || 128-p.Bits() > lb.MaxEncapHashBits6 {
+			return fmt.Errorf("encap source %s: want an IPv6 prefix of at most %d host bits", p, lb.MaxEncapHashBits6)
+		}
+		w, _ := addrWords(p.Addr())
+		v.EncapSrc6, v.EncapSrc6Bits = w, uint8(128-p.Bits())
+	}
+	v.GuePort = bePort(e.GUEPort)
+	if err := c.m.Put(uint32(0), &v); err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	return nil
+}
+
+// Encap reads the encapsulated modes' settings.
+func (c *Config) Encap() (lb.Encap, error) {
+	var v bpf.Config
+	if err := c.m.Lookup(uint32(0), &v); err != nil {
+		return lb.Encap{}, fmt.Errorf("read config: %w", err)
+	}
+	e := lb.Encap{GUEPort: hostPort(v.GuePort)}
+	if v.EncapSrc4 != 0 {
+		e.Source4 = netip.PrefixFrom(wordsAddr([4]uint32{v.EncapSrc4}, bpf.FamilyIPv4), 32-int(v.EncapSrc4Bits))
+	}
+	if v.EncapSrc6 != [4]uint32{} {
+		e.Source6 = netip.PrefixFrom(wordsAddr(v.EncapSrc6, bpf.FamilyIPv6), 128-int(v.EncapSrc6Bits))
+	}
+	return e, nil
+}
+
 // ICMP reads the ICMP switches.
 func (c *Config) ICMP() (lb.ICMP, error) {
 	var v bpf.Config

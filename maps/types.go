@@ -95,6 +95,9 @@ type Backend struct {
 	// Failing: failing its health check; if still Usable (drained), for
 	// its established flows only: it takes no persistent client.
 	Failing bool
+	// Forward is its service's forwarding mode: ipip and gue reach it by
+	// its address (F_BACKEND_IPIP, F_BACKEND_GUE), dsr-l2 by its MAC.
+	Forward lb.ForwardMode
 }
 
 func (b Backend) marshal() (bpf.Backend, error) {
@@ -110,6 +113,12 @@ func (b Backend) marshal() (bpf.Backend, error) {
 	if b.Failing {
 		v.Flags |= bpf.BackendFailing
 	}
+	switch b.Forward {
+	case lb.IPIP:
+		v.Flags |= bpf.BackendIPIP
+	case lb.GUE:
+		v.Flags |= bpf.BackendGUE
+	}
 	return v, nil
 }
 
@@ -120,6 +129,12 @@ func unmarshalBackend(v bpf.Backend) Backend {
 		Weight:    v.Weight,
 		Usable:    v.Flags&bpf.BackendUsable != 0,
 		Failing:   v.Flags&bpf.BackendFailing != 0,
+	}
+	switch {
+	case v.Flags&bpf.BackendIPIP != 0:
+		b.Forward = lb.IPIP
+	case v.Flags&bpf.BackendGUE != 0:
+		b.Forward = lb.GUE
 	}
 	if v.Mac != [6]uint8{} {
 		b.MAC = net.HardwareAddr(append([]byte(nil), v.Mac[:]...))

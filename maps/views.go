@@ -328,6 +328,7 @@ func LBGlobal(g GlobalCounters) lb.GlobalCounters {
 		ICMPErrorsForwarded: g.IcmpErrorsForwarded, ICMPErrorsUnmatched: g.IcmpErrorsUnmatched,
 		FragFirst: g.FragFirst, FragForwarded: g.FragForwarded, FragUnmatched: g.FragUnmatched,
 		FragEarly: g.FragEarly, HalfOpenNew: g.HalfopenNew, HalfOpenPromoted: g.HalfopenPromoted,
+		EncapPackets: g.EncapPackets, EncapFIBMiss: g.EncapFibMiss, EncapTooBig: g.EncapTooBig, EncapErrors: g.EncapErrors,
 	}
 }
 

@@ -122,6 +122,12 @@
  * established flows (drained backends keep them whatever their health); it
  * takes no persistent client. */
 #define F_BACKEND_FAILING (1U << 1)
+/* F_BACKEND_IPIP, F_BACKEND_GUE: the backend's service forwards by ipip
+ * (gue): the backend is reached by its address through the FIB, not by its
+ * MAC. Copied from the service so every forwarding path knows it from the
+ * backend alone. */
+#define F_BACKEND_IPIP (1U << 2)
+#define F_BACKEND_GUE (1U << 3)
 
 /* Flow flags (struct flow.flags). */
 /* F_FLOW_CLOSING: the client sent FIN or RST; the flow no longer counts as
@@ -136,5 +142,10 @@
 /* F_CFG_NO_ICMP_FORWARD: ICMP errors to a VIP go to the kernel (as not for
  * a service) instead of to the backend of the flow they quote. */
 #define F_CFG_NO_ICMP_FORWARD (1U << 1)
+
+/* Bytes of the GUE-over-IPv6 checksum summed per step (csum_packet), and
+ * the steps: packets up to 16 KiB. */
+#define CSUM_CHUNK 256
+#define CSUM_MAX_CHUNKS 64
 
 #endif

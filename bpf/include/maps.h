@@ -108,6 +108,15 @@ struct {
 	__type(value, __u32);
 } rr_cursor SEC(".maps");
 
+/* encap_forward's state, one per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	/* A size, not a type: bpf2go need not mirror the UAPI FIB struct. */
+	__uint(value_size, sizeof(struct encap_scratch));
+} scratch_encap SEC(".maps");
+
 /* Runtime settings, one entry. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -101,6 +101,9 @@ struct pkt {
 	void *ip;
 	void *l4;
 	__u32 l4_len;
+	/* The IP packet's length as its header announces it (IPv4 total
+	 * length; IPv6 40 + payload length): what encapsulation carries. */
+	__u32 ip_len;
 	__u8 ttl;
 	/* TCP flags (TCP_*), 0 for UDP. */
 	__u8 tcp_flags;
@@ -174,6 +177,7 @@ static __always_inline int parse_ipv4(void **pos, void *end, struct pkt *p,
 	if (tot < hlen || tot > (__u64)(end - *pos))
 		return PARSE_MALFORMED;
 	*l4_len = tot - hlen;
+	p->ip_len = tot;
 
 	p->key.family = XLB_AF_INET;
 	p->key.src[0] = ip->saddr;
@@ -336,6 +340,7 @@ static __always_inline int parse_ipv6(struct xdp_md *ctx, void *data,
 	__builtin_memcpy(p->key.dst, ip6->daddr, sizeof(p->key.dst));
 	p->ttl = ip6->hop_limit;
 	p->ip = ip6;
+	p->ip_len = sizeof(*ip6) + plen;
 
 	__u8 nh = ip6->nexthdr;
 	if (nh == IPPROTO_TCP || nh == IPPROTO_UDP || nh == IPPROTO_ICMPV6) {

@@ -8,6 +8,7 @@
 #define XLB_STRUCTS_H
 
 #include "types.h"
+#include "consts.h"
 
 /* Scheduler of a service: how a new flow picks its backend. */
 enum sched : __u8 {
@@ -25,6 +26,12 @@ enum sched : __u8 {
 enum fwd_mode : __u8 {
 	/* L2 direct server return: rewrite MACs, XDP_TX. */
 	FWD_DSR_L2 = 0,
+	/* IPv4-in-IPv4 or IPv6-in-IPv6 to the backend, next hop from the
+	 * FIB. */
+	FWD_IPIP = 1,
+	/* The client's packet in UDP (GUE variant 1: the IP packet is the UDP
+	 * payload) to the backend, next hop from the FIB. */
+	FWD_GUE = 2,
 };
 
 /* Key of the services map. */
@@ -131,6 +138,16 @@ struct xlb_config {
 	/* F_CFG_* */
 	__u32 flags;
 	__u32 pad;
+	/* Outer source of encapsulated packets (ipip, gue): encap_src4 and
+	 * encap_src6, whose last encap_src4_bits (encap_src6_bits) bits are
+	 * replaced by the flow's hash, so that backends' NICs spread the
+	 * flows (0: the address as is). */
+	__be32 encap_src6[4];
+	__be32 encap_src4;
+	__u8 encap_src4_bits;
+	__u8 encap_src6_bits;
+	/* UDP destination port of gue (network order). */
+	__be16 gue_port;
 };
 
 /* Key of the vips map: an address that is the VIP of at least one
@@ -222,6 +239,17 @@ struct global_counters {
 	/* Half-open flows moved to the connection table by their next packet
 	 * (the handshake's ACK). */
 	__u64 halfopen_promoted;
+	/* Frames encapsulated (ipip, gue) and sent to their backend (also in
+	 * tx_packets). */
+	__u64 encap_packets;
+	/* XDP_PASS: an encapsulated backend the FIB has no route or neighbour
+	 * for (the kernel resolves the neighbour; later packets go). */
+	__u64 encap_fib_miss;
+	/* XDP_DROP: encapsulated, the frame would exceed the egress MTU. */
+	__u64 encap_too_big;
+	/* XDP_DROP: the encapsulated frame could not be built (a helper
+	 * failed, or an inner packet the encapsulation cannot carry). */
+	__u64 encap_errors;
 };
 
 /* Per-service counters (per-CPU, indexed by service id). */
@@ -237,6 +265,25 @@ struct backend_counters {
 	__u64 packets;
 	__u64 bytes;
 	__u64 new_flows;
+};
+
+/* encap_forward's state, one per CPU (off the stack, which a call chain's
+ * frames share). */
+struct encap_scratch {
+	struct bpf_fib_lookup fib;
+	__be32 src[4];
+	__u32 ip_off;
+	__u32 len;
+	__u32 after;
+	__u32 over;
+	__u32 h;
+	__be16 df;
+	__u8 v6;
+	__u8 gue;
+	__u8 tos;
+	__u8 pad[7];
+	/* csum_packet's buffer: a chunk and 4 spare bytes. */
+	__u8 buf[CSUM_CHUNK + 4];
 };
 
 #endif

@@ -58,4 +58,44 @@ struct xdp_md {
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
+/* UAPI: struct bpf_fib_lookup and its flags and results. */
+struct bpf_fib_lookup {
+	__u8 family;
+	__u8 l4_protocol;
+	__be16 sport;
+	__be16 dport;
+	union {
+		__u16 tot_len;
+		__u16 mtu_result;
+	} __attribute__((packed, aligned(2)));
+	__u32 ifindex;
+	union {
+		__u8 tos;
+		__be32 flowinfo;
+		__u32 rt_metric;
+	};
+	union {
+		__be32 ipv4_src;
+		__u32 ipv6_src[4];
+	};
+	union {
+		__be32 ipv4_dst;
+		__u32 ipv6_dst[4];
+	};
+	union {
+		struct {
+			__be16 h_vlan_proto;
+			__be16 h_vlan_TCI;
+		};
+		__u32 tbid;
+	};
+	__u8 smac[6];
+	__u8 dmac[6];
+};
+#define BPF_FIB_LOOKUP_OUTPUT (1U << 1)
+#define BPF_FIB_LKUP_RET_SUCCESS 0
+#define BPF_FIB_LKUP_RET_FRAG_NEEDED 8
+#define AF_INET 2
+#define AF_INET6 10
+
 #endif

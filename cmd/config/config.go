@@ -44,6 +44,8 @@ type Config struct {
 	// Decap is the backend role's decapsulator (xlbd --role backend);
 	// the balancer role ignores it.
 	Decap *Decap `yaml:"decap,omitempty" json:"decap,omitempty"`
+	// Encap holds the encapsulated modes' settings; nil: the defaults.
+	Encap *Encap `yaml:"encap,omitempty" json:"encap,omitempty"`
 }
 
 // Conntrack holds the connection table's idle timeouts: a flow idle
@@ -137,6 +139,10 @@ func (c *Config) Validate() error {
 	}
 	n.BGP = c.BGP.Clone()
 	n.Decap = c.Decap.Clone()
+	if c.Encap != nil {
+		e := *c.Encap
+		n.Encap = &e
+	}
 	if err := n.normalize(); err != nil {
 		return err
 	}
@@ -193,6 +199,11 @@ func (c *Config) normalize() error {
 	if c.Decap != nil {
 		if err := c.Decap.normalize(); err != nil {
 			return under("decap", err)
+		}
+	}
+	if c.Encap != nil {
+		if err := c.Encap.normalize(); err != nil {
+			return under("encap", err)
 		}
 	}
 

@@ -284,7 +284,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"persistence number", svc + "    persistence: 300\n", `services[0].persistence`},
 		{"tcp timeout", "conntrack:\n  tcp_timeout: 500ms\n", `conntrack.tcp_timeout 500ms: out of range 1s-168h`},
 		{"udp timeout", "conntrack:\n  udp_timeout: 8d\n", `conntrack.udp_timeout`},
-		{"forward", svc + "    forward: nat\n", `line 7: services[0].forward "nat": want dsr-l2`},
+		{"forward", svc + "    forward: nat\n", `line 7: services[0].forward "nat": want one of dsr-l2, ipip, gue`},
 		{"duplicate service", svc + "  - {vip: 198.18.1.2, port: 80}\n  - {vip: 198.18.1.1, port: 80, protocol: TCP}\n",
 			`line 8: services[2]: duplicate service 198.18.1.1:80/tcp (also services[0])`},
 		{"duplicate service mapped", svc + "  - {vip: '::ffff:198.18.1.1', port: 80}\n",

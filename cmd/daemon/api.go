@@ -207,7 +207,8 @@ func (d *Daemon) statusOf(snap lb.Snapshot) api.Status {
 				bs.Packets, bs.Bytes, bs.NewFlows = ib.Counters.Packets, ib.Counters.Bytes, ib.Counters.NewFlows
 				bs.ActiveFlows = ib.Active
 			}
-			d.describeBackend(&bs, key, addr, s.Health)
+			fwd, _ := lb.ForwardModes.Parse(s.Forward)
+			d.describeBackend(&bs, key, addr, s.Health, fwd.Encapsulated())
 			ss.Backends = append(ss.Backends, bs)
 		}
 		st.Services = append(st.Services, ss)
@@ -219,7 +220,7 @@ func (d *Daemon) statusOf(snap lb.Snapshot) api.Status {
 
 // describeBackend fills in a backend's state, the reason for it, its
 // latest check and the time of its last health transition.
-func (d *Daemon) describeBackend(bs *api.BackendStatus, key lb.ServiceKey, addr netip.Addr, hc *config.Health) {
+func (d *Daemon) describeBackend(bs *api.BackendStatus, key lb.ServiceKey, addr netip.Addr, hc *config.Health, encap bool) {
 	cfg, checked := healthConfig(hc)
 	healthy, why := true, ""
 	if checked {
@@ -241,7 +242,7 @@ func (d *Daemon) describeBackend(bs *api.BackendStatus, key lb.ServiceKey, addr 
 		}
 	}
 	switch {
-	case bs.MAC == "":
+	case bs.MAC == "" && !encap:
 		bs.State, bs.Reason = api.StateNoMAC, "MAC not resolved yet (ARP/NDP)"
 	case bs.Weight == 0:
 		bs.State = api.StateDrain

@@ -118,7 +118,7 @@ func announcedVIPs(svcs []lb.Service, c *config.BGP) []netip.Addr {
 			byVIP[v] = t
 		}
 		t.services++
-		if slices.ContainsFunc(s.Backends, func(b lb.Backend) bool { return b.Usable() && b.Weight > 0 }) {
+		if slices.ContainsFunc(s.Backends, func(b lb.Backend) bool { return b.UsableFor(s.Forward) && b.Weight > 0 }) {
 			t.usable++
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -116,11 +117,34 @@ func (d *Daemon) Start(neigh Neighbors, cfg *config.Config, data []byte) error {
 	}
 	initial, why := initialState(desiredState{cfg.Services, cfg.BGP}, hash, st)
 	d.log.Info("desired state", "source", why, "services", len(initial.Services), "bgp", initial.BGP != nil)
+	if err := d.dp.SetEncap(d.encapSettings(cfg.Encap)); err != nil {
+		return err
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.neigh = neigh
 	d.started = true
 	return d.commit(initial, hash)
+}
+
+// encapSettings are the encapsulated modes' settings of the config, an
+// unset outer source taking the interface's first global address of its
+// family.
+func (d *Daemon) encapSettings(e *config.Encap) lb.Encap {
+	s := e.Settings()
+	for _, a := range d.ifaceAddrs {
+		a = a.Unmap()
+		if !a.IsGlobalUnicast() {
+			continue
+		}
+		if a.Is4() && !s.Source4.IsValid() {
+			s.Source4 = netip.PrefixFrom(a, 32)
+		}
+		if a.Is6() && !s.Source6.IsValid() {
+			s.Source6 = netip.PrefixFrom(a, 128)
+		}
+	}
+	return s
 }
 
 // Close stops the health checks.
@@ -218,9 +242,15 @@ func (d *Daemon) dataPlaneServices(svcs []config.Service) ([]lb.Service, error) 
 			}
 			w := weightOf(b)
 			up := d.health.up(key, addr, s.Health)
+			var mac net.HardwareAddr
+			if !ls.Forward.Encapsulated() {
+				// Encapsulated backends are reached by address
+				// through the FIB: no MAC to follow.
+				mac = d.neigh.Lookup(addr)
+			}
 			ls.Backends = append(ls.Backends, lb.Backend{
 				Addr:   addr,
-				MAC:    d.neigh.Lookup(addr),
+				MAC:    mac,
 				Weight: w,
 				Down:   w > 0 && !up,
 				// Drained and failing: its flows stay, its
@@ -526,6 +556,9 @@ func (d *Daemon) Reload() error {
 		return err
 	}
 	if err := d.dp.SetTimeouts(cfg.Conntrack.Timeouts()); err != nil {
+		return err
+	}
+	if err := d.dp.SetEncap(d.encapSettings(cfg.Encap)); err != nil {
 		return err
 	}
 	return d.dp.SetICMP(cfg.ICMP())

@@ -18,6 +18,8 @@ type DataPlane interface {
 	SetTimeouts(lb.Timeouts) error
 	// SetICMP sets the ICMP switches: echo answering, error forwarding.
 	SetICMP(lb.ICMP) error
+	// SetEncap sets the encapsulated modes' outer sources and GUE port.
+	SetEncap(lb.Encap) error
 	// Snapshot reads what is installed, with its counters.
 	Snapshot() (lb.Snapshot, error)
 	// Flows lists up to limit connection-table entries; now is

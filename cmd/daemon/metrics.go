@@ -113,7 +113,7 @@ func (d *Daemon) writeMetrics(w *bufio.Writer) {
 			{"not_ip", g.PassNotIP}, {"not_service", g.PassNotVIP}, {"malformed", g.PassMalformed},
 			{"fragment", g.PassFragment}, {"ipv6_extension_header", g.PassIPv6Ext}, {"ttl", g.PassTTL},
 			{"other_host", g.PassOtherHost}, {"icmp_unmatched", g.ICMPErrorsUnmatched},
-			{"fragment_unmatched", g.FragUnmatched},
+			{"fragment_unmatched", g.FragUnmatched}, {"encap_no_route", g.EncapFIBMiss},
 		} {
 			p.metric("xlb_passed_packets_total", "counter", "Frames passed to the kernel untouched, by reason.", []string{"reason", r.reason}, r.v)
 		}
@@ -130,6 +130,9 @@ func (d *Daemon) writeMetrics(w *bufio.Writer) {
 		p.metric("xlb_fragments_first_total", "counter", "First fragments of a datagram to a service, scheduled and remembered for the later ones.", nil, g.FragFirst)
 		p.metric("xlb_fragments_forwarded_total", "counter", "Later fragments sent to their first fragment's backend (also in xlb_forwarded_packets_total).", nil, g.FragForwarded)
 		p.metric("xlb_fragments_early_total", "counter", "Later fragments that came before their first, sent to the client's source-hash backend (also in xlb_fragments_forwarded_total).", nil, g.FragEarly)
+		p.metric("xlb_encap_packets_total", "counter", "Frames encapsulated (ipip, gue) and sent to their backend (also in xlb_forwarded_packets_total).", nil, g.EncapPackets)
+		p.metric("xlb_encap_too_big_total", "counter", "Frames dropped because encapsulated they would exceed the egress MTU.", nil, g.EncapTooBig)
+		p.metric("xlb_encap_errors_total", "counter", "Frames dropped because their encapsulation could not be built.", nil, g.EncapErrors)
 		p.metric("xlb_halfopen_flows_total", "counter", "New TCP flows whose first packet (a SYN, or a packet of a flow first seen mid-stream) was scheduled into the half-open table (also in xlb_new_flows_total).", nil, g.HalfOpenNew)
 		p.metric("xlb_halfopen_promoted_total", "counter", "Half-open TCP flows moved into the connection table by their next packet (the handshake's ACK).", nil, g.HalfOpenPromoted)
 		p.metric("xlb_icmp_errors_forwarded_total", "counter", "ICMP errors for a VIP (fragmentation needed, packet too big, destination unreachable) sent to the backend of the flow they quote.", nil, g.ICMPErrorsForwarded)

@@ -134,7 +134,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"service", "add", svc, "--scheduler", "sed"}, `xlbctl: service add: scheduler "sed": want one of maglev, source-hash, round-robin, least-conn (or ipvsadm's mh, sh, rr, wrr, lc, wlc)`},
 		{[]string{"service", "add", svc, "--persistence", "5 min"}, `xlbctl: service add: persistence "5 min": not a duration (want e.g. 300s or 5m; 0 turns it off)`},
 		{[]string{"service", "add", svc, "--persistence", "-5s"}, `xlbctl: service add: persistence -5s: out of range 0 (off) to 720h`},
-		{[]string{"service", "add", svc, "--forward", "nat"}, `xlbctl: service add: forward "nat": want dsr-l2`},
+		{[]string{"service", "add", svc, "--forward", "nat"}, `xlbctl: service add: forward "nat": want one of dsr-l2, ipip, gue`},
 		{[]string{"service", "add", svc, "--check", "udp"}, `xlbctl: service add: check "udp": want one of tcp, http, icmp, none (or ldirectord's connect, negotiate, ping, on)`},
 		{[]string{"service", "add", svc, "--all-down", "hold"}, `xlbctl: service add: all-down "hold": want one of drop, keep-last`},
 		{[]string{"service", "add", svc, "--check", "icmp", "--https"}, `xlbctl: service add: --https needs --check http (the check is icmp)`},

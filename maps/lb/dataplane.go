@@ -41,8 +41,16 @@ type Backend struct {
 	Failing bool
 }
 
-// Usable reports whether the data plane may send the backend traffic.
-func (b Backend) Usable() bool { return !b.Down && len(b.MAC) == 6 }
+// Usable reports whether the data plane may send the backend traffic in
+// dsr-l2: healthy and its MAC known.
+func (b Backend) Usable() bool { return b.UsableFor(DSRL2) }
+
+// UsableFor reports whether the data plane may send the backend traffic
+// in mode m: healthy, and for dsr-l2 its MAC known (encapsulated modes
+// reach it by its address, through the FIB).
+func (b Backend) UsableFor(m ForwardMode) bool {
+	return !b.Down && (m.Encapsulated() || len(b.MAC) == 6)
+}
 
 // Validate checks one service's desired state whole.
 func (s Service) Validate() error {
@@ -203,6 +211,11 @@ type GlobalCounters struct {
 	// half-open table (also in NewFlows); HalfOpenPromoted those moved
 	// into the connection table by their next packet.
 	HalfOpenNew, HalfOpenPromoted uint64
+	// EncapPackets are frames encapsulated (ipip, gue) and sent;
+	// EncapFIBMiss passed to the kernel for want of a route or neighbour
+	// to the backend; EncapTooBig dropped over the egress MTU;
+	// EncapErrors dropped because the frame could not be built.
+	EncapPackets, EncapFIBMiss, EncapTooBig, EncapErrors uint64
 }
 
 // ServiceCounters count one service's packets.
@@ -234,4 +247,61 @@ type SweepResult struct {
 	// Corrected is the number of backends whose active-flow count was
 	// fixed.
 	Corrected int
+}
+
+// DefaultGUEPort is gue's UDP destination port unless configured (the one
+// Katran uses).
+const DefaultGUEPort = 6080
+
+// Encap holds the data plane's settings of the encapsulated modes.
+type Encap struct {
+	// Source4 and Source6 are the outer sources: a single address (a
+	// prefix of full length) used as is, or a prefix whose host part
+	// takes the flow's hash, so the backends' NICs spread the flows. The
+	// zero Prefix: none of that family configured (encapsulation of that
+	// family fails, counted).
+	Source4, Source6 netip.Prefix
+	// GUEPort is gue's UDP destination port.
+	GUEPort uint16
+}
+
+// Host bits of an outer source the flow's hash may fill: the data plane
+// replaces at most the last 16 bits of an IPv4 address, 32 of an IPv6 one.
+const (
+	MaxEncapHashBits4 = 16
+	MaxEncapHashBits6 = 32
+)
+
+// ParseEncapSource parses an outer source, an address or a prefix of
+// family v4 (else IPv6) with at most MaxEncapHashBits host bits. The empty
+// string is the zero Prefix.
+func ParseEncapSource(s string, v4 bool) (netip.Prefix, error) {
+	if s == "" {
+		return netip.Prefix{}, nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		a, aerr := netip.ParseAddr(s)
+		if aerr != nil || a.Zone() != "" {
+			return netip.Prefix{}, fmt.Errorf("not an address or a prefix")
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
+	}
+	a := p.Addr()
+	switch {
+	case v4 && !a.Is4():
+		return netip.Prefix{}, fmt.Errorf("not an IPv4 address or prefix")
+	case !v4 && (!a.Is6() || a.Is4In6()):
+		return netip.Prefix{}, fmt.Errorf("not an IPv6 address or prefix")
+	case !a.IsGlobalUnicast() && !a.IsPrivate():
+		return netip.Prefix{}, fmt.Errorf("not a unicast address")
+	}
+	max := MaxEncapHashBits6
+	if v4 {
+		max = MaxEncapHashBits4
+	}
+	if host := a.BitLen() - p.Bits(); host > max {
+		return netip.Prefix{}, fmt.Errorf("prefix of %d host bits, at most %d take the flow hash", host, max)
+	}
+	return p.Masked(), nil
 }

@@ -179,10 +179,22 @@ const (
 	// DSRL2 rewrites MAC addresses only (the backend is on the same L2
 	// segment and holds the VIP on loopback).
 	DSRL2 ForwardMode = 0
+	// IPIP sends the client's packet inside an outer IP header of its
+	// family (IPv4-in-IPv4, IPv6-in-IPv6) to the backend's address, which
+	// may be behind routers; the backend unwraps it.
+	IPIP ForwardMode = 1
+	// GUE sends the client's packet as the payload of a UDP datagram (GUE
+	// variant 1) to the backend's address and the GUE port: for networks
+	// and NICs that spread only UDP well.
+	GUE ForwardMode = 2
 )
 
 // ForwardModes is the table of forwarding-mode names.
-var ForwardModes = Enum[ForwardMode]{"forward", []name[ForwardMode]{{DSRL2, "dsr-l2", nil}}, ""}
+var ForwardModes = Enum[ForwardMode]{"forward", []name[ForwardMode]{{DSRL2, "dsr-l2", nil}, {IPIP, "ipip", nil}, {GUE, "gue", nil}}, ""}
+
+// Encapsulated reports whether the mode reaches backends by their address
+// through routers (ipip, gue) rather than by their MAC (dsr-l2).
+func (m ForwardMode) Encapsulated() bool { return m == IPIP || m == GUE }
 
 // DefaultForward is a service's forwarding mode when none is given.
 const DefaultForward = DSRL2
@@ -192,7 +204,7 @@ func (m ForwardMode) String() string {
 	return ForwardModes.Name(m, "forward("+strconv.Itoa(int(m))+")")
 }
 
-// UnmarshalText parses "dsr-l2".
+// UnmarshalText parses "dsr-l2", "ipip" or "gue".
 func (m *ForwardMode) UnmarshalText(b []byte) error { return ForwardModes.unmarshal(m, b) }
 
 // MarshalText returns String.

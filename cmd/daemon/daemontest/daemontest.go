@@ -32,6 +32,7 @@ type DataPlane struct {
 	flows       []lb.FlowEntry
 	timeouts    lb.Timeouts
 	icmp        lb.ICMP
+	encap       lb.Encap
 	syncs       int
 	failSync    error
 }
@@ -73,7 +74,7 @@ func (p *DataPlane) Sync(svcs []lb.Service) error {
 		}
 		in := make([]table.Backend, 0, len(s.Backends))
 		for i, b := range s.Backends {
-			if b.Usable() {
+			if b.UsableFor(s.Forward) {
 				in = append(in, table.Backend{ID: uint32(i + 1), Key: b.Addr.String(), Weight: b.Weight})
 			}
 		}
@@ -114,6 +115,21 @@ func (p *DataPlane) SetTimeouts(t lb.Timeouts) error {
 	return nil
 }
 
+// SetEncap stores the encapsulation settings.
+func (p *DataPlane) SetEncap(e lb.Encap) error {
+	p.mu.Lock()
+	p.encap = e
+	p.mu.Unlock()
+	return nil
+}
+
+// Encap reports the encapsulation settings last set.
+func (p *DataPlane) Encap() lb.Encap {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.encap
+}
+
 // SetICMP stores the ICMP switches.
 func (p *DataPlane) SetICMP(i lb.ICMP) error {
 	p.mu.Lock()
@@ -145,7 +161,7 @@ func (p *DataPlane) Snapshot() (lb.Snapshot, error) {
 	for k, s := range p.services {
 		ss := lb.ServiceState{Service: s, Counters: p.counters[k], Backends: map[netip.Addr]lb.BackendState{}}
 		for _, b := range s.Backends {
-			ss.Backends[b.Addr] = lb.BackendState{Backend: b, Usable: b.Usable(), InTable: b.Usable() && b.Weight > 0,
+			ss.Backends[b.Addr] = lb.BackendState{Backend: b, Usable: b.UsableFor(s.Forward), InTable: b.UsableFor(s.Forward) && b.Weight > 0,
 				Counters: p.backendCtrs[k][b.Addr], Active: p.active[k][b.Addr]}
 		}
 		snap.Services[k] = ss
@@ -213,7 +229,7 @@ func (p *DataPlane) Table(k lb.ServiceKey) ([]netip.Addr, error) {
 	in := make([]table.Backend, 0, len(s.Backends))
 	addr := map[uint32]netip.Addr{}
 	for i, b := range s.Backends {
-		if b.Usable() {
+		if b.UsableFor(s.Forward) {
 			in = append(in, table.Backend{ID: uint32(i + 1), Key: b.Addr.String(), Weight: b.Weight})
 			addr[uint32(i+1)] = b.Addr
 		}
