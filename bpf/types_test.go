@@ -20,7 +20,7 @@ func TestTypeSizes(t *testing.T) {
 		{"flow", unsafe.Sizeof(Flow{}), 16},
 		{"persist_key", unsafe.Sizeof(PersistKey{}), 24},
 		{"persist_entry", unsafe.Sizeof(PersistEntry{}), 16},
-		{"xlb_config", unsafe.Sizeof(Config{}), 32},
+		{"xlb_config", unsafe.Sizeof(Config{}), 56},
 		{"vip_key", unsafe.Sizeof(VipKey{}), 20},
 	} {
 		if c.got != c.want {

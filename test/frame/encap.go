@@ -35,6 +35,12 @@ type Tunnel struct {
 	MoreFragments bool
 	// Options is the number of outer IPv4 option words (NOPs).
 	Options int
+	// ID, when set, is the outer IPv4 identification (else 7); DF sets
+	// the outer IPv4 don't-fragment bit. FlowLabel is the outer IPv6 flow
+	// label.
+	ID        *uint16
+	DF        bool
+	FlowLabel uint32
 }
 
 // Encap wraps the IP packet of f (an Ethernet frame without VLAN tags, as
@@ -83,8 +89,14 @@ func Encap(f []byte, t Tunnel) ([]byte, error) {
 	if v4 {
 		ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: proto, Id: 7, TOS: t.TOS,
 			SrcIP: t.Src.AsSlice(), DstIP: t.Dst.AsSlice(), FragOffset: t.FragOffset}
+		if t.ID != nil {
+			ip.Id = *t.ID
+		}
 		if t.MoreFragments {
 			ip.Flags = layers.IPv4MoreFragments
+		}
+		if t.DF {
+			ip.Flags |= layers.IPv4DontFragment
 		}
 		for range 4 * t.Options {
 			ip.Options = append(ip.Options, layers.IPv4Option{OptionType: 1, OptionLength: 1})
@@ -92,7 +104,7 @@ func Encap(f []byte, t Tunnel) ([]byte, error) {
 		ls, nl = append(ls, ip), ip
 	} else {
 		ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: proto, TrafficClass: t.TOS,
-			SrcIP: t.Src.AsSlice(), DstIP: t.Dst.AsSlice()}
+			FlowLabel: t.FlowLabel, SrcIP: t.Src.AsSlice(), DstIP: t.Dst.AsSlice()}
 		ls, nl = append(ls, ip), ip
 	}
 	if t.GUEPort > 0 {
