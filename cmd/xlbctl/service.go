@@ -42,7 +42,7 @@ var httpFlags = []string{"http-method", "http-path", "http-host", "http-expect",
 func (f *serviceFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.scheduler, "scheduler", "", "scheduler `NAME`: maglev (the default; ipvsadm's mh), source-hash (sh), round-robin (rr, wrr) or least-conn (lc, wlc)")
 	fs.StringVar(&f.persistence, "persistence", "", "client persistence `DURATION` in whole seconds, e.g. 300s (ipvsadm's -p): a client's new connections follow its previous one's backend, drained or not; 0 turns it off")
-	fs.StringVar(&f.forward, "forward", "", "forwarding `MODE`: dsr-l2 (the default and only mode; ipvsadm's -g)")
+	fs.StringVar(&f.forward, "forward", "", "forwarding `MODE`: dsr-l2 (the default; ipvsadm's -g), ipip (ipvsadm's -i) or gue")
 	fs.Var(&f.backends, "backend", "backend `ADDR`, or ADDR=WEIGHT with a weight of 0-65535 (default 1); IPv6 plain or in [brackets]; repeat for more")
 	fs.StringVar(&f.check, "check", "", "health check `TYPE`: tcp (the default), http, icmp or none (no probes: backends count as up)")
 	fs.StringVar(&f.interval, "check-interval", "", "time between probes, a `DURATION` from 100ms to 1h (default 2s)")
