@@ -35,6 +35,20 @@ var (
 
 // yamlError turns a decoder error into one line with the field path.
 func yamlError(data []byte, err error) error {
+	fe := yamlFieldError(data, err)
+	// Whatever the decoder quoted (a scalar with line breaks under a tag
+	// the patterns do not know, found by FuzzParseConfig: "!0 0\r\r0"),
+	// the error stays one line.
+	fe.Reason = oneLine(fe.Reason)
+	return fe
+}
+
+// oneLine shows the line breaks in s (LF, CR, CRLF) as \n.
+func oneLine(s string) string {
+	return strings.NewReplacer("\r\n", `\n`, "\n", `\n`, "\r", `\n`).Replace(s)
+}
+
+func yamlFieldError(data []byte, err error) *FieldError {
 	var fe *FieldError
 	if errors.As(err, &fe) {
 		return fe
