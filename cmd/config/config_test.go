@@ -455,3 +455,27 @@ func TestValidateInterface(t *testing.T) {
 		}
 	}
 }
+
+// The encap section: addresses or prefixes of few enough host bits, of the
+// right family; errors name the key and the value.
+func TestParseEncap(t *testing.T) {
+	c, err := ParseConfig([]byte("encap: {source_v4: 198.18.100.7/28, source_v6: '2001:2:100::1'}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := c.Encap.Settings()
+	if got.Source4.String() != "198.18.100.0/28" || got.Source6.String() != "2001:2:100::1/128" || got.GUEPort != 6080 {
+		t.Errorf("settings %+v", got)
+	}
+	for in, want := range map[string]string{
+		"encap: {source_v4: 198.18.0.0/8}\n": `encap.source_v4 "198.18.0.0/8": prefix of 24 host bits, at most 16 take the flow hash`,
+		"encap: {source_v6: 198.18.0.1}\n":   `encap.source_v6 "198.18.0.1": not an IPv6 address or prefix`,
+		"encap: {source_v4: '2001:2::1'}\n":  `encap.source_v4 "2001:2::1": not an IPv4 address or prefix`,
+		"encap: {source_v4: banana}\n":       `encap.source_v4 "banana": not an address or a prefix`,
+		"encap: {gue_port: 70000}\n":         `70000`,
+	} {
+		if _, err := ParseConfig([]byte(in)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", in, err, want)
+		}
+	}
+}

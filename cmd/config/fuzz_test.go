@@ -41,6 +41,9 @@ func FuzzParseConfig(f *testing.F) {
 		bgpBase,
 		"decap: {vips: [198.18.1.1, '2001:2::1'], gue_port: 6080, addresses: ['::ffff:198.18.0.2']}\n",
 		"decap: {vips: []}\n", "decap: {gue_port: 0}\n", "decap: {vips: [198.18.1.1, 198.18.1.1]}\n",
+		"encap: {source_v4: 198.18.100.0/28, source_v6: '2001:2:100::1', gue_port: 6080}\n",
+		"encap: {source_v4: 198.18.0.0/8}\n", "encap: {source_v6: 198.18.0.1}\n",
+		"services:\n  - {vip: 198.18.1.1, port: 53, protocol: udp, forward: gue, backends: [{address: 198.18.200.11}]}\n",
 	} {
 		f.Add([]byte(s))
 	}
