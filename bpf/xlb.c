@@ -588,6 +588,130 @@ static __always_inline int halfopen_flow(struct flow_state *st,
 	return HALFOPEN_PLACED;
 }
 
+/* encap_forward's verdict when it answered the client itself (ICMP too
+ * big): XDP_TX for the caller, with none of the forwarded frame's
+ * counters. Not an XDP action. */
+#define ENCAP_ANSWERED 0x40
+/* In encap_forward's where: the frame may not be answered with an ICMP
+ * error (it is one). */
+#define ENCAP_NO_ANSWER (1ULL << 63)
+
+/* too_big answers a packet that, encapsulated, would exceed the egress MTU
+ * (mtu) with ICMP fragmentation needed (IPv4, DF set) or ICMPv6 packet too
+ * big to its source, from the VIP it was sent to, as Katran does: the frame
+ * is turned around (MACs swapped, VLAN tags kept), its IP packet replaced
+ * by the error quoting the packet's IP header and 8 bytes of L4 (IPv6:
+ * the 40-byte header), announcing the MTU less the encapsulation's
+ * overhead (IPv6: at least 1280), so the client sends smaller packets and
+ * path MTU discovery works through the tunnel. */
+static __always_inline int too_big(struct xdp_md *ctx, struct encap_scratch *e,
+				   __u32 mtu, struct global_counters *gs)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u32 ip_off = e->ip_off;
+	__u32 hlen = e->v6 ? OUTER6_LEN : OUTER4_LEN;
+	__u32 qlen = OUTER6_LEN + 8;
+	__u8 *b = e->buf;
+
+	if (ip_off > 64)
+		goto err;
+	if (!e->v6) {
+		struct iphdr *ip = data + ip_off;
+		if ((void *)(ip + 1) > end)
+			goto err;
+		qlen = (ip->ver_ihl & 0x0F) * 4 + 8;
+	}
+	/* 28 to 68 bytes (IPv4), 48 (IPv6); a packet over the MTU is longer. */
+	if (qlen > e->len || qlen > 68)
+		goto err;
+	if (bpf_xdp_load_bytes(ctx, ip_off, b + 8, qlen))
+		goto err;
+	__u32 adv = mtu > e->over ? mtu - e->over : 0;
+	__builtin_memset(b, 0, 8);
+	if (e->v6) {
+		if (adv < 1280)
+			adv = 1280;
+		b[0] = ICMPV6_PKT_TOOBIG;
+		*(__be32 *)(b + 4) = bpf_htonl(adv);
+	} else {
+		if (adv < 68)
+			adv = 68;
+		b[0] = ICMP_DEST_UNREACH;
+		b[1] = 4; /* fragmentation needed */
+		*(__be16 *)(b + 6) = bpf_htons(adv);
+	}
+	__u32 icmp_len = 8 + qlen;
+	/* The checksum: the message, and for ICMPv6 the pseudo-header. */
+	__u64 sum = 0;
+	__s64 s = bpf_csum_diff(0, 0, (void *)b, (icmp_len + 3) & 0x7c, 0);
+	if (s < 0)
+		goto err;
+	sum = (__u32)s;
+	if (e->v6) {
+		__be32 *q = (__be32 *)(b + 8);
+#pragma unroll
+		for (int i = 2; i < 10; i++) /* source and destination */
+			sum += (q[i] & 0xffff) + (q[i] >> 16);
+		sum += bpf_htons(icmp_len) + bpf_htons(IPPROTO_ICMPV6);
+	}
+	__u16 ck = ~csum_fold16(sum);
+	*(__u16 *)(b + 2) = ck;
+
+	/* The frame: Ethernet and tags as they came, the new IP header, the
+	 * message. */
+	int delta = (int)(ip_off + hlen + icmp_len) - (int)(end - data);
+	if (delta > 0 || bpf_xdp_adjust_tail(ctx, delta))
+		goto err;
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		goto err;
+	/* Swapped through registers: this frame's stack is spent. */
+	__u32 d0 = *(__u32 *)eth->h_dest;
+	__u16 d1 = *(__u16 *)(eth->h_dest + 4);
+	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
+	*(__u32 *)eth->h_source = d0;
+	*(__u16 *)(eth->h_source + 4) = d1;
+	if (e->v6) {
+		struct ipv6hdr *o = data + ip_off;
+		if ((void *)(o + 1) > end)
+			goto err;
+		__be32 *q = (__be32 *)(b + 8);
+		o->ver_tc_flow = bpf_htonl(6U << 28);
+		o->payload_len = bpf_htons(icmp_len);
+		o->nexthdr = IPPROTO_ICMPV6;
+		o->hop_limit = ENCAP_TTL;
+		/* From the VIP (the quote's destination) to the client. */
+		__builtin_memcpy(o->saddr, q + 6, 16);
+		__builtin_memcpy(o->daddr, q + 2, 16);
+	} else {
+		struct iphdr *o = data + ip_off;
+		if ((void *)(o + 1) > end)
+			goto err;
+		__be32 *q = (__be32 *)(b + 8);
+		o->ver_ihl = 0x45;
+		o->tos = 0xc0; /* internetwork control, as Linux sends errors */
+		o->tot_len = bpf_htons(OUTER4_LEN + icmp_len);
+		o->id = 0;
+		o->frag_off = 0;
+		o->ttl = ENCAP_TTL;
+		o->protocol = IPPROTO_ICMP;
+		o->check = 0;
+		o->saddr = q[4];
+		o->daddr = q[3];
+		o->check = ipv4_hdr_csum(o);
+	}
+	if (bpf_xdp_store_bytes(ctx, ip_off + hlen, b, icmp_len))
+		goto err;
+	gs->encap_icmp_too_big++;
+	return XDP_TX;
+err:
+	gs->encap_errors++;
+	return XDP_DROP;
+}
+
 /* encap_forward sends the frame's IP packet (where: its offset in the
  * frame << 32 | its length; any Ethernet padding and VLAN tags dropped) to
  * backend be inside an outer IPv4 or IPv6 header of the packet's family
@@ -621,7 +745,7 @@ static __attribute__((noinline)) int encap_forward(struct xdp_md *ctx,
 	e->gue = (be->flags & F_BACKEND_GUE) != 0;
 	e->over =
 		(e->v6 ? OUTER6_LEN : OUTER4_LEN) + (e->gue ? GUE_UDP_LEN : 0);
-	e->ip_off = where >> 32;
+	e->ip_off = (where >> 32) & 0xffff;
 	e->len = (__u32)where;
 	e->h = h;
 	e->df = 0;
@@ -668,7 +792,14 @@ static __attribute__((noinline)) int encap_forward(struct xdp_md *ctx,
 	long rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), BPF_FIB_LOOKUP_OUTPUT);
 	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
 		gs->encap_too_big++;
-		return XDP_DROP;
+		/* A non-DF IPv4 packet could be fragmented, which XDP cannot
+		 * do: dropped (documented); so is an ICMP error (no error
+		 * about an error). */
+		if ((where & ENCAP_NO_ANSWER) || (!e->v6 && !e->df))
+			return XDP_DROP;
+		return too_big(ctx, e, fib->mtu_result, gs) == XDP_TX ?
+			       ENCAP_ANSWERED :
+			       XDP_DROP;
 	}
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
 		gs->encap_fib_miss++;
@@ -781,15 +912,18 @@ static __always_inline int encap_sent(int v)
 }
 
 /* encap encapsulates the frame's IP packet to be (encap_forward), passing
- * where the packet lies in the frame and its length, and the flow's hash
- * (outer source, flow label, GUE source port). */
+ * where the packet lies in the frame and its length, whether it may be
+ * answered with ICMP too big, and the flow's hash (outer source, flow
+ * label, GUE source port). */
 static __always_inline int encap(struct xdp_md *ctx, const struct pkt *p,
 				 const struct backend *be,
-				 struct global_counters *gs)
+				 struct global_counters *gs, int answer)
 {
 	void *data = (void *)(long)ctx->data;
 	__u64 where = ((__u64)(__u32)(p->ip - data) << 32) | p->ip_len;
 
+	if (!answer)
+		where |= ENCAP_NO_ANSWER;
 	return encap_forward(ctx, be, gs, where, hash_flow(&p->key));
 }
 
@@ -798,10 +932,10 @@ static __always_inline int encap(struct xdp_md *ctx, const struct pkt *p,
  * XDP_TX). */
 static __always_inline int forward(struct xdp_md *ctx, const struct pkt *p,
 				   const struct backend *be,
-				   struct global_counters *gs)
+				   struct global_counters *gs, int answer)
 {
 	if (encapsulated(be))
-		return encap(ctx, p, be, gs);
+		return encap(ctx, p, be, gs, answer);
 	rewrite_dsr_l2(p->eth, be);
 	return XDP_TX;
 }
@@ -828,7 +962,9 @@ static __always_inline int count_and_forward(struct xdp_md *ctx,
 		return XDP_DROP;
 	}
 	if (encapsulated(st->be)) {
-		int v = encap(ctx, p, st->be, gs);
+		int v = encap(ctx, p, st->be, gs, 1);
+		if (v == ENCAP_ANSWERED)
+			return XDP_TX;
 		if (!encap_sent(v))
 			return v;
 		gs->tx_packets++;
@@ -1056,7 +1192,7 @@ static __always_inline int icmp_error(struct xdp_md *ctx, struct pkt *p,
 		gs->icmp_errors_unmatched++;
 		return XDP_PASS;
 	}
-	int v = forward(ctx, p, be, gs);
+	int v = forward(ctx, p, be, gs, 0);
 	if (encap_sent(v))
 		gs->icmp_errors_forwarded++;
 	return v;
@@ -1176,7 +1312,9 @@ static __always_inline int frag_follow(struct xdp_md *ctx, const struct pkt *p,
 		gs->drop_internal++;
 		return XDP_DROP;
 	}
-	int verdict = forward(ctx, p, be, gs);
+	int verdict = forward(ctx, p, be, gs, 1);
+	if (verdict == ENCAP_ANSWERED)
+		return XDP_TX;
 	if (!encap_sent(verdict))
 		return verdict;
 	ss->packets++;

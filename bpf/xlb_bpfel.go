@@ -106,6 +106,7 @@ type xlbGlobalCounters struct {
 	EncapFibMiss          uint64
 	EncapTooBig           uint64
 	EncapErrors           uint64
+	EncapIcmpTooBig       uint64
 }
 
 type xlbPersistEntry struct {

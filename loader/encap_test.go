@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -413,4 +414,119 @@ func TestEncapFailures(t *testing.T) {
 	if v, _ := n.run(t, b, in); v != xdpTX {
 		t.Errorf("gue at the MTU: verdict %d, want XDP_TX", v)
 	}
+}
+
+// TestEncapTooBig: a packet that encapsulated would exceed the egress MTU
+// is answered with ICMP fragmentation needed (IPv4 with DF) or ICMPv6
+// packet too big, from the VIP to the client, quoting its IP header and 8
+// bytes, announcing the MTU less the encapsulation's overhead; the frame
+// goes back where it came from (MACs swapped). A non-DF IPv4 packet is
+// dropped (the documented policy), and one that fits is sent.
+func TestEncapTooBig(t *testing.T) {
+	n := newEncapNet(t)
+	b, err := loader.Open(loader.Options{MaxServices: 64, MaxBackends: 1024, ConntrackSize: 1 << 12,
+		Encap: lb.Encap{Source4: netip.MustParsePrefix("198.18.100.1/32"), Source6: netip.MustParsePrefix("2001:2:100::1/128"), GUEPort: 6080}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := b.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	ipip4, gue6 := svcKey("198.18.1.60:80/tcp"), svcKey("[2001:2:0:1::60]:80/tcp")
+	for _, s := range []lb.Service{{Key: ipip4, Forward: lb.IPIP}, {Key: gue6, Forward: lb.GUE}} {
+		s.Backends = []lb.Backend{encapBackend(s.Key.VIP, 0)}
+		if err := b.SetService(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	port := uint16(3000)
+	for _, r := range []struct {
+		name     string
+		svc      lb.ServiceKey
+		payload  int
+		df       bool
+		vlan     bool
+		verdict  uint32
+		counters []string
+		adv      uint32 // the MTU announced
+	}{
+		// IPv4 TCP: 20 + 20 + payload; ipip adds 20 to the 1500 MTU.
+		{"ipip4 DF one byte over", ipip4, 1500 - 20 - 40 + 1, true, false, xdpTX, []string{"EncapTooBig", "EncapIcmpTooBig"}, 1480},
+		{"ipip4 DF vlan-tagged", ipip4, 1500 - 20 - 40 + 1, true, true, xdpTX, []string{"EncapTooBig", "EncapIcmpTooBig"}, 1480},
+		{"ipip4 no DF over", ipip4, 1500 - 20 - 40 + 1, false, false, xdpDrop, []string{"EncapTooBig"}, 0},
+		{"ipip4 DF fits", ipip4, 1500 - 20 - 40, true, false, xdpTX, []string{"EncapPackets", "TxPackets"}, 0},
+		// IPv6 TCP: 40 + 20 + payload; gue over IPv6 adds 48.
+		{"gue6 one byte over", gue6, 1500 - 48 - 60 + 1, false, false, xdpTX, []string{"EncapTooBig", "EncapIcmpTooBig"}, 1452},
+	} {
+		port++ // a new flow per row
+		client := netip.AddrPortFrom(netip.MustParseAddr("198.18.0.79"), port)
+		if r.svc.VIP.Is6() {
+			client = netip.AddrPortFrom(netip.MustParseAddr("2001:2::79"), port)
+		}
+		spec := frame.Spec{SrcMAC: clientMAC, DstMAC: n.mac, Src: client, Dst: netip.AddrPortFrom(r.svc.VIP, r.svc.Port), Payload: bytes.Repeat([]byte("p"), r.payload)}
+		if r.vlan {
+			spec.VLANs = []layers.EthernetType{layers.EthernetTypeDot1Q}
+		}
+		in := build(t, spec)
+		off := 14
+		if r.vlan {
+			off = 18
+		}
+		if r.df && r.svc.VIP.Is4() {
+			in[off+6] |= 0x40
+			fixIPv4Checksum(in[off : off+20])
+		}
+		orig := append([]byte(nil), in...)
+		before := f0counters(t, b)
+		verdict, out := n.run(t, b, in)
+		d := delta(before, f0counters(t, b))
+		want := map[string]uint64{"RxPackets": 1, "NewFlows": 1, "HalfopenNew": 1}
+		for _, c := range r.counters {
+			want[c] = 1
+		}
+		if verdict != r.verdict || !reflect.DeepEqual(d, want) {
+			t.Errorf("%s: verdict %d, counters %v; want %d, %v", r.name, verdict, d, r.verdict, want)
+			continue
+		}
+		if r.adv == 0 {
+			continue
+		}
+		wantOut := tooBigReply(t, orig, off, r.adv)
+		if !bytes.Equal(out[:len(wantOut)], wantOut) {
+			t.Errorf("%s: reply\n got %x\nwant %x", r.name, out[:len(wantOut)], wantOut)
+		}
+	}
+}
+
+// tooBigReply builds the answer to frame in (IP header at off) with
+// gopacket: MACs swapped, tags kept, from the VIP to the client, the
+// quote, the checksums.
+func tooBigReply(t *testing.T, in []byte, off int, mtu uint32) []byte {
+	t.Helper()
+	head := append([]byte(nil), in[:off]...)
+	copy(head[0:6], in[6:12])
+	copy(head[6:12], in[0:6])
+	var ls []gopacket.SerializableLayer
+	if in[off]>>4 == 4 {
+		hl := int(in[off]&0xf) * 4
+		quote := in[off : off+hl+8]
+		ip := &layers.IPv4{Version: 4, TOS: 0xc0, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: in[off+16 : off+20], DstIP: in[off+12 : off+16]}
+		ic := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(3, 4), Seq: uint16(mtu)}
+		ls = append(ls, ip, ic, gopacket.Payload(quote))
+	} else {
+		quote := in[off : off+48]
+		ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolICMPv6, SrcIP: in[off+24 : off+40], DstIP: in[off+8 : off+24]}
+		ic := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(2, 0)}
+		if err := ic.SetNetworkLayerForChecksum(ip); err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, ip, ic, gopacket.Payload(append(binary.BigEndian.AppendUint32(nil, mtu), quote...)))
+	}
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...); err != nil {
+		t.Fatal(err)
+	}
+	return append(head, buf.Bytes()...)
 }

@@ -250,6 +250,9 @@ struct global_counters {
 	/* XDP_DROP: the encapsulated frame could not be built (a helper
 	 * failed, or an inner packet the encapsulation cannot carry). */
 	__u64 encap_errors;
+	/* Of encap_too_big: answered with ICMP fragmentation needed (a DF
+	 * IPv4 packet) or ICMPv6 packet too big (XDP_TX, to the client). */
+	__u64 encap_icmp_too_big;
 };
 
 /* Per-service counters (per-CPU, indexed by service id). */

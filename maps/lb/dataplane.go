@@ -216,6 +216,9 @@ type GlobalCounters struct {
 	// to the backend; EncapTooBig dropped over the egress MTU;
 	// EncapErrors dropped because the frame could not be built.
 	EncapPackets, EncapFIBMiss, EncapTooBig, EncapErrors uint64
+	// EncapICMPTooBig are the EncapTooBig frames answered with ICMP
+	// fragmentation needed or ICMPv6 packet too big.
+	EncapICMPTooBig uint64
 }
 
 // ServiceCounters count one service's packets.
