@@ -5,6 +5,8 @@ package test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -111,5 +113,82 @@ func TestEncapEndToEnd(t *testing.T) {
 		if n == 0 {
 			t.Errorf("backend %s: status %+v, want decapsulated packets", topo.Backends[i].Name, st.Decap)
 		}
+	}
+}
+
+// TestEncapPMTU: a client sending full-size DF packets to an ipip service
+// (1500 bytes, which encapsulated would be 1520 on a 1500-byte path) gets
+// ICMP fragmentation needed / packet too big from the balancer, lowers its
+// path MTU, and its 256 KiB upload completes, IPv4 and IPv6.
+func TestEncapPMTU(t *testing.T) {
+	topo := lab.NewT(t, lab.Config{Backends: 1})
+	be := topo.Backends[0]
+	if err := topo.Balancer.NS.Do(func() error {
+		for _, k := range []string{"/proc/sys/net/ipv4/conf/eth0/forwarding", "/proc/sys/net/ipv6/conf/eth0/forwarding"} {
+			if err := os.WriteFile(k, []byte("1"), 0o644); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	dec := xlbdproc.NewT(t, xlbdproc.Options{Bins: bins, Host: be, Metrics: xlbdproc.DefaultMetrics, Args: []string{"--role", "backend"},
+		Config: fmt.Sprintf("interface: eth0\ndecap:\n  vips: [%s, '%s']\n", topo.VIP4, topo.VIP6)})
+	dec.Start()
+	lbd := xlbdproc.NewT(t, xlbdproc.Options{Bins: bins, Lab: topo, Metrics: xlbdproc.DefaultMetrics, Config: fmt.Sprintf(
+		"interface: eth0\nservices:\n  - {vip: '%s', port: 7070, forward: ipip, backends: [{address: '%s'}]}\n  - {vip: '%s', port: 7070, forward: ipip, backends: [{address: '%s'}]}\n",
+		topo.VIP4, be.Addr4, topo.VIP6, be.Addr6)})
+	lbd.Start()
+
+	// A sink on the backend: reads to EOF, answers with the byte count.
+	for _, vip := range []netip.Addr{topo.VIP4, topo.VIP6} {
+		var ln net.Listener
+		if err := be.NS.Do(func() error {
+			var err error
+			ln, err = net.Listen("tcp", netip.AddrPortFrom(vip, 7070).String())
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					defer c.Close()
+					n, _ := io.Copy(io.Discard, c)
+					fmt.Fprintf(c, "%d", n)
+				}()
+			}
+		}()
+	}
+	const size = 256 << 10
+	for _, vip := range []netip.Addr{topo.VIP4, topo.VIP6} {
+		var c net.Conn
+		if err := topo.Client.NS.Do(func() error {
+			var err error
+			c, err = net.DialTimeout("tcp", netip.AddrPortFrom(vip, 7070).String(), 3*time.Second)
+			return err
+		}); err != nil {
+			t.Fatalf("dial %s: %v", vip, err)
+		}
+		_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+		if _, err := c.Write(make([]byte, size)); err != nil {
+			t.Fatalf("upload to %s: %v", vip, err)
+		}
+		_ = c.(*net.TCPConn).CloseWrite()
+		reply, err := io.ReadAll(c)
+		_ = c.Close()
+		if err != nil || string(reply) != fmt.Sprint(size) {
+			t.Fatalf("upload to %s: reply %q, %v; want %d bytes received", vip, reply, err, size)
+		}
+	}
+	m := lbd.Metrics()
+	if !strings.Contains(m, "xlb_encap_icmp_too_big_total ") || strings.Contains(m, "xlb_encap_icmp_too_big_total 0\n") {
+		t.Errorf("no ICMP too big sent by the balancer:\n%s", grepLines(m, "xlb_encap"))
 	}
 }
