@@ -159,7 +159,7 @@ func TestEncapPMTU(t *testing.T) {
 					return
 				}
 				go func() {
-					defer c.Close()
+					defer func() { _ = c.Close() }()
 					n, _ := io.Copy(io.Discard, c)
 					fmt.Fprintf(c, "%d", n)
 				}()
