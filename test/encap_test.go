@@ -28,17 +28,7 @@ func TestEncapEndToEnd(t *testing.T) {
 	topo := lab.NewT(t, lab.Config{Backends: 2, ClientAddrs: 8})
 	serveAll(t, topo, 8080)
 	serveAll(t, topo, 9090)
-	// The balancer's interface forwards: bpf_fib_lookup answers only then.
-	if err := topo.Balancer.NS.Do(func() error {
-		for _, k := range []string{"/proc/sys/net/ipv4/conf/eth0/forwarding", "/proc/sys/net/ipv6/conf/eth0/forwarding"} {
-			if err := os.WriteFile(k, []byte("1"), 0o644); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	enableForwarding(t, topo.Balancer)
 	var backends []*xlbdproc.T
 	for _, be := range topo.Backends {
 		d := xlbdproc.NewT(t, xlbdproc.Options{Bins: bins, Host: be, Metrics: xlbdproc.DefaultMetrics, Args: []string{"--role", "backend"},
@@ -123,16 +113,7 @@ func TestEncapEndToEnd(t *testing.T) {
 func TestEncapPMTU(t *testing.T) {
 	topo := lab.NewT(t, lab.Config{Backends: 1})
 	be := topo.Backends[0]
-	if err := topo.Balancer.NS.Do(func() error {
-		for _, k := range []string{"/proc/sys/net/ipv4/conf/eth0/forwarding", "/proc/sys/net/ipv6/conf/eth0/forwarding"} {
-			if err := os.WriteFile(k, []byte("1"), 0o644); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	enableForwarding(t, topo.Balancer)
 	dec := xlbdproc.NewT(t, xlbdproc.Options{Bins: bins, Host: be, Metrics: xlbdproc.DefaultMetrics, Args: []string{"--role", "backend"},
 		Config: fmt.Sprintf("interface: eth0\ndecap:\n  vips: [%s, '%s']\n", topo.VIP4, topo.VIP6)})
 	dec.Start()
@@ -191,4 +172,181 @@ func TestEncapPMTU(t *testing.T) {
 	if !strings.Contains(m, "xlb_encap_icmp_too_big_total ") || strings.Contains(m, "xlb_encap_icmp_too_big_total 0\n") {
 		t.Errorf("no ICMP too big sent by the balancer:\n%s", grepLines(m, "xlb_encap"))
 	}
+}
+
+// enableForwarding turns on IPv4 and IPv6 forwarding on h's eth0, as an
+// encapsulating balancer's interface needs (bpf_fib_lookup answers only
+// for an interface that forwards).
+func enableForwarding(t *testing.T, h *lab.Host) {
+	t.Helper()
+	if err := h.NS.Do(func() error {
+		for _, k := range []string{"/proc/sys/net/ipv4/conf/eth0/forwarding", "/proc/sys/net/ipv6/conf/eth0/forwarding"} {
+			if err := os.WriteFile(k, []byte("1"), 0o644); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestEncapRouted: backends in two other subnets, reachable only through
+// a router, each running xlbd --role backend; a client behind the same
+// router reaches the VIPs (routed to the balancer) over TCP and UDP, IPv4
+// and IPv6, through ipip and gue services: both backends answer, see the
+// client's own address, and answer it directly through the router.
+func TestEncapRouted(t *testing.T) {
+	topo := lab.NewHAT(t, lab.HAConfig{Balancers: 1, Backends: -1, RemoteBackends: 2, ClientAddrs: 8})
+	lb1, r := topo.Balancers[0], topo.Router
+	enableForwarding(t, lb1)
+	for _, vip := range []netip.Addr{topo.VIP4, topo.VIP6} {
+		gw := lb1.Addr4
+		if vip.Is6() {
+			gw = lb1.Addr6
+		}
+		if err := r.NS.AddRoute(netip.PrefixFrom(vip, vip.BitLen()), gw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, be := range topo.RemoteBackends {
+		for _, port := range []uint16{8080, 9090} {
+			srv, err := be.Serve(be.Name, port)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(srv.Stop)
+		}
+		xlbdproc.NewT(t, xlbdproc.Options{Bins: bins, Host: be, Metrics: xlbdproc.DefaultMetrics, Args: []string{"--role", "backend"},
+			Config: fmt.Sprintf("interface: eth0\ndecap:\n  vips: [%s, '%s']\n", topo.VIP4, topo.VIP6)}).Start()
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "interface: eth0\nservices:\n")
+	for _, s := range []struct {
+		vip   netip.Addr
+		port  int
+		proto string
+		fwd   string
+	}{{topo.VIP4, 8080, "tcp", "ipip"}, {topo.VIP6, 8080, "tcp", "ipip"}, {topo.VIP4, 9090, "udp", "gue"}, {topo.VIP6, 9090, "udp", "gue"}} {
+		fmt.Fprintf(&b, "  - {vip: '%s', port: %d, protocol: %s, forward: %s, backends: [", s.vip, s.port, s.proto, s.fwd)
+		for i, h := range topo.RemoteBackends {
+			addr := h.Addr4
+			if s.vip.Is6() {
+				addr = h.Addr6
+			}
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "{address: '%s'}", addr)
+		}
+		b.WriteString("]}\n")
+	}
+	lbd := xlbdproc.NewT(t, xlbdproc.Options{Bins: bins, Host: lb1, Config: b.String(), Metrics: xlbdproc.DefaultMetrics})
+	lbd.Start()
+
+	c := topo.Client
+	for _, q := range []struct {
+		network string
+		vip     netip.Addr
+		port    uint16
+		srcs    []netip.Addr
+	}{{"tcp", topo.VIP4, 8080, c.Extra4}, {"tcp", topo.VIP6, 8080, c.Extra6}, {"udp", topo.VIP4, 9090, c.Extra4}, {"udp", topo.VIP6, 9090, c.Extra6}} {
+		seen := map[string]int{}
+		for i := 0; i < 40; i++ {
+			src := netip.AddrPortFrom(q.srcs[i%len(q.srcs)], uint16(30000+i))
+			r, err := c.Query(q.network, src, netip.AddrPortFrom(q.vip, q.port), 3*time.Second)
+			if err != nil {
+				t.Fatalf("%s to %s from %s: %v", q.network, q.vip, src, err)
+			}
+			if r.Client != src {
+				t.Fatalf("%s to %s: backend %s saw %s, want %s", q.network, q.vip, r.Server, r.Client, src)
+			}
+			seen[r.Server]++
+		}
+		if len(seen) != len(topo.RemoteBackends) {
+			t.Errorf("%s to %s: answers from %v, want both remote backends", q.network, q.vip, seen)
+		}
+	}
+	if m := lbd.Metrics(); strings.Contains(m, "xlb_encap_packets_total 0\n") || !strings.Contains(m, "xlb_encap_packets_total ") {
+		t.Errorf("balancer: no encapsulated packets:\n%s", grepLines(m, "xlb_encap"))
+	}
+}
+
+// TestEncapDisruption: as for dsr-l2, the connection table keeps
+// encapsulated flows where they are. Keep-alive HTTP connections through
+// an ipip service keep their backend when a third remote backend is added
+// (which then gets new connections), and when a backend is removed only
+// its own connections break.
+func TestEncapDisruption(t *testing.T) {
+	topo := lab.NewHAT(t, lab.HAConfig{Balancers: 1, Backends: -1, RemoteBackends: 3, ClientAddrs: 8})
+	lb1, r := topo.Balancers[0], topo.Router
+	enableForwarding(t, lb1)
+	if err := r.NS.AddRoute(netip.PrefixFrom(topo.VIP4, 32), lb1.Addr4); err != nil {
+		t.Fatal(err)
+	}
+	for _, be := range topo.RemoteBackends {
+		srv, err := be.ServeHTTP(be.Name, 8080)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(srv.Stop)
+		xlbdproc.NewT(t, xlbdproc.Options{Bins: bins, Host: be, Metrics: xlbdproc.DefaultMetrics, Args: []string{"--role", "backend"},
+			Config: fmt.Sprintf("interface: eth0\ndecap:\n  vips: [%s]\n", topo.VIP4)}).Start()
+	}
+	rb := topo.RemoteBackends
+	key := fmt.Sprintf("%s:8080/tcp", topo.VIP4)
+	lbd := xlbdproc.NewT(t, xlbdproc.Options{Bins: bins, Host: lb1, Metrics: xlbdproc.DefaultMetrics, Config: fmt.Sprintf(
+		"interface: eth0\nservices:\n  - {vip: '%s', port: 8080, forward: ipip, backends: [{address: '%s'}, {address: '%s'}]}\n", topo.VIP4, rb[0].Addr4, rb[1].Addr4)})
+	lbd.Start()
+
+	c := topo.Client
+	vip := netip.AddrPortFrom(topo.VIP4, 8080)
+	const n = 60
+	conns := make([]*lab.HTTPConn, n)
+	first := make([]string, n)
+	for i := range conns {
+		src := netip.AddrPortFrom(c.Extra4[i%len(c.Extra4)], uint16(40000+i))
+		hc, err := c.DialHTTP(src, vip, 3*time.Second)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		t.Cleanup(func() { _ = hc.Close() })
+		rep, err := hc.Get("/", 3*time.Second)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		conns[i], first[i] = hc, rep.Server
+	}
+
+	lbd.MustCtl("backend", "add", key, rb[2].Addr4.String())
+	for i, hc := range conns {
+		rep, err := hc.Get("/", 3*time.Second)
+		if err != nil || rep.Server != first[i] {
+			t.Fatalf("after adding a backend, connection %d: %v %v, was on %s", i, rep, err, first[i])
+		}
+	}
+	seen := map[string]int{}
+	for i := 0; i < 60; i++ {
+		rep, err := c.GetHTTP(netip.AddrPortFrom(c.Extra4[i%len(c.Extra4)], uint16(41000+i)), vip, 3*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[rep.Server]++
+	}
+	if seen[rb[2].Name] == 0 {
+		t.Errorf("the added backend got none of 60 new connections: %v", seen)
+	}
+
+	lbd.MustCtl("backend", "del", key, rb[0].Addr4.String())
+	broken := 0
+	for i, hc := range conns {
+		rep, err := hc.Get("/", 2*time.Second)
+		switch {
+		case first[i] == rb[0].Name:
+			broken++ // its backend went
+		case err != nil || rep.Server != first[i]:
+			t.Errorf("after removing %s, connection %d on %s: %v %v", rb[0].Name, i, first[i], rep, err)
+		}
+	}
+	t.Logf("%d keep-alive connections: a backend added kept all on theirs; removing %s ended its %d, the others kept theirs", n, rb[0].Name, broken)
 }

@@ -52,6 +52,9 @@
 // the router answers larger packets towards the client with ICMP
 // fragmentation needed / packet too big (path MTU tests); NS.AddRoute adds
 // a static route, e.g. a VIP to one node without BIRD.
+// HAConfig.RemoteBackends puts backends behind the router instead, each in
+// a subnet of its own (198.19.10+i.0/24, 2001:2:10+i::/64), for
+// encapsulated forwarding (ipip, gue).
 // HATopology.SetBalancerLink pulls a node's cable. TestECMPLab shows it
 // all with GoBGP speakers on the nodes.
 //

@@ -50,6 +50,8 @@ const (
 	// MaxBalancers is the largest allowed HAConfig.Balancers: their
 	// addresses, 198.18.0.3 … 198.18.0.10, end where the backends' begin.
 	MaxBalancers = 8
+	// MaxRemoteBackends is the largest allowed HAConfig.RemoteBackends.
+	MaxRemoteBackends = 8
 	// MaxHAClientAddrs is the largest allowed HAConfig.ClientAddrs
 	// (198.19.0.100 … 198.19.0.249).
 	MaxHAClientAddrs = 150
@@ -95,6 +97,13 @@ type HAConfig struct {
 	// as a real link with a small MTU (a tunnel, a PPPoE line) does. At
 	// least 1280 (IPv6's minimum) and at most 1500; 0 leaves 1500.
 	ClientLinkMTU int
+	// RemoteBackends is the number of backends behind the router, each in
+	// a subnet of its own (rbe1 on 198.19.10.0/24 and 2001:2:10::/64,
+	// rbe2 on 198.19.11.0/24 and 2001:2:11::/64, …: the host .2, the
+	// router .1), holding the VIPs on lo like the segment's backends: for
+	// encapsulated forwarding (ipip, gue), which reaches them only
+	// through the router. At most MaxRemoteBackends.
+	RemoteBackends int
 	// NoHashTrap leaves out the program on the router's client-facing
 	// ingress that makes the router hash the real 5-tuple (see
 	// HATopology), to show what happens without it.
@@ -122,6 +131,9 @@ func (c HAConfig) normalize() (HAConfig, Config, error) {
 		c.ClientAddrs = 0
 	case c.ClientAddrs > MaxHAClientAddrs:
 		return c, Config{}, fmt.Errorf("lab: %d client addresses, at most %d", c.ClientAddrs, MaxHAClientAddrs)
+	}
+	if c.RemoteBackends < 0 || c.RemoteBackends > MaxRemoteBackends {
+		return c, Config{}, fmt.Errorf("lab: %d remote backends, want 0 to %d", c.RemoteBackends, MaxRemoteBackends)
 	}
 	if c.ClientLinkMTU != 0 && (c.ClientLinkMTU < 1280 || c.ClientLinkMTU > 1500) {
 		return c, Config{}, fmt.Errorf("lab: client link MTU %d, want 1280 to 1500", c.ClientLinkMTU)
@@ -212,6 +224,11 @@ type HATopology struct {
 	Balancers []*Host
 	// Backends are the real servers be1 … beM.
 	Backends []*Host
+	// RemoteBackends are the real servers behind the router, rbe1 …, each
+	// in its own subnet (HAConfig.RemoteBackends).
+	RemoteBackends []*Host
+	// remoteSides are the router's ends of their links.
+	remoteSides []*Host
 	// VIP4 is the IPv4 virtual IP (held on the backends' lo).
 	VIP4 netip.Addr
 	// VIP6 is the IPv6 virtual IP (held on the backends' lo).
@@ -292,7 +309,8 @@ func (t *HATopology) Hosts() []*Host {
 		hs = append(hs, t.Client)
 	}
 	hs = append(hs, t.Balancers...)
-	return append(hs, t.Backends...)
+	hs = append(hs, t.Backends...)
+	return append(hs, t.RemoteBackends...)
 }
 
 // Host returns the host with the given Name ("router", "client", "lb2",
@@ -334,6 +352,9 @@ func (t *HATopology) build() error {
 		return err
 	}
 	if err := t.addRouterClientSide(); err != nil {
+		return err
+	}
+	if err := t.addRemoteBackends(); err != nil {
 		return err
 	}
 
@@ -386,6 +407,11 @@ func (t *HATopology) build() error {
 	}
 	for _, h := range append(slices.Clone(t.Balancers), t.Backends...) {
 		if err := h.addDefaultRoutes(r.Addr4, r.Addr6); err != nil {
+			return err
+		}
+	}
+	for i, h := range t.RemoteBackends {
+		if err := h.addDefaultRoutes(t.remoteSides[i].Addr4, t.remoteSides[i].Addr6); err != nil {
 			return err
 		}
 	}
@@ -517,6 +543,59 @@ func (t *HATopology) addNeighbours() error {
 			if err := be.addNeigh(lb); err != nil {
 				return err
 			}
+		}
+	}
+	for i, h := range t.RemoteBackends {
+		if err := h.addNeigh(t.remoteSides[i]); err != nil {
+			return err
+		}
+		if err := t.remoteSides[i].addNeigh(h); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// RemoteNets returns remote backend i's subnets (0-based).
+func RemoteNets(i int) (netip.Prefix, netip.Prefix) {
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, byte(10 + i), 0}), 24),
+		netip.MustParsePrefix(fmt.Sprintf("2001:2:%x::/64", 0x10+i))
+}
+
+// addRemoteBackends adds the backends behind the router, each on a link
+// of its own from the router (named like the host), in its own subnet.
+func (t *HATopology) addRemoteBackends() error {
+	r := t.Router
+	for i := range t.cfg.RemoteBackends {
+		name := fmt.Sprintf("rbe%d", i+1)
+		n4, n6 := RemoteNets(i)
+		h, err := t.base.addHostOn(name, netip.PrefixFrom(n4.Addr().Next().Next(), n4.Bits()),
+			netip.PrefixFrom(n6.Addr().Next().Next(), n6.Bits()), r.NS, name, 0)
+		if err != nil {
+			return err
+		}
+		t.RemoteBackends = append(t.RemoteBackends, h)
+		if err := h.makeRealServer(t.VIP4, t.VIP6); err != nil {
+			return err
+		}
+		eth, err := r.NS.nl.LinkByName(name)
+		if err != nil {
+			return fmt.Errorf("%s: find %s: %w", r.Name, name, err)
+		}
+		side := &Host{Name: r.Name, NS: r.NS, Link: name, Ifindex: eth.Attrs().Index, MAC: slices.Clone(eth.Attrs().HardwareAddr),
+			Addr4: n4.Addr().Next(), Addr6: n6.Addr().Next(), topo: t.base}
+		t.remoteSides = append(t.remoteSides, side)
+		err = r.NS.run(func() error {
+			if err := writeSysctl("net.ipv4.conf."+name+".rp_filter", "0"); err != nil {
+				return err
+			}
+			return disableTxChecksum(name)
+		})
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.Name, err)
+		}
+		if err := side.addAddrs([]netip.Addr{side.Addr4}, []netip.Addr{side.Addr6}, n4.Bits(), n6.Bits()); err != nil {
+			return err
 		}
 	}
 	return nil

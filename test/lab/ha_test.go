@@ -294,7 +294,7 @@ func TestHANewFailureLeavesNothing(t *testing.T) {
 }
 
 func TestHAConfigLimits(t *testing.T) {
-	for _, cfg := range []HAConfig{{Balancers: MaxBalancers + 1}, {Balancers: -1}, {ClientAddrs: MaxHAClientAddrs + 1}, {Backends: MaxBackends + 1}, {ClientLinkMTU: 1279}, {ClientLinkMTU: 1501}} {
+	for _, cfg := range []HAConfig{{Balancers: MaxBalancers + 1}, {Balancers: -1}, {ClientAddrs: MaxHAClientAddrs + 1}, {Backends: MaxBackends + 1}, {ClientLinkMTU: 1279}, {ClientLinkMTU: 1501}, {RemoteBackends: -1}, {RemoteBackends: MaxRemoteBackends + 1}} {
 		if _, err := NewHA(cfg); err == nil {
 			t.Errorf("NewHA(%+v): no error", cfg)
 		}
