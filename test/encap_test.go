@@ -29,60 +29,11 @@ func TestEncapEndToEnd(t *testing.T) {
 	serveAll(t, topo, 8080)
 	serveAll(t, topo, 9090)
 	enableForwarding(t, topo.Balancer)
-	var backends []*xlbdproc.T
-	for _, be := range topo.Backends {
-		d := xlbdproc.NewT(t, xlbdproc.Options{Bins: bins, Host: be, Metrics: xlbdproc.DefaultMetrics, Args: []string{"--role", "backend"},
-			Config: fmt.Sprintf("interface: eth0\ndecap:\n  vips: [%s, '%s']\n", topo.VIP4, topo.VIP6)})
-		d.Start()
-		backends = append(backends, d)
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "interface: eth0\nlimits: {conntrack_size: 65536, max_services: 64, max_backends: 1024}\nservices:\n")
-	for _, s := range []struct {
-		vip   netip.Addr
-		port  int
-		proto string
-		fwd   string
-	}{{topo.VIP4, 8080, "tcp", "ipip"}, {topo.VIP6, 8080, "tcp", "ipip"}, {topo.VIP4, 9090, "udp", "gue"}, {topo.VIP6, 9090, "udp", "gue"}} {
-		fmt.Fprintf(&b, "  - {vip: '%s', port: %d, protocol: %s, forward: %s, backends: [", s.vip, s.port, s.proto, s.fwd)
-		for i, h := range topo.Backends {
-			addr := h.Addr4
-			if s.vip.Is6() {
-				addr = h.Addr6
-			}
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			fmt.Fprintf(&b, "{address: '%s'}", addr)
-		}
-		b.WriteString("]}\n")
-	}
-	lbd := xlbdproc.NewT(t, xlbdproc.Options{Bins: bins, Lab: topo, Config: b.String(), Metrics: xlbdproc.DefaultMetrics})
+	backends := startDecap(t, topo.Backends, topo.VIP4, topo.VIP6)
+	lbd := xlbdproc.NewT(t, xlbdproc.Options{Bins: bins, Lab: topo, Config: encapConfig(topo.VIP4, topo.VIP6, topo.Backends), Metrics: xlbdproc.DefaultMetrics})
 	lbd.Start()
 
-	c := topo.Client
-	for _, q := range []struct {
-		network string
-		vip     netip.Addr
-		port    uint16
-		srcs    []netip.Addr
-	}{{"tcp", topo.VIP4, 8080, c.Extra4}, {"tcp", topo.VIP6, 8080, c.Extra6}, {"udp", topo.VIP4, 9090, c.Extra4}, {"udp", topo.VIP6, 9090, c.Extra6}} {
-		seen := map[string]int{}
-		for i := 0; i < 40; i++ {
-			src := netip.AddrPortFrom(q.srcs[i%len(q.srcs)], uint16(30000+i))
-			r, err := c.Query(q.network, src, netip.AddrPortFrom(q.vip, q.port), 3*time.Second)
-			if err != nil {
-				t.Fatalf("%s to %s from %s: %v", q.network, q.vip, src, err)
-			}
-			if r.Client != src {
-				t.Fatalf("%s to %s: backend %s saw %s, want %s", q.network, q.vip, r.Server, r.Client, src)
-			}
-			seen[r.Server]++
-		}
-		if len(seen) != len(topo.Backends) {
-			t.Errorf("%s to %s: answers from %v, want every backend", q.network, q.vip, seen)
-		}
-	}
+	queryEncap(t, topo.Client, topo.VIP4, topo.VIP6, len(topo.Backends))
 
 	ctx := context.Background()
 	m := lbd.Metrics()
@@ -217,56 +168,12 @@ func TestEncapRouted(t *testing.T) {
 			}
 			t.Cleanup(srv.Stop)
 		}
-		xlbdproc.NewT(t, xlbdproc.Options{Bins: bins, Host: be, Metrics: xlbdproc.DefaultMetrics, Args: []string{"--role", "backend"},
-			Config: fmt.Sprintf("interface: eth0\ndecap:\n  vips: [%s, '%s']\n", topo.VIP4, topo.VIP6)}).Start()
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "interface: eth0\nservices:\n")
-	for _, s := range []struct {
-		vip   netip.Addr
-		port  int
-		proto string
-		fwd   string
-	}{{topo.VIP4, 8080, "tcp", "ipip"}, {topo.VIP6, 8080, "tcp", "ipip"}, {topo.VIP4, 9090, "udp", "gue"}, {topo.VIP6, 9090, "udp", "gue"}} {
-		fmt.Fprintf(&b, "  - {vip: '%s', port: %d, protocol: %s, forward: %s, backends: [", s.vip, s.port, s.proto, s.fwd)
-		for i, h := range topo.RemoteBackends {
-			addr := h.Addr4
-			if s.vip.Is6() {
-				addr = h.Addr6
-			}
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			fmt.Fprintf(&b, "{address: '%s'}", addr)
-		}
-		b.WriteString("]}\n")
-	}
-	lbd := xlbdproc.NewT(t, xlbdproc.Options{Bins: bins, Host: lb1, Config: b.String(), Metrics: xlbdproc.DefaultMetrics})
+	startDecap(t, topo.RemoteBackends, topo.VIP4, topo.VIP6)
+	lbd := xlbdproc.NewT(t, xlbdproc.Options{Bins: bins, Host: lb1, Config: encapConfig(topo.VIP4, topo.VIP6, topo.RemoteBackends), Metrics: xlbdproc.DefaultMetrics})
 	lbd.Start()
 
-	c := topo.Client
-	for _, q := range []struct {
-		network string
-		vip     netip.Addr
-		port    uint16
-		srcs    []netip.Addr
-	}{{"tcp", topo.VIP4, 8080, c.Extra4}, {"tcp", topo.VIP6, 8080, c.Extra6}, {"udp", topo.VIP4, 9090, c.Extra4}, {"udp", topo.VIP6, 9090, c.Extra6}} {
-		seen := map[string]int{}
-		for i := 0; i < 40; i++ {
-			src := netip.AddrPortFrom(q.srcs[i%len(q.srcs)], uint16(30000+i))
-			r, err := c.Query(q.network, src, netip.AddrPortFrom(q.vip, q.port), 3*time.Second)
-			if err != nil {
-				t.Fatalf("%s to %s from %s: %v", q.network, q.vip, src, err)
-			}
-			if r.Client != src {
-				t.Fatalf("%s to %s: backend %s saw %s, want %s", q.network, q.vip, r.Server, r.Client, src)
-			}
-			seen[r.Server]++
-		}
-		if len(seen) != len(topo.RemoteBackends) {
-			t.Errorf("%s to %s: answers from %v, want both remote backends", q.network, q.vip, seen)
-		}
-	}
+	queryEncap(t, topo.Client, topo.VIP4, topo.VIP6, len(topo.RemoteBackends))
 	if m := lbd.Metrics(); strings.Contains(m, "xlb_encap_packets_total 0\n") || !strings.Contains(m, "xlb_encap_packets_total ") {
 		t.Errorf("balancer: no encapsulated packets:\n%s", grepLines(m, "xlb_encap"))
 	}
@@ -349,4 +256,75 @@ func TestEncapDisruption(t *testing.T) {
 		}
 	}
 	t.Logf("%d keep-alive connections: a backend added kept all on theirs; removing %s ended its %d, the others kept theirs", n, rb[0].Name, broken)
+}
+
+// startDecap runs xlbd --role backend on each host, decapsulating for the
+// VIPs.
+func startDecap(t *testing.T, hosts []*lab.Host, vip4, vip6 netip.Addr) []*xlbdproc.T {
+	t.Helper()
+	var ds []*xlbdproc.T
+	for _, h := range hosts {
+		d := xlbdproc.NewT(t, xlbdproc.Options{Bins: bins, Host: h, Metrics: xlbdproc.DefaultMetrics, Args: []string{"--role", "backend"},
+			Config: fmt.Sprintf("interface: eth0\ndecap:\n  vips: [%s, '%s']\n", vip4, vip6)})
+		d.Start()
+		ds = append(ds, d)
+	}
+	return ds
+}
+
+// encapConfig is a balancer config with an ipip TCP service on port 8080
+// and a gue UDP service on port 9090 for each VIP, over the backends.
+func encapConfig(vip4, vip6 netip.Addr, backends []*lab.Host) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "interface: eth0\nlimits: {conntrack_size: 65536, max_services: 64, max_backends: 1024}\nservices:\n")
+	for _, s := range []struct {
+		vip   netip.Addr
+		port  int
+		proto string
+		fwd   string
+	}{{vip4, 8080, "tcp", "ipip"}, {vip6, 8080, "tcp", "ipip"}, {vip4, 9090, "udp", "gue"}, {vip6, 9090, "udp", "gue"}} {
+		fmt.Fprintf(&b, "  - {vip: '%s', port: %d, protocol: %s, forward: %s, backends: [", s.vip, s.port, s.proto, s.fwd)
+		for i, h := range backends {
+			addr := h.Addr4
+			if s.vip.Is6() {
+				addr = h.Addr6
+			}
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "{address: '%s'}", addr)
+		}
+		b.WriteString("]}\n")
+	}
+	return b.String()
+}
+
+// queryEncap sends 40 TCP queries to each VIP's port 8080 and 40 UDP ones
+// to port 9090 from the client's extra addresses: every one is answered,
+// by a backend that saw the client's own address, and all n backends
+// answer some.
+func queryEncap(t *testing.T, c *lab.Host, vip4, vip6 netip.Addr, n int) {
+	t.Helper()
+	for _, q := range []struct {
+		network string
+		vip     netip.Addr
+		port    uint16
+		srcs    []netip.Addr
+	}{{"tcp", vip4, 8080, c.Extra4}, {"tcp", vip6, 8080, c.Extra6}, {"udp", vip4, 9090, c.Extra4}, {"udp", vip6, 9090, c.Extra6}} {
+		seen := map[string]int{}
+		for i := 0; i < 40; i++ {
+			src := netip.AddrPortFrom(q.srcs[i%len(q.srcs)], uint16(30000+i))
+			r, err := c.Query(q.network, src, netip.AddrPortFrom(q.vip, q.port), 3*time.Second)
+			if err != nil {
+				t.Fatalf("%s to %s from %s: %v", q.network, q.vip, src, err)
+			}
+			if r.Client != src {
+				t.Fatalf("%s to %s: backend %s saw %s, want %s", q.network, q.vip, r.Server, r.Client, src)
+			}
+			seen[r.Server]++
+		}
+		if len(seen) != n {
+			t.Errorf("%s to %s: answers from %v, want all %d backends", q.network, q.vip, seen, n)
+		}
+	}
 }
