@@ -13,11 +13,11 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/xlb-lb/xlb/bpf"
-	"github.com/xlb-lb/xlb/maps/lb"
+	"github.com/xlb-lb/xlb/loader/pinning"
 )
 
 // ErrAttached means the interface already runs another XDP program.
-var ErrAttached = errors.New("interface already has an XDP program attached")
+var ErrAttached = pinning.ErrAttached
 
 // pinnedMaps are the maps pinned (and re-adopted) by name.
 var pinnedMaps = []string{
@@ -27,7 +27,12 @@ var pinnedMaps = []string{
 	bpf.MapHalfOpen,
 }
 
-const linkPin = "link"
+const linkPin = pinning.LinkPin
+
+// pins is the pin directory of opts.
+func pins(opts Options) pinning.Dir {
+	return pinning.Dir{Path: opts.PinDir, Hint: "pins of an older xlb? xlbd --detach, then start again; flows are lost", Logger: opts.Logger}
+}
 
 // Open loads the data plane, or re-adopts the one pinned in opts.PinDir,
 // and attaches it to opts.Interface. On re-adoption the pinned maps are
@@ -59,11 +64,11 @@ func Open(opts Options) (*Balancer, error) {
 		return nil, err
 	}
 
-	adopt := opts.PinDir != "" && exists(filepath.Join(opts.PinDir, bpf.MapServices))
+	adopt := opts.PinDir != "" && pinning.Exists(filepath.Join(opts.PinDir, bpf.MapServices))
 	var replacements map[string]*ebpf.Map
 	var fresh []string // counter maps of another layout, started afresh
 	if adopt {
-		replacements, fresh, err = loadPinnedMaps(opts.PinDir, spec)
+		replacements, fresh, err = pins(opts).LoadMaps(pinnedMaps, freshMaps, spec)
 		if err != nil {
 			return nil, err
 		}
@@ -205,69 +210,10 @@ const bpfFNoCommonLRU = 1 << 1
 // misread.
 var freshMaps = map[string]bool{bpf.MapStats: true, bpf.MapSvcStats: true, bpf.MapBackendStats: true, bpf.MapConfig: true, bpf.MapHalfOpen: true}
 
-// loadPinnedMaps opens the pinned maps in dir for re-adoption. A fresh
-// map whose layout differs from spec's is left out (returned in fresh), to
-// be created anew and pinned in its place.
-func loadPinnedMaps(dir string, spec *ebpf.CollectionSpec) (out map[string]*ebpf.Map, fresh []string, err error) {
-	out = make(map[string]*ebpf.Map, len(pinnedMaps))
-	defer func() {
-		if err != nil {
-			for _, m := range out {
-				m.Close()
-			}
-			out = nil
-		}
-	}()
-	for _, name := range pinnedMaps {
-		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), nil)
-		if freshMaps[name] && errors.Is(err, os.ErrNotExist) {
-			fresh = append(fresh, name)
-			continue
-		}
-		if err != nil {
-			return nil, nil, fmt.Errorf("re-adopt pinned map %s: %w (pins of an older xlb? xlbd --detach, then start again; flows are lost)", name, err)
-		}
-		if freshMaps[name] {
-			if cerr := spec.Maps[name].Compatible(m); cerr != nil {
-				m.Close()
-				fresh = append(fresh, name)
-				continue
-			}
-		}
-		out[name] = m
-	}
-	return out, fresh, nil
-}
-
-// repin pins the maps started afresh over the pins of the old layout.
-func (b *Balancer) repin(names []string) error {
-	for _, name := range names {
-		path := filepath.Join(b.opts.PinDir, name)
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("replace pinned %s: %w", name, err)
-		}
-		if err := b.mapByName(name).Pin(path); err != nil {
-			return fmt.Errorf("pin %s: %w", name, err)
-		}
-	}
-	return nil
-}
-
 func (b *Balancer) attach(iface *net.Interface) error {
-	flags := link.XDPDriverMode
-	if b.opts.XDPMode == lb.Generic {
-		flags = link.XDPGenericMode
-	}
-	l, err := link.AttachXDP(link.XDPOptions{Program: b.objs.Xlb, Interface: iface.Index, Flags: flags})
-	if errors.Is(err, os.ErrExist) || errors.Is(err, errBusy) {
-		return fmt.Errorf("attach to %s: %w (another XDP program or another xlbd owns it)", iface.Name, ErrAttached)
-	}
+	l, err := pinning.AttachXDP(b.objs.Xlb, iface, b.opts.XDPMode, "")
 	if err != nil {
-		hint := ""
-		if b.opts.XDPMode == lb.Native {
-			hint = " (if the driver has no native XDP support, try xdp mode generic)"
-		}
-		return fmt.Errorf("attach xdp (%s mode) to %s: %w%s", b.opts.XDPMode, iface.Name, err, hint)
+		return err
 	}
 	b.link = l
 	b.opts.Logger.Info("attached", "interface", iface.Name, "mode", string(b.opts.XDPMode))
@@ -277,69 +223,24 @@ func (b *Balancer) attach(iface *net.Interface) error {
 // readopt takes over the pinned link, if any, and points it at the new
 // program.
 func (b *Balancer) readopt(iface *net.Interface) error {
-	if !exists(filepath.Join(b.opts.PinDir, linkPin)) {
-		return nil
-	}
-	l, err := link.LoadPinnedLink(filepath.Join(b.opts.PinDir, linkPin), nil)
+	l, err := pins(b.opts).Readopt(b.objs.Xlb, iface)
 	if err != nil {
-		return fmt.Errorf("re-adopt pinned link in %s: %w", b.opts.PinDir, err)
+		return err
 	}
-	if iface != nil {
-		info, err := l.Info()
-		if err == nil && info.XDP() != nil && int(info.XDP().Ifindex) != iface.Index {
-			return errors.Join(fmt.Errorf("pins in %s belong to interface index %d, not %s (%d)", b.opts.PinDir, info.XDP().Ifindex, iface.Name, iface.Index), l.Close())
-		}
+	if l != nil {
+		b.link = l
 	}
-	if err := l.Update(b.objs.Xlb); err != nil {
-		return errors.Join(fmt.Errorf("switch pinned link to the new program: %w", err), l.Close())
-	}
-	b.link = l
 	return nil
 }
 
-// pin writes the link and maps into a temporary directory next to PinDir
-// and renames it into place, so a crash never leaves a half-pinned set.
+// pin pins the link and maps all at once (pinning.Dir.Pin).
 func (b *Balancer) pin() error {
-	parent := filepath.Dir(b.opts.PinDir)
-	if err := os.MkdirAll(parent, 0o700); err != nil {
-		return fmt.Errorf("create pin directory %s: %w (is bpffs mounted? mount -t bpf bpf /sys/fs/bpf)", parent, err)
-	}
-	// bpffs rejects names with a dot: no hidden-file style here.
-	prefix := filepath.Base(b.opts.PinDir) + "-tmp-"
-	// A process killed between pinning and the rename left its temporary
-	// directory, whose pins keep maps in kernel memory: remove it. Only one
-	// xlbd pins into PinDir at a time (its lock), so none is in use.
-	if stale, err := filepath.Glob(filepath.Join(parent, prefix+"*")); err == nil {
-		for _, d := range stale {
-			if err := os.RemoveAll(d); err != nil {
-				return fmt.Errorf("remove stale pins %s: %w", d, err)
-			}
-			b.opts.Logger.Warn("removed the pins of an interrupted start", "dir", d)
-		}
-	}
-	tmp, err := os.MkdirTemp(parent, prefix)
-	if err != nil {
-		return fmt.Errorf("create pin directory in %s: %w", parent, err)
-	}
-	fail := func(err error) error {
-		return errors.Join(err, os.RemoveAll(tmp))
-	}
-	for _, name := range pinnedMaps {
-		if err := b.mapByName(name).Pin(filepath.Join(tmp, name)); err != nil {
-			return fail(fmt.Errorf("pin map %s: %w (is %s on a bpffs?)", name, err, parent))
-		}
-	}
-	if b.link != nil {
-		if err := b.link.Pin(filepath.Join(tmp, linkPin)); err != nil {
-			return fail(fmt.Errorf("pin link: %w", err))
-		}
-	}
-	if err := os.Rename(tmp, b.opts.PinDir); err != nil {
-		return fail(fmt.Errorf("move pins into %s: %w", b.opts.PinDir, err))
-	}
-	// The objects remember the temporary paths; Detach removes the
-	// directory by its final name instead of unpinning object by object.
-	return nil
+	return pins(b.opts).Pin(pinnedMaps, b.mapByName, b.link)
+}
+
+// repin pins the maps started afresh over the pins of the old layout.
+func (b *Balancer) repin(names []string) error {
+	return pins(b.opts).Repin(names, b.mapByName)
 }
 
 func (b *Balancer) mapByName(name string) *ebpf.Map {
@@ -392,11 +293,6 @@ func (b *Balancer) checkAdoptedTables() error {
 		}
 	}
 	return it.Err()
-}
-
-func exists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
 }
 
 // Detach stops the data plane pinned in pinDir and removes its pins: the

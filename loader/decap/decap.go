@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -19,10 +18,9 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
-	"golang.org/x/sys/unix"
 
 	"github.com/xlb-lb/xlb/bpf"
-	"github.com/xlb-lb/xlb/loader"
+	"github.com/xlb-lb/xlb/loader/pinning"
 	"github.com/xlb-lb/xlb/maps"
 	"github.com/xlb-lb/xlb/maps/lb"
 )
@@ -40,7 +38,12 @@ var pinnedMaps = []string{bpf.MapDecapVips, bpf.MapDecapAddrs, bpf.MapDecapConfi
 // counters (from zero) and the settings (rewritten by the next Set).
 var freshMaps = map[string]bool{bpf.MapDecapStats: true, bpf.MapDecapConfig: true}
 
-const linkPin = "link"
+const linkPin = pinning.LinkPin
+
+// pins is the pin directory of opts.
+func pins(opts Options) pinning.Dir {
+	return pinning.Dir{Path: opts.PinDir, What: "decap ", Hint: "xlbd --detach, then start again", Logger: opts.Logger}
+}
 
 // Options configure Open.
 type Options struct {
@@ -104,16 +107,16 @@ func Open(opts Options) (*Decap, error) {
 
 	adopt := false
 	if opts.PinDir != "" {
-		if exists(filepath.Join(opts.PinDir, bpf.MapDecapStats)) {
+		if pinning.Exists(filepath.Join(opts.PinDir, bpf.MapDecapStats)) {
 			adopt = true
-		} else if exists(opts.PinDir) {
+		} else if pinning.Exists(opts.PinDir) {
 			return nil, fmt.Errorf("%s: %w (the balancer's? xlbd --detach --interface %s removes them)", opts.PinDir, ErrOtherRole, opts.Interface)
 		}
 	}
 	var replacements map[string]*ebpf.Map
 	var fresh []string
 	if adopt {
-		replacements, fresh, err = loadPinnedMaps(opts.PinDir, spec)
+		replacements, fresh, err = pins(opts).LoadMaps(pinnedMaps, freshMaps, spec)
 		if err != nil {
 			return nil, err
 		}
@@ -295,16 +298,9 @@ func normalize(c lb.DecapConfig) lb.DecapConfig {
 }
 
 func (d *Decap) attach(iface *net.Interface) error {
-	flags := link.XDPDriverMode
-	if d.opts.XDPMode == lb.Generic {
-		flags = link.XDPGenericMode
-	}
-	l, err := link.AttachXDP(link.XDPOptions{Program: d.objs.Decap, Interface: iface.Index, Flags: flags})
-	if errors.Is(err, os.ErrExist) || errors.Is(err, unix.EBUSY) {
-		return fmt.Errorf("attach decap to %s: %w (another XDP program or another xlbd owns it)", iface.Name, loader.ErrAttached)
-	}
+	l, err := pinning.AttachXDP(d.objs.Decap, iface, d.opts.XDPMode, "decap ")
 	if err != nil {
-		return fmt.Errorf("attach decap xdp (%s mode) to %s: %w", d.opts.XDPMode, iface.Name, err)
+		return err
 	}
 	d.link = l
 	d.opts.Logger.Info("decapsulator attached", "interface", iface.Name, "mode", string(d.opts.XDPMode))
@@ -314,111 +310,24 @@ func (d *Decap) attach(iface *net.Interface) error {
 // readopt takes over the pinned link, if any, and points it at the new
 // program.
 func (d *Decap) readopt(iface *net.Interface) error {
-	path := filepath.Join(d.opts.PinDir, linkPin)
-	if !exists(path) {
-		return nil
-	}
-	l, err := link.LoadPinnedLink(path, nil)
+	l, err := pins(d.opts).Readopt(d.objs.Decap, iface)
 	if err != nil {
-		return fmt.Errorf("re-adopt pinned decap link in %s: %w", d.opts.PinDir, err)
+		return err
 	}
-	if iface != nil {
-		info, err := l.Info()
-		if err == nil && info.XDP() != nil && int(info.XDP().Ifindex) != iface.Index {
-			return errors.Join(fmt.Errorf("pins in %s belong to interface index %d, not %s (%d)", d.opts.PinDir, info.XDP().Ifindex, iface.Name, iface.Index), l.Close())
-		}
+	if l != nil {
+		d.link = l
 	}
-	if err := l.Update(d.objs.Decap); err != nil {
-		return errors.Join(fmt.Errorf("switch pinned decap link to the new program: %w", err), l.Close())
-	}
-	d.link = l
 	return nil
-}
-
-// loadPinnedMaps opens the pinned maps for re-adoption; a fresh map of
-// another layout (or missing) is left out and returned in fresh.
-func loadPinnedMaps(dir string, spec *ebpf.CollectionSpec) (out map[string]*ebpf.Map, fresh []string, err error) {
-	out = make(map[string]*ebpf.Map, len(pinnedMaps))
-	defer func() {
-		if err != nil {
-			for _, m := range out {
-				m.Close()
-			}
-			out = nil
-		}
-	}()
-	for _, name := range pinnedMaps {
-		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), nil)
-		if freshMaps[name] && errors.Is(err, os.ErrNotExist) {
-			fresh = append(fresh, name)
-			continue
-		}
-		if err != nil {
-			return nil, nil, fmt.Errorf("re-adopt pinned decap map %s: %w (xlbd --detach, then start again)", name, err)
-		}
-		if cerr := spec.Maps[name].Compatible(m); cerr != nil {
-			m.Close()
-			if freshMaps[name] {
-				fresh = append(fresh, name)
-				continue
-			}
-			return nil, nil, fmt.Errorf("re-adopt pinned decap map %s: %w (xlbd --detach, then start again)", name, cerr)
-		}
-		out[name] = m
-	}
-	return out, fresh, nil
 }
 
 // repin pins the maps started afresh over the old pins.
 func (d *Decap) repin(names []string) error {
-	for _, name := range names {
-		path := filepath.Join(d.opts.PinDir, name)
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("replace pinned %s: %w", name, err)
-		}
-		if err := d.mapByName(name).Pin(path); err != nil {
-			return fmt.Errorf("pin %s: %w", name, err)
-		}
-	}
-	return nil
+	return pins(d.opts).Repin(names, d.mapByName)
 }
 
-// pin writes the link and maps into a temporary directory beside PinDir
-// and renames it into place, so a crash never leaves a half-pinned set.
+// pin pins the link and maps all at once (pinning.Dir.Pin).
 func (d *Decap) pin() error {
-	parent := filepath.Dir(d.opts.PinDir)
-	if err := os.MkdirAll(parent, 0o700); err != nil {
-		return fmt.Errorf("create pin directory %s: %w (is bpffs mounted? mount -t bpf bpf /sys/fs/bpf)", parent, err)
-	}
-	// bpffs rejects names with a dot.
-	prefix := filepath.Base(d.opts.PinDir) + "-tmp-"
-	if stale, err := filepath.Glob(filepath.Join(parent, prefix+"*")); err == nil {
-		for _, s := range stale {
-			if err := os.RemoveAll(s); err != nil {
-				return fmt.Errorf("remove stale pins %s: %w", s, err)
-			}
-			d.opts.Logger.Warn("removed the pins of an interrupted start", "dir", s)
-		}
-	}
-	tmp, err := os.MkdirTemp(parent, prefix)
-	if err != nil {
-		return fmt.Errorf("create pin directory in %s: %w", parent, err)
-	}
-	fail := func(err error) error { return errors.Join(err, os.RemoveAll(tmp)) }
-	for _, name := range pinnedMaps {
-		if err := d.mapByName(name).Pin(filepath.Join(tmp, name)); err != nil {
-			return fail(fmt.Errorf("pin map %s: %w", name, err))
-		}
-	}
-	if d.link != nil {
-		if err := d.link.Pin(filepath.Join(tmp, linkPin)); err != nil {
-			return fail(fmt.Errorf("pin decap link: %w", err))
-		}
-	}
-	if err := os.Rename(tmp, d.opts.PinDir); err != nil {
-		return fail(fmt.Errorf("move pins into %s: %w", d.opts.PinDir, err))
-	}
-	return nil
+	return pins(d.opts).Pin(pinnedMaps, d.mapByName, d.link)
 }
 
 func (d *Decap) mapByName(name string) *ebpf.Map {
@@ -433,9 +342,4 @@ func (d *Decap) mapByName(name string) *ebpf.Map {
 		return d.objs.DecapStats
 	}
 	panic("unknown decap map " + name)
-}
-
-func exists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
 }
