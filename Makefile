@@ -62,7 +62,9 @@ bpffs:
 bench: bpffs ## xlb beside same-run baselines: per-packet, veth Mpps, control plane, disruption, HAProxy (root; BENCH_QUICK=1: < 2 min)
 	$(GO) run ./test/bench
 
-# Fuzz targets, as PACKAGE:TARGET. make fuzz runs each for FUZZTIME; plain
+# Fuzz targets, as PACKAGE:TARGET. make fuzz runs each for FUZZTIME, a
+# duration (10m) or a count of inputs (200000x: what CI runs, as a count
+# cannot meet Go 1.26's deadline race, golang/go#75804); plain
 # go test runs their seed corpora (testdata/fuzz) with the unit tests.
 # FuzzDataPlane (the XDP program against its Go model) needs root and
 # skips loudly without it, as the other BPF test-run tests do.
