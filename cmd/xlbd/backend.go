@@ -5,12 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
-	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/xlb-lb/xlb/cmd/config"
 	"github.com/xlb-lb/xlb/cmd/daemon"
@@ -50,17 +47,8 @@ func runBackend(ctx context.Context, f *flags, log *slog.Logger, cfg *config.Con
 		return err
 	}
 
-	srv := &http.Server{Handler: b.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	go serve(log, "api", srv, ln)
-	defer closeLogged(log, "the API server", srv)
-	if metricsLn != nil {
-		msrv := &http.Server{Handler: b.MetricsHandler(), ReadHeaderTimeout: 5 * time.Second}
-		go serve(log, "metrics", msrv, metricsLn)
-		defer closeLogged(log, "the metrics server", msrv)
-	}
-
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, os.Interrupt, syscall.SIGUSR2)
+	defer serveAPI(log, b.Handler(), ln, b.MetricsHandler(), metricsLn)()
+	sigs := notifySignals()
 	defer signal.Stop(sigs)
 	log.Info("xlbd ready", "role", string(lb.RoleBackend), "api", f.apiSock, "metrics", f.metrics, "version", version)
 	for {

@@ -216,17 +216,8 @@ func run(ctx context.Context, f *flags, log *slog.Logger) error {
 	defer stopRun()
 	go d.Run(runCtx, sweepInterval)
 
-	srv := &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	go serve(log, "api", srv, ln)
-	defer closeLogged(log, "the API server", srv)
-	if metricsLn != nil {
-		msrv := &http.Server{Handler: d.MetricsHandler(), ReadHeaderTimeout: 5 * time.Second}
-		go serve(log, "metrics", msrv, metricsLn)
-		defer closeLogged(log, "the metrics server", msrv)
-	}
-
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, os.Interrupt, syscall.SIGUSR2)
+	defer serveAPI(log, d.Handler(), ln, d.MetricsHandler(), metricsLn)()
+	sigs := notifySignals()
 	defer signal.Stop(sigs)
 	log.Info("xlbd ready", "api", f.apiSock, "metrics", f.metrics, "version", version)
 	for {
@@ -295,6 +286,33 @@ func interfaceAddrs(ifc *net.Interface) ([]netip.Addr, error) {
 }
 
 // serve runs srv on ln until it is closed.
+// serveAPI serves the API on ln and, if metricsLn is set, the metrics on
+// it, for either role; the returned func closes both servers.
+func serveAPI(log *slog.Logger, api http.Handler, ln net.Listener, metrics http.Handler, metricsLn net.Listener) func() {
+	srv := &http.Server{Handler: api, ReadHeaderTimeout: 5 * time.Second}
+	go serve(log, "api", srv, ln)
+	var msrv *http.Server
+	if metricsLn != nil {
+		msrv = &http.Server{Handler: metrics, ReadHeaderTimeout: 5 * time.Second}
+		go serve(log, "metrics", msrv, metricsLn)
+	}
+	return func() {
+		if msrv != nil {
+			closeLogged(log, "the metrics server", msrv)
+		}
+		closeLogged(log, "the API server", srv)
+	}
+}
+
+// notifySignals delivers the signals xlbd acts on, in either role: SIGHUP
+// (reload), SIGTERM and interrupt (planned stop), SIGUSR2 (exit keeping
+// the data plane and routes).
+func notifySignals() chan os.Signal {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, os.Interrupt, syscall.SIGUSR2)
+	return sigs
+}
+
 func serve(log *slog.Logger, what string, srv *http.Server, ln net.Listener) {
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Error("serve "+what, "err", err)
