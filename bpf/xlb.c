@@ -592,9 +592,6 @@ static __always_inline int halfopen_flow(struct flow_state *st,
  * big): XDP_TX for the caller, with none of the forwarded frame's
  * counters. Not an XDP action. */
 #define ENCAP_ANSWERED 0x40
-/* In encap_forward's where: the frame may not be answered with an ICMP
- * error (it is one). */
-#define ENCAP_NO_ANSWER (1ULL << 63)
 
 /* too_big answers a packet that, encapsulated, would exceed the egress MTU
  * (mtu) with ICMP fragmentation needed (IPv4, DF set) or ICMPv6 packet too
@@ -712,42 +709,110 @@ err:
 	return XDP_DROP;
 }
 
-/* encap_forward sends the frame's IP packet (where: its offset in the
- * frame << 32 | its length; any Ethernet padding and VLAN tags dropped) to
- * backend be inside an outer IPv4 or IPv6 header of the packet's family
+/* next_hop returns backend be's next hop from this CPU's fib_cache, looking
+ * it up in the kernel's FIB (bpf_fib_lookup, as output from the outer
+ * source e->src, from the ingress interface) when the cached one is
+ * missing, older than FIB_CACHE_NS, or another backend's (the slot is
+ * shared modulo FIB_CACHE_SLOTS, and ids are reused) or another
+ * interface's. The route's MTU comes with it: the kernel reports it on
+ * success (recent kernels), else a second lookup with the largest length
+ * makes it say. NULL: no route or neighbour, not cached, so the next
+ * packet asks again. */
+static __always_inline const struct fib_hop *
+next_hop(struct xdp_md *ctx, struct encap_scratch *e, const struct backend *be,
+	 struct global_counters *gs)
+{
+	/* Keys in the scratch value, off encap_forward's stack. */
+	e->key = e->bid & (FIB_CACHE_SLOTS - 1);
+	struct fib_hop *hop = bpf_map_lookup_elem(&fib_cache, &e->key);
+	__u64 now = bpf_ktime_get_coarse_ns();
+
+	if (!hop)
+		return NULL;
+	if (hop->at && now - hop->at < FIB_CACHE_NS && hop->bid == e->bid &&
+	    hop->iif == ctx->ingress_ifindex && hop->addr[0] == be->addr[0] &&
+	    hop->addr[1] == be->addr[1] && hop->addr[2] == be->addr[2] &&
+	    hop->addr[3] == be->addr[3])
+		return hop;
+
+	struct bpf_fib_lookup *fib = &e->fib;
+	__builtin_memset(fib, 0, sizeof(*fib));
+	fib->family = e->v6 ? AF_INET6 : AF_INET;
+	fib->l4_protocol =
+		e->gue ? IPPROTO_UDP : (e->v6 ? IPPROTO_IPV6 : IPPROTO_IPIP);
+	fib->ifindex = ctx->ingress_ifindex;
+	if (e->v6) {
+		__builtin_memcpy(fib->ipv6_src, e->src, sizeof(fib->ipv6_src));
+		__builtin_memcpy(fib->ipv6_dst, be->addr,
+				 sizeof(fib->ipv6_dst));
+	} else {
+		fib->ipv4_src = e->src[0];
+		fib->ipv4_dst = be->addr[0];
+	}
+	gs->encap_fib_lookups++;
+	if (bpf_fib_lookup(ctx, fib, sizeof(*fib), BPF_FIB_LOOKUP_OUTPUT) !=
+	    BPF_FIB_LKUP_RET_SUCCESS)
+		return NULL;
+	hop->at = now;
+	hop->bid = e->bid;
+	hop->iif = ctx->ingress_ifindex;
+	__builtin_memcpy(hop->addr, be->addr, sizeof(hop->addr));
+	hop->ifindex = fib->ifindex;
+	__builtin_memcpy(hop->smac, fib->smac, ETH_ALEN);
+	__builtin_memcpy(hop->dmac, fib->dmac, ETH_ALEN);
+	/* tot_len was 0: a kernel that reports the MTU on success wrote it
+	 * over it (they share a union). */
+	hop->mtu = fib->mtu_result;
+	if (hop->mtu)
+		return hop;
+	fib->ifindex = ctx->ingress_ifindex;
+	fib->tot_len = 0xFFFF;
+	long r = bpf_fib_lookup(ctx, fib, sizeof(*fib), BPF_FIB_LOOKUP_OUTPUT);
+	if (r == BPF_FIB_LKUP_RET_FRAG_NEEDED)
+		hop->mtu = fib->mtu_result;
+	else if (r == BPF_FIB_LKUP_RET_SUCCESS)
+		hop->mtu = 0xFFFF;
+	if (!hop->mtu) {
+		/* The route changed between the two lookups: ask again. */
+		hop->at = 0;
+		return NULL;
+	}
+	return hop;
+}
+
+/* encap_forward sends the frame's IP packet (at e->ip_off in the frame,
+ * e->len bytes; any Ethernet padding and VLAN tags dropped) to backend be
+ * (id e->bid) inside an outer IPv4 or IPv6 header of the packet's family
  * (ipip: protocol 4 / next header 41; gue: UDP to the configured port,
  * whose payload is the packet), from the configured source (its last bits
- * from the flow hash h) to the backend's address, with the inner DSCP and
- * ECN (and, for IPv4, DF) and TTL 64. The next hop comes from the kernel's
- * FIB (bpf_fib_lookup, asked as output from our source, with the outer
- * length for its MTU check): a route or neighbour it lacks is
- * encap_fib_miss, for the kernel (XDP_PASS, frame untouched); an outer
- * packet over the egress MTU is encap_too_big (XDP_DROP). Sent with XDP_TX
- * on the interface it came in by, else XDP_REDIRECT. The UDP checksum is
- * left 0 over IPv4 (RFC 768) and computed over IPv6 (RFC 8200). Callers
- * count the frame's own counters when it was sent (encap_sent). Not
- * inlined (verified once for its three callers); its state lives in a
- * per-CPU scratch value, as the frames of a call chain share 512 bytes. */
+ * from the flow hash e->h) to the backend's address, with the inner DSCP
+ * and ECN (and, for IPv4, DF) and TTL 64. The next hop comes from the
+ * kernel's FIB through a per-CPU cache (next_hop): a route or neighbour it
+ * lacks is encap_fib_miss, for the kernel (XDP_PASS, frame untouched); an
+ * outer packet over the route's MTU is encap_too_big, answered with ICMP
+ * when e->answer allows (too_big), else dropped. Sent with XDP_TX on the
+ * interface it came in by, else XDP_REDIRECT. The UDP checksum is left 0
+ * over IPv4 (RFC 768) and computed over IPv6 (RFC 8200). Callers count the
+ * frame's own counters when it was sent (encap_sent). Not inlined
+ * (verified once for its three callers); its state lives in a per-CPU
+ * scratch value, as the frames of a call chain share 512 bytes. */
 static __attribute__((noinline)) int encap_forward(struct xdp_md *ctx,
 						   const struct backend *be,
 						   struct global_counters *gs,
-						   __u64 where, __u32 h)
+						   struct encap_scratch *e)
 {
-	__u32 zero = 0;
-	struct encap_scratch *e = bpf_map_lookup_elem(&scratch_encap, &zero);
-	struct xlb_config *c = bpf_map_lookup_elem(&config, &zero);
+	/* The key in the scratch value: this frame's stack is tight. */
+	e->key = 0;
+	struct xlb_config *c = bpf_map_lookup_elem(&config, &e->key);
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
 
-	if (!e || !c)
+	if (!c)
 		goto err;
 	e->v6 = be->family == XLB_AF_INET6;
 	e->gue = (be->flags & F_BACKEND_GUE) != 0;
 	e->over =
 		(e->v6 ? OUTER6_LEN : OUTER4_LEN) + (e->gue ? GUE_UDP_LEN : 0);
-	e->ip_off = (where >> 32) & 0xffff;
-	e->len = (__u32)where;
-	e->h = h;
 	e->df = 0;
 	/* At most Ethernet and two VLAN tags before the IP header. */
 	if (e->ip_off > 64)
@@ -769,42 +834,28 @@ static __attribute__((noinline)) int encap_forward(struct xdp_md *ctx,
 		e->tos = ip4->tos;
 		e->df = ip4->frag_off & bpf_htons(IP_DF);
 	}
-
-	struct bpf_fib_lookup *fib = &e->fib;
-	__builtin_memset(fib, 0, sizeof(*fib));
-	fib->family = e->v6 ? AF_INET6 : AF_INET;
-	fib->l4_protocol =
-		e->gue ? IPPROTO_UDP : (e->v6 ? IPPROTO_IPV6 : IPPROTO_IPIP);
-	fib->tot_len = e->len + e->over;
-	fib->ifindex = ctx->ingress_ifindex;
-	encap_src(c, e->v6, h, e->src);
+	encap_src(c, e->v6, e->h, e->src);
 	/* No source of the family configured. */
 	if (!(e->src[0] | e->src[1] | e->src[2] | e->src[3]))
 		goto err;
-	if (e->v6) {
-		__builtin_memcpy(fib->ipv6_src, e->src, sizeof(fib->ipv6_src));
-		__builtin_memcpy(fib->ipv6_dst, be->addr,
-				 sizeof(fib->ipv6_dst));
-	} else {
-		fib->ipv4_src = e->src[0];
-		fib->ipv4_dst = be->addr[0];
+
+	const struct fib_hop *hop = next_hop(ctx, e, be, gs);
+	if (!hop) {
+		gs->encap_fib_miss++;
+		return XDP_PASS;
 	}
-	long rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), BPF_FIB_LOOKUP_OUTPUT);
-	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
+	if (e->len + e->over > hop->mtu) {
 		gs->encap_too_big++;
 		/* A non-DF IPv4 packet could be fragmented, which XDP cannot
 		 * do: dropped (documented); so is an ICMP error (no error
 		 * about an error). */
-		if ((where & ENCAP_NO_ANSWER) || (!e->v6 && !e->df))
+		if (!e->answer || (!e->v6 && !e->df))
 			return XDP_DROP;
-		return too_big(ctx, e, fib->mtu_result, gs) == XDP_TX ?
+		return too_big(ctx, e, hop->mtu, gs) == XDP_TX ?
 			       ENCAP_ANSWERED :
 			       XDP_DROP;
 	}
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
-		gs->encap_fib_miss++;
-		return XDP_PASS;
-	}
+	e->hop = *hop;
 
 	if (e->after > e->len &&
 	    bpf_xdp_adjust_tail(ctx, -(int)(e->after - e->len)))
@@ -817,8 +868,8 @@ static __attribute__((noinline)) int encap_forward(struct xdp_md *ctx,
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > end)
 		goto err;
-	__builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, e->hop.dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, e->hop.smac, ETH_ALEN);
 	struct udphdr *u;
 	__u64 sum = 0;
 	if (e->v6) {
@@ -888,10 +939,10 @@ static __attribute__((noinline)) int encap_forward(struct xdp_md *ctx,
 	}
 sent:
 	gs->encap_packets++;
-	if (fib->ifindex == ctx->ingress_ifindex)
+	if (e->hop.ifindex == ctx->ingress_ifindex)
 		return XDP_TX;
 	/* A known verdict, not the helper's long: callers compare it. */
-	if (bpf_redirect(fib->ifindex, 0) != XDP_REDIRECT)
+	if (bpf_redirect(e->hop.ifindex, 0) != XDP_REDIRECT)
 		goto err;
 	return XDP_REDIRECT;
 err:
@@ -911,31 +962,39 @@ static __always_inline int encap_sent(int v)
 	return v == XDP_TX || v == XDP_REDIRECT;
 }
 
-/* encap encapsulates the frame's IP packet to be (encap_forward), passing
- * where the packet lies in the frame and its length, whether it may be
- * answered with ICMP too big, and the flow's hash (outer source, flow
- * label, GUE source port). */
+/* encap encapsulates the frame's IP packet to backend be, id bid
+ * (encap_forward), telling it through the per-CPU scratch where the packet
+ * lies in the frame and its length, whether it may be answered with ICMP
+ * too big, and the flow's hash (outer source, flow label, GUE source
+ * port). */
 static __always_inline int encap(struct xdp_md *ctx, const struct pkt *p,
-				 const struct backend *be,
+				 const struct backend *be, __u32 bid,
 				 struct global_counters *gs, int answer)
 {
-	void *data = (void *)(long)ctx->data;
-	__u64 where = ((__u64)(__u32)(p->ip - data) << 32) | p->ip_len;
+	__u32 zero = 0;
+	struct encap_scratch *e = bpf_map_lookup_elem(&scratch_encap, &zero);
 
-	if (!answer)
-		where |= ENCAP_NO_ANSWER;
-	return encap_forward(ctx, be, gs, where, hash_flow(&p->key));
+	if (!e) {
+		gs->encap_errors++;
+		return XDP_DROP;
+	}
+	e->ip_off = (__u32)(p->ip - (void *)(long)ctx->data);
+	e->len = p->ip_len;
+	e->bid = bid;
+	e->answer = answer;
+	e->h = hash_flow(&p->key);
+	return encap_forward(ctx, be, gs, e);
 }
 
 /* forward sends a frame to backend be by its service's mode: encapsulated
  * (encap_forward), or readdressed at layer 2 (dsr-l2: MACs only,
  * XDP_TX). */
 static __always_inline int forward(struct xdp_md *ctx, const struct pkt *p,
-				   const struct backend *be,
+				   const struct backend *be, __u32 bid,
 				   struct global_counters *gs, int answer)
 {
 	if (encapsulated(be))
-		return encap(ctx, p, be, gs, answer);
+		return encap(ctx, p, be, bid, gs, answer);
 	rewrite_dsr_l2(p->eth, be);
 	return XDP_TX;
 }
@@ -962,7 +1021,7 @@ static __always_inline int count_and_forward(struct xdp_md *ctx,
 		return XDP_DROP;
 	}
 	if (encapsulated(st->be)) {
-		int v = encap(ctx, p, st->be, gs, 1);
+		int v = encap(ctx, p, st->be, bid, gs, 1);
 		if (v == ENCAP_ANSWERED)
 			return XDP_TX;
 		if (!encap_sent(v))
@@ -1182,17 +1241,22 @@ static __always_inline int icmp_error(struct xdp_md *ctx, struct pkt *p,
 
 	__u64 now = bpf_ktime_get_coarse_ns();
 	struct backend *be = NULL;
+	__u32 bid = 0;
 	struct flow *f = bpf_map_lookup_elem(&conntrack, &key);
-	if (f && !flow_expired(f->last_seen, f->flags, key.proto, now))
-		be = usable_backend(f->backend_id, svc->id);
+	if (f && !flow_expired(f->last_seen, f->flags, key.proto, now)) {
+		bid = f->backend_id;
+		be = usable_backend(bid, svc->id);
+	}
 	if (!be &&
-	    (svc->sched == SCHED_MAGLEV || svc->sched == SCHED_SOURCE_HASH))
-		be = usable_backend(hashed_placement(svc, &key, now), svc->id);
+	    (svc->sched == SCHED_MAGLEV || svc->sched == SCHED_SOURCE_HASH)) {
+		bid = hashed_placement(svc, &key, now);
+		be = usable_backend(bid, svc->id);
+	}
 	if (!be) {
 		gs->icmp_errors_unmatched++;
 		return XDP_PASS;
 	}
-	int v = forward(ctx, p, be, gs, 0);
+	int v = forward(ctx, p, be, bid, gs, 0);
 	if (encap_sent(v))
 		gs->icmp_errors_forwarded++;
 	return v;
@@ -1312,7 +1376,7 @@ static __always_inline int frag_follow(struct xdp_md *ctx, const struct pkt *p,
 		gs->drop_internal++;
 		return XDP_DROP;
 	}
-	int verdict = forward(ctx, p, be, gs, 1);
+	int verdict = forward(ctx, p, be, bid, gs, 1);
 	if (verdict == ENCAP_ANSWERED)
 		return XDP_TX;
 	if (!encap_sent(verdict))

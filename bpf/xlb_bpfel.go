@@ -30,6 +30,19 @@ type xlbBackendCounters struct {
 	NewFlows uint64
 }
 
+type xlbFibHop struct {
+	_       structs.HostLayout
+	At      uint64
+	Addr    [4]uint32
+	Bid     uint32
+	Iif     uint32
+	Ifindex uint32
+	Mtu     uint32
+	Smac    [6]uint8
+	Dmac    [6]uint8
+	_       [4]byte
+}
+
 type xlbFlow struct {
 	_         structs.HostLayout
 	LastSeen  uint64
@@ -107,6 +120,7 @@ type xlbGlobalCounters struct {
 	EncapTooBig           uint64
 	EncapErrors           uint64
 	EncapIcmpTooBig       uint64
+	EncapFibLookups       uint64
 }
 
 type xlbPersistEntry struct {
@@ -195,6 +209,7 @@ const (
 	xlbMapBackends      = "backends"
 	xlbMapConfig        = "config"
 	xlbMapConntrack     = "conntrack"
+	xlbMapFibCache      = "fib_cache"
 	xlbMapFrags         = "frags"
 	xlbMapHalfopen      = "halfopen"
 	xlbMapMaglevTables  = "maglev_tables"
@@ -264,6 +279,7 @@ type xlbMapSpecs struct {
 	Backends      *ebpf.MapSpec `ebpf:"backends"`
 	Config        *ebpf.MapSpec `ebpf:"config"`
 	Conntrack     *ebpf.MapSpec `ebpf:"conntrack"`
+	FibCache      *ebpf.MapSpec `ebpf:"fib_cache"`
 	Frags         *ebpf.MapSpec `ebpf:"frags"`
 	Halfopen      *ebpf.MapSpec `ebpf:"halfopen"`
 	MaglevTables  *ebpf.MapSpec `ebpf:"maglev_tables"`
@@ -309,6 +325,7 @@ type xlbMaps struct {
 	Backends      *ebpf.Map `ebpf:"backends"`
 	Config        *ebpf.Map `ebpf:"config"`
 	Conntrack     *ebpf.Map `ebpf:"conntrack"`
+	FibCache      *ebpf.Map `ebpf:"fib_cache"`
 	Frags         *ebpf.Map `ebpf:"frags"`
 	Halfopen      *ebpf.Map `ebpf:"halfopen"`
 	MaglevTables  *ebpf.Map `ebpf:"maglev_tables"`
@@ -328,6 +345,7 @@ func (m *xlbMaps) Close() error {
 		m.Backends,
 		m.Config,
 		m.Conntrack,
+		m.FibCache,
 		m.Frags,
 		m.Halfopen,
 		m.MaglevTables,

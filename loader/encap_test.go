@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/gopacket/gopacket"
@@ -235,6 +236,9 @@ func TestEncap(t *testing.T) {
 		{"gue6 udp", "[2001:2:0:1::41]:53/udp", frame.Spec{Src: netip.AddrPortFrom(client6, 1005), UDP: true, Payload: bytes.Repeat([]byte("q"), 301)}, 0x01},
 		{"gue6 udp long", "[2001:2:0:1::41]:53/udp", frame.Spec{Src: netip.AddrPortFrom(client6, 1006), UDP: true, Payload: bytes.Repeat([]byte("z"), 1300)}, 0},
 	}
+	// Backends whose next hop is cached already (a second may have passed,
+	// so a later frame may look it up again).
+	seen := map[uint32]bool{}
 	// Not subtests: they run on other goroutines, whose threads are not
 	// in the namespace.
 	for _, r := range rows {
@@ -256,7 +260,6 @@ func TestEncap(t *testing.T) {
 			k := flowOf(spec)
 			h := maps.FlowHash(k)
 			id, be := f0(t, b, s.Key, k)
-			_ = id
 			tun := frame.Tunnel{SrcMAC: n.mac, DstMAC: encapNextHopMAC, Dst: be.Addr, TOS: r.tos}
 			if s.Key.VIP.Is4() {
 				src := netip.MustParsePrefix("198.18.100.0/28").Addr().As4()
@@ -293,11 +296,23 @@ func TestEncap(t *testing.T) {
 			if s.Key.Proto == lb.TCP {
 				wantC["HalfopenNew"] = 1
 			}
+			if l := popLookups(d); l > 1 || !seen[id] && l != 1 {
+				t.Errorf("%s: %d FIB lookups; want 1 for a backend not seen yet (seen: %v), at most 1", r.name, l, seen[id])
+			}
+			seen[id] = true
 			if !reflect.DeepEqual(d, wantC) {
 				t.Errorf("%s: counters %v, want %v", r.name, d, wantC)
 			}
 		}()
 	}
+}
+
+// popLookups takes the FIB lookups out of counter delta d: how many a
+// frame makes depends on the cache (TestEncapFIBCache tests it).
+func popLookups(d map[string]uint64) uint64 {
+	l := d["EncapFibLookups"]
+	delete(d, "EncapFibLookups")
+	return l
 }
 
 // f0 is the backend the scheduler gives flow k of service key.
@@ -391,6 +406,15 @@ func TestEncapFailures(t *testing.T) {
 		before := f0counters(t, b)
 		verdict, out := n.run(t, b, in)
 		d := delta(before, f0counters(t, b))
+		// Each asks the FIB (a miss is not cached, and the other backend
+		// is new), but for the frame with no outer source.
+		wantL := uint64(1)
+		if r.reason == "EncapErrors" {
+			wantL = 0
+		}
+		if l := popLookups(d); l != wantL {
+			t.Errorf("%s: %d FIB lookups, want %d", r.name, l, wantL)
+		}
 		want := map[string]uint64{"RxPackets": 1, "NewFlows": 1, r.reason: 1}
 		if r.svc.Proto == lb.TCP {
 			want["HalfopenNew"] = 1
@@ -482,6 +506,7 @@ func TestEncapTooBig(t *testing.T) {
 		before := f0counters(t, b)
 		verdict, out := n.run(t, b, in)
 		d := delta(before, f0counters(t, b))
+		popLookups(d)
 		want := map[string]uint64{"RxPackets": 1, "NewFlows": 1, "HalfopenNew": 1}
 		for _, c := range r.counters {
 			want[c] = 1
@@ -529,4 +554,112 @@ func tooBigReply(t *testing.T, in []byte, off int, mtu uint32) []byte {
 		t.Fatal(err)
 	}
 	return append(head, buf.Bytes()...)
+}
+
+// TestEncapFIBCache: a backend's next hop is looked up once and cached per
+// CPU (encap_fib_lookups counts the lookups); a neighbour change reaches
+// the traffic once the entry is a second old; an id reused by another
+// backend, behind another next hop, does not inherit the old one's hop; a
+// route withdrawn turns into a FIB miss, and a miss is not cached.
+func TestEncapFIBCache(t *testing.T) {
+	n := newEncapNet(t)
+	// Three backend ids (1, 2, 3): the allocator hands them out in turn,
+	// so the fourth backend reuses id 1.
+	b, err := loader.Open(loader.Options{MaxServices: 4, MaxBackends: 4, ConntrackSize: 1 << 12,
+		Encap: lb.Encap{Source4: netip.MustParsePrefix("198.18.100.1/32")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := b.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	h, err := netlink.NewHandle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	// A second next hop, 198.18.100.4 (its own MAC), for 198.18.202.0/24.
+	gw2, gw2MAC := netip.MustParseAddr("198.18.100.4"), net.HardwareAddr{0x02, 0, 0, 0, 0, 0xbb}
+	if err := h.NeighAdd(&netlink.Neigh{LinkIndex: n.ifindex, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT, IP: gw2.AsSlice(), HardwareAddr: gw2MAC}); err != nil {
+		t.Fatal(err)
+	}
+	route2 := &netlink.Route{LinkIndex: n.ifindex, Dst: &net.IPNet{IP: net.IP{198, 18, 202, 0}, Mask: net.CIDRMask(24, 32)}, Gw: gw2.AsSlice()}
+	if err := h.RouteAdd(route2); err != nil {
+		t.Fatal(err)
+	}
+
+	key := svcKey("198.18.1.70:80/tcp")
+	set := func(addr string) uint32 {
+		t.Helper()
+		if err := b.SetService(lb.Service{Key: key, Forward: lb.IPIP, Backends: []lb.Backend{{Addr: netip.MustParseAddr(addr), Weight: 1}}}); err != nil {
+			t.Fatal(err)
+		}
+		st, _ := b.Service(key)
+		return st.Backends[0].ID
+	}
+	port := uint16(4000)
+	// send runs a new flow's first frame; it returns the verdict, the
+	// destination MAC and outer destination of the frame sent, and the
+	// FIB lookups it made.
+	send := func() (uint32, net.HardwareAddr, netip.Addr, uint64) {
+		t.Helper()
+		port++
+		in := build(t, frame.Spec{SrcMAC: clientMAC, DstMAC: n.mac, Src: netip.AddrPortFrom(netip.MustParseAddr("198.18.0.80"), port), Dst: netip.AddrPortFrom(key.VIP, key.Port), SYN: true})
+		before := f0counters(t, b)
+		v, out := n.run(t, b, in)
+		l := popLookups(delta(before, f0counters(t, b)))
+		dst, _ := netip.AddrFromSlice(out[14+16 : 14+20])
+		return v, net.HardwareAddr(out[:6]), dst, l
+	}
+	waitExpiry := func() { time.Sleep(1100 * time.Millisecond) } // FIB_CACHE_NS is a second
+
+	first := set("198.18.200.11")
+	var lookups uint64
+	for i := range 20 {
+		v, mac, dst, l := send()
+		if v != xdpTX || !bytes.Equal(mac, encapNextHopMAC) || dst != netip.MustParseAddr("198.18.200.11") {
+			t.Fatalf("frame %d: verdict %d, to %s at %s; want XDP_TX to 198.18.200.11 at %s", i, v, dst, mac, encapNextHopMAC)
+		}
+		lookups += l
+	}
+	// One lookup, and one more if a second passed during the 20 frames.
+	if lookups == 0 || lookups > 2 {
+		t.Errorf("20 frames to one backend made %d FIB lookups, want 1 (2 at most)", lookups)
+	}
+
+	// The next hop's MAC changes: once the entry has aged, frames follow.
+	newMAC := net.HardwareAddr{0x02, 0, 0, 0, 0, 0xcc}
+	if err := h.NeighSet(&netlink.Neigh{LinkIndex: n.ifindex, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT, IP: encapGW4.AsSlice(), HardwareAddr: newMAC}); err != nil {
+		t.Fatal(err)
+	}
+	waitExpiry()
+	if v, mac, _, l := send(); v != xdpTX || !bytes.Equal(mac, newMAC) || l != 1 {
+		t.Errorf("after the neighbour changed and a second passed: verdict %d, MAC %s, %d lookups; want XDP_TX, %s, 1", v, mac, l, newMAC)
+	}
+
+	// Ids 2 and 3 go by; the fourth backend reuses id 1, behind gw2.
+	set("198.18.200.12")
+	set("198.18.200.13")
+	if id := set("198.18.202.11"); id != first {
+		t.Fatalf("backend id %d, want the reused id %d (the test relies on reuse)", id, first)
+	}
+	if v, mac, dst, l := send(); v != xdpTX || !bytes.Equal(mac, gw2MAC) || dst != netip.MustParseAddr("198.18.202.11") || l != 1 {
+		t.Errorf("reused id: verdict %d, to %s at %s, %d lookups; want XDP_TX to 198.18.202.11 at %s, 1 lookup", v, dst, mac, l, gw2MAC)
+	}
+
+	// The route goes: a miss once the entry has aged, asked again each
+	// frame (misses are not cached).
+	if err := h.RouteDel(route2); err != nil {
+		t.Fatal(err)
+	}
+	waitExpiry()
+	for i := range 2 {
+		before := f0counters(t, b)
+		v, _, _, l := send()
+		if miss := delta(before, f0counters(t, b))["EncapFibMiss"]; v != xdpPass || l != 1 || miss != 1 {
+			t.Errorf("frame %d after the route went: verdict %d, %d lookups, %d misses; want XDP_PASS, 1, 1", i, v, l, miss)
+		}
+	}
 }

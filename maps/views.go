@@ -329,7 +329,7 @@ func LBGlobal(g GlobalCounters) lb.GlobalCounters {
 		FragFirst: g.FragFirst, FragForwarded: g.FragForwarded, FragUnmatched: g.FragUnmatched,
 		FragEarly: g.FragEarly, HalfOpenNew: g.HalfopenNew, HalfOpenPromoted: g.HalfopenPromoted,
 		EncapPackets: g.EncapPackets, EncapFIBMiss: g.EncapFibMiss, EncapTooBig: g.EncapTooBig, EncapErrors: g.EncapErrors,
-		EncapICMPTooBig: g.EncapIcmpTooBig,
+		EncapICMPTooBig: g.EncapIcmpTooBig, EncapFIBLookups: g.EncapFibLookups,
 	}
 }
 

@@ -58,6 +58,16 @@
 
 /* Lifetime of a fragment-table entry: later fragments that arrive after it
  * are unmatched. */
+/* fib_cache: its slots, and how long a next hop serves before the FIB is
+ * asked again (a route or neighbour change reaches encapsulated traffic
+ * within this). */
+#ifndef FIB_CACHE_SLOTS
+#define FIB_CACHE_SLOTS 4096
+#endif
+#ifndef FIB_CACHE_NS
+#define FIB_CACHE_NS 1000000000ULL
+#endif
+
 #ifndef FRAG_TIMEOUT_NS
 #define FRAG_TIMEOUT_NS 3000000000ULL
 #endif

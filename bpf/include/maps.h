@@ -117,6 +117,17 @@ struct {
 	__uint(value_size, sizeof(struct encap_scratch));
 } scratch_encap SEC(".maps");
 
+/* Next hops of encapsulated backends, one cache per CPU (no locks, no
+ * torn reads), slot = backend id modulo FIB_CACHE_SLOTS; an entry serves
+ * FIB_CACHE_NS, then the next packet looks the route up again. Not pinned:
+ * it refills itself. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FIB_CACHE_SLOTS);
+	__type(key, __u32);
+	__type(value, struct fib_hop);
+} fib_cache SEC(".maps");
+
 /* Runtime settings, one entry. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

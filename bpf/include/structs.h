@@ -253,6 +253,9 @@ struct global_counters {
 	/* Of encap_too_big: answered with ICMP fragmentation needed (a DF
 	 * IPv4 packet) or ICMPv6 packet too big (XDP_TX, to the client). */
 	__u64 encap_icmp_too_big;
+	/* FIB lookups made to fill or refresh fib_cache (the rest of
+	 * encap_packets used a cached next hop). */
+	__u64 encap_fib_lookups;
 };
 
 /* Per-service counters (per-CPU, indexed by service id). */
@@ -270,6 +273,23 @@ struct backend_counters {
 	__u64 new_flows;
 };
 
+/* A backend's next hop as the FIB last gave it (fib_cache): where to send
+ * its encapsulated frames, and the egress MTU. */
+struct fib_hop {
+	/* When it was looked up (bpf_ktime_get_coarse_ns). */
+	__u64 at;
+	/* For which backend (id and address), from which ingress interface:
+	 * the slot is shared by ids equal modulo FIB_CACHE_SLOTS. */
+	__be32 addr[4];
+	__u32 bid;
+	__u32 iif;
+	/* The egress interface and its MTU for this route. */
+	__u32 ifindex;
+	__u32 mtu;
+	__u8 smac[ETH_ALEN];
+	__u8 dmac[ETH_ALEN];
+};
+
 /* encap_forward's state, one per CPU (off the stack, which a call chain's
  * frames share). */
 struct encap_scratch {
@@ -280,11 +300,17 @@ struct encap_scratch {
 	__u32 after;
 	__u32 over;
 	__u32 h;
+	/* The backend's id, and a map key for encap_forward. */
+	__u32 bid;
+	__u32 key;
 	__be16 df;
 	__u8 v6;
 	__u8 gue;
 	__u8 tos;
-	__u8 pad[7];
+	/* The packet may be answered with ICMP too big (not an ICMP error). */
+	__u8 answer;
+	__u8 pad[2];
+	struct fib_hop hop;
 	/* csum_packet's buffer: a chunk and 4 spare bytes. */
 	__u8 buf[CSUM_CHUNK + 4];
 };

@@ -133,6 +133,7 @@ func (d *Daemon) writeMetrics(w *bufio.Writer) {
 		p.metric("xlb_encap_packets_total", "counter", "Frames encapsulated (ipip, gue) and sent to their backend (also in xlb_forwarded_packets_total).", nil, g.EncapPackets)
 		p.metric("xlb_encap_too_big_total", "counter", "Frames that encapsulated would exceed the egress MTU (not sent).", nil, g.EncapTooBig)
 		p.metric("xlb_encap_icmp_too_big_total", "counter", "Of those, answered with ICMP fragmentation needed or ICMPv6 packet too big (a DF IPv4 or an IPv6 packet; the rest are dropped).", nil, g.EncapICMPTooBig)
+		p.metric("xlb_encap_fib_lookups_total", "counter", "FIB lookups for encapsulated frames (each backend's next hop is cached per CPU for a second).", nil, g.EncapFIBLookups)
 		p.metric("xlb_encap_errors_total", "counter", "Frames dropped because their encapsulation could not be built.", nil, g.EncapErrors)
 		p.metric("xlb_halfopen_flows_total", "counter", "New TCP flows whose first packet (a SYN, or a packet of a flow first seen mid-stream) was scheduled into the half-open table (also in xlb_new_flows_total).", nil, g.HalfOpenNew)
 		p.metric("xlb_halfopen_promoted_total", "counter", "Half-open TCP flows moved into the connection table by their next packet (the handshake's ACK).", nil, g.HalfOpenPromoted)

@@ -219,6 +219,10 @@ type GlobalCounters struct {
 	// EncapICMPTooBig are the EncapTooBig frames answered with ICMP
 	// fragmentation needed or ICMPv6 packet too big.
 	EncapICMPTooBig uint64
+	// EncapFIBLookups are the FIB lookups made for encapsulated frames:
+	// a backend's next hop is cached per CPU and looked up again after a
+	// second (the rest of EncapPackets used the cached one).
+	EncapFIBLookups uint64
 }
 
 // ServiceCounters count one service's packets.
