@@ -8,3 +8,8 @@ package bpf
 // The backend-side decapsulator (decap.c) is a program of its own, loaded
 // only by xlbd --role backend: its own stem, its own committed output.
 //go:generate go tool bpf2go -tags linux -target bpfel -type addr -type config -type counters decap decap.c -- -Iinclude
+
+// The health checks' tunnel (probe.c): two TC programs on the balancer's
+// interface that carry a check's TCP connection to a VIP on one backend
+// through its encapsulation. Loaded only when a service asks for it.
+//go:generate go tool bpf2go -tags linux -target bpfel -type probe_key -type probe -type probe_counters probe probe.c -- -Iinclude

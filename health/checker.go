@@ -84,6 +84,8 @@ type Options struct {
 	OnResult func(id string, r Result)
 	// Probe replaces the real probes (tests).
 	Probe func(Config) Prober
+	// Tunnel dials the targets that have a Via; nil: such checks fail.
+	Tunnel TunnelDialer
 }
 
 // Checker runs checks, each in its own goroutine: a hung server or a
@@ -111,7 +113,7 @@ func New(opts Options) *Checker {
 	if opts.Clock == nil {
 		opts.Clock = realClock{}
 	}
-	return &Checker{opts: opts, probers: probers{ping: newPinger()}, checks: map[string]*check{}}
+	return &Checker{opts: opts, probers: probers{ping: newPinger(), tunnel: opts.Tunnel}, checks: map[string]*check{}}
 }
 
 // Set makes the running checks exactly specs. A check whose target and
@@ -127,6 +129,9 @@ func (c *Checker) Set(specs []Spec) error {
 		seen[s.ID] = true
 		if !s.Target.Addr.IsValid() {
 			return fmt.Errorf("check %q: no target address", s.ID)
+		}
+		if s.Target.Via.IsValid() && s.Config.Type != TCP && s.Config.Type != HTTP {
+			return fmt.Errorf("check %q: type %s cannot go through a tunnel (tcp and http can)", s.ID, s.Config.Type)
 		}
 		if err := s.Config.Validate(); err != nil {
 			return fmt.Errorf("check %q: %w", s.ID, err)

@@ -5,7 +5,9 @@
 package health
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"time"
 )
@@ -95,15 +97,31 @@ func (h HTTPConfig) expects(code int) bool {
 }
 
 // Target is what one check probes: a backend's address and the port of
-// tcp and http checks.
+// tcp and http checks; or, with Via, a VIP's port on one backend, reached
+// through that backend's tunnel.
 type Target struct {
 	Addr netip.Addr
 	Port uint16
+	// Via, when valid, is the backend whose tunnel carries the check to
+	// Addr (a VIP): the service as clients reach it. Options.Tunnel dials
+	// it; only tcp and http checks go through a tunnel.
+	Via netip.Addr
+	// Tunnel is how Via is reached (the service's forwarding mode), for
+	// Options.Tunnel; opaque to this package.
+	Tunnel string
 }
 
 func (t Target) String() string {
-	if t.Port == 0 {
-		return t.Addr.String()
+	s := t.Addr.String()
+	if t.Port != 0 {
+		s = netip.AddrPortFrom(t.Addr, t.Port).String()
 	}
-	return netip.AddrPortFrom(t.Addr, t.Port).String()
+	if t.Via.IsValid() {
+		s += " via " + t.Via.String()
+	}
+	return s
 }
+
+// TunnelDialer opens a TCP connection to t.Addr:t.Port through backend
+// t.Via's tunnel.
+type TunnelDialer func(ctx context.Context, t Target) (net.Conn, error)

@@ -34,6 +34,23 @@ type Prober func(ctx context.Context, t Target) Result
 type probers struct {
 	dialer net.Dialer
 	ping   *pinger
+	tunnel TunnelDialer
+}
+
+// targetKey carries a probe's Target in its context, to the HTTP
+// transport's dial.
+type targetKey struct{}
+
+// dial connects to t: through its tunnel when it has a Via, else
+// directly.
+func (p *probers) dial(ctx context.Context, t Target) (net.Conn, error) {
+	if !t.Via.IsValid() {
+		return p.dialer.DialContext(ctx, "tcp", t.String())
+	}
+	if p.tunnel == nil {
+		return nil, errors.New("no tunnel to " + t.Via.String())
+	}
+	return p.tunnel(ctx, t)
 }
 
 func (p *probers) forConfig(c Config) Prober {
@@ -50,7 +67,7 @@ func (p *probers) forConfig(c Config) Prober {
 }
 
 func (p *probers) tcp(ctx context.Context, t Target) Result {
-	c, err := p.dialer.DialContext(ctx, "tcp", t.String())
+	c, err := p.dial(ctx, t)
 	if err != nil {
 		return failure(ctx, err)
 	}
@@ -72,7 +89,14 @@ func (p *probers) http(h HTTPConfig) Prober {
 		scheme = "https"
 	}
 	tr := &http.Transport{
-		DialContext:       p.dialer.DialContext,
+		// The target, not the URL's address: a tunnelled check's URL
+		// names the VIP, which only its tunnel leads to.
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if t, ok := ctx.Value(targetKey{}).(Target); ok {
+				return p.dial(ctx, t)
+			}
+			return p.dialer.DialContext(ctx, network, addr)
+		},
 		DisableKeepAlives: true, // one connection per probe, like a client arriving
 		TLSClientConfig:   &tls.Config{ServerName: h.Host, InsecureSkipVerify: h.InsecureSkipVerify},
 		// A proxy from the environment would test the proxy, not the backend.
@@ -86,7 +110,7 @@ func (p *probers) http(h HTTPConfig) Prober {
 	}
 	return func(ctx context.Context, t Target) Result {
 		url := scheme + "://" + netip.AddrPortFrom(t.Addr, t.Port).String() + path
-		req, err := http.NewRequestWithContext(ctx, method, url, nil)
+		req, err := http.NewRequestWithContext(context.WithValue(ctx, targetKey{}, t), method, url, nil)
 		if err != nil {
 			return Result{Reason: "bad request: " + err.Error()}
 		}

@@ -328,3 +328,124 @@ func queryEncap(t *testing.T, c *lab.Host, vip4, vip6 netip.Addr, n int) {
 		}
 	}
 }
+
+// TestEncapHealthTunnel: checks that go through the tunnel follow the
+// path clients' packets take. Two remote backends run the decapsulator;
+// each serves HTTP on the VIPs only (the service) and, apart, on its own
+// addresses (the host). Services: an ipip one with an http check and a
+// gue one (IPv6) with a tcp check, both via tunnel, and an ipip one whose
+// tcp check probes the backend's own address. When backend 0's service
+// dies while its host still answers, the tunnelled checks take it out of
+// both tunnelled services (their new connections go to backend 1) and the
+// direct check keeps it in; when the service returns, so does the backend.
+func TestEncapHealthTunnel(t *testing.T) {
+	topo := lab.NewHAT(t, lab.HAConfig{Balancers: 1, Backends: -1, RemoteBackends: 2, ClientAddrs: 8})
+	lb1, r := topo.Balancers[0], topo.Router
+	enableForwarding(t, lb1)
+	for _, vip := range []netip.Addr{topo.VIP4, topo.VIP6} {
+		gw := lb1.Addr4
+		if vip.Is6() {
+			gw = lb1.Addr6
+		}
+		if err := r.NS.AddRoute(netip.PrefixFrom(vip, vip.BitLen()), gw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	serveVIP := func(be *lab.Host) *lab.HTTPServer {
+		t.Helper()
+		srv, err := be.ServeHTTPAt(be.Name, netip.AddrPortFrom(topo.VIP4, 8080), netip.AddrPortFrom(topo.VIP6, 8080))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(srv.Stop)
+		return srv
+	}
+	services := make([]*lab.HTTPServer, len(topo.RemoteBackends))
+	for i, be := range topo.RemoteBackends {
+		services[i] = serveVIP(be)
+		host, err := be.ServeHTTPAt(be.Name+"-host", netip.AddrPortFrom(be.Addr4, 8080), netip.AddrPortFrom(be.Addr6, 8080))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(host.Stop)
+	}
+	startDecap(t, topo.RemoteBackends, topo.VIP4, topo.VIP6)
+
+	b0, b1 := topo.RemoteBackends[0], topo.RemoteBackends[1]
+	check := "{interval: 300ms, timeout: 200ms, rise: 2, fall: 2"
+	cfg := fmt.Sprintf(`interface: eth0
+limits: {conntrack_size: 65536, max_services: 64, max_backends: 1024}
+services:
+  - {vip: '%[1]s', port: 8080, forward: ipip, backends: [{address: '%[3]s'}, {address: '%[4]s'}],
+     health: %[7]s, type: http, via: tunnel, http: {path: %[8]s, expect_body: ok}}}
+  - {vip: '%[2]s', port: 8080, forward: gue, backends: [{address: '%[5]s'}, {address: '%[6]s'}],
+     health: %[7]s, type: tcp, via: tunnel}}
+  - {vip: '%[1]s', port: 8081, forward: ipip, backends: [{address: '%[3]s'}, {address: '%[4]s'}],
+     health: %[7]s, type: tcp, port: 8080}}
+`, topo.VIP4, topo.VIP6, b0.Addr4, b1.Addr4, b0.Addr6, b1.Addr6, check, lab.HealthPath)
+	lbd := xlbdproc.NewT(t, xlbdproc.Options{Bins: bins, Host: lb1, Config: cfg, Metrics: xlbdproc.DefaultMetrics})
+	lbd.Start()
+	e := &daemonEnv{T: lbd, t: t}
+
+	tunnel4 := netip.AddrPortFrom(topo.VIP4, 8080).String() + "/tcp"
+	tunnel6 := netip.AddrPortFrom(topo.VIP6, 8080).String() + "/tcp"
+	direct := netip.AddrPortFrom(topo.VIP4, 8081).String() + "/tcp"
+	type svcBackend struct {
+		key  string
+		addr netip.Addr
+	}
+	all := []svcBackend{{tunnel4, b0.Addr4}, {tunnel4, b1.Addr4}, {tunnel6, b0.Addr6}, {tunnel6, b1.Addr6}, {direct, b0.Addr4}, {direct, b1.Addr4}}
+	for _, sb := range all {
+		e.waitBackend(sb.key, sb.addr, "up", isUp)
+	}
+	// Through the VIPs, clients reach both backends' services.
+	get := func(vip netip.Addr, srcs []netip.Addr, first int) map[string]int {
+		seen := map[string]int{}
+		for i := 0; i < 24; i++ {
+			src := netip.AddrPortFrom(srcs[i%len(srcs)], uint16(first+i))
+			rep, err := topo.Client.GetHTTP(src, netip.AddrPortFrom(vip, 8080), 3*time.Second)
+			if err != nil {
+				t.Fatalf("GET %s from %s: %v", vip, src, err)
+			}
+			if rep.Client != src {
+				t.Fatalf("GET %s: backend %s saw %s, want %s", vip, rep.Server, rep.Client, src)
+			}
+			seen[rep.Server]++
+		}
+		return seen
+	}
+	for _, q := range []struct {
+		vip  netip.Addr
+		srcs []netip.Addr
+	}{{topo.VIP4, topo.Client.Extra4}, {topo.VIP6, topo.Client.Extra6}} {
+		if seen := get(q.vip, q.srcs, 31000); len(seen) != 2 {
+			t.Errorf("%s: answers from %v, want both backends", q.vip, seen)
+		}
+	}
+
+	// Backend 0's service dies; its host still answers on its address.
+	services[0].Stop()
+	if rep, err := topo.Client.GetHTTP(netip.AddrPortFrom(topo.Client.Addr4, 32000), netip.AddrPortFrom(b0.Addr4, 8080), 3*time.Second); err != nil || rep.Server != b0.Name+"-host" {
+		t.Fatalf("backend 0's host: %+v, %v; want it to answer", rep, err)
+	}
+	down := e.waitBackend(tunnel4, b0.Addr4, "down (http through the tunnel)", isOut)
+	e.waitBackend(tunnel6, b0.Addr6, "down (tcp through the tunnel)", isOut)
+	t.Logf("tunnel4 backend 0: %s (%s)", down.State, down.Reason)
+	st := e.waitBackend(direct, b0.Addr4, "still up (direct check)", isUp)
+	if st.Check == nil || !st.Check.OK {
+		t.Errorf("direct check of backend 0: %+v, want passing", st.Check)
+	}
+	for _, q := range []struct {
+		vip  netip.Addr
+		srcs []netip.Addr
+	}{{topo.VIP4, topo.Client.Extra4}, {topo.VIP6, topo.Client.Extra6}} {
+		if seen := get(q.vip, q.srcs, 33000); len(seen) != 1 || seen[b1.Name] != 24 {
+			t.Errorf("%s with backend 0's service dead: answers from %v, want all from %s", q.vip, seen, b1.Name)
+		}
+	}
+
+	// The service returns: so does the backend.
+	services[0] = serveVIP(b0)
+	e.waitBackend(tunnel4, b0.Addr4, "up again", isUp)
+	e.waitBackend(tunnel6, b0.Addr6, "up again", isUp)
+}

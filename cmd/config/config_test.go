@@ -332,6 +332,9 @@ func TestParseConfigErrors(t *testing.T) {
 		{"expect status garbage", svc + "    health: {http: {expect_status: '2xx'}}\n", `services[0].health.http.expect_status "2xx": "2xx" is not a status code or range (e.g. 200,204,300-399)`},
 		{"expect status empty entry", svc + "    health: {http: {expect_status: '200,,204'}}\n", `"" is not a status code or range`},
 		{"all down", svc + "    health: {all_down: keep}\n", `line 7: services[0].health.all_down "keep": want one of drop, keep-last`},
+		{"via unknown", svc + "    health: {via: vip}\n", `line 7: services[0].health.via "vip": want one of backend, tunnel`},
+		{"via tunnel dsr-l2", svc + "    health: {via: tunnel}\n", `services[0].health.via "tunnel": needs forward ipip or gue (forward is dsr-l2)`},
+		{"via tunnel icmp", "services:\n  - {vip: 198.18.1.1, port: 80, forward: ipip, health: {type: icmp, via: Tunnel}}\n", `services[0].health.via "tunnel": only tcp and http checks go through a tunnel (type is icmp)`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := ParseConfig([]byte(tc.in))
@@ -476,6 +479,24 @@ func TestParseEncap(t *testing.T) {
 	} {
 		if _, err := ParseConfig([]byte(in)); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: %v, want %q", in, err, want)
+		}
+	}
+}
+
+// A check's path: tunnel kept (any case) on an encapsulated service,
+// backend (the default) stored empty.
+func TestHealthVia(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"services:\n  - {vip: 198.18.1.1, port: 80, forward: gue, health: {via: TUNNEL}}\n", "tunnel"},
+		{"services:\n  - {vip: 198.18.1.1, port: 80, forward: ipip, health: {type: http, via: backend}}\n", ""},
+		{"services:\n  - {vip: 198.18.1.1, port: 80, health: {via: backend}}\n", ""},
+	} {
+		cfg, err := ParseConfig([]byte(c.in))
+		if err != nil {
+			t.Fatalf("%q: %v", c.in, err)
+		}
+		if got := cfg.Services[0].Health.Via; got != c.want {
+			t.Errorf("%q: via %q, want %q", c.in, got, c.want)
 		}
 	}
 }

@@ -78,6 +78,11 @@ type Health struct {
 	Fall int `yaml:"fall" json:"fall"`
 	// Port to probe; 0 is the service port. Not with icmp or none.
 	Port int `yaml:"port,omitempty" json:"port,omitempty"`
+	// Via is the path of tcp and http checks: backend (the default,
+	// stored empty) probes the backend's own address; tunnel probes the
+	// VIP on each backend through its ipip or gue tunnel, as clients'
+	// packets reach it.
+	Via string `yaml:"via,omitempty" json:"via,omitempty"`
 	// HTTP configures type http (and only it).
 	HTTP *HTTPCheck `yaml:"http,omitempty" json:"http,omitempty"`
 	// StartUp makes new backends start up instead of down.
@@ -224,6 +229,9 @@ func (s *Service) normalize() error {
 		if err := s.Health.normalize(); err != nil {
 			return under("health", err)
 		}
+		if s.Health.Via == string(lb.CheckViaTunnel) && s.Forward == lb.DSRL2.String() {
+			return fieldErr("health.via", quote(s.Health.Via), "needs forward ipip or gue (forward is "+s.Forward+")")
+		}
 	}
 	if s.Backends == nil {
 		s.Backends = []Backend{}
@@ -300,6 +308,19 @@ func (h *Health) normalize() error {
 	}
 	if h.Port != 0 && (t == string(lb.CheckICMP) || t == string(lb.CheckNone)) {
 		return fieldErr("port", strconv.Itoa(h.Port), "not used by type "+t)
+	}
+	if h.Via != "" {
+		v, err := pick("via", h.Via, lb.CheckViaBackend, lb.CheckVias)
+		if err != nil {
+			return err
+		}
+		h.Via = v
+		if v == string(lb.CheckViaBackend) {
+			h.Via = "" // the default, stored empty
+		}
+	}
+	if h.Via != "" && t != string(lb.CheckTCP) && t != string(lb.CheckHTTP) {
+		return fieldErr("via", quote(h.Via), "only tcp and http checks go through a tunnel (type is "+t+")")
 	}
 	if h.HTTP != nil && t != string(lb.CheckHTTP) {
 		return fieldErr("http", "", "only allowed with type http (type is "+t+")")

@@ -46,6 +46,9 @@ type Options struct {
 	// InterfaceAddrs are the interface's addresses, the defaults of the
 	// BGP router ID and next hops.
 	InterfaceAddrs []netip.Addr
+	// OpenTunnel opens the health checks' tunnel, on the first check with
+	// via tunnel; nil: such checks fail.
+	OpenTunnel func() (Tunnel, error)
 }
 
 // Daemon holds the desired state and reconciles it into the data plane.
@@ -61,6 +64,7 @@ type Daemon struct {
 	dp     DataPlane
 	neigh  Neighbors
 	health *healthState
+	tunnel *checkTunnel
 
 	bgp        Announcer
 	ifaceAddrs []netip.Addr
@@ -89,7 +93,8 @@ func New(o Options) *Daemon {
 		dp: o.DataPlane, kick: make(chan struct{}, 1),
 		bgp: o.BGP, ifaceAddrs: o.InterfaceAddrs,
 	}
-	d.health = newHealthState(d.log, d.Kick, o.Probe, o.HealthClock)
+	d.tunnel = &checkTunnel{open: o.OpenTunnel}
+	d.health = newHealthState(d.log, d.Kick, o.Probe, o.HealthClock, d.tunnel.dial)
 	if o.Adopted {
 		if snap, err := d.dp.Snapshot(); err != nil {
 			d.log.Warn("could not read the re-adopted data plane: backends start down", "err", err)
@@ -117,7 +122,7 @@ func (d *Daemon) Start(neigh Neighbors, cfg *config.Config, data []byte) error {
 	}
 	initial, why := initialState(desiredState{cfg.Services, cfg.BGP}, hash, st)
 	d.log.Info("desired state", "source", why, "services", len(initial.Services), "bgp", initial.BGP != nil)
-	if err := d.dp.SetEncap(d.encapSettings(cfg.Encap)); err != nil {
+	if err := d.setEncap(cfg.Encap); err != nil {
 		return err
 	}
 	d.mu.Lock()
@@ -147,8 +152,24 @@ func (d *Daemon) encapSettings(e *config.Encap) lb.Encap {
 	return s
 }
 
-// Close stops the health checks.
-func (d *Daemon) Close() { d.health.checker.Close() }
+// setEncap gives the data plane, and the checks' tunnel, the settings of
+// the encapsulated modes.
+func (d *Daemon) setEncap(e *config.Encap) error {
+	s := d.encapSettings(e)
+	if err := d.dp.SetEncap(s); err != nil {
+		return err
+	}
+	d.tunnel.setEncap(s)
+	return nil
+}
+
+// Close stops the health checks and unloads their tunnel.
+func (d *Daemon) Close() {
+	d.health.checker.Close()
+	if err := d.tunnel.close(); err != nil {
+		d.log.Warn("health check tunnel: close", "err", err)
+	}
+}
 
 // Run reconciles on every kick (a health transition, a neighbour change)
 // and sweeps the connection table every sweep, until ctx ends.
@@ -558,7 +579,7 @@ func (d *Daemon) Reload() error {
 	if err := d.dp.SetTimeouts(cfg.Conntrack.Timeouts()); err != nil {
 		return err
 	}
-	if err := d.dp.SetEncap(d.encapSettings(cfg.Encap)); err != nil {
+	if err := d.setEncap(cfg.Encap); err != nil {
 		return err
 	}
 	return d.dp.SetICMP(cfg.ICMP())

@@ -36,7 +36,7 @@ type healthState struct {
 
 // newHealthState starts a checker whose transitions are logged and kick
 // the reconcile loop. probe and clock replace the real ones (tests).
-func newHealthState(log *slog.Logger, kick func(), probe func(health.Config) health.Prober, clock health.Clock) *healthState {
+func newHealthState(log *slog.Logger, kick func(), probe func(health.Config) health.Prober, clock health.Clock, tunnel health.TunnelDialer) *healthState {
 	h := &healthState{
 		metrics: newHealthMetrics(),
 		adopted: map[string]bool{},
@@ -46,6 +46,7 @@ func newHealthState(log *slog.Logger, kick func(), probe func(health.Config) hea
 	h.checker = health.New(health.Options{
 		Probe:    probe,
 		Clock:    clock,
+		Tunnel:   tunnel,
 		OnResult: h.metrics.observe,
 		OnChange: func(e health.Event) {
 			svc, backend := splitCheckID(e.ID)
@@ -136,6 +137,10 @@ func (h *healthState) specs(svcs, prev []config.Service) ([]health.Spec, error) 
 			t := health.Target{Addr: addr, Port: port}
 			if cfg.Type == health.ICMP {
 				t.Port = 0
+			}
+			if s.Health.Via == string(lb.CheckViaTunnel) {
+				// The VIP, on this backend, through its tunnel.
+				t = health.Target{Addr: key.VIP, Port: port, Via: addr, Tunnel: s.Forward}
 			}
 			out = append(out, health.Spec{ID: id, Target: t, Config: cfg, Up: h.startsUp(id, s.Health)})
 		}

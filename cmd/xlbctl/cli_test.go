@@ -146,6 +146,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"service", "add", svc, "--fall", "many"}, `xlbctl: service add: fall "many": not a number from 1 to 100`},
 		{[]string{"service", "add", svc, "--check-port", "65536"}, `xlbctl: service add: check-port "65536": not a number from 0 to 65535`},
 		{[]string{"service", "add", svc, "--check", "icmp", "--check-port", "80"}, `xlbctl: service add: check-port 80: not used by type icmp`},
+		{[]string{"service", "add", svc, "--check-via", "vip"}, `xlbctl: service add: check-via "vip": want one of backend, tunnel`},
+		{[]string{"service", "add", svc, "--check-via", "tunnel"}, `xlbctl: service add: check-via "tunnel": needs forward ipip or gue (forward is dsr-l2)`},
 		{[]string{"service", "add", svc, "--check", "tcp", "--http-path", "/x"}, `xlbctl: service add: --http-path needs --check http (the check is tcp)`},
 		{[]string{"service", "add", svc, "--http-path", "healthz"}, `xlbctl: service add: http-path "healthz": must start with "/"`},
 		{[]string{"service", "add", svc, "--http-expect", "600"}, `xlbctl: service add: http-expect "600": 600: out of range 100-599`},

@@ -30,10 +30,11 @@ type serviceFlags struct {
 	https, insecure    bool
 	startUp            bool
 	allDown            string
+	via                string
 }
 
 // checkFlags are the flags that make up the health check.
-var checkFlags = []string{"check", "check-interval", "check-timeout", "rise", "fall", "check-port", "start-up", "all-down",
+var checkFlags = []string{"check", "check-interval", "check-timeout", "rise", "fall", "check-port", "check-via", "start-up", "all-down",
 	"http-method", "http-path", "http-host", "http-expect", "http-body", "https", "insecure-skip-verify"}
 
 // httpFlags are the flags of the http check.
@@ -50,6 +51,7 @@ func (f *serviceFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.rise, "rise", "", "`N` successes in a row bring a backend up, 1-100 (default 2)")
 	fs.StringVar(&f.fall, "fall", "", "`N` failures in a row take a backend down, 1-100 (default 3)")
 	fs.StringVar(&f.port, "check-port", "", "`PORT` that tcp and http checks probe, 0-65535 (default 0: the service port)")
+	fs.StringVar(&f.via, "check-via", "", "`PATH` of tcp and http checks: backend (the default: the backend's own address) or tunnel (the VIP on each backend through its ipip or gue tunnel, as clients reach it)")
 	fs.BoolVar(&f.startUp, "start-up", false, "new backends start up, before their first check (default: down until they pass rise checks)")
 	fs.StringVar(&f.allDown, "all-down", "", "when every backend is down: drop (the default) or keep-last (keep sending to the last healthy ones)")
 	fs.StringVar(&f.httpMethod, "http-method", "", "http check: request `METHOD` (default GET)")
@@ -179,6 +181,13 @@ func (f *serviceFlags) applyHealth(s *config.Service, given map[string]bool) err
 			*n.dst = v
 		}
 	}
+	if given["check-via"] {
+		v, err := lb.CheckVias.Parse(f.via)
+		if err != nil {
+			return usagef("check-via %q: %s", f.via, lb.CheckVias.Want())
+		}
+		h.Via = string(v)
+	}
 	if given["start-up"] {
 		h.StartUp = f.startUp
 	}
@@ -246,6 +255,7 @@ var flagOfPath = map[string]string{
 	"health.rise":                      "rise",
 	"health.fall":                      "fall",
 	"health.port":                      "check-port",
+	"health.via":                       "check-via",
 	"health.all_down":                  "all-down",
 	"health.http.method":               "http-method",
 	"health.http.host":                 "http-host",

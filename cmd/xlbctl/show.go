@@ -154,6 +154,9 @@ func describeCheck(h *config.Health) string {
 	if h.Port != 0 {
 		first += " port " + strconv.Itoa(h.Port)
 	}
+	if h.Via == string(lb.CheckViaTunnel) {
+		first += " via tunnel"
+	}
 	parts = append([]string{first}, parts...)
 	if h.Interval != 0 {
 		parts = append(parts, "every "+h.Interval.String())

@@ -28,6 +28,7 @@ import (
 	"github.com/xlb-lb/xlb/cmd/config"
 	"github.com/xlb-lb/xlb/cmd/daemon"
 	"github.com/xlb-lb/xlb/loader"
+	"github.com/xlb-lb/xlb/loader/probe"
 	"github.com/xlb-lb/xlb/maps/lb"
 )
 
@@ -201,6 +202,14 @@ func run(ctx context.Context, f *flags, log *slog.Logger) error {
 		Interface: iface, XDPMode: string(xdpMode), Version: version,
 		DataPlane: bal, Adopted: bal.Adopted(),
 		BGP: speaker, InterfaceAddrs: addrs,
+		OpenTunnel: func() (daemon.Tunnel, error) {
+			t, err := probe.Open(iface)
+			if err != nil {
+				return nil, err
+			}
+			log.Info("health check tunnel attached", "interface", iface)
+			return checkTunnel{t}, nil
+		},
 	})
 	defer d.Close()
 	neigh, err := loader.WatchNeighbors(ifc.Index, d.Kick)
@@ -396,4 +405,12 @@ func closeLogged(log *slog.Logger, what string, c io.Closer) {
 	if err := c.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 		log.Warn("close "+what, "err", err)
 	}
+}
+
+// checkTunnel is loader/probe's tunnel as the daemon's health checks use
+// it.
+type checkTunnel struct{ *probe.Tunnel }
+
+func (t checkTunnel) Dial(ctx context.Context, r daemon.TunnelRoute) (net.Conn, error) {
+	return t.Tunnel.Dial(ctx, probe.Route{Backend: r.Backend, VIP: r.VIP, GUEPort: r.GUEPort, Source: r.Source})
 }

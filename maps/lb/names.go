@@ -250,6 +250,21 @@ var CheckTypes = Enum[CheckType]{"type", []name[CheckType]{
 // UnmarshalText parses a check type's name or alias (any case).
 func (t *CheckType) UnmarshalText(b []byte) error { return CheckTypes.unmarshal(t, b) }
 
+// CheckVia is the path of a service's tcp or http checks.
+type CheckVia string
+
+// Check paths.
+const (
+	// CheckViaBackend probes the backend's own address (the default).
+	CheckViaBackend CheckVia = "backend"
+	// CheckViaTunnel probes the VIP on each backend through its tunnel
+	// (ipip and gue services), the path clients' packets take.
+	CheckViaTunnel CheckVia = "tunnel"
+)
+
+// CheckVias is the table of check path names.
+var CheckVias = Enum[CheckVia]{"via", []name[CheckVia]{{CheckViaBackend, "backend", nil}, {CheckViaTunnel, "tunnel", nil}}, ""}
+
 // AllDown is what a service does while every backend fails its check.
 type AllDown string
 

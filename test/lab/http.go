@@ -47,6 +47,21 @@ type HTTPServer struct {
 // Stop closes the listeners and every open connection, as a server
 // process that dies would; Topology.Close stops every server still running.
 func (h *Host) ServeHTTP(name string, port uint16) (*HTTPServer, error) {
+	return h.ServeHTTPAt(name, netip.AddrPortFrom(netip.IPv4Unspecified(), port), netip.AddrPortFrom(netip.IPv6Unspecified(), port))
+}
+
+// ServeHTTPAt is ServeHTTP on the given addresses only (one port): a
+// service on a VIP, say, apart from the host's own address.
+func (h *Host) ServeHTTPAt(name string, addrs ...netip.AddrPort) (*HTTPServer, error) {
+	if len(addrs) == 0 {
+		return nil, errors.New("serve http: no address")
+	}
+	port := addrs[0].Port()
+	for _, a := range addrs {
+		if a.Port() != port {
+			return nil, fmt.Errorf("serve http %s: ports %d and %d: one port per server", name, port, a.Port())
+		}
+	}
 	if name == "" || strings.ContainsFunc(name, func(r rune) bool { return r <= ' ' || r == '=' }) {
 		return nil, fmt.Errorf("serve http: invalid server name %q", name)
 	}
@@ -71,8 +86,8 @@ func (h *Host) ServeHTTP(name string, port uint16) (*HTTPServer, error) {
 		fmt.Fprintf(w, "%s\n", Reply{Server: s.name, Client: remote})
 	})
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: nil}
-	for _, a := range []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()} {
-		l, err := h.NS.listenTCP(netip.AddrPortFrom(a, port))
+	for _, a := range addrs {
+		l, err := h.NS.listenTCP(a)
 		if err != nil {
 			for _, l := range s.lns {
 				_ = l.Close() // failing anyway; the error below says why
