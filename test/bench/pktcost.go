@@ -246,6 +246,11 @@ func measurePerPacket(o options) (_ *PerPacket, err error) {
 		newFlows = append(newFlows, *pc)
 	}
 	pp.Cases = append(pp.Cases[:1], append(newFlows, pp.Cases[1:]...)...)
+	enc, err := measureEncap(objs, repeat, newRepeat, rounds)
+	if err != nil {
+		return nil, fmt.Errorf("encapsulated paths: %w", err)
+	}
+	pp.Cases = append(pp.Cases, enc...)
 
 	prev, err := measurePrevious(bal, cases[:3], repeat, rounds)
 	if err != nil {

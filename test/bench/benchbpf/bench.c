@@ -14,7 +14,12 @@
  *             else is passed to the kernel bridge.
  *  - fresh:   gives a TCP frame a new source address and port on every
  *             run, then tail-calls the measured program, so BPF_PROG_TEST_RUN
- *             with repeat really inserts a new flow on each iteration. */
+ *             with repeat really inserts a new flow on each iteration.
+ *  - restore: puts a frame back as it was (length and bytes) before each
+ *             run, optionally with fresh's new source, then tail-calls the
+ *             measured program: with repeat, each iteration otherwise sees
+ *             the previous one's output, which an encapsulating program
+ *             has grown by an outer header. */
 
 #include "bench.h"
 
@@ -187,8 +192,17 @@ int sink(struct xdp_md *ctx)
 	struct iphdr *ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > end)
 		return XDP_DROP;
-	if (eth->h_proto == bpf_htons(ETH_P_IP) &&
-	    ip->protocol == IPPROTO_UDP && ip->daddr == sink_daddr) {
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		return XDP_DROP;
+	if (ip->protocol == IPPROTO_UDP && ip->daddr == sink_daddr) {
+		c->ours++;
+		c->bytes += end - data;
+		return XDP_DROP;
+	}
+	/* ipip (an encapsulating balancer): the inner packet's. */
+	struct iphdr *in = (void *)(ip + 1);
+	if (ip->protocol == 4 && (void *)(in + 1) <= end &&
+	    in->protocol == IPPROTO_UDP && in->daddr == sink_daddr) {
 		c->ours++;
 		c->bytes += end - data;
 	}
@@ -250,6 +264,22 @@ struct {
 	__type(value, __u64);
 } fresh_seq SEC(".maps");
 
+/* renew writes the low 16 bits of the source address and the source port
+ * from the per-CPU sequence number seq (advanced) and the CPU. */
+static __always_inline void renew(struct iphdr *ip, struct tcpports *tcp,
+				  __u64 *seq)
+{
+	/* The sequence is per CPU, and a test run may land on any CPU: the
+	 * CPU goes into the port so no two CPUs make the same tuple. */
+	__u32 n = (__u32)*seq;
+	__u32 cpu = bpf_get_smp_processor_id();
+	*seq += 1;
+	__u16 *lo = (__u16 *)&ip->saddr + 1;
+	*lo = bpf_htons((__u16)n);
+	tcp->source = bpf_htons(
+		(__u16)(1024 + ((cpu & 0xff) << 8) + ((n >> 16) & 0xff)));
+}
+
 /* fresh expects an untagged IPv4 frame without options carrying TCP: it
  * writes the low 16 bits of the source address and the source port from a
  * per-CPU sequence number and the CPU (2^24 distinct tuples per CPU), then
@@ -275,16 +305,70 @@ int fresh(struct xdp_md *ctx)
 	if (eth->h_proto != bpf_htons(ETH_P_IP) || ip->ver_ihl != 0x45 ||
 	    ip->protocol != IPPROTO_TCP)
 		return XDP_ABORTED;
-	/* The sequence is per CPU, and a test run may land on any CPU: the
-	 * CPU goes into the port so no two CPUs make the same tuple. */
-	__u32 n = (__u32)*seq;
-	__u32 cpu = bpf_get_smp_processor_id();
-	*seq += 1;
-	__u16 *lo = (__u16 *)&ip->saddr + 1;
-	*lo = bpf_htons((__u16)n);
-	tcp->source = bpf_htons(
-		(__u16)(1024 + ((cpu & 0xff) << 8) + ((n >> 16) & 0xff)));
+	renew(ip, tcp, seq);
 	bpf_tail_call(ctx, &fresh_next, 0);
+	return XDP_ABORTED;
+}
+
+/* ---- restored frames for BPF_PROG_TEST_RUN ---- */
+
+#define RESTORE_MAX 128
+
+/* The frame restore writes back before each run. */
+struct restore_frame {
+	__u32 len;   /* 60 to RESTORE_MAX bytes */
+	__u32 fresh; /* nonzero: a new source each run, as fresh gives */
+	__u8 data[RESTORE_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct restore_frame);
+} restore_tmpl SEC(".maps");
+
+/* The program restore hands each frame to (slot 0). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} restore_next SEC(".maps");
+
+/* restore moves the frame's start back to where the template's frame
+ * starts (the measured program may have pushed a header in front), writes
+ * the template's bytes, renews the source when asked (counted in
+ * fresh_seq), and tail-calls slot 0. XDP_ABORTED when it cannot. */
+SEC("xdp")
+int restore(struct xdp_md *ctx)
+{
+	__u32 zero = 0;
+	struct restore_frame *t = bpf_map_lookup_elem(&restore_tmpl, &zero);
+	__u64 *seq = bpf_map_lookup_elem(&fresh_seq, &zero);
+
+	if (!t || !seq)
+		return XDP_ABORTED;
+	__u32 want = t->len;
+	if (want < 60 || want > RESTORE_MAX)
+		return XDP_ABORTED;
+	__u32 len = ctx->data_end - ctx->data;
+	if (len < want)
+		return XDP_ABORTED;
+	if (len > want && bpf_xdp_adjust_head(ctx, (int)(len - want)))
+		return XDP_ABORTED;
+	if (bpf_xdp_store_bytes(ctx, 0, t->data, want))
+		return XDP_ABORTED;
+	if (t->fresh) {
+		void *data = (void *)(long)ctx->data;
+		void *end = (void *)(long)ctx->data_end;
+		struct iphdr *ip = data + sizeof(struct ethhdr);
+		struct tcpports *tcp = (void *)(ip + 1);
+		if ((void *)(tcp + 1) > end)
+			return XDP_ABORTED;
+		renew(ip, tcp, seq);
+	}
+	bpf_tail_call(ctx, &restore_next, 0);
 	return XDP_ABORTED;
 }
 

@@ -20,6 +20,13 @@ type benchGenState struct {
 	ShortFrames uint64
 }
 
+type benchRestoreFrame struct {
+	_     structs.HostLayout
+	Len   uint32
+	Fresh uint32
+	Data  [128]uint8
+}
+
 type benchSinkCounters struct {
 	_       structs.HostLayout
 	Packets uint64
@@ -34,6 +41,8 @@ const (
 	benchMapFreshNext   = "fresh_next"
 	benchMapFreshSeq    = "fresh_seq"
 	benchMapGenStats    = "gen_stats"
+	benchMapRestoreNext = "restore_next"
+	benchMapRestoreTmpl = "restore_tmpl"
 	benchMapSinkStats   = "sink_stats"
 	benchMapSwitchFdb   = "switch_fdb"
 	benchMapSwitchPorts = "switch_ports"
@@ -42,6 +51,7 @@ const (
 	benchProgL2fwd      = "l2fwd"
 	benchProgL2switch   = "l2switch"
 	benchProgMacswap    = "macswap"
+	benchProgRestore    = "restore"
 	benchProgSink       = "sink"
 	benchVarFwdDstMac   = "fwd_dst_mac"
 	benchVarFwdSrcMac   = "fwd_src_mac"
@@ -103,6 +113,7 @@ type benchProgramSpecs struct {
 	L2fwd    *ebpf.ProgramSpec `ebpf:"l2fwd"`
 	L2switch *ebpf.ProgramSpec `ebpf:"l2switch"`
 	Macswap  *ebpf.ProgramSpec `ebpf:"macswap"`
+	Restore  *ebpf.ProgramSpec `ebpf:"restore"`
 	Sink     *ebpf.ProgramSpec `ebpf:"sink"`
 }
 
@@ -113,6 +124,8 @@ type benchMapSpecs struct {
 	FreshNext   *ebpf.MapSpec `ebpf:"fresh_next"`
 	FreshSeq    *ebpf.MapSpec `ebpf:"fresh_seq"`
 	GenStats    *ebpf.MapSpec `ebpf:"gen_stats"`
+	RestoreNext *ebpf.MapSpec `ebpf:"restore_next"`
+	RestoreTmpl *ebpf.MapSpec `ebpf:"restore_tmpl"`
 	SinkStats   *ebpf.MapSpec `ebpf:"sink_stats"`
 	SwitchFdb   *ebpf.MapSpec `ebpf:"switch_fdb"`
 	SwitchPorts *ebpf.MapSpec `ebpf:"switch_ports"`
@@ -158,6 +171,8 @@ type benchMaps struct {
 	FreshNext   *ebpf.Map `ebpf:"fresh_next"`
 	FreshSeq    *ebpf.Map `ebpf:"fresh_seq"`
 	GenStats    *ebpf.Map `ebpf:"gen_stats"`
+	RestoreNext *ebpf.Map `ebpf:"restore_next"`
+	RestoreTmpl *ebpf.Map `ebpf:"restore_tmpl"`
 	SinkStats   *ebpf.Map `ebpf:"sink_stats"`
 	SwitchFdb   *ebpf.Map `ebpf:"switch_fdb"`
 	SwitchPorts *ebpf.Map `ebpf:"switch_ports"`
@@ -168,6 +183,8 @@ func (m *benchMaps) Close() error {
 		m.FreshNext,
 		m.FreshSeq,
 		m.GenStats,
+		m.RestoreNext,
+		m.RestoreTmpl,
 		m.SinkStats,
 		m.SwitchFdb,
 		m.SwitchPorts,
@@ -200,6 +217,7 @@ type benchPrograms struct {
 	L2fwd    *ebpf.Program `ebpf:"l2fwd"`
 	L2switch *ebpf.Program `ebpf:"l2switch"`
 	Macswap  *ebpf.Program `ebpf:"macswap"`
+	Restore  *ebpf.Program `ebpf:"restore"`
 	Sink     *ebpf.Program `ebpf:"sink"`
 }
 
@@ -210,6 +228,7 @@ func (p *benchPrograms) Close() error {
 		p.L2fwd,
 		p.L2switch,
 		p.Macswap,
+		p.Restore,
 		p.Sink,
 	)
 }

@@ -15,6 +15,8 @@ type (
 	GenState = benchGenState
 	// SinkCounters are the sink's per-CPU counters.
 	SinkCounters = benchSinkCounters
+	// BenchRestoreFrame is the frame restore writes back.
+	BenchRestoreFrame = benchRestoreFrame
 )
 
 // Config are the programs' load-time settings. Zero values are fine for
@@ -157,6 +159,28 @@ func (o *Objects) SwitchPort(slot uint32, mac net.HardwareAddr, ifindex int) err
 	copy(k[:], mac)
 	if err := o.SwitchFdb.Put(k, slot); err != nil {
 		return fmt.Errorf("switch fdb %s -> slot %d: %w", mac, slot, err)
+	}
+	return nil
+}
+
+// SetRestore makes restore write frame back before each run (renewing its
+// source, as fresh does, when fresh is set; counted by FreshCount) and
+// tail-call next.
+func (o *Objects) SetRestore(frame []byte, fresh bool, next *ebpf.Program) error {
+	var t BenchRestoreFrame
+	if len(frame) < 60 || len(frame) > len(t.Data) {
+		return fmt.Errorf("restore: frame of %d bytes, want 60-%d", len(frame), len(t.Data))
+	}
+	t.Len = uint32(len(frame))
+	copy(t.Data[:], frame)
+	if fresh {
+		t.Fresh = 1
+	}
+	if err := o.RestoreTmpl.Put(uint32(0), &t); err != nil {
+		return fmt.Errorf("set restore's frame: %w", err)
+	}
+	if err := o.RestoreNext.Put(uint32(0), next); err != nil {
+		return fmt.Errorf("set restore's next program: %w", err)
 	}
 	return nil
 }
