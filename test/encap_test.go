@@ -149,17 +149,7 @@ func enableForwarding(t *testing.T, h *lab.Host) {
 // client's own address, and answer it directly through the router.
 func TestEncapRouted(t *testing.T) {
 	topo := lab.NewHAT(t, lab.HAConfig{Balancers: 1, Backends: -1, RemoteBackends: 2, ClientAddrs: 8})
-	lb1, r := topo.Balancers[0], topo.Router
-	enableForwarding(t, lb1)
-	for _, vip := range []netip.Addr{topo.VIP4, topo.VIP6} {
-		gw := lb1.Addr4
-		if vip.Is6() {
-			gw = lb1.Addr6
-		}
-		if err := r.NS.AddRoute(netip.PrefixFrom(vip, vip.BitLen()), gw); err != nil {
-			t.Fatal(err)
-		}
-	}
+	lb1 := routedBalancer(t, topo)
 	for _, be := range topo.RemoteBackends {
 		for _, port := range []uint16{8080, 9090} {
 			srv, err := be.Serve(be.Name, port)
@@ -340,17 +330,7 @@ func queryEncap(t *testing.T, c *lab.Host, vip4, vip6 netip.Addr, n int) {
 // direct check keeps it in; when the service returns, so does the backend.
 func TestEncapHealthTunnel(t *testing.T) {
 	topo := lab.NewHAT(t, lab.HAConfig{Balancers: 1, Backends: -1, RemoteBackends: 2, ClientAddrs: 8})
-	lb1, r := topo.Balancers[0], topo.Router
-	enableForwarding(t, lb1)
-	for _, vip := range []netip.Addr{topo.VIP4, topo.VIP6} {
-		gw := lb1.Addr4
-		if vip.Is6() {
-			gw = lb1.Addr6
-		}
-		if err := r.NS.AddRoute(netip.PrefixFrom(vip, vip.BitLen()), gw); err != nil {
-			t.Fatal(err)
-		}
-	}
+	lb1 := routedBalancer(t, topo)
 	serveVIP := func(be *lab.Host) *lab.HTTPServer {
 		t.Helper()
 		srv, err := be.ServeHTTPAt(be.Name, netip.AddrPortFrom(topo.VIP4, 8080), netip.AddrPortFrom(topo.VIP6, 8080))
@@ -448,4 +428,22 @@ services:
 	services[0] = serveVIP(b0)
 	e.waitBackend(tunnel4, b0.Addr4, "up again", isUp)
 	e.waitBackend(tunnel6, b0.Addr6, "up again", isUp)
+}
+
+// routedBalancer readies the HA lab's only balancer for encapsulated
+// services: its interface forwards, and the router sends both VIPs to it.
+func routedBalancer(t *testing.T, topo *lab.HATopology) *lab.Host {
+	t.Helper()
+	lb1 := topo.Balancers[0]
+	enableForwarding(t, lb1)
+	for _, vip := range []netip.Addr{topo.VIP4, topo.VIP6} {
+		gw := lb1.Addr4
+		if vip.Is6() {
+			gw = lb1.Addr6
+		}
+		if err := topo.Router.NS.AddRoute(netip.PrefixFrom(vip, vip.BitLen()), gw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return lb1
 }
