@@ -174,10 +174,22 @@ static __always_inline int readdress(struct __sk_buff *skb, struct seen *s,
 	return 0;
 }
 
-static __always_inline struct probe_counters *counters(void)
+/* registered returns the probes entry of the packet's connection in
+ * direction dir (its headers read into s) and the counters (*c); NULL for
+ * a packet of no registered connection. */
+static __always_inline struct probe *registered(struct __sk_buff *skb,
+						struct seen *s, __u8 dir,
+						struct probe_counters **c)
 {
 	__u32 zero = 0;
-	return bpf_map_lookup_elem(&probe_stats, &zero);
+
+	if (!parse(skb, s, dir))
+		return NULL;
+	struct probe *p = bpf_map_lookup_elem(&probes, &s->key);
+	if (!p)
+		return NULL;
+	*c = bpf_map_lookup_elem(&probe_stats, &zero);
+	return *c ? p : NULL;
 }
 
 /* sum16 adds n 32-bit words to a one's complement sum. */
@@ -209,13 +221,9 @@ int probe_out(struct __sk_buff *skb)
 	struct seen s;
 	union outer o;
 
-	if (!parse(skb, &s, PROBE_OUT))
-		return TC_ACT_OK;
-	struct probe *p = bpf_map_lookup_elem(&probes, &s.key);
+	struct probe_counters *c;
+	struct probe *p = registered(skb, &s, PROBE_OUT, &c);
 	if (!p)
-		return TC_ACT_OK;
-	struct probe_counters *c = counters();
-	if (!c)
 		return TC_ACT_OK;
 	int v6 = s.key.family == XLB_AF_INET6;
 	if (readdress(skb, &s, p->addr, PROBE_OUT))
@@ -295,13 +303,9 @@ int probe_in(struct __sk_buff *skb)
 {
 	struct seen s;
 
-	if (!parse(skb, &s, PROBE_IN))
-		return TC_ACT_OK;
-	struct probe *p = bpf_map_lookup_elem(&probes, &s.key);
+	struct probe_counters *c;
+	struct probe *p = registered(skb, &s, PROBE_IN, &c);
 	if (!p)
-		return TC_ACT_OK;
-	struct probe_counters *c = counters();
-	if (!c)
 		return TC_ACT_OK;
 	if (readdress(skb, &s, p->addr, PROBE_IN)) {
 		c->errors++;

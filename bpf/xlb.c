@@ -725,7 +725,7 @@ next_hop(struct xdp_md *ctx, struct encap_scratch *e, const struct backend *be,
 	/* Keys in the scratch value, off encap_forward's stack. */
 	e->key = e->bid & (FIB_CACHE_SLOTS - 1);
 	struct fib_hop *hop = bpf_map_lookup_elem(&fib_cache, &e->key);
-	__u64 now = bpf_ktime_get_coarse_ns();
+	__u64 now = e->now;
 
 	if (!hop)
 		return NULL;
@@ -965,11 +965,12 @@ static __always_inline int encap_sent(int v)
 /* encap encapsulates the frame's IP packet to backend be, id bid
  * (encap_forward), telling it through the per-CPU scratch where the packet
  * lies in the frame and its length, whether it may be answered with ICMP
- * too big, and the flow's hash (outer source, flow label, GUE source
- * port). */
+ * too big, the flow's hash (outer source, flow label, GUE source port) and
+ * the caller's clock reading (the next-hop cache's age). */
 static __always_inline int encap(struct xdp_md *ctx, const struct pkt *p,
 				 const struct backend *be, __u32 bid,
-				 struct global_counters *gs, int answer)
+				 struct global_counters *gs, int answer,
+				 __u64 now)
 {
 	__u32 zero = 0;
 	struct encap_scratch *e = bpf_map_lookup_elem(&scratch_encap, &zero);
@@ -982,6 +983,7 @@ static __always_inline int encap(struct xdp_md *ctx, const struct pkt *p,
 	e->len = p->ip_len;
 	e->bid = bid;
 	e->answer = answer;
+	e->now = now;
 	e->h = hash_flow(&p->key);
 	return encap_forward(ctx, be, gs, e);
 }
@@ -991,10 +993,11 @@ static __always_inline int encap(struct xdp_md *ctx, const struct pkt *p,
  * XDP_TX). */
 static __always_inline int forward(struct xdp_md *ctx, const struct pkt *p,
 				   const struct backend *be, __u32 bid,
-				   struct global_counters *gs, int answer)
+				   struct global_counters *gs, int answer,
+				   __u64 now)
 {
 	if (encapsulated(be))
-		return encap(ctx, p, be, bid, gs, answer);
+		return encap(ctx, p, be, bid, gs, answer, now);
 	rewrite_dsr_l2(p->eth, be);
 	return XDP_TX;
 }
@@ -1005,11 +1008,10 @@ static __always_inline int forward(struct xdp_md *ctx, const struct pkt *p,
  * but clang then keeps the drop and forward exits apart instead of merging
  * their counter updates into one computed-offset increment, which cost the
  * established path instructions. */
-static __always_inline int count_and_forward(struct xdp_md *ctx,
-					     const struct pkt *p,
-					     const struct flow_state *st,
-					     __u64 len,
-					     struct global_counters *gs)
+static __always_inline int
+count_and_forward(struct xdp_md *ctx, const struct pkt *p,
+		  const struct flow_state *st, __u64 len,
+		  struct global_counters *gs, __u64 now)
 {
 	__u32 bid = st->bid;
 	struct backend_counters *bs = bpf_map_lookup_elem(&backend_stats, &bid);
@@ -1021,7 +1023,7 @@ static __always_inline int count_and_forward(struct xdp_md *ctx,
 		return XDP_DROP;
 	}
 	if (encapsulated(st->be)) {
-		int v = encap(ctx, p, st->be, bid, gs, 1);
+		int v = encap(ctx, p, st->be, bid, gs, 1, now);
 		if (v == ENCAP_ANSWERED)
 			return XDP_TX;
 		if (!encap_sent(v))
@@ -1256,7 +1258,7 @@ static __always_inline int icmp_error(struct xdp_md *ctx, struct pkt *p,
 		gs->icmp_errors_unmatched++;
 		return XDP_PASS;
 	}
-	int v = forward(ctx, p, be, bid, gs, 0);
+	int v = forward(ctx, p, be, bid, gs, 0, now);
 	if (encap_sent(v))
 		gs->icmp_errors_forwarded++;
 	return v;
@@ -1376,7 +1378,7 @@ static __always_inline int frag_follow(struct xdp_md *ctx, const struct pkt *p,
 		gs->drop_internal++;
 		return XDP_DROP;
 	}
-	int verdict = forward(ctx, p, be, bid, gs, 1);
+	int verdict = forward(ctx, p, be, bid, gs, 1, now);
 	if (verdict == ENCAP_ANSWERED)
 		return XDP_TX;
 	if (!encap_sent(verdict))
@@ -1461,7 +1463,7 @@ static __always_inline int process(struct xdp_md *ctx,
 		frag_remember(&p, st.bid, svc_id, now);
 		gs->frag_first++;
 	}
-	return count_and_forward(ctx, &p, &st, len, gs);
+	return count_and_forward(ctx, &p, &st, len, gs, now);
 }
 
 SEC("xdp")

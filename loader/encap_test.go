@@ -153,6 +153,21 @@ func (n *encapNet) setup() error {
 	return nil
 }
 
+// open loads a balancer with opts, closed when the test ends.
+func (n *encapNet) open(t *testing.T, opts loader.Options) *loader.Balancer {
+	t.Helper()
+	b, err := loader.Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := b.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return b
+}
+
 // run passes in through the program as if it arrived on xlb0.
 func (n *encapNet) run(t *testing.T, b *loader.Balancer, in []byte) (uint32, []byte) {
 	t.Helper()
@@ -195,16 +210,8 @@ func ipLen(f []byte) int {
 // whole, without its VLAN tags or Ethernet padding.
 func TestEncap(t *testing.T) {
 	n := newEncapNet(t)
-	b, err := loader.Open(loader.Options{MaxServices: 64, MaxBackends: 1024, ConntrackSize: 1 << 12,
+	b := n.open(t, loader.Options{MaxServices: 64, MaxBackends: 1024, ConntrackSize: 1 << 12,
 		Encap: lb.Encap{Source4: netip.MustParsePrefix("198.18.100.0/28"), Source6: netip.MustParsePrefix("2001:2:100::1/128"), GUEPort: 6080}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := b.Close(); err != nil {
-			t.Error(err)
-		}
-	}()
 	svcs := map[string]lb.Service{}
 	for _, c := range []struct {
 		key string
@@ -357,16 +364,8 @@ func setTOS(f []byte, tos uint8) {
 // for frames not sent.
 func TestEncapFailures(t *testing.T) {
 	n := newEncapNet(t)
-	b, err := loader.Open(loader.Options{MaxServices: 64, MaxBackends: 1024, ConntrackSize: 1 << 12,
+	b := n.open(t, loader.Options{MaxServices: 64, MaxBackends: 1024, ConntrackSize: 1 << 12,
 		Encap: lb.Encap{Source4: netip.MustParsePrefix("198.18.100.1/32")}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := b.Close(); err != nil {
-			t.Error(err)
-		}
-	}()
 	set := func(key string, fwd lb.ForwardMode, be netip.Addr) lb.ServiceKey {
 		k := svcKey(key)
 		if err := b.SetService(lb.Service{Key: k, Forward: fwd, Backends: []lb.Backend{{Addr: be, Weight: 1}}}); err != nil {
@@ -448,16 +447,8 @@ func TestEncapFailures(t *testing.T) {
 // dropped (the documented policy), and one that fits is sent.
 func TestEncapTooBig(t *testing.T) {
 	n := newEncapNet(t)
-	b, err := loader.Open(loader.Options{MaxServices: 64, MaxBackends: 1024, ConntrackSize: 1 << 12,
+	b := n.open(t, loader.Options{MaxServices: 64, MaxBackends: 1024, ConntrackSize: 1 << 12,
 		Encap: lb.Encap{Source4: netip.MustParsePrefix("198.18.100.1/32"), Source6: netip.MustParsePrefix("2001:2:100::1/128"), GUEPort: 6080}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := b.Close(); err != nil {
-			t.Error(err)
-		}
-	}()
 	ipip4, gue6 := svcKey("198.18.1.60:80/tcp"), svcKey("[2001:2:0:1::60]:80/tcp")
 	for _, s := range []lb.Service{{Key: ipip4, Forward: lb.IPIP}, {Key: gue6, Forward: lb.GUE}} {
 		s.Backends = []lb.Backend{encapBackend(s.Key.VIP, 0)}
@@ -565,16 +556,8 @@ func TestEncapFIBCache(t *testing.T) {
 	n := newEncapNet(t)
 	// Three backend ids (1, 2, 3): the allocator hands them out in turn,
 	// so the fourth backend reuses id 1.
-	b, err := loader.Open(loader.Options{MaxServices: 4, MaxBackends: 4, ConntrackSize: 1 << 12,
+	b := n.open(t, loader.Options{MaxServices: 4, MaxBackends: 4, ConntrackSize: 1 << 12,
 		Encap: lb.Encap{Source4: netip.MustParsePrefix("198.18.100.1/32")}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := b.Close(); err != nil {
-			t.Error(err)
-		}
-	}()
 	h, err := netlink.NewHandle()
 	if err != nil {
 		t.Fatal(err)

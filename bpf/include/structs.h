@@ -295,6 +295,8 @@ struct fib_hop {
 struct encap_scratch {
 	struct bpf_fib_lookup fib;
 	__be32 src[4];
+	/* The caller's bpf_ktime_get_coarse_ns. */
+	__u64 now;
 	__u32 ip_off;
 	__u32 len;
 	__u32 after;

@@ -85,18 +85,10 @@ func measureEncap(objs *benchbpf.Objects, repeat, newRepeat, rounds int) (_ []Pa
 	global := func() (maps.GlobalCounters, error) { return bal.Stats().Global() }
 
 	var out []PacketCase
+	if err := encapReady(topo); err != nil {
+		return nil, err
+	}
 	err = lbh.NS.Do(func() error {
-		for _, k := range []string{"/proc/sys/net/ipv4/conf/eth0/forwarding", "/proc/sys/net/ipv6/conf/eth0/forwarding"} {
-			if err := os.WriteFile(k, []byte("1"), 0o644); err != nil {
-				return err
-			}
-		}
-		for _, be := range topo.Backends {
-			n := &netlink.Neigh{LinkIndex: lbh.Ifindex, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT, IP: net.IP(be.Addr4.AsSlice()), HardwareAddr: be.MAC}
-			if err := netlink.NeighSet(n); err != nil {
-				return fmt.Errorf("neighbour %s: %w", be.Addr4, err)
-			}
-		}
 		est, dsr := mk(false), mkTo(dsrKey, false)
 		// The flows' first two packets: half-open, then in the
 		// connection table.
@@ -181,4 +173,23 @@ func measureEncap(objs *benchbpf.Objects, repeat, newRepeat, rounds int) (_ []Pa
 		return nil
 	})
 	return out, err
+}
+
+// encapReady readies the lab's balancer for encapsulated forwarding: its
+// interface forwards (the FIB answers only then) and has the backends'
+// MACs as permanent neighbours.
+func encapReady(topo *lab.Topology) error {
+	lbh := topo.Balancer
+	return lbh.NS.Do(func() error {
+		if err := os.WriteFile("/proc/sys/net/ipv4/conf/eth0/forwarding", []byte("1"), 0o644); err != nil {
+			return err
+		}
+		for _, be := range topo.Backends {
+			n := &netlink.Neigh{LinkIndex: lbh.Ifindex, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT, IP: net.IP(be.Addr4.AsSlice()), HardwareAddr: be.MAC}
+			if err := netlink.NeighSet(n); err != nil {
+				return fmt.Errorf("neighbour %s: %w", be.Addr4, err)
+			}
+		}
+		return nil
+	})
 }

@@ -3,9 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
-	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -179,19 +177,7 @@ func measureThroughput(o options) (_ *Throughput, err error) {
 	if err := bal.SetEncap(lb.Encap{Source4: netip.PrefixFrom(lbHost.Addr4, 32)}); err != nil {
 		return nil, err
 	}
-	err = lbHost.NS.Do(func() error {
-		if err := os.WriteFile("/proc/sys/net/ipv4/conf/eth0/forwarding", []byte("1"), 0o644); err != nil {
-			return err
-		}
-		for _, be := range topo.Backends {
-			n := &netlink.Neigh{LinkIndex: lbHost.Ifindex, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT, IP: net.IP(be.Addr4.AsSlice()), HardwareAddr: be.MAC}
-			if err := netlink.NeighSet(n); err != nil {
-				return fmt.Errorf("neighbour %s: %w", be.Addr4, err)
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := encapReady(topo); err != nil {
 		return nil, err
 	}
 	setMode := func(m lb.ForwardMode) error {
