@@ -26,6 +26,8 @@ type (
 	VipKey = xlbVipKey
 	// Vip is the value of the vips map.
 	Vip = xlbVip
+	// VipFilter is the value of the one-entry vip_filter map.
+	VipFilter = xlbVipFilter
 	// FragKey is a key of the fragment table: one fragmented datagram.
 	FragKey = xlbFragKey
 	// FragEntry is its value: the first fragment's backend and time.
@@ -90,6 +92,10 @@ const (
 // least-conn service may have (consts.h MAX_LC_BACKENDS).
 const MaxLCBackends = 256
 
+// VipFilterBits is the number of slots of the VIP filter (consts.h
+// VIP_FILTER_BITS).
+const VipFilterBits = 65536
+
 // Address families as stored in keys (consts.h XLB_AF_*).
 const (
 	FamilyIPv4 = 2
@@ -113,6 +119,8 @@ const (
 	MapVips         = "vips"
 	MapFrags        = "frags"
 	MapHalfOpen     = "halfopen"
+	MapVipFilter    = "vip_filter"
+	MapBackendSvc   = "backend_svc"
 	VarIfaceMAC     = "iface_mac"
 	VarMaglevSize   = "maglev_size"
 )

@@ -328,11 +328,11 @@ struct flow_state {
  * names this flow's backend (a newer flow of the client may have been
  * placed elsewhere since, and that choice must not be kept alive). */
 static __always_inline void refresh_flow(struct flow *f, const struct pkt *p,
-					 const struct service *svc,
-					 __u32 svc_id, __u32 bid, __u64 now)
+					 __u32 persist_secs, __u32 svc_id,
+					 __u32 bid, __u64 now)
 {
 	f->last_seen = now;
-	if (svc->persist_secs) {
+	if (persist_secs) {
 		struct persist_key pk = {};
 		persist_key_of(&pk, svc_id, &p->key);
 		struct persist_entry *pe = bpf_map_lookup_elem(&persist, &pk);
@@ -341,19 +341,19 @@ static __always_inline void refresh_flow(struct flow *f, const struct pkt *p,
 	}
 }
 
-/* flow_lookup is the connection-table hit path. An entry that has not
+/* flow_lookup judges the flow's connection-table entry f (NULL: none) on
+ * the slow path, with the service looked up. An entry that has not
  * expired, is not a closed flow's tuple reused by a new SYN, and whose
  * backend may still carry traffic keeps its backend (st->be set): last_seen
  * is refreshed and a client's first FIN or RST marks the flow closing.
  * Otherwise st->be stays NULL for new_flow: the flow is new when it has no
  * entry, its entry expired, or a SYN reuses a closed flow's tuple; it is
  * rescheduled (not new) when its backend became unusable. */
-static __always_inline void flow_lookup(struct flow_state *st,
+static __always_inline void flow_lookup(struct flow_state *st, struct flow *f,
 					const struct pkt *p,
 					const struct service *svc, __u32 svc_id,
 					__u64 now, struct global_counters *gs)
 {
-	struct flow *f = bpf_map_lookup_elem(&conntrack, &p->key);
 	struct backend *be = NULL;
 	__u32 bid = 0;
 	int is_new = 1;
@@ -377,8 +377,8 @@ static __always_inline void flow_lookup(struct flow_state *st,
 				/* Not on every packet: established flows on
 				 * every CPU would write the shared entry. */
 				if (now - last > LAST_SEEN_GRANULARITY_NS)
-					refresh_flow(f, p, svc, svc_id, bid,
-						     now);
+					refresh_flow(f, p, svc->persist_secs,
+						     svc_id, bid, now);
 				/* Once per flow: a retransmitted FIN must not
 				 * take the active count down again. */
 				if ((p->tcp_flags & (TCP_FIN | TCP_RST)) &&
@@ -1394,9 +1394,115 @@ static __always_inline int frag_follow(struct xdp_md *ctx, const struct pkt *p,
 	return verdict;
 }
 
-/* process runs one frame through the steps: parse, find its service (or
- * leave it to the kernel), flow lookup, new flow when the connection table
- * could not place it, count and forward. */
+/* maybe_vip reports whether the frame's destination may be a VIP: its
+ * vip_filter bit is set. A clear bit proves it is not one. */
+static __always_inline int maybe_vip(const struct pkt *p)
+{
+	__u32 zero = 0;
+	struct vip_filter *vf = bpf_map_lookup_elem(&vip_filter, &zero);
+	__u32 slot = vip_slot(p->key.dst);
+
+	/* Cannot miss (one-entry array); if it did, the lookups decide. */
+	if (!vf)
+		return 1;
+	return (vf->bits[slot / 64] >> (slot % 64)) & 1;
+}
+
+/* of_service reports whether backend id belongs to the service the flow
+ * key is addressed to (its VIP, port, protocol and family), by its
+ * backend_svc entry. */
+static __always_inline int of_service(__u32 id, const struct flow_key *k)
+{
+	struct svc_key *sk = bpf_map_lookup_elem(&backend_svc, &id);
+
+	return sk && sk->addr[0] == k->dst[0] && sk->addr[1] == k->dst[1] &&
+	       sk->addr[2] == k->dst[2] && sk->addr[3] == k->dst[3] &&
+	       sk->port == k->dport && sk->proto == k->proto &&
+	       sk->family == k->family;
+}
+
+/* send remembers a first fragment's backend and counts and forwards the
+ * frame (count_and_forward): the last step of both paths. */
+static __always_inline int send(struct xdp_md *ctx, const struct pkt *p,
+				const struct flow_state *st, __u32 svc_id,
+				__u64 len, struct global_counters *gs,
+				__u64 now)
+{
+	if (p->frag == FRAG_FIRST) {
+		frag_remember(p, st->bid, svc_id, now);
+		gs->frag_first++;
+	}
+	return count_and_forward(ctx, p, st, len, gs, now);
+}
+
+/* established is the fast path of a frame whose flow has a connection-table
+ * entry f: when the entry stands as flow_lookup would judge it (not
+ * expired, not a closed flow's tuple reused by a bare SYN) and its backend
+ * may carry traffic and belongs to the service the frame is addressed to
+ * (backend_svc, an array: no services lookup), the
+ * frame is forwarded with exactly the slow path's checks, counters and
+ * writes (the services map is read only to refresh a persistent client,
+ * at most once a second). Otherwise it returns NOT_ESTABLISHED having
+ * written nothing, and the slow path (process) takes the frame. */
+#define NOT_ESTABLISHED -1
+static __always_inline int established(struct xdp_md *ctx, struct pkt *p,
+				       struct flow *f, struct flow_state *st,
+				       __u64 len, __u64 now,
+				       struct global_counters *gs)
+{
+	__u32 bid = f->backend_id;
+	__u32 fflags = f->flags;
+	__u64 last = f->last_seen;
+	struct backend *be = bpf_map_lookup_elem(&backends, &bid);
+
+	if (!be || !(be->flags & F_BACKEND_USABLE) || !of_service(bid, &p->key))
+		return NOT_ESTABLISHED;
+	if (flow_expired(last, fflags, p->key.proto, now))
+		return NOT_ESTABLISHED;
+	if ((fflags & F_FLOW_CLOSING) &&
+	    (p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN)
+		return NOT_ESTABLISHED;
+	/* Service traffic: the slow path's checks, in its order. */
+	if (!addressed_to_us(p->eth)) {
+		gs->pass_other_host++;
+		return XDP_PASS;
+	}
+	if (p->ttl <= 1) {
+		gs->pass_ttl++;
+		return XDP_PASS;
+	}
+	__u32 svc_id = be->svc_id;
+	struct svc_counters *ss = bpf_map_lookup_elem(&svc_stats, &svc_id);
+	if (!ss) {
+		gs->drop_internal++;
+		return XDP_DROP;
+	}
+	ss->packets++;
+	ss->bytes += len;
+	gs->conntrack_hits++;
+	if (now - last > LAST_SEEN_GRANULARITY_NS) {
+		struct service *svc = service_of(p);
+		refresh_flow(f, p, svc ? svc->persist_secs : 0, svc_id, bid,
+			     now);
+	}
+	if ((p->tcp_flags & (TCP_FIN | TCP_RST)) &&
+	    !(fflags & F_FLOW_CLOSING)) {
+		f->flags = fflags | F_FLOW_CLOSING;
+		active_add(bid, -1);
+		gs->closed_flows++;
+	}
+	st->f = f;
+	st->be = be;
+	st->bid = bid;
+	st->fflags = fflags;
+	st->is_new = 0;
+	return send(ctx, p, st, svc_id, len, gs, now);
+}
+
+/* process runs one frame through the steps: parse; leave what is for no
+ * VIP to the kernel (vip_filter); a connection-table hit takes the fast
+ * path (established); otherwise find its service (or leave it to the
+ * kernel), judge its entry, place a new flow, count and forward. */
 static __always_inline int process(struct xdp_md *ctx,
 				   struct global_counters *gs)
 {
@@ -1415,6 +1521,21 @@ static __always_inline int process(struct xdp_md *ctx,
 	}
 	if (kind == FRAME_FRAG)
 		return frag_follow(ctx, &p, end - data, gs);
+	if (!maybe_vip(&p)) {
+		gs->pass_not_vip++;
+		return XDP_PASS;
+	}
+	__u64 len = end - data;
+	/* The coarse clock (the last tick) is enough for second-scale timeouts
+	 * and costs a fraction of bpf_ktime_get_ns() on every packet. */
+	__u64 now = bpf_ktime_get_coarse_ns();
+	struct flow_state st = {};
+	struct flow *f = bpf_map_lookup_elem(&conntrack, &p.key);
+	if (f) {
+		int v = established(ctx, &p, f, &st, len, now, gs);
+		if (v != NOT_ESTABLISHED)
+			return v;
+	}
 	struct service *svc = service_of(&p);
 	if (!svc) {
 		gs->pass_not_vip++;
@@ -1440,15 +1561,10 @@ static __always_inline int process(struct xdp_md *ctx,
 		gs->drop_internal++;
 		return XDP_DROP;
 	}
-	__u64 len = end - data;
 	ss->packets++;
 	ss->bytes += len;
 
-	/* The coarse clock (the last tick) is enough for second-scale timeouts
-	 * and costs a fraction of bpf_ktime_get_ns() on every packet. */
-	__u64 now = bpf_ktime_get_coarse_ns();
-	struct flow_state st = {};
-	flow_lookup(&st, &p, svc, svc_id, now, gs);
+	flow_lookup(&st, f, &p, svc, svc_id, now, gs);
 	if (!st.be) {
 		int h = HALFOPEN_NONE;
 		if (p.key.proto == IPPROTO_TCP)
@@ -1459,11 +1575,7 @@ static __always_inline int process(struct xdp_md *ctx,
 		    !new_flow(&st, &p, svc, svc_id, ss, now, gs))
 			return XDP_DROP;
 	}
-	if (p.frag == FRAG_FIRST) {
-		frag_remember(&p, st.bid, svc_id, now);
-		gs->frag_first++;
-	}
-	return count_and_forward(ctx, &p, &st, len, gs, now);
+	return send(ctx, &p, &st, svc_id, len, gs, now);
 }
 
 SEC("xdp")

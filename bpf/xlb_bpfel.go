@@ -179,6 +179,11 @@ type xlbVip struct {
 	FragPortUdp uint16
 }
 
+type xlbVipFilter struct {
+	_    structs.HostLayout
+	Bits [1024]uint64
+}
+
 type xlbVipKey struct {
 	_      structs.HostLayout
 	Addr   [4]uint32
@@ -206,6 +211,7 @@ type xlbXlbConfig struct {
 const (
 	xlbMapBackendActive = "backend_active"
 	xlbMapBackendStats  = "backend_stats"
+	xlbMapBackendSvc    = "backend_svc"
 	xlbMapBackends      = "backends"
 	xlbMapConfig        = "config"
 	xlbMapConntrack     = "conntrack"
@@ -219,6 +225,7 @@ const (
 	xlbMapServices      = "services"
 	xlbMapStats         = "stats"
 	xlbMapSvcStats      = "svc_stats"
+	xlbMapVipFilter     = "vip_filter"
 	xlbMapVips          = "vips"
 	xlbProgXlb          = "xlb"
 	xlbVarIfaceMac      = "iface_mac"
@@ -276,6 +283,7 @@ type xlbProgramSpecs struct {
 type xlbMapSpecs struct {
 	BackendActive *ebpf.MapSpec `ebpf:"backend_active"`
 	BackendStats  *ebpf.MapSpec `ebpf:"backend_stats"`
+	BackendSvc    *ebpf.MapSpec `ebpf:"backend_svc"`
 	Backends      *ebpf.MapSpec `ebpf:"backends"`
 	Config        *ebpf.MapSpec `ebpf:"config"`
 	Conntrack     *ebpf.MapSpec `ebpf:"conntrack"`
@@ -289,6 +297,7 @@ type xlbMapSpecs struct {
 	Services      *ebpf.MapSpec `ebpf:"services"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
 	SvcStats      *ebpf.MapSpec `ebpf:"svc_stats"`
+	VipFilter     *ebpf.MapSpec `ebpf:"vip_filter"`
 	Vips          *ebpf.MapSpec `ebpf:"vips"`
 }
 
@@ -322,6 +331,7 @@ func (o *xlbObjects) Close() error {
 type xlbMaps struct {
 	BackendActive *ebpf.Map `ebpf:"backend_active"`
 	BackendStats  *ebpf.Map `ebpf:"backend_stats"`
+	BackendSvc    *ebpf.Map `ebpf:"backend_svc"`
 	Backends      *ebpf.Map `ebpf:"backends"`
 	Config        *ebpf.Map `ebpf:"config"`
 	Conntrack     *ebpf.Map `ebpf:"conntrack"`
@@ -335,6 +345,7 @@ type xlbMaps struct {
 	Services      *ebpf.Map `ebpf:"services"`
 	Stats         *ebpf.Map `ebpf:"stats"`
 	SvcStats      *ebpf.Map `ebpf:"svc_stats"`
+	VipFilter     *ebpf.Map `ebpf:"vip_filter"`
 	Vips          *ebpf.Map `ebpf:"vips"`
 }
 
@@ -342,6 +353,7 @@ func (m *xlbMaps) Close() error {
 	return _XlbClose(
 		m.BackendActive,
 		m.BackendStats,
+		m.BackendSvc,
 		m.Backends,
 		m.Config,
 		m.Conntrack,
@@ -355,6 +367,7 @@ func (m *xlbMaps) Close() error {
 		m.Services,
 		m.Stats,
 		m.SvcStats,
+		m.VipFilter,
 		m.Vips,
 	)
 }

@@ -71,6 +71,12 @@ type Balancer struct {
 	vipMap   *maps.VIPs
 	// vips mirrors vipMap.
 	vips map[netip.Addr]maps.VIP
+	// vipFilter is the bitmap of the VIPs (vipFilterOf mirrors it, nil
+	// until first written).
+	vipFilter   *maps.VIPFilter
+	vipFilterOf []netip.Addr
+	// beSvc is each backend id's service key (backend_svc).
+	beSvc *maps.BackendServices
 }
 
 func (b *Balancer) initViews() {
@@ -86,6 +92,8 @@ func (b *Balancer) initViews() {
 	b.cfgMap = maps.NewConfig(m.Config)
 	b.vipMap = maps.NewVIPs(m.Vips)
 	b.vips = make(map[netip.Addr]maps.VIP)
+	b.vipFilter = maps.NewVIPFilter(m.VipFilter)
+	b.beSvc = maps.NewBackendServices(m.BackendSvc)
 	b.services = make(map[lb.ServiceKey]*svcState)
 	b.svcIDs = newIDAlloc(0, b.opts.MaxServices)
 	b.beIDs = newIDAlloc(1, b.opts.MaxBackends) // 0 marks an empty slot
@@ -202,6 +210,24 @@ func (b *Balancer) syncVIPs() error {
 			delete(b.vips, vip)
 		}
 	}
+	return b.syncVIPFilter()
+}
+
+// syncVIPFilter makes the VIP filter's bitmap match the installed
+// services' addresses, writing it only when they changed.
+func (b *Balancer) syncVIPFilter() error {
+	addrs := make([]netip.Addr, 0, len(b.vips))
+	for vip := range b.vips {
+		addrs = append(addrs, vip)
+	}
+	slices.SortFunc(addrs, netip.Addr.Compare)
+	if b.vipFilterOf != nil && slices.Equal(addrs, b.vipFilterOf) {
+		return nil
+	}
+	if err := b.vipFilter.Set(addrs); err != nil {
+		return err
+	}
+	b.vipFilterOf = addrs
 	return nil
 }
 
@@ -351,6 +377,12 @@ func (b *Balancer) apply(p *plan) error {
 		// A new forwarding mode rewrites every backend (its flags).
 		if !newID[id] && p.old != nil && p.old.cfg.Forward == st.cfg.Forward && sameBackend(p.old.backend(be.Addr), be) {
 			continue
+		}
+		if newID[id] {
+			// Before the backend's entry: see maps.BackendServices.Put.
+			if err := b.beSvc.Put(id, p.key); err != nil {
+				return err
+			}
 		}
 		v := maps.Backend{Addr: be.Addr, ServiceID: st.id, Weight: be.Weight, MAC: be.MAC, Usable: be.UsableFor(st.cfg.Forward), Failing: be.Failing || be.Down, Forward: st.cfg.Forward}
 		if err := b.beMap.Put(id, v); err != nil {
@@ -551,6 +583,10 @@ func (b *Balancer) recoverState() error {
 		}
 		b.beIDs.take(id)
 		st.ids[be.Addr] = id
+		// backend_svc is not pinned: this program's is empty until now.
+		if err := b.beSvc.Put(id, st.cfg.Key); err != nil {
+			return err
+		}
 		// Down is what made a backend unusable though it could be used
 		// (dsr-l2: its MAC known; encapsulated: always).
 		couldUse := len(be.MAC) == 6 || st.cfg.Forward.Encapsulated()

@@ -20,6 +20,10 @@ func MapOf(b *Balancer, name string) *ebpf.Map {
 		return b.objs.Frags
 	case bpf.MapVips:
 		return b.objs.Vips
+	case bpf.MapVipFilter:
+		return b.objs.VipFilter
+	case bpf.MapBackendSvc:
+		return b.objs.BackendSvc
 	}
 	return b.mapByName(name)
 }

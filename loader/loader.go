@@ -120,6 +120,12 @@ func Open(opts Options) (*Balancer, error) {
 		if err := b.checkAdoptedTables(); err != nil {
 			return nil, errors.Join(err, b.objs.Close())
 		}
+		// Before the pinned link runs this program: its unpinned maps
+		// derived from the services (vips, vip_filter, backend_svc) are
+		// filled, so not one frame of a VIP goes to the kernel.
+		if err := b.recoverState(); err != nil {
+			return nil, errors.Join(err, b.objs.Close())
+		}
 		if err := b.readopt(iface); err != nil {
 			return nil, errors.Join(err, b.objs.Close())
 		}
@@ -130,9 +136,6 @@ func Open(opts Options) (*Balancer, error) {
 			if err := b.link.Pin(filepath.Join(opts.PinDir, linkPin)); err != nil {
 				return nil, errors.Join(fmt.Errorf("pin link: %w", err), b.Close())
 			}
-		}
-		if err := b.recoverState(); err != nil {
-			return nil, errors.Join(err, b.Close())
 		}
 		opts.Logger.Info("re-adopted pinned data plane", "pins", opts.PinDir, "services", len(b.services))
 		return b, nil
@@ -153,7 +156,7 @@ func Open(opts Options) (*Balancer, error) {
 
 // sizeSpec applies the options to the spec before load.
 func sizeSpec(spec *ebpf.CollectionSpec, opts Options, iface *net.Interface) error {
-	for _, name := range append(pinnedMaps, bpf.MapVips, bpf.MapFrags) {
+	for _, name := range append(pinnedMaps, bpf.MapVips, bpf.MapFrags, bpf.MapVipFilter, bpf.MapBackendSvc) {
 		if spec.Maps[name] == nil {
 			return fmt.Errorf("collection has no map %q", name)
 		}
@@ -163,6 +166,7 @@ func sizeSpec(spec *ebpf.CollectionSpec, opts Options, iface *net.Interface) err
 	spec.Maps[bpf.MapSvcStats].MaxEntries = opts.MaxServices
 	spec.Maps[bpf.MapBackends].MaxEntries = opts.MaxBackends
 	spec.Maps[bpf.MapBackendStats].MaxEntries = opts.MaxBackends
+	spec.Maps[bpf.MapBackendSvc].MaxEntries = opts.MaxBackends
 	spec.Maps[bpf.MapConntrack].MaxEntries = opts.ConntrackSize
 	spec.Maps[bpf.MapRRCursor].MaxEntries = opts.MaxServices
 	spec.Maps[bpf.MapActive].MaxEntries = opts.MaxBackends

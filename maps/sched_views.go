@@ -276,3 +276,65 @@ func (v *VIPs) All() (map[netip.Addr]VIP, error) {
 	}
 	return out, nil
 }
+
+// VIPSlot is the data plane's vip_filter slot of an address (hash.h
+// vip_slot): its words as the data plane loads them, folded.
+func VIPSlot(a netip.Addr) uint32 {
+	w, _ := addrWords(a)
+	x := w[0] ^ w[1] ^ w[2] ^ w[3]
+	x ^= x >> 16
+	return x & (bpf.VipFilterBits - 1)
+}
+
+// VIPFilter is the one-entry vip_filter map: a bit per VIPSlot, set for
+// every VIP, which TCP and UDP frames are checked against before any
+// lookup.
+type VIPFilter struct{ m *ebpf.Map }
+
+// NewVIPFilter wraps the vip_filter map.
+func NewVIPFilter(m *ebpf.Map) *VIPFilter { return &VIPFilter{m} }
+
+// Set makes the filter's bits exactly those of vips, in one write: a
+// frame sees either the old bitmap or the new one word by word, and each
+// word of either is right for the VIPs it covers at that moment.
+func (f *VIPFilter) Set(vips []netip.Addr) error {
+	var v bpf.VipFilter
+	for _, a := range vips {
+		s := VIPSlot(a)
+		v.Bits[s/64] |= 1 << (s % 64)
+	}
+	zero := uint32(0)
+	if err := f.m.Put(&zero, &v); err != nil {
+		return fmt.Errorf("write vip filter: %w", err)
+	}
+	return nil
+}
+
+// Get reads the filter's bitmap.
+func (f *VIPFilter) Get() (bpf.VipFilter, error) {
+	var v bpf.VipFilter
+	zero := uint32(0)
+	if err := f.m.Lookup(&zero, &v); err != nil {
+		return v, fmt.Errorf("read vip filter: %w", err)
+	}
+	return v, nil
+}
+
+// BackendServices is the backend_svc array: backend id -> its service's
+// key, which an established flow's frames are checked against instead of
+// looking the service up.
+type BackendServices struct{ m *ebpf.Map }
+
+// NewBackendServices wraps the backend_svc map.
+func NewBackendServices(m *ebpf.Map) *BackendServices { return &BackendServices{m} }
+
+// Put records that backend id belongs to service k. Written before the
+// backend's own entry, so an id reused by another service never pairs
+// the old service's key with the new service's backend.
+func (b *BackendServices) Put(id uint32, k lb.ServiceKey) error {
+	v := marshalServiceKey(k)
+	if err := b.m.Put(&id, &v); err != nil {
+		return fmt.Errorf("put service of backend %d: %w", id, err)
+	}
+	return nil
+}

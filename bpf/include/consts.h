@@ -56,8 +56,6 @@
 #define FRAGS_SIZE 4096
 #endif
 
-/* Lifetime of a fragment-table entry: later fragments that arrive after it
- * are unmatched. */
 /* fib_cache: its slots, and how long a next hop serves before the FIB is
  * asked again (a route or neighbour change reaches encapsulated traffic
  * within this). */
@@ -68,9 +66,15 @@
 #define FIB_CACHE_NS 1000000000ULL
 #endif
 
+/* Lifetime of a fragment-table entry: later fragments that arrive after it
+ * are unmatched. */
 #ifndef FRAG_TIMEOUT_NS
 #define FRAG_TIMEOUT_NS 3000000000ULL
 #endif
+
+/* Slots of the VIP filter (a power of two): 8 KiB of bits. With a few
+ * hundred VIPs most non-VIP frames find their bit clear. */
+#define VIP_FILTER_BITS 65536
 
 /* A flow's last_seen is refreshed at most this often, to keep established
  * flows from writing the shared connection-table entry on every packet. */

@@ -69,4 +69,15 @@ static __always_inline __u32 hash_src(const struct flow_key *k)
 	return hash_final(h, 20);
 }
 
+/* vip_slot is the VIP filter's slot of a destination address: its four
+ * words (as loaded: zero beyond an IPv4 address's first) folded into
+ * VIP_FILTER_BITS. maps.VIPSlot is its Go twin. */
+static __always_inline __u32 vip_slot(const __be32 addr[4])
+{
+	__u32 x = addr[0] ^ addr[1] ^ addr[2] ^ addr[3];
+
+	x ^= x >> 16;
+	return x & (VIP_FILTER_BITS - 1);
+}
+
 #endif

@@ -25,6 +25,17 @@ struct {
 	__type(value, struct vip);
 } vips SEC(".maps");
 
+/* VIP addresses as a bitmap (struct vip_filter), one entry: what TCP and
+ * UDP frames are checked against first. Rebuilt by the loader from the
+ * services on every start, before the program takes traffic, and on every
+ * change (not pinned). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct vip_filter);
+} vip_filter SEC(".maps");
+
 /* Backends by id (0 is never used: it marks an empty Maglev slot). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -32,6 +43,19 @@ struct {
 	__type(key, __u32);
 	__type(value, struct backend);
 } backends SEC(".maps");
+
+/* The key of each backend's service, by backend id: a connection-table
+ * hit is checked against it (the flow's VIP, port, protocol and family),
+ * so established flows need no services lookup. The loader writes an
+ * id's entry before its backends entry and rebuilds the map on every
+ * start (not pinned: a missing entry only sends the flow's frames down
+ * the slow path, which looks the service up). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct svc_key);
+} backend_svc SEC(".maps");
 
 /* One service's scheduler table, replaced whole, never edited in place, so
  * packets never see a half-written table. maglev and source-hash: slot ->

@@ -169,6 +169,14 @@ struct vip {
 	__be16 frag_port_udp;
 };
 
+/* Value of the vip_filter array: one bit per VIP_FILTER_BITS slot, set
+ * when a VIP's address folds to it (vip_slot). A clear bit proves a
+ * TCP or UDP frame is for no service, before any hash lookup; a set one
+ * may be a collision, which the lookups then settle. */
+struct vip_filter {
+	__u64 bits[VIP_FILTER_BITS / 64];
+};
+
 /* Global counters: one named field per outcome (per-CPU). */
 struct global_counters {
 	/* Every frame the program saw. */
