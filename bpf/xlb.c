@@ -173,9 +173,11 @@ static __always_inline void persist_key_of(struct persist_key *pk, __u32 svc_id,
 /* persisted returns the backend the client was last sent to if that was
  * within the service's persistence timeout and the backend is still usable
  * and not failing its health check (drained included: a drained backend
- * keeps its clients while it is healthy), else 0. */
+ * keeps its clients while it is healthy), else 0; with its entry in *pep
+ * when it returns one (pep may be NULL). */
 static __always_inline __u32 persisted(const struct persist_key *pk,
-				       __u32 svc_id, __u32 secs, __u64 now)
+				       __u32 svc_id, __u32 secs, __u64 now,
+				       struct persist_entry **pep)
 {
 	struct persist_entry *pe = bpf_map_lookup_elem(&persist, pk);
 
@@ -185,7 +187,11 @@ static __always_inline __u32 persisted(const struct persist_key *pk,
 		return 0;
 	__u32 id = pe->backend_id;
 	struct backend *be = usable_backend(id, svc_id);
-	return be && !(be->flags & F_BACKEND_FAILING) ? id : 0;
+	if (!be || (be->flags & F_BACKEND_FAILING))
+		return 0;
+	if (pep)
+		*pep = pe;
+	return id;
 }
 
 /* hashed_placement is the backend id new_flow would give a flow of a
@@ -203,7 +209,7 @@ static __always_inline __u32 hashed_placement(const struct service *svc,
 	if (persist_secs) {
 		struct persist_key pk = {};
 		persist_key_of(&pk, svc->id, key);
-		bid = persisted(&pk, svc->id, persist_secs, now);
+		bid = persisted(&pk, svc->id, persist_secs, now, NULL);
 	}
 	return bid ? bid : hashed_backend(svc, key);
 }
@@ -401,21 +407,23 @@ static __always_inline void flow_lookup(struct flow_state *st, struct flow *f,
 
 /* pick returns the backend id a new flow of the service goes to (its entry
  * in *bep): the client's persistent backend if the service has persistence
- * and one is still good, else the scheduler's pick. 0 when the service has
- * none usable (counted; the caller drops: VIP traffic that cannot be
- * served). */
+ * and one is still good (its persistence entry in *pep, else *pep is
+ * left NULL), else the scheduler's pick. 0 when the service has none
+ * usable (counted; the caller drops: VIP traffic that cannot be served). */
 static __always_inline __u32 pick(const struct pkt *p,
 				  const struct service *svc, __u32 svc_id,
 				  struct svc_counters *ss, __u64 now,
 				  struct global_counters *gs,
-				  struct backend **bep)
+				  struct backend **bep,
+				  struct persist_entry **pep)
 {
 	__u32 bid = 0;
 
+	*pep = NULL;
 	if (svc->persist_secs) {
 		struct persist_key pk = {};
 		persist_key_of(&pk, svc_id, &p->key);
-		bid = persisted(&pk, svc_id, svc->persist_secs, now);
+		bid = persisted(&pk, svc_id, svc->persist_secs, now, pep);
 		if (bid)
 			gs->persist_hits++;
 	}
@@ -433,11 +441,20 @@ static __always_inline __u32 pick(const struct pkt *p,
 }
 
 /* remember_client records a new flow's backend as its client's, under
- * persistence. */
+ * persistence. A client sent to its persistent backend again (pe, its
+ * entry, from pick) has that entry's time stamped in place: the value
+ * is the one an update would write, without the update's new LRU node
+ * (an allocation, and under pressure an eviction) for a key that is
+ * already there. */
 static __always_inline void remember_client(const struct pkt *p,
 					    const struct service *svc,
-					    __u32 svc_id, __u32 bid, __u64 now)
+					    __u32 svc_id, __u32 bid, __u64 now,
+					    struct persist_entry *pe)
 {
+	if (pe && pe->backend_id == bid) {
+		pe->last_seen = now;
+		return;
+	}
 	if (svc->persist_secs) {
 		struct persist_key pk = {};
 		struct persist_entry pv = {};
@@ -491,11 +508,12 @@ new_flow(struct flow_state *st, const struct pkt *p, const struct service *svc,
 	 struct global_counters *gs)
 {
 	struct backend *be;
-	__u32 bid = pick(p, svc, svc_id, ss, now, gs, &be);
+	struct persist_entry *pe;
+	__u32 bid = pick(p, svc, svc_id, ss, now, gs, &be, &pe);
 
 	if (!bid)
 		return NULL;
-	remember_client(p, svc, svc_id, bid, now);
+	remember_client(p, svc, svc_id, bid, now, pe);
 	track(st, p, bid, now, gs);
 	st->bid = bid;
 	st->be = be;
@@ -569,10 +587,11 @@ static __always_inline int halfopen_flow(struct flow_state *st,
 	if (be) {
 		st->is_new = 0;
 	} else {
-		bid = pick(p, svc, svc_id, ss, now, gs, &be);
+		struct persist_entry *pe;
+		bid = pick(p, svc, svc_id, ss, now, gs, &be, &pe);
 		if (!bid)
 			return HALFOPEN_DROP;
-		remember_client(p, svc, svc_id, bid, now);
+		remember_client(p, svc, svc_id, bid, now, pe);
 		struct flow nf = {};
 		nf.backend_id = bid;
 		nf.last_seen = now;

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/xlb-lb/xlb/bpf"
 	"github.com/xlb-lb/xlb/loader"
@@ -205,5 +206,35 @@ func TestReadoptFillsDerivedMaps(t *testing.T) {
 	}
 	if d := delta(before, f.counters()); d["ConntrackHits"] != 20 || d["TxPackets"] != 20 {
 		t.Fatalf("want 20 connection-table hits after re-adoption, got %v", d)
+	}
+}
+
+// A persistent client's new connection, sent to its persistent backend
+// again, stamps the client's entry (stamped in place, not re-inserted):
+// the persistence window runs from the client's latest connection.
+func TestPersistenceRestamped(t *testing.T) {
+	f := newFixture(t)
+	f.set(lb.Service{Key: ps4, Persistence: 300 * time.Second, Backends: weighted(ps4.VIP, 1, 1, 1)})
+	const client = "198.18.3.1"
+	first := f.send(syn(ps4, client, 1000))
+	st, _ := f.b.Service(ps4)
+	pk := maps.PersistKey{ServiceID: st.ID, Client: netip.MustParseAddr(client)}
+	old := loader.MonotonicNow() - uint64(200*time.Second)
+	if err := f.b.Persistence().Put(pk, maps.Persistence{BackendID: f.backendID(ps4, first), LastSeen: old}); err != nil {
+		t.Fatal(err)
+	}
+	before := f.counters()
+	if be := f.send(syn(ps4, client, 1001)); be != first {
+		t.Fatalf("second connection went to backend %d, the client's first to %d", be, first)
+	}
+	if d := delta(before, f.counters()); d["PersistHits"] != 1 {
+		t.Fatalf("counters %v, want 1 persistence hit", d)
+	}
+	e, ok, err := f.b.Persistence().Lookup(pk)
+	if err != nil || !ok {
+		t.Fatalf("client's entry: found %v, %v", ok, err)
+	}
+	if e.BackendID != f.backendID(ps4, first) || e.LastSeen <= old+uint64(100*time.Second) {
+		t.Fatalf("client's entry after its second connection: %+v, want backend %d stamped now (was %d)", e, f.backendID(ps4, first), old)
 	}
 }
