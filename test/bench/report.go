@@ -221,8 +221,8 @@ func (p *PerPacket) Markdown() string {
 		rows = append(rows, []string{c.Name, f(c.Xlb.Median, 1), pct(c.Xlb.Spread, 0), f(c.Baseline.Median, 1), pct(c.Baseline.Spread, 0), f(c.Ratio, 2) + "x", c.Path})
 	}
 	b.WriteString(mdTable([]string{"case", "xlb ns/pkt", "spread", "baseline ns/pkt", "spread", "ratio", "path (verdict and counters checked after every run)"}, rows))
-	// The new-flow rows share one method: say it once, then each row's
-	// raw medians.
+	// Rows timed through a mutator share its method: say it once, then
+	// each row's raw medians.
 	method := ""
 	for _, c := range p.Cases {
 		if c.Method == "" {
@@ -230,18 +230,25 @@ func (p *PerPacket) Markdown() string {
 		}
 		if c.Method != method {
 			method = c.Method
-			fmt.Fprintf(&b, "\nNew flows: %s. Raw medians (fresh->xlb, fresh->baseline):\n\n", method)
+			fmt.Fprintf(&b, "\nTimed through a mutator: %s. Raw medians (mutator->xlb, mutator->baseline):\n\n", method)
 		}
 		fmt.Fprintf(&b, "- %s: %s ns, %s ns\n", c.Name, f(c.FreshXlb.Median, 1), f(c.FreshBase.Median, 1))
 	}
 	b.WriteString("\n")
+	for _, c := range p.Cases {
+		if t := c.Table; t != nil {
+			fmt.Fprintf(&b, "- %s: %s filled to %d of %d entries with other flows (batch updates); after %d inserts by the measurement it held %d, %d fillers evicted, %d measured flows in it.\n",
+				c.Name, t.Map, t.Before, t.Capacity, t.Inserted, t.After, t.FillersBefore-t.FillersAfter, t.NewAfter-t.NewBefore)
+		}
+	}
+	b.WriteString("\n")
 	if len(p.Previous) > 0 {
-		fmt.Fprintf(&b, "Established paths, today's object against %s: the cost of the packet checks since (length fields, extension headers, fragments, ICMP, half-open flows), same frames, alternating rounds.\n\n", p.PreviousObject)
+		fmt.Fprintf(&b, "Before issue 15 and now: today's object (\"now\") against %s (\"before\"), on the same frames, alternating round by round; the new flow through fresh, its cost subtracted as above.\n\n", p.PreviousObject)
 		rows = rows[:0]
 		for _, c := range p.Previous {
 			rows = append(rows, []string{c.Name, f(c.Xlb.Median, 1), pct(c.Xlb.Spread, 0), f(c.Baseline.Median, 1), pct(c.Baseline.Spread, 0), f(c.Ratio, 2) + "x"})
 		}
-		b.WriteString(mdTable([]string{"case", "today ns/pkt", "spread", "before ns/pkt", "spread", "ratio"}, rows))
+		b.WriteString(mdTable([]string{"case", "now ns/pkt", "spread", "before ns/pkt", "spread", "now / before"}, rows))
 		b.WriteString("\n")
 	}
 	if p.Flood != nil {
