@@ -65,7 +65,7 @@ func TestTargets(t *testing.T) {
 			{Name: caseEstablished, Ratio: 2.4},
 			{Name: caseNewFlow, Ratio: 9},
 		}, Flood: &Flood{Established: 10, Rows: []FloodRow{{Kind: "SYN", Broken: 0, BrokenBefore: 4}, {Kind: "ACK", Broken: 1}}}},
-		Throughput: &Throughput{Ratio: 0.85},
+		Throughput: &Throughput{Runs: []ThroughputRun{{GenCPUs: []int{1}, Ratio: 0.95}}},
 		Disruption: &Disruption{Flows: 100, Cases: []DisruptionCase{
 			{Change: "remove 1 of 10", MovedOthers: 0, WithConntrack: 0.1},
 			{Change: "add 1 to 10", WithConntrack: 0.01},
