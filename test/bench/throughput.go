@@ -32,6 +32,9 @@ type Throughput struct {
 	Flows     int     `json:"flows"`
 	Reps      int     `json:"repetitions"`
 	Seconds   float64 `json:"seconds_per_repetition"`
+	// CPUs is the machine's: generators on all of them leave none to the
+	// rest of the path.
+	CPUs int `json:"cpus"`
 	// Runs: one per number of generator CPUs, each with its own
 	// baseline.
 	Runs []ThroughputRun `json:"runs"`
@@ -240,7 +243,7 @@ func measureThroughput(o options) (_ *Throughput, err error) {
 		Baseline: fmt.Sprintf("l2fwd on the balancer: destination MAC := %s (backend be1), source MAC := the balancer's, XDP_TX; no parsing, no maps", be1.MAC),
 		Generator: fmt.Sprintf("BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES in the client netns, one long run per pinned CPU ended by a signal; "+
 			"each frame rewritten whole (Ethernet, IPv4, UDP) for flow i mod %d (%d source addresses x %d ports), XDP_TX out of the client's eth0", tputFlows, tputFlows/tputPorts, tputPorts),
-		FrameLen: len(in), Flows: tputFlows, Reps: reps, Seconds: secs,
+		FrameLen: len(in), Flows: tputFlows, Reps: reps, Seconds: secs, CPUs: runtime.NumCPU(),
 	}
 	type sample struct{ rx, tx, loss float64 }
 	// one runs the generator on cpus with prog on the balancer; for xlb
@@ -397,6 +400,11 @@ func (t *Throughput) Markdown() string {
 	if one, two := t.run(1), t.run(2); one != nil && two != nil {
 		fmt.Fprintf(&b, "\nFrom 1 to 2 generator CPUs: xlb (dsr-l2) %.2fx, ipip %.2fx, baseline %.2fx.\n",
 			ratio(two.Xlb.RxMpps.Median, one.Xlb.RxMpps.Median), ratio(two.IPIP.RxMpps.Median, one.IPIP.RxMpps.Median), ratio(two.Base.RxMpps.Median, one.Base.RxMpps.Median))
+	}
+	for _, r := range t.Runs {
+		if len(r.GenCPUs) >= t.CPUs {
+			fmt.Fprintf(&b, "\nWith %d generator CPUs on this %d-CPU machine the generators share every CPU with the rest of the path (veth NAPI, the XDP switch, the balancer's program, the sinks), so that run shows contention (and the loss it causes), not how xlb scales with free CPUs.\n", len(r.GenCPUs), t.CPUs)
+		}
 	}
 	var fw uint64
 	for _, r := range t.Runs {
