@@ -338,8 +338,11 @@ func (p *PerPacket) Markdown() string {
 		fmt.Fprintf(&b, "- %s: %s ns, %s ns\n", c.Name, f(c.FreshXlb.Median, 1), f(c.FreshBase.Median, 1))
 	}
 	b.WriteString("\n")
+	lead := "The full tables, around each full-table row:\n\n"
 	for _, c := range p.Cases {
 		if t := c.Table; t != nil {
+			b.WriteString(lead)
+			lead = ""
 			fmt.Fprintf(&b, "- %s: %s filled to %d of %d entries with other flows (batch updates); after %d inserts by the measurement it held %d, %d fillers evicted, %d measured flows in it.\n",
 				c.Name, t.Map, t.Before, t.Capacity, t.Inserted, t.After, t.FillersBefore-t.FillersAfter, t.NewAfter-t.NewBefore)
 		}
