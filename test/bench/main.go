@@ -5,8 +5,10 @@
 //
 // It needs root (BPF, network namespaces). BENCH_QUICK=1 runs a shorter
 // variant (under 2 minutes). BENCH_JSON names the JSON file (default
-// out/bench.json), BENCH_GEN_CPUS the number of generator CPUs for the
-// throughput run (default 1) and BENCH_ONLY, comma separated, limits the
+// out/bench.json), BENCH_CHART the PNG chart of the per-packet and
+// throughput figures (default bench.png beside the JSON file),
+// BENCH_GEN_CPUS the numbers of generator CPUs of the throughput runs,
+// comma separated (default 1,2), and BENCH_ONLY, comma separated, limits the
 // run to sections (packet, throughput, control, disruption, proxy) or
 // parts of the control section (maglev, add, health, memory).
 package main
@@ -150,6 +152,13 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	fmt.Printf("\nJSON: %s\n", o.jsonPath)
+	if r.PerPacket != nil || r.Throughput != nil {
+		path := chartPath(o.jsonPath)
+		if err := r.WriteChart(path); err != nil {
+			return err
+		}
+		fmt.Printf("Chart: %s\n", path)
+	}
 	if len(r.Failures) > 0 {
 		return fmt.Errorf("%d section(s) failed", len(r.Failures))
 	}

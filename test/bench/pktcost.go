@@ -9,6 +9,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/xlb-lb/xlb/bpf"
 	"github.com/xlb-lb/xlb/loader"
 	"github.com/xlb-lb/xlb/maps"
 	"github.com/xlb-lb/xlb/maps/lb"
@@ -40,8 +41,11 @@ func verdictName(v uint32) string {
 
 // Names of the cases the targets refer to.
 const (
-	caseEstablished = "TCP established (IPv4)"
-	caseNewFlow     = "TCP new flow (IPv4 SYN)"
+	caseEstablished  = "TCP established (IPv4)"
+	caseNewFlow      = "TCP new flow (IPv4 SYN)"
+	caseUDP          = "UDP flow (IPv4)"
+	caseEstablished6 = "TCP established (IPv6)"
+	caseNonVIP       = "non-VIP TCP (IPv4)"
 )
 
 // PacketCase is one per-packet measurement: xlb and the MAC-swap baseline
@@ -63,6 +67,8 @@ type PacketCase struct {
 	// xlb and to the baseline.
 	FreshXlb  *Series `json:"fresh_to_xlb_ns,omitempty"`
 	FreshBase *Series `json:"fresh_to_baseline_ns,omitempty"`
+	// Table is the filled table of a full-table row, before and after.
+	Table *TableState `json:"table,omitempty"`
 }
 
 // pktCase is one repeated-frame case of section 1.
@@ -81,8 +87,8 @@ type PerPacket struct {
 	NewFlowR int          `json:"new_flow_repeat"`
 	Rounds   int          `json:"rounds"`
 	Cases    []PacketCase `json:"cases"`
-	// Previous compares today's object with the one before issue 13 on
-	// the established paths (Baseline: the previous object).
+	// Previous compares today's object with the one before issue 15
+	// (previousCommit) on the same frames (Baseline: the previous object).
 	PreviousObject string       `json:"previous_object"`
 	Previous       []PacketCase `json:"previous"`
 	// Flood counts established connections broken by spoofed floods.
@@ -141,11 +147,11 @@ func measurePerPacket(o options) (_ *PerPacket, err error) {
 	cases := []pktCase{
 		{caseEstablished, "service hit, connection-table hit, MAC rewrite, XDP_TX",
 			mk("198.18.0.100:40000", "198.18.1.1:80", false, false), xdpTX, []string{"ConntrackHits", "TxPackets"}, []string{"NewFlows", "Reschedules", "DropNoBackend"}},
-		{"UDP flow (IPv4)", "service hit, connection-table hit, MAC rewrite, XDP_TX",
+		{caseUDP, "service hit, connection-table hit, MAC rewrite, XDP_TX",
 			mk("198.18.0.100:40000", "198.18.1.1:53", true, false), xdpTX, []string{"ConntrackHits", "TxPackets"}, []string{"NewFlows", "Reschedules", "DropNoBackend"}},
-		{"TCP established (IPv6)", "service hit, connection-table hit, MAC rewrite, XDP_TX",
+		{caseEstablished6, "service hit, connection-table hit, MAC rewrite, XDP_TX",
 			mk("[2001:2::100]:40000", "[2001:2:0:1::1]:80", false, false), xdpTX, []string{"ConntrackHits", "TxPackets"}, []string{"NewFlows", "Reschedules", "DropNoBackend"}},
-		{"non-VIP TCP (IPv4)", "service miss, XDP_PASS to the kernel",
+		{caseNonVIP, "service miss, XDP_PASS to the kernel",
 			mk("198.18.0.100:40000", "198.18.1.9:80", false, false), xdpPass, []string{"PassNotVip"}, []string{"TxPackets", "NewFlows"}},
 	}
 	prog := bal.Program()
@@ -246,13 +252,23 @@ func measurePerPacket(o options) (_ *PerPacket, err error) {
 		newFlows = append(newFlows, *pc)
 	}
 	pp.Cases = append(pp.Cases[:1], append(newFlows, pp.Cases[1:]...)...)
+	many, err := measureManyFlows(objs, repeat, rounds)
+	if err != nil {
+		return nil, fmt.Errorf("1M flows: %w", err)
+	}
+	full, err := measureFullTables(o, objs, newRepeat, repeat, rounds)
+	if err != nil {
+		return nil, fmt.Errorf("full tables: %w", err)
+	}
+	pp.Cases = append(pp.Cases, append(many, full...)...)
 	enc, err := measureEncap(objs, repeat, newRepeat, rounds)
 	if err != nil {
 		return nil, fmt.Errorf("encapsulated paths: %w", err)
 	}
 	pp.Cases = append(pp.Cases, enc...)
 
-	prev, err := measurePrevious(bal, cases[:3], repeat, rounds)
+	syn := mk("198.19.0.0:1024", "198.18.1.1:80", false, true)
+	prev, err := measurePrevious(bal, objs, cases, syn, repeat, newRepeat, rounds)
 	if err != nil {
 		return nil, fmt.Errorf("against the previous object: %w", err)
 	}
@@ -263,11 +279,12 @@ func measurePerPacket(o options) (_ *PerPacket, err error) {
 	return pp, nil
 }
 
-// measurePrevious times the established paths (TCP and UDP, flows already
-// in both connection tables) on today's object and on the one before issue
-// 13, alternating round by round on the same frames: the cost of the
-// checks issue 13 added where it matters most.
-func measurePrevious(bal *loader.Balancer, cases []pktCase, repeat, rounds int) (_ []PacketCase, err error) {
+// measurePrevious times today's object and the one before issue 15 on
+// the same frames, alternating round by round: the repeated-frame cases
+// (flows already in both connection tables; non-VIP traffic) and a new
+// flow (fresh chained to each, its cost subtracted as in the new-flow
+// rows, both half-open tables emptied before each round).
+func measurePrevious(bal *loader.Balancer, objs *benchbpf.Objects, cases []pktCase, syn []byte, repeat, newRepeat, rounds int) (_ []PacketCase, err error) {
 	p, err := loadPrevious(bal, 0)
 	if err != nil {
 		return nil, err
@@ -277,9 +294,11 @@ func measurePrevious(bal *loader.Balancer, cases []pktCase, repeat, rounds int) 
 	now := bal.Program()
 	var out []PacketCase
 	for _, c := range cases {
-		// The flow's first packet, so both connection tables hold it.
-		if ret, err := prev.Run(&ebpf.RunOptions{Data: c.frame}); err != nil || ret != c.verdict {
-			return nil, fmt.Errorf("%s: previous object: %s, %v", c.name, verdictName(ret), err)
+		// The flow's first packets, so both connection tables hold it.
+		for i := 0; i < 2; i++ {
+			if ret, err := prev.Run(&ebpf.RunOptions{Data: c.frame}); err != nil || ret != c.verdict {
+				return nil, fmt.Errorf("%s: previous object: %s, %v", c.name, verdictName(ret), err)
+			}
 		}
 		var xs, ps []float64
 		for r := 0; r < rounds; r++ {
@@ -302,7 +321,67 @@ func measurePrevious(bal *loader.Balancer, cases []pktCase, repeat, rounds int) 
 		pc.Ratio = ratio(pc.Xlb.Median, pc.Baseline.Median)
 		out = append(out, pc)
 	}
-	return out, nil
+
+	// A new flow: t(fresh->object) - t(fresh->macswap) + t(macswap).
+	nowMaps, err := programMaps(now)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		for _, m := range nowMaps {
+			m.Close()
+		}
+	}()
+	halfOpen := []*ebpf.Map{nowMaps[bpf.MapHalfOpen], p.coll.Maps[bpf.MapHalfOpen]}
+	timeIt := func(next *ebpf.Program, n int) (float64, error) {
+		if err := objs.SetFreshNext(next); err != nil {
+			return 0, err
+		}
+		seq0, err := objs.FreshCount()
+		if err != nil {
+			return 0, err
+		}
+		ret, d, err := objs.Fresh.Benchmark(syn, n, nil)
+		if err != nil || ret != xdpTX {
+			return 0, fmt.Errorf("new flow: %s, %v", verdictName(ret), err)
+		}
+		if seq1, err := objs.FreshCount(); err != nil || seq1-seq0 != uint64(n) {
+			return 0, fmt.Errorf("new flow: fresh ran %d times, want %d (%v)", seq1-seq0, n, err)
+		}
+		return float64(d.Nanoseconds()), nil
+	}
+	var xs, ps []float64
+	for r := 0; r < rounds; r++ {
+		for _, m := range halfOpen {
+			if err := clearTable[bpf.FlowKey, bpf.Flow](m); err != nil {
+				return nil, err
+			}
+		}
+		tn, err := timeIt(now, newRepeat)
+		if err != nil {
+			return nil, err
+		}
+		tp, err := timeIt(prev, newRepeat)
+		if err != nil {
+			return nil, err
+		}
+		tb, err := timeIt(objs.Macswap, newRepeat)
+		if err != nil {
+			return nil, err
+		}
+		ret, d, err := objs.Macswap.Benchmark(syn, repeat, nil)
+		if err != nil || ret != xdpTX {
+			return nil, fmt.Errorf("new flow plain baseline: %s, %v", verdictName(ret), err)
+		}
+		base := float64(d.Nanoseconds())
+		xs, ps = append(xs, tn-tb+base), append(ps, tp-tb+base)
+	}
+	pc := PacketCase{Name: caseNewFlow, Path: "connection-table miss, Maglev lookup, half-open insert, MAC rewrite, XDP_TX",
+		Checked: "verdict XDP_TX from both objects every run, fresh ran once per iteration",
+		Method:  "t(fresh->object) - t(fresh->macswap) + t(macswap), half-open tables emptied before each round",
+		Xlb:     NewSeries(xs), Baseline: NewSeries(ps)}
+	pc.Ratio = ratio(pc.Xlb.Median, pc.Baseline.Median)
+	return append(out, pc), nil
 }
 
 // newFlowSchedulers are the new-flow rows: maglev first (the target's row).
@@ -336,19 +415,64 @@ func newFlowRow(objs *benchbpf.Objects, sched lb.Scheduler, persist time.Duratio
 	}
 	syn := mk("198.19.0.0:1024", netip.AddrPortFrom(key.VIP, key.Port).String(), false, true)
 	global := func() (maps.GlobalCounters, error) { return bal.Stats().Global() }
-	return measureNewFlow(objs, bal.Program(), global, syn, newRepeat, repeat, rounds, persist == 0)
+	// Every round starts from empty tables: rounds of 100,000 SYNs would
+	// otherwise fill the half-open table (and persistence's) and time
+	// LRU evictions from the third round on, which the full-table rows
+	// measure on their own.
+	ms, err := programMaps(bal.Program())
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		for _, m := range ms {
+			m.Close()
+		}
+	}()
+	empty := func() error {
+		for _, n := range []string{bpf.MapConntrack, bpf.MapHalfOpen} {
+			if err := clearTable[bpf.FlowKey, bpf.Flow](ms[n]); err != nil {
+				return err
+			}
+		}
+		return clearTable[bpf.PersistKey, bpf.PersistEntry](ms[bpf.MapPersist])
+	}
+	return measureNewFlow(objs, bal.Program(), global, syn, newRepeat, repeat, rounds, persist == 0, empty)
+}
+
+// clearTable empties a hash map of keys K and values V by batches.
+func clearTable[K, V any](m *ebpf.Map) error {
+	if m == nil {
+		return errors.New("clear: no such map")
+	}
+	keys, vals := make([]K, 4096), make([]V, 4096)
+	var cursor ebpf.MapBatchCursor
+	for {
+		_, err := m.BatchLookupAndDelete(&cursor, keys, vals, nil)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("clear %s: %w", m, err)
+		}
+	}
 }
 
 // measureNewFlow times a SYN with a fresh tuple every iteration, checking
 // after each run that every packet was one new flow and one insert (and,
 // unless the service has persistence, no persistence hit).
-func measureNewFlow(objs *benchbpf.Objects, prog *ebpf.Program, global func() (maps.GlobalCounters, error), syn []byte, newRepeat, repeat, rounds int, noPersist bool) (*PacketCase, error) {
+// reset, when not nil, runs before each round.
+func measureNewFlow(objs *benchbpf.Objects, prog *ebpf.Program, global func() (maps.GlobalCounters, error), syn []byte, newRepeat, repeat, rounds int, noPersist bool, reset func() error) (*PacketCase, error) {
 	bench := func(p *ebpf.Program, in []byte, n int) (uint32, float64, error) {
 		ret, d, err := p.Benchmark(in, n, nil)
 		return ret, float64(d.Nanoseconds()), err
 	}
 	var fx, fb, bs, derived []float64
 	for r := 0; r < rounds; r++ {
+		if reset != nil {
+			if err := reset(); err != nil {
+				return nil, err
+			}
+		}
 		if err := objs.SetFreshNext(prog); err != nil {
 			return nil, err
 		}

@@ -19,7 +19,12 @@
  *             run, optionally with fresh's new source, then tail-calls the
  *             measured program: with repeat, each iteration otherwise sees
  *             the previous one's output, which an encapsulating program
- *             has grown by an outer header. */
+ *             has grown by an outer header.
+ *  - spread:  gives a TCP or UDP frame the tuple of one of N known flows
+ *             on every run, in a scattered order, then tail-calls the
+ *             measured program: established flows that are not all one
+ *             hot entry in the connection table.
+ * The sink also records the latency of stamped frames (see lat_hist). */
 
 #include "bench.h"
 
@@ -176,6 +181,58 @@ struct {
 	__type(value, struct sink_counters);
 } sink_stats SEC(".maps");
 
+/* Latency histogram: frames whose UDP payload starts with LAT_MAGIC carry
+ * the sender's CLOCK_MONOTONIC (what bpf_ktime_get_ns reads) in the next 8
+ * bytes, host order; the sink counts now - stamp in bucket lat_bucket(). */
+#define LAT_MAGIC 0x31302d74616c626cULL /* "lblat-01" read little endian */
+#define LAT_FINE_NS 50                  /* bucket width below LAT_FINE_END */
+#define LAT_FINE_END 100000             /* 100 us: 2000 buckets of 50 ns */
+#define LAT_COARSE_NS 10000             /* bucket width up to LAT_END */
+#define LAT_END 10000000                /* 10 ms: 990 buckets of 10 us */
+#define LAT_BUCKETS                                                            \
+	(LAT_FINE_END / LAT_FINE_NS +                                          \
+	 (LAT_END - LAT_FINE_END) / LAT_COARSE_NS + 2)
+/* The last two buckets: LAT_END or more, and a stamp in the future. */
+
+/* Per-CPU latency counts by bucket. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LAT_BUCKETS);
+	__type(key, __u32);
+	__type(value, __u64);
+} lat_hist SEC(".maps");
+
+struct lat_stamp {
+	__u64 magic;
+	__u64 mono_ns;
+};
+
+static __always_inline __u32 lat_bucket(__u64 now, __u64 stamp)
+{
+	if (stamp > now)
+		return LAT_BUCKETS - 1;
+	__u64 d = now - stamp;
+	if (d < LAT_FINE_END)
+		return (__u32)(d / LAT_FINE_NS);
+	if (d < LAT_END)
+		return (__u32)(LAT_FINE_END / LAT_FINE_NS +
+			       (d - LAT_FINE_END) / LAT_COARSE_NS);
+	return LAT_BUCKETS - 2;
+}
+
+/* record_latency counts a stamped UDP datagram (udp: its header). */
+static __always_inline void record_latency(void *udp, void *end)
+{
+	struct lat_stamp *st = udp + sizeof(struct udphdr);
+
+	if ((void *)(st + 1) > end || st->magic != LAT_MAGIC)
+		return;
+	__u32 b = lat_bucket(bpf_ktime_get_ns(), st->mono_ns);
+	__u64 *n = bpf_map_lookup_elem(&lat_hist, &b);
+	if (n)
+		*n += 1;
+}
+
 SEC("xdp")
 int sink(struct xdp_md *ctx)
 {
@@ -197,6 +254,8 @@ int sink(struct xdp_md *ctx)
 	if (ip->protocol == IPPROTO_UDP && ip->daddr == sink_daddr) {
 		c->ours++;
 		c->bytes += end - data;
+		if (ip->ver_ihl == 0x45)
+			record_latency((void *)(ip + 1), end);
 		return XDP_DROP;
 	}
 	/* ipip (an encapsulating balancer): the inner packet's. */
@@ -280,7 +339,7 @@ static __always_inline void renew(struct iphdr *ip, struct tcpports *tcp,
 		(__u16)(1024 + ((cpu & 0xff) << 8) + ((n >> 16) & 0xff)));
 }
 
-/* fresh expects an untagged IPv4 frame without options carrying TCP: it
+/* fresh expects an untagged IPv4 frame without options carrying TCP or UDP: it
  * writes the low 16 bits of the source address and the source port from a
  * per-CPU sequence number and the CPU (2^24 distinct tuples per CPU), then
  * tail-calls slot 0.
@@ -303,10 +362,83 @@ int fresh(struct xdp_md *ctx)
 	if ((void *)(tcp + 1) > end)
 		return XDP_ABORTED;
 	if (eth->h_proto != bpf_htons(ETH_P_IP) || ip->ver_ihl != 0x45 ||
-	    ip->protocol != IPPROTO_TCP)
+	    (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP))
 		return XDP_ABORTED;
 	renew(ip, tcp, seq);
 	bpf_tail_call(ctx, &fresh_next, 0);
+	return XDP_ABORTED;
+}
+
+/* ---- known flows in a scattered order for BPF_PROG_TEST_RUN ---- */
+
+/* Which flows spread hands out: flow i (0 <= i < flows) comes from source
+ * address saddr + i / ports (host order), port sport + i % ports. Run k on
+ * a CPU gets flow (k * step) mod flows: with step coprime to flows every
+ * flow once per flows runs, consecutive runs far apart in the table. */
+struct spread_cfg {
+	__u32 flows;
+	__u32 step;
+	__u32 saddr; /* host order */
+	__u32 ports;
+	__u32 sport; /* host order */
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct spread_cfg);
+} spread_conf SEC(".maps");
+
+/* Per-CPU count of frames spread rewrote (its k). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} spread_seq SEC(".maps");
+
+/* The program spread hands each frame to (slot 0). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} spread_next SEC(".maps");
+
+/* spread expects what fresh does; it writes the whole source address and
+ * port of flow (k * step) mod flows and tail-calls slot 0. XDP_ABORTED
+ * when the frame is not like that, the configuration is empty or the slot
+ * is. */
+SEC("xdp")
+int spread(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u32 zero = 0;
+	__u64 *seq = bpf_map_lookup_elem(&spread_seq, &zero);
+	struct spread_cfg *cfg = bpf_map_lookup_elem(&spread_conf, &zero);
+
+	/* Cannot miss (one-entry arrays), but the verifier needs the check. */
+	if (!seq || !cfg)
+		return XDP_ABORTED;
+	__u32 flows = cfg->flows, ports = cfg->ports;
+	if (!flows || !ports)
+		return XDP_ABORTED;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	struct tcpports *l4 = (void *)(ip + 1);
+	if ((void *)(l4 + 1) > end)
+		return XDP_ABORTED;
+	if (eth->h_proto != bpf_htons(ETH_P_IP) || ip->ver_ihl != 0x45 ||
+	    (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP))
+		return XDP_ABORTED;
+	__u32 i = (__u32)((*seq * cfg->step) % flows);
+	*seq += 1;
+	ip->saddr = bpf_htonl(cfg->saddr + i / ports);
+	l4->source = bpf_htons((__u16)(cfg->sport + i % ports));
+	bpf_tail_call(ctx, &spread_next, 0);
 	return XDP_ABORTED;
 }
 

@@ -34,6 +34,16 @@ type benchSinkCounters struct {
 	Bytes   uint64
 }
 
+type benchSpreadCfg struct {
+	_     structs.HostLayout
+	Flows uint32
+	Step  uint32
+	Saddr uint32
+	Ports uint32
+	Sport uint32
+	Pad   uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -41,9 +51,13 @@ const (
 	benchMapFreshNext   = "fresh_next"
 	benchMapFreshSeq    = "fresh_seq"
 	benchMapGenStats    = "gen_stats"
+	benchMapLatHist     = "lat_hist"
 	benchMapRestoreNext = "restore_next"
 	benchMapRestoreTmpl = "restore_tmpl"
 	benchMapSinkStats   = "sink_stats"
+	benchMapSpreadConf  = "spread_conf"
+	benchMapSpreadNext  = "spread_next"
+	benchMapSpreadSeq   = "spread_seq"
 	benchMapSwitchFdb   = "switch_fdb"
 	benchMapSwitchPorts = "switch_ports"
 	benchProgFresh      = "fresh"
@@ -53,6 +67,7 @@ const (
 	benchProgMacswap    = "macswap"
 	benchProgRestore    = "restore"
 	benchProgSink       = "sink"
+	benchProgSpread     = "spread"
 	benchVarFwdDstMac   = "fwd_dst_mac"
 	benchVarFwdSrcMac   = "fwd_src_mac"
 	benchVarGenDaddr    = "gen_daddr"
@@ -115,6 +130,7 @@ type benchProgramSpecs struct {
 	Macswap  *ebpf.ProgramSpec `ebpf:"macswap"`
 	Restore  *ebpf.ProgramSpec `ebpf:"restore"`
 	Sink     *ebpf.ProgramSpec `ebpf:"sink"`
+	Spread   *ebpf.ProgramSpec `ebpf:"spread"`
 }
 
 // benchMapSpecs contains maps before they are loaded into the kernel.
@@ -124,9 +140,13 @@ type benchMapSpecs struct {
 	FreshNext   *ebpf.MapSpec `ebpf:"fresh_next"`
 	FreshSeq    *ebpf.MapSpec `ebpf:"fresh_seq"`
 	GenStats    *ebpf.MapSpec `ebpf:"gen_stats"`
+	LatHist     *ebpf.MapSpec `ebpf:"lat_hist"`
 	RestoreNext *ebpf.MapSpec `ebpf:"restore_next"`
 	RestoreTmpl *ebpf.MapSpec `ebpf:"restore_tmpl"`
 	SinkStats   *ebpf.MapSpec `ebpf:"sink_stats"`
+	SpreadConf  *ebpf.MapSpec `ebpf:"spread_conf"`
+	SpreadNext  *ebpf.MapSpec `ebpf:"spread_next"`
+	SpreadSeq   *ebpf.MapSpec `ebpf:"spread_seq"`
 	SwitchFdb   *ebpf.MapSpec `ebpf:"switch_fdb"`
 	SwitchPorts *ebpf.MapSpec `ebpf:"switch_ports"`
 }
@@ -171,9 +191,13 @@ type benchMaps struct {
 	FreshNext   *ebpf.Map `ebpf:"fresh_next"`
 	FreshSeq    *ebpf.Map `ebpf:"fresh_seq"`
 	GenStats    *ebpf.Map `ebpf:"gen_stats"`
+	LatHist     *ebpf.Map `ebpf:"lat_hist"`
 	RestoreNext *ebpf.Map `ebpf:"restore_next"`
 	RestoreTmpl *ebpf.Map `ebpf:"restore_tmpl"`
 	SinkStats   *ebpf.Map `ebpf:"sink_stats"`
+	SpreadConf  *ebpf.Map `ebpf:"spread_conf"`
+	SpreadNext  *ebpf.Map `ebpf:"spread_next"`
+	SpreadSeq   *ebpf.Map `ebpf:"spread_seq"`
 	SwitchFdb   *ebpf.Map `ebpf:"switch_fdb"`
 	SwitchPorts *ebpf.Map `ebpf:"switch_ports"`
 }
@@ -183,9 +207,13 @@ func (m *benchMaps) Close() error {
 		m.FreshNext,
 		m.FreshSeq,
 		m.GenStats,
+		m.LatHist,
 		m.RestoreNext,
 		m.RestoreTmpl,
 		m.SinkStats,
+		m.SpreadConf,
+		m.SpreadNext,
+		m.SpreadSeq,
 		m.SwitchFdb,
 		m.SwitchPorts,
 	)
@@ -219,6 +247,7 @@ type benchPrograms struct {
 	Macswap  *ebpf.Program `ebpf:"macswap"`
 	Restore  *ebpf.Program `ebpf:"restore"`
 	Sink     *ebpf.Program `ebpf:"sink"`
+	Spread   *ebpf.Program `ebpf:"spread"`
 }
 
 func (p *benchPrograms) Close() error {
@@ -230,6 +259,7 @@ func (p *benchPrograms) Close() error {
 		p.Macswap,
 		p.Restore,
 		p.Sink,
+		p.Spread,
 	)
 }
 

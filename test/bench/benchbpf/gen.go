@@ -4,4 +4,4 @@
 // Their bpf2go output is committed like the data plane's.
 package benchbpf
 
-//go:generate go tool bpf2go -tags linux -target bpfel -type gen_state -type sink_counters -type restore_frame bench bench.c -- -I.
+//go:generate go tool bpf2go -tags linux -target bpfel -type gen_state -type sink_counters -type restore_frame -type spread_cfg bench bench.c -- -I.

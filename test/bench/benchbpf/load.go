@@ -1,6 +1,7 @@
 package benchbpf
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
@@ -17,7 +18,31 @@ type (
 	SinkCounters = benchSinkCounters
 	// BenchRestoreFrame is the frame restore writes back.
 	BenchRestoreFrame = benchRestoreFrame
+	// SpreadConfig says which flows spread hands out, in which order.
+	SpreadConfig = benchSpreadCfg
 )
+
+// The sink's latency histogram (bench.c lat_hist): 50 ns buckets below
+// 100 us, 10 us buckets below 10 ms, then one bucket for 10 ms or more and
+// one for a stamp later than the sink's clock.
+const (
+	LatFineNs    = 50
+	LatFineEnd   = 100_000
+	LatCoarseNs  = 10_000
+	LatEnd       = 10_000_000
+	LatBuckets   = LatFineEnd/LatFineNs + (LatEnd-LatFineEnd)/LatCoarseNs + 2
+	LatOverflow  = LatBuckets - 2 // LatEnd or more
+	LatFuture    = LatBuckets - 1 // stamp after the sink's clock
+	latMagic     = 0x31302d74616c626c
+	LatStampSize = 16 // the payload's first bytes: magic, then the stamp
+)
+
+// LatStamp writes the magic and monoNs (CLOCK_MONOTONIC) into the first
+// LatStampSize bytes of p, a UDP payload, as the sink reads them.
+func LatStamp(p []byte, monoNs uint64) {
+	binary.NativeEndian.PutUint64(p[0:8], latMagic)
+	binary.NativeEndian.PutUint64(p[8:16], monoNs)
+}
 
 // Config are the programs' load-time settings. Zero values are fine for
 // the programs that do not use them (macswap and fresh use none).
@@ -86,6 +111,9 @@ func Load(cfg Config) (*Objects, error) {
 		if err := set(kv.name, kv.v); err != nil {
 			return nil, err
 		}
+	}
+	if got := spec.Maps["lat_hist"].MaxEntries; got != LatBuckets {
+		return nil, fmt.Errorf("lat_hist has %d buckets, the Go side counts %d: bench.c and load.go disagree", got, LatBuckets)
 	}
 	var objs Objects
 	if err := spec.LoadAndAssign(&objs, nil); err != nil {
@@ -183,4 +211,47 @@ func (o *Objects) SetRestore(frame []byte, fresh bool, next *ebpf.Program) error
 		return fmt.Errorf("set restore's next program: %w", err)
 	}
 	return nil
+}
+
+// SetSpread configures spread and makes it tail-call next.
+func (o *Objects) SetSpread(cfg SpreadConfig, next *ebpf.Program) error {
+	if cfg.Flows == 0 || cfg.Ports == 0 {
+		return fmt.Errorf("spread: %d flows, %d ports per address: want both above 0", cfg.Flows, cfg.Ports)
+	}
+	if err := o.SpreadConf.Put(uint32(0), &cfg); err != nil {
+		return fmt.Errorf("set spread's configuration: %w", err)
+	}
+	if err := o.SpreadNext.Put(uint32(0), next); err != nil {
+		return fmt.Errorf("set spread's next program: %w", err)
+	}
+	return nil
+}
+
+// SpreadCount sums spread's per-CPU counts (frames it rewrote).
+func (o *Objects) SpreadCount() (uint64, error) {
+	var per []uint64
+	if err := o.SpreadSeq.Lookup(uint32(0), &per); err != nil {
+		return 0, fmt.Errorf("read spread sequence: %w", err)
+	}
+	var t uint64
+	for _, c := range per {
+		t += c
+	}
+	return t, nil
+}
+
+// LatencyHist returns the sink's latency histogram summed over CPUs,
+// LatBuckets counts.
+func (o *Objects) LatencyHist() ([]uint64, error) {
+	out := make([]uint64, LatBuckets)
+	var per []uint64
+	for i := range out {
+		if err := o.LatHist.Lookup(uint32(i), &per); err != nil {
+			return nil, fmt.Errorf("read latency bucket %d: %w", i, err)
+		}
+		for _, c := range per {
+			out[i] += c
+		}
+	}
+	return out, nil
 }
