@@ -467,6 +467,17 @@ func BenchmarkMaglev(b *testing.B) {
 			}
 		})
 	}
+	// A daemon building one table after another reuses one Builder.
+	b.Run(fmt.Sprintf("builder/backends=100/size=%d", lb.TableSize.Default), func(b *testing.B) {
+		bs := maglevTestBackends(100, 1)
+		var bld Builder
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := bld.Maglev(bs, lb.TableSize.Default); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("backends=4096/size=655373", func(b *testing.B) {
 		bs := maglevTestBackends(4096, 1)
 		b.ReportAllocs()
@@ -476,4 +487,41 @@ func BenchmarkMaglev(b *testing.B) {
 			}
 		}
 	})
+}
+
+// One Builder used for a run of tables of every scheduler, sizes and
+// weights gives each the table a fresh build gives: nothing of one build
+// leaks into the next through the reused buffers.
+func TestBuilderReuse(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	var b Builder
+	for round := range 60 {
+		n := 1 + rng.IntN(150)
+		size := []uint32{251, 1021, 4099, lb.TableSize.Default}[rng.IntN(4)]
+		bs := maglevTestBackends(n, 0)
+		equal := rng.IntN(2) == 0
+		w := uint32(1 + rng.IntN(5))
+		for i := range bs {
+			if equal {
+				bs[i].Weight = w
+			} else {
+				bs[i].Weight = uint32(rng.IntN(4))
+			}
+		}
+		sched := []lb.Scheduler{lb.Maglev, lb.SourceHash, lb.RoundRobin, lb.LeastConn}[rng.IntN(4)]
+		want, wantErr := Build(sched, bs, size)
+		got, err := b.Build(sched, bs, size)
+		if (err != nil) != (wantErr != nil) {
+			t.Fatalf("round %d: error %v, fresh build %v", round, err, wantErr)
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("round %d (%s, %d backends, size %d, equal weights %v): the reused builder's table differs from a fresh one",
+				round, sched, n, size, equal)
+		}
+		if sched == lb.Maglev && err == nil {
+			if ch := maglevChanged(maglevReference(bs, size), got); ch != 0 {
+				t.Fatalf("round %d: %d slots differ from the reference round loop", round, ch)
+			}
+		}
+	}
 }
