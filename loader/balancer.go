@@ -6,9 +6,11 @@ import (
 	"net/netip"
 	"os"
 	"reflect"
+	"runtime"
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -46,11 +48,12 @@ type svcState struct {
 // Balancer drives one loaded data plane. Its methods are safe for
 // concurrent use; each change is validated whole before any map is written.
 type Balancer struct {
-	opts    Options
-	objs    *bpf.Objects
-	inner   *ebpf.MapSpec
-	link    link.Link
-	adopted bool
+	opts     Options
+	builders []*table.Builder // one per table-building goroutine, kept for their buffers
+	objs     *bpf.Objects
+	inner    *ebpf.MapSpec
+	link     link.Link
+	adopted  bool
 
 	mu       sync.Mutex
 	services map[lb.ServiceKey]*svcState
@@ -238,15 +241,17 @@ type plan struct {
 	key     lb.ServiceKey
 	state   *svcState // new state
 	old     *svcState // nil for a new service
-	table   []uint32
-	newIDs  []uint32 // backend ids allocated for this change
-	freeIDs []uint32 // backend ids of removed backends
+	in      []table.Backend
+	table   *ebpf.Map // the new table, filled, not yet installed (buildTables)
+	newIDs  []uint32  // backend ids allocated for this change
+	freeIDs []uint32  // backend ids of removed backends
 	newSvc  bool
 	noop    bool // the service is installed exactly so already
 }
 
-// planService validates s and computes its ids and Maglev table without
-// touching the maps. Allocated ids are released again by abort.
+// planService validates s and computes its ids and its table's input
+// without touching the maps (buildTables builds the table). Allocated ids
+// are released again by abort.
 func (b *Balancer) planService(s lb.Service) (*plan, error) {
 	if err := s.Validate(); err != nil {
 		return nil, err
@@ -297,19 +302,74 @@ func (b *Balancer) planService(s lb.Service) (*plan, error) {
 			}
 		}
 	}
-	in := make([]table.Backend, 0, len(s.Backends))
+	p.in = make([]table.Backend, 0, len(s.Backends))
 	for _, be := range s.Backends {
 		if be.UsableFor(s.Forward) && be.Weight > 0 {
-			in = append(in, table.Backend{ID: st.ids[be.Addr], Key: be.Addr.String(), Weight: be.Weight})
+			p.in = append(p.in, table.Backend{ID: st.ids[be.Addr], Key: be.Addr.String(), Weight: be.Weight})
 		}
 	}
-	table, err := table.Build(s.Scheduler, in, b.opts.TableSize)
-	if err != nil {
-		b.abort(p)
-		return nil, fmt.Errorf("service %s: %w", s.Key, err)
-	}
-	p.table = table
 	return p, nil
+}
+
+// buildTables builds the table of every plan that changes its service
+// and fills it into a fresh inner map (plan.table), on up to GOMAXPROCS
+// goroutines, each with its own builder; only the maps stay, not the
+// tables. Nothing is installed. On error every map made is closed and the
+// error of the first failing plan (in plan order) is returned.
+func (b *Balancer) buildTables(plans []*plan) error {
+	var todo []*plan
+	for _, p := range plans {
+		if !p.noop {
+			todo = append(todo, p)
+		}
+	}
+	workers := min(runtime.GOMAXPROCS(0), len(todo))
+	for len(b.builders) < workers {
+		b.builders = append(b.builders, &table.Builder{})
+	}
+	errs := make([]error, len(todo))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(bld *table.Builder) {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(todo) {
+					return
+				}
+				p := todo[i]
+				tbl, err := bld.Build(p.state.cfg.Scheduler, p.in, b.opts.TableSize)
+				if err != nil {
+					errs[i] = fmt.Errorf("service %s: %w", p.key, err)
+					continue
+				}
+				if p.table, err = b.tables.NewTable(p.state.id, tbl); err != nil {
+					errs[i] = err
+				}
+			}
+		}(b.builders[w])
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			closeTables(plans)
+			return err
+		}
+	}
+	return nil
+}
+
+// closeTables closes the plans' fresh tables (those installed stay, held
+// by the outer map).
+func closeTables(plans []*plan) {
+	for _, p := range plans {
+		if p.table != nil {
+			p.table.Close()
+			p.table = nil
+		}
+	}
 }
 
 // abort returns the ids a plan allocated.
@@ -322,14 +382,56 @@ func (b *Balancer) abort(p *plan) {
 	}
 }
 
-// apply writes a plan in an order that packets can never observe half
-// done: new backends first (nothing points at them yet), then the new
-// table in one swap, then the service entry, and last the removed backends
-// (no table points at them any more; their flows move on the next packet).
-func (b *Balancer) apply(p *plan) error {
-	if p.noop {
-		return nil
+// apply writes plans (built by buildTables) in an order that packets can
+// never observe half done, for each service: new backends first (nothing
+// points at them yet), then the new table in one swap, then the service
+// entry, and last the removed backends (no table points at them any more;
+// their flows move on the next packet). Every plan's backends are written
+// before any table is swapped, and all tables go in with one update of
+// the outer map: one RCU grace period for the lot (maps.SchedTables). On
+// an error, the plans whose table is in place are recorded as installed,
+// the others aborted (the next Sync writes them again).
+func (b *Balancer) apply(plans []*plan) error {
+	defer closeTables(plans)
+	var todo []*plan
+	for _, p := range plans {
+		if !p.noop {
+			todo = append(todo, p)
+		}
 	}
+	abortFrom := func(i int) {
+		for _, p := range todo[i:] {
+			b.abort(p)
+		}
+	}
+	for i, p := range todo {
+		if err := b.writeBackends(p); err != nil {
+			abortFrom(i)
+			return fmt.Errorf("apply service %s: %w", p.key, err)
+		}
+	}
+	ids := make([]uint32, len(todo))
+	tables := make([]*ebpf.Map, len(todo))
+	for i, p := range todo {
+		ids[i], tables[i] = p.state.id, p.table
+	}
+	n, installErr := b.tables.Install(ids, tables)
+	for i, p := range todo[:n] {
+		if err := b.finish(p); err != nil {
+			abortFrom(i)
+			return fmt.Errorf("apply service %s: %w", p.key, err)
+		}
+	}
+	if installErr != nil {
+		abortFrom(n)
+		return fmt.Errorf("apply service %s: %w", todo[n].key, installErr)
+	}
+	return b.syncVIPs()
+}
+
+// writeBackends writes a plan's backend entries: counters of new ids
+// zeroed, and every backend whose entry changes.
+func (b *Balancer) writeBackends(p *plan) error {
 	st := p.state
 	newID := make(map[uint32]bool, len(p.newIDs))
 	for _, id := range p.newIDs {
@@ -357,9 +459,13 @@ func (b *Balancer) apply(p *plan) error {
 			return err
 		}
 	}
-	if err := b.tables.Swap(st.id, p.table); err != nil {
-		return err
-	}
+	return nil
+}
+
+// finish completes a plan whose table is in place: the service entry, the
+// removed backends cleared, the new state recorded.
+func (b *Balancer) finish(p *plan) error {
+	st := p.state
 	if p.old == nil || p.old.cfg.Scheduler != st.cfg.Scheduler || p.old.cfg.Forward != st.cfg.Forward || p.old.cfg.Persistence != st.cfg.Persistence {
 		if err := b.svcMap.Put(p.key, maps.Service{ID: st.id, Scheduler: st.cfg.Scheduler, Forward: st.cfg.Forward, Persistence: st.cfg.Persistence}); err != nil {
 			return err
@@ -372,7 +478,7 @@ func (b *Balancer) apply(p *plan) error {
 		b.beIDs.release(id)
 	}
 	b.services[p.key] = st
-	return b.syncVIPs()
+	return nil
 }
 
 func (s *svcState) backend(addr netip.Addr) lb.Backend {
@@ -397,11 +503,12 @@ func (b *Balancer) SetService(s lb.Service) error {
 	if err != nil {
 		return err
 	}
-	if err := b.apply(p); err != nil {
+	plans := []*plan{p}
+	if err := b.buildTables(plans); err != nil {
 		b.abort(p)
-		return fmt.Errorf("apply service %s: %w", s.Key, err)
+		return err
 	}
-	return nil
+	return b.apply(plans)
 }
 
 // Sync makes the installed services exactly svcs: every service is
@@ -433,23 +540,20 @@ func (b *Balancer) Sync(svcs []lb.Service) error {
 		}
 		plans = append(plans, p)
 	}
+	if err := b.buildTables(plans); err != nil {
+		abortAll()
+		return err
+	}
 	for key := range b.services {
 		if !seen[key] {
 			if err := b.deleteLocked(key); err != nil {
+				closeTables(plans)
 				abortAll()
 				return err
 			}
 		}
 	}
-	for i, p := range plans {
-		if err := b.apply(p); err != nil {
-			for _, q := range plans[i:] {
-				b.abort(q)
-			}
-			return fmt.Errorf("apply service %s: %w", p.key, err)
-		}
-	}
-	return nil
+	return b.apply(plans)
 }
 
 // DeleteService removes a service. Its packets go to the kernel again.
