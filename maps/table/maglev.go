@@ -86,13 +86,23 @@ func Maglev(backends []Backend, size uint32) ([]uint32, error) {
 
 // Builder builds tables into buffers it keeps from one call to the next,
 // so a daemon that builds thousands of tables allocates for the first
-// only. A table it returns is valid until its next build. A Builder is
-// not safe for concurrent use; its zero value is ready.
+// only, and it keeps its last Maglev table: the next one of the same keys
+// and weights (a service with the same backends as the one before, as on
+// a host whose services share a pool) is that table relabelled with its
+// IDs, some 50 us instead of some 2 ms. A table it returns is valid until
+// its next build. A Builder is not safe for concurrent use; its zero value
+// is ready.
 type Builder struct {
 	table  []uint32
 	sorted []Backend
 	states []maglevState
 	heap   []uint64
+	// last is the last Maglev table built, as backend indexes from 1 in
+	// Key order, and lastKeys and lastWeights what it was built from.
+	last        []uint32
+	lastKeys    []string
+	lastWeights []uint32
+	ids         []uint32
 	// full has one bit per slot, set once the slot is claimed: the
 	// population loop's probes test it rather than the table, which is
 	// 32 times its size (8 KiB against 256 KiB for the default size,
@@ -160,32 +170,77 @@ func (b *Builder) Maglev(backends []Backend, size uint32) ([]uint32, error) {
 		return table, nil
 	}
 
-	states := b.states[:0]
+	// The IDs are only labels: the table is a function of the keys and
+	// weights. The population loop fills slots with backend indexes (Key
+	// order, from 1), kept as b.last; a table of the same keys and weights
+	// as the last (another service with the same backends) is the last
+	// one relabelled, without running the loop again.
+	if !b.sameAsLast(sorted, size) {
+		states := b.states[:0]
+		keys, weights := b.lastKeys[:0], b.lastWeights[:0]
+		for i := range sorted {
+			be := &sorted[i]
+			if be.Weight == 0 {
+				continue
+			}
+			states = append(states, maglevState{
+				pos:    uint32(maglevHash(be.Key, maglevOffsetSeed) % uint64(size)),
+				skip:   uint32(maglevHash(be.Key, maglevSkipSeed)%uint64(size-1)) + 1,
+				id:     uint32(len(states) + 1),
+				weight: be.Weight,
+			})
+			keys, weights = append(keys, be.Key), append(weights, be.Weight)
+		}
+		b.states = states
+		words := int(size+63) / 64
+		if cap(b.full) < words {
+			b.full = make([]uint64, words)
+		}
+		full := b.full[:words]
+		clear(full)
+		if cap(b.last) < int(size) {
+			b.last = make([]uint32, size)
+		}
+		b.last = b.last[:size]
+		clear(b.last)
+		if equal {
+			maglevEqual(b.last, full, states)
+		} else {
+			b.maglevWeighted(b.last, full, states, maxWeight)
+		}
+		b.lastKeys, b.lastWeights = keys, weights
+	}
+	ids := b.ids[:0]
+	for i := range sorted {
+		if sorted[i].Weight > 0 {
+			ids = append(ids, sorted[i].ID)
+		}
+	}
+	b.ids = ids
+	for i, idx := range b.last {
+		table[i] = ids[idx-1]
+	}
+	return table, nil
+}
+
+// sameAsLast reports whether the backends with a weight above 0 in sorted
+// have the keys and weights of b's last table, of the same size.
+func (b *Builder) sameAsLast(sorted []Backend, size uint32) bool {
+	if len(b.last) != int(size) {
+		return false
+	}
+	n := 0
 	for i := range sorted {
 		be := &sorted[i]
 		if be.Weight == 0 {
 			continue
 		}
-		states = append(states, maglevState{
-			pos:    uint32(maglevHash(be.Key, maglevOffsetSeed) % uint64(size)),
-			skip:   uint32(maglevHash(be.Key, maglevSkipSeed)%uint64(size-1)) + 1,
-			id:     be.ID,
-			weight: be.Weight,
-		})
+		if n >= len(b.lastKeys) || be.Key != b.lastKeys[n] || be.Weight != b.lastWeights[n] {
+			return false
+		}
+		n++
 	}
-	b.states = states
-	words := int(size+63) / 64
-	if cap(b.full) < words {
-		b.full = make([]uint64, words)
-	}
-	full := b.full[:words]
-	clear(full)
-	if equal {
-		maglevEqual(table, full, states)
-	} else {
-		b.maglevWeighted(table, full, states, maxWeight)
-	}
-	return table, nil
+	return n == len(b.lastKeys)
 }
 
 // maglevClaim places s's next free permutation slot in table and returns
