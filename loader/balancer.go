@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"reflect"
 	"runtime"
 	"slices"
 	"sort"
@@ -262,7 +261,7 @@ func (b *Balancer) planService(s lb.Service) (*plan, error) {
 		s.Backends[i].Addr = s.Backends[i].Addr.Unmap()
 	}
 	p := &plan{key: s.Key, old: b.services[s.Key]}
-	if p.old != nil && reflect.DeepEqual(p.old.cfg, s) {
+	if p.old != nil && sameService(p.old.cfg, s) {
 		// Unchanged: no table to build, nothing to write. Sync runs on
 		// every health or neighbour change; only the service that
 		// changed pays for a rebuild.
@@ -404,11 +403,9 @@ func (b *Balancer) apply(plans []*plan) error {
 			b.abort(p)
 		}
 	}
-	for i, p := range todo {
-		if err := b.writeBackends(p); err != nil {
-			abortFrom(i)
-			return fmt.Errorf("apply service %s: %w", p.key, err)
-		}
+	if err := b.writeBackends(todo); err != nil {
+		abortFrom(0)
+		return err
 	}
 	ids := make([]uint32, len(todo))
 	tables := make([]*ebpf.Map, len(todo))
@@ -429,37 +426,41 @@ func (b *Balancer) apply(plans []*plan) error {
 	return b.syncVIPs()
 }
 
-// writeBackends writes a plan's backend entries: counters of new ids
-// zeroed, and every backend whose entry changes.
-func (b *Balancer) writeBackends(p *plan) error {
-	st := p.state
-	newID := make(map[uint32]bool, len(p.newIDs))
-	for _, id := range p.newIDs {
-		newID[id] = true
-		if err := b.stats.ResetBackend(id); err != nil {
-			return err
+// writeBackends writes the plans' backend entries, each kind with one
+// batch update: counters of new ids zeroed, and every backend whose entry
+// changes.
+func (b *Balancer) writeBackends(plans []*plan) error {
+	var fresh, ids []uint32
+	var vals []maps.Backend
+	for _, p := range plans {
+		st := p.state
+		newID := make(map[uint32]bool, len(p.newIDs))
+		for _, id := range p.newIDs {
+			newID[id] = true
 		}
-		if err := b.active.Set(id, 0); err != nil {
-			return err
+		fresh = append(fresh, p.newIDs...)
+		if p.newSvc {
+			if err := b.stats.ResetService(st.id); err != nil {
+				return fmt.Errorf("apply service %s: %w", p.key, err)
+			}
 		}
-	}
-	if p.newSvc {
-		if err := b.stats.ResetService(st.id); err != nil {
-			return err
-		}
-	}
-	for _, be := range st.cfg.Backends {
-		id := st.ids[be.Addr]
-		// A new forwarding mode rewrites every backend (its flags).
-		if !newID[id] && p.old != nil && p.old.cfg.Forward == st.cfg.Forward && sameBackend(p.old.backend(be.Addr), be) {
-			continue
-		}
-		v := maps.Backend{Addr: be.Addr, ServiceID: st.id, Weight: be.Weight, MAC: be.MAC, Usable: be.UsableFor(st.cfg.Forward), Failing: be.Failing || be.Down, Forward: st.cfg.Forward}
-		if err := b.beMap.Put(id, v); err != nil {
-			return err
+		for _, be := range st.cfg.Backends {
+			id := st.ids[be.Addr]
+			// A new forwarding mode rewrites every backend (its flags).
+			if !newID[id] && p.old != nil && p.old.cfg.Forward == st.cfg.Forward && sameBackend(p.old.backend(be.Addr), be) {
+				continue
+			}
+			ids = append(ids, id)
+			vals = append(vals, maps.Backend{Addr: be.Addr, ServiceID: st.id, Weight: be.Weight, MAC: be.MAC, Usable: be.UsableFor(st.cfg.Forward), Failing: be.Failing || be.Down, Forward: st.cfg.Forward})
 		}
 	}
-	return nil
+	if err := b.stats.ResetBackends(fresh); err != nil {
+		return err
+	}
+	if err := b.active.Zero(fresh); err != nil {
+		return err
+	}
+	return b.beMap.PutBatch(ids, vals)
 }
 
 // finish completes a plan whose table is in place: the service entry, the
@@ -488,6 +489,26 @@ func (s *svcState) backend(addr netip.Addr) lb.Backend {
 		}
 	}
 	return lb.Backend{}
+}
+
+// sameService reports whether a and b are deeply equal, as
+// reflect.DeepEqual would (a nil MAC differs from an empty one), at a
+// fraction of its cost: Sync compares every service on every health or
+// neighbour change. TestSameServiceComplete fails when lb.Service or
+// lb.Backend gains a field this does not compare.
+func sameService(a, b lb.Service) bool {
+	if a.Key != b.Key || a.Scheduler != b.Scheduler || a.Forward != b.Forward || a.Persistence != b.Persistence ||
+		len(a.Backends) != len(b.Backends) || (a.Backends == nil) != (b.Backends == nil) {
+		return false
+	}
+	for i := range a.Backends {
+		x, y := &a.Backends[i], &b.Backends[i]
+		if x.Addr != y.Addr || x.Weight != y.Weight || x.Down != y.Down || x.Failing != y.Failing ||
+			(x.MAC == nil) != (y.MAC == nil) || !slices.Equal(x.MAC, y.MAC) {
+			return false
+		}
+	}
+	return true
 }
 
 func sameBackend(a, b lb.Backend) bool {

@@ -33,3 +33,6 @@ func WithBatchTables(opts Options) Options {
 
 // MappedTables reports whether b fills its tables through a mapping.
 func MappedTables(b *Balancer) bool { return b.tables.Mapped() }
+
+// SameService is sameService, for its test.
+var SameService = sameService

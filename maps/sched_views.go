@@ -276,3 +276,13 @@ func (v *VIPs) All() (map[netip.Addr]VIP, error) {
 	}
 	return out, nil
 }
+
+// Zero sets the counts of backends ids to 0 with one batch update.
+func (a *Active) Zero(ids []uint32) error {
+	zero := make([]int64, len(ids))
+	err := batchPut(a.m, ids, zero, func(i int) error { return a.m.Put(&ids[i], &zero[i]) })
+	if err != nil {
+		return fmt.Errorf("zero active flows of %d backends: %w", len(ids), err)
+	}
+	return nil
+}

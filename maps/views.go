@@ -432,3 +432,49 @@ func LBService(c ServiceCounters) lb.ServiceCounters {
 func LBBackend(c BackendCounters) lb.BackendCounters {
 	return lb.BackendCounters{Packets: c.Packets, Bytes: c.Bytes, NewFlows: c.NewFlows}
 }
+
+// batchPut writes n entries of array m with one batch update (a kernel
+// without batch updates: one update each, put(i)).
+func batchPut(m *ebpf.Map, keys []uint32, values any, put func(i int) error) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	_, err := m.BatchUpdate(keys, values, nil)
+	if !errors.Is(err, ebpf.ErrNotSupported) {
+		return err
+	}
+	for i := range keys {
+		if err := put(i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// PutBatch writes backends ids[i] = vs[i] with one batch update.
+func (b *Backends) PutBatch(ids []uint32, vs []Backend) error {
+	vals := make([]bpf.Backend, len(vs))
+	for i, v := range vs {
+		val, err := v.marshal()
+		if err != nil {
+			return err
+		}
+		vals[i] = val
+	}
+	err := batchPut(b.m, ids, vals, func(i int) error { return b.m.Put(&ids[i], &vals[i]) })
+	if err != nil {
+		return fmt.Errorf("put %d backends: %w", len(ids), err)
+	}
+	return nil
+}
+
+// ResetBackends zeroes the counters of backends ids with one batch update.
+func (s *Stats) ResetBackends(ids []uint32) error {
+	n := ebpfPossibleCPUs()
+	zero := make([]bpf.BackendCounters, len(ids)*n)
+	err := batchPut(s.backend, ids, zero, func(i int) error { return s.backend.Put(ids[i], zero[:n]) })
+	if err != nil {
+		return fmt.Errorf("reset counters of %d backends: %w", len(ids), err)
+	}
+	return nil
+}
