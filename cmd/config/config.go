@@ -83,11 +83,6 @@ type Limits struct {
 // applies the defaults and validates it. An empty document is a valid
 // config with no services. Errors carry the line when it is known.
 func ParseConfig(data []byte) (*Config, error) {
-	// The check for fractional integers reads the document again, as a
-	// tree: it runs beside the decode (a large config takes a fraction of
-	// a second each), its error reported only after the decode's.
-	whole := make(chan error, 1)
-	go func() { whole <- checkWhole(data) }()
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
@@ -104,7 +99,7 @@ func ParseConfig(data []byte) (*Config, error) {
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, yamlError(data, err)
 	}
-	if err := <-whole; err != nil {
+	if err := checkWhole(data); err != nil {
 		return nil, err
 	}
 	if err := c.Validate(); err != nil {
