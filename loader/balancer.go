@@ -426,41 +426,48 @@ func (b *Balancer) apply(plans []*plan) error {
 	return b.syncVIPs()
 }
 
-// writeBackends writes the plans' backend entries, each kind with one
-// batch update: counters of new ids zeroed, and every backend whose entry
-// changes.
+// writeBackends writes the plans' backend entries, one batch update per
+// map and plan (buffers reused from plan to plan, so a first start with
+// 100000 backends holds a service's worth at a time): counters of new
+// ids zeroed, and every backend whose entry changes.
 func (b *Balancer) writeBackends(plans []*plan) error {
-	var fresh, ids []uint32
+	var ids []uint32
 	var vals []maps.Backend
 	for _, p := range plans {
 		st := p.state
-		newID := make(map[uint32]bool, len(p.newIDs))
-		for _, id := range p.newIDs {
-			newID[id] = true
-		}
-		fresh = append(fresh, p.newIDs...)
 		if p.newSvc {
 			if err := b.stats.ResetService(st.id); err != nil {
 				return fmt.Errorf("apply service %s: %w", p.key, err)
 			}
 		}
+		if err := b.stats.ResetBackends(p.newIDs); err != nil {
+			return fmt.Errorf("apply service %s: %w", p.key, err)
+		}
+		if err := b.active.Zero(p.newIDs); err != nil {
+			return fmt.Errorf("apply service %s: %w", p.key, err)
+		}
+		var newID map[uint32]bool
+		if p.old != nil {
+			newID = make(map[uint32]bool, len(p.newIDs))
+			for _, id := range p.newIDs {
+				newID[id] = true
+			}
+		}
+		ids, vals = ids[:0], vals[:0]
 		for _, be := range st.cfg.Backends {
 			id := st.ids[be.Addr]
 			// A new forwarding mode rewrites every backend (its flags).
-			if !newID[id] && p.old != nil && p.old.cfg.Forward == st.cfg.Forward && sameBackend(p.old.backend(be.Addr), be) {
+			if p.old != nil && !newID[id] && p.old.cfg.Forward == st.cfg.Forward && sameBackend(p.old.backend(be.Addr), be) {
 				continue
 			}
 			ids = append(ids, id)
 			vals = append(vals, maps.Backend{Addr: be.Addr, ServiceID: st.id, Weight: be.Weight, MAC: be.MAC, Usable: be.UsableFor(st.cfg.Forward), Failing: be.Failing || be.Down, Forward: st.cfg.Forward})
 		}
+		if err := b.beMap.PutBatch(ids, vals); err != nil {
+			return fmt.Errorf("apply service %s: %w", p.key, err)
+		}
 	}
-	if err := b.stats.ResetBackends(fresh); err != nil {
-		return err
-	}
-	if err := b.active.Zero(fresh); err != nil {
-		return err
-	}
-	return b.beMap.PutBatch(ids, vals)
+	return nil
 }
 
 // finish completes a plan whose table is in place: the service entry, the
