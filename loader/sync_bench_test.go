@@ -24,7 +24,7 @@ func syncBenchServices(n, perService int, distinct bool) []lb.Service {
 		for i := range bes {
 			a := netip.AddrFrom4([4]byte{198, 18, 0, byte(11 + i)})
 			if distinct {
-				k := 0xc6120000 + 1024 + uint32(s*perService+i) // in 198.18.0.0/15
+				k := 0xc6120000 + 2048 + uint32(s*perService+i) // 198.18.8.0 on, in 198.18.0.0/15, beyond the VIPs
 				a = netip.AddrFrom4([4]byte{byte(k >> 24), byte(k >> 16), byte(k >> 8), byte(k)})
 			}
 			bes[i] = lb.Backend{Addr: a, MAC: net.HardwareAddr{2, 0xbe, 0, 0, 0, byte(i)}, Weight: 1}
