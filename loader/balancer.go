@@ -5,10 +5,11 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"reflect"
+	"runtime"
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -46,11 +47,12 @@ type svcState struct {
 // Balancer drives one loaded data plane. Its methods are safe for
 // concurrent use; each change is validated whole before any map is written.
 type Balancer struct {
-	opts    Options
-	objs    *bpf.Objects
-	inner   *ebpf.MapSpec
-	link    link.Link
-	adopted bool
+	opts     Options
+	builders []*table.Builder // one per table-building goroutine, kept for their buffers
+	objs     *bpf.Objects
+	inner    *ebpf.MapSpec
+	link     link.Link
+	adopted  bool
 
 	mu       sync.Mutex
 	services map[lb.ServiceKey]*svcState
@@ -264,15 +266,17 @@ type plan struct {
 	key     lb.ServiceKey
 	state   *svcState // new state
 	old     *svcState // nil for a new service
-	table   []uint32
-	newIDs  []uint32 // backend ids allocated for this change
-	freeIDs []uint32 // backend ids of removed backends
+	in      []table.Backend
+	table   *ebpf.Map // the new table, filled, not yet installed (buildTables)
+	newIDs  []uint32  // backend ids allocated for this change
+	freeIDs []uint32  // backend ids of removed backends
 	newSvc  bool
 	noop    bool // the service is installed exactly so already
 }
 
-// planService validates s and computes its ids and Maglev table without
-// touching the maps. Allocated ids are released again by abort.
+// planService validates s and computes its ids and its table's input
+// without touching the maps (buildTables builds the table). Allocated ids
+// are released again by abort.
 func (b *Balancer) planService(s lb.Service) (*plan, error) {
 	if err := s.Validate(); err != nil {
 		return nil, err
@@ -283,7 +287,7 @@ func (b *Balancer) planService(s lb.Service) (*plan, error) {
 		s.Backends[i].Addr = s.Backends[i].Addr.Unmap()
 	}
 	p := &plan{key: s.Key, old: b.services[s.Key]}
-	if p.old != nil && reflect.DeepEqual(p.old.cfg, s) {
+	if p.old != nil && sameService(p.old.cfg, s) {
 		// Unchanged: no table to build, nothing to write. Sync runs on
 		// every health or neighbour change; only the service that
 		// changed pays for a rebuild.
@@ -323,19 +327,74 @@ func (b *Balancer) planService(s lb.Service) (*plan, error) {
 			}
 		}
 	}
-	in := make([]table.Backend, 0, len(s.Backends))
+	p.in = make([]table.Backend, 0, len(s.Backends))
 	for _, be := range s.Backends {
 		if be.UsableFor(s.Forward) && be.Weight > 0 {
-			in = append(in, table.Backend{ID: st.ids[be.Addr], Key: be.Addr.String(), Weight: be.Weight})
+			p.in = append(p.in, table.Backend{ID: st.ids[be.Addr], Key: be.Addr.String(), Weight: be.Weight})
 		}
 	}
-	table, err := table.Build(s.Scheduler, in, b.opts.TableSize)
-	if err != nil {
-		b.abort(p)
-		return nil, fmt.Errorf("service %s: %w", s.Key, err)
-	}
-	p.table = table
 	return p, nil
+}
+
+// buildTables builds the table of every plan that changes its service
+// and fills it into a fresh inner map (plan.table), on up to GOMAXPROCS
+// goroutines, each with its own builder; only the maps stay, not the
+// tables. Nothing is installed. On error every map made is closed and the
+// error of the first failing plan (in plan order) is returned.
+func (b *Balancer) buildTables(plans []*plan) error {
+	var todo []*plan
+	for _, p := range plans {
+		if !p.noop {
+			todo = append(todo, p)
+		}
+	}
+	workers := min(runtime.GOMAXPROCS(0), len(todo))
+	for len(b.builders) < workers {
+		b.builders = append(b.builders, &table.Builder{})
+	}
+	errs := make([]error, len(todo))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(bld *table.Builder) {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(todo) {
+					return
+				}
+				p := todo[i]
+				tbl, err := bld.Build(p.state.cfg.Scheduler, p.in, b.opts.TableSize)
+				if err != nil {
+					errs[i] = fmt.Errorf("service %s: %w", p.key, err)
+					continue
+				}
+				if p.table, err = b.tables.NewTable(p.state.id, tbl); err != nil {
+					errs[i] = err
+				}
+			}
+		}(b.builders[w])
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			closeTables(plans)
+			return err
+		}
+	}
+	return nil
+}
+
+// closeTables closes the plans' fresh tables (those installed stay, held
+// by the outer map).
+func closeTables(plans []*plan) {
+	for _, p := range plans {
+		if p.table != nil {
+			p.table.Close()
+			p.table = nil
+		}
+	}
 }
 
 // abort returns the ids a plan allocated.
@@ -348,50 +407,103 @@ func (b *Balancer) abort(p *plan) {
 	}
 }
 
-// apply writes a plan in an order that packets can never observe half
-// done: new backends first (nothing points at them yet), then the new
-// table in one swap, then the service entry, and last the removed backends
-// (no table points at them any more; their flows move on the next packet).
-func (b *Balancer) apply(p *plan) error {
-	if p.noop {
-		return nil
-	}
-	st := p.state
-	newID := make(map[uint32]bool, len(p.newIDs))
-	for _, id := range p.newIDs {
-		newID[id] = true
-		if err := b.stats.ResetBackend(id); err != nil {
-			return err
-		}
-		if err := b.active.Set(id, 0); err != nil {
-			return err
+// apply writes plans (built by buildTables) in an order that packets can
+// never observe half done, for each service: new backends first (nothing
+// points at them yet), then the new table in one swap, then the service
+// entry, and last the removed backends (no table points at them any more;
+// their flows move on the next packet). Every plan's backends are written
+// before any table is swapped, and all tables go in with one update of
+// the outer map: one RCU grace period for the lot (maps.SchedTables). On
+// an error, the plans whose table is in place are recorded as installed,
+// the others aborted (the next Sync writes them again).
+func (b *Balancer) apply(plans []*plan) error {
+	defer closeTables(plans)
+	var todo []*plan
+	for _, p := range plans {
+		if !p.noop {
+			todo = append(todo, p)
 		}
 	}
-	if p.newSvc {
-		if err := b.stats.ResetService(st.id); err != nil {
-			return err
+	abortFrom := func(i int) {
+		for _, p := range todo[i:] {
+			b.abort(p)
 		}
 	}
-	for _, be := range st.cfg.Backends {
-		id := st.ids[be.Addr]
-		// A new forwarding mode rewrites every backend (its flags).
-		if !newID[id] && p.old != nil && p.old.cfg.Forward == st.cfg.Forward && sameBackend(p.old.backend(be.Addr), be) {
-			continue
-		}
-		if newID[id] {
-			// Before the backend's entry: see maps.BackendServices.Put.
-			if err := b.beSvc.Put(id, p.key); err != nil {
-				return err
-			}
-		}
-		v := maps.Backend{Addr: be.Addr, ServiceID: st.id, Weight: be.Weight, MAC: be.MAC, Usable: be.UsableFor(st.cfg.Forward), Failing: be.Failing || be.Down, Forward: st.cfg.Forward}
-		if err := b.beMap.Put(id, v); err != nil {
-			return err
-		}
-	}
-	if err := b.tables.Swap(st.id, p.table); err != nil {
+	if err := b.writeBackends(todo); err != nil {
+		abortFrom(0)
 		return err
 	}
+	ids := make([]uint32, len(todo))
+	tables := make([]*ebpf.Map, len(todo))
+	for i, p := range todo {
+		ids[i], tables[i] = p.state.id, p.table
+	}
+	n, installErr := b.tables.Install(ids, tables)
+	for i, p := range todo[:n] {
+		if err := b.finish(p); err != nil {
+			abortFrom(i)
+			return fmt.Errorf("apply service %s: %w", p.key, err)
+		}
+	}
+	if installErr != nil {
+		abortFrom(n)
+		return fmt.Errorf("apply service %s: %w", todo[n].key, installErr)
+	}
+	return b.syncVIPs()
+}
+
+// writeBackends writes the plans' backend entries, one batch update per
+// map and plan (buffers reused from plan to plan, so a first start with
+// 100000 backends holds a service's worth at a time): counters of new
+// ids zeroed, and every backend whose entry changes.
+func (b *Balancer) writeBackends(plans []*plan) error {
+	var ids []uint32
+	var vals []maps.Backend
+	for _, p := range plans {
+		st := p.state
+		if p.newSvc {
+			if err := b.stats.ResetService(st.id); err != nil {
+				return fmt.Errorf("apply service %s: %w", p.key, err)
+			}
+		}
+		if err := b.stats.ResetBackends(p.newIDs); err != nil {
+			return fmt.Errorf("apply service %s: %w", p.key, err)
+		}
+		if err := b.active.Zero(p.newIDs); err != nil {
+			return fmt.Errorf("apply service %s: %w", p.key, err)
+		}
+		var newID map[uint32]bool
+		if p.old != nil {
+			newID = make(map[uint32]bool, len(p.newIDs))
+			for _, id := range p.newIDs {
+				newID[id] = true
+			}
+		}
+		ids, vals = ids[:0], vals[:0]
+		for _, be := range st.cfg.Backends {
+			id := st.ids[be.Addr]
+			// A new forwarding mode rewrites every backend (its flags).
+			if p.old != nil && !newID[id] && p.old.cfg.Forward == st.cfg.Forward && sameBackend(p.old.backend(be.Addr), be) {
+				continue
+			}
+			ids = append(ids, id)
+			vals = append(vals, maps.Backend{Addr: be.Addr, ServiceID: st.id, Weight: be.Weight, MAC: be.MAC, Usable: be.UsableFor(st.cfg.Forward), Failing: be.Failing || be.Down, Forward: st.cfg.Forward})
+		}
+		// Before the backends' entries: see maps.BackendServices.Put.
+		if err := b.beSvc.PutBatch(p.newIDs, p.key); err != nil {
+			return fmt.Errorf("apply service %s: %w", p.key, err)
+		}
+		if err := b.beMap.PutBatch(ids, vals); err != nil {
+			return fmt.Errorf("apply service %s: %w", p.key, err)
+		}
+	}
+	return nil
+}
+
+// finish completes a plan whose table is in place: the service entry, the
+// removed backends cleared, the new state recorded.
+func (b *Balancer) finish(p *plan) error {
+	st := p.state
 	if p.old == nil || p.old.cfg.Scheduler != st.cfg.Scheduler || p.old.cfg.Forward != st.cfg.Forward || p.old.cfg.Persistence != st.cfg.Persistence {
 		if err := b.svcMap.Put(p.key, maps.Service{ID: st.id, Scheduler: st.cfg.Scheduler, Forward: st.cfg.Forward, Persistence: st.cfg.Persistence}); err != nil {
 			return err
@@ -404,7 +516,7 @@ func (b *Balancer) apply(p *plan) error {
 		b.beIDs.release(id)
 	}
 	b.services[p.key] = st
-	return b.syncVIPs()
+	return nil
 }
 
 func (s *svcState) backend(addr netip.Addr) lb.Backend {
@@ -414,6 +526,26 @@ func (s *svcState) backend(addr netip.Addr) lb.Backend {
 		}
 	}
 	return lb.Backend{}
+}
+
+// sameService reports whether a and b are deeply equal, as
+// reflect.DeepEqual would (a nil MAC differs from an empty one), at a
+// fraction of its cost: Sync compares every service on every health or
+// neighbour change. TestSameServiceComplete fails when lb.Service or
+// lb.Backend gains a field this does not compare.
+func sameService(a, b lb.Service) bool {
+	if a.Key != b.Key || a.Scheduler != b.Scheduler || a.Forward != b.Forward || a.Persistence != b.Persistence ||
+		len(a.Backends) != len(b.Backends) || (a.Backends == nil) != (b.Backends == nil) {
+		return false
+	}
+	for i := range a.Backends {
+		x, y := &a.Backends[i], &b.Backends[i]
+		if x.Addr != y.Addr || x.Weight != y.Weight || x.Down != y.Down || x.Failing != y.Failing ||
+			(x.MAC == nil) != (y.MAC == nil) || !slices.Equal(x.MAC, y.MAC) {
+			return false
+		}
+	}
+	return true
 }
 
 func sameBackend(a, b lb.Backend) bool {
@@ -429,11 +561,12 @@ func (b *Balancer) SetService(s lb.Service) error {
 	if err != nil {
 		return err
 	}
-	if err := b.apply(p); err != nil {
+	plans := []*plan{p}
+	if err := b.buildTables(plans); err != nil {
 		b.abort(p)
-		return fmt.Errorf("apply service %s: %w", s.Key, err)
+		return err
 	}
-	return nil
+	return b.apply(plans)
 }
 
 // Sync makes the installed services exactly svcs: every service is
@@ -465,23 +598,20 @@ func (b *Balancer) Sync(svcs []lb.Service) error {
 		}
 		plans = append(plans, p)
 	}
+	if err := b.buildTables(plans); err != nil {
+		abortAll()
+		return err
+	}
 	for key := range b.services {
 		if !seen[key] {
 			if err := b.deleteLocked(key); err != nil {
+				closeTables(plans)
 				abortAll()
 				return err
 			}
 		}
 	}
-	for i, p := range plans {
-		if err := b.apply(p); err != nil {
-			for _, q := range plans[i:] {
-				b.abort(q)
-			}
-			return fmt.Errorf("apply service %s: %w", p.key, err)
-		}
-	}
-	return nil
+	return b.apply(plans)
 }
 
 // DeleteService removes a service. Its packets go to the kernel again.
@@ -583,15 +713,21 @@ func (b *Balancer) recoverState() error {
 		}
 		b.beIDs.take(id)
 		st.ids[be.Addr] = id
-		// backend_svc is not pinned: this program's is empty until now.
-		if err := b.beSvc.Put(id, st.cfg.Key); err != nil {
-			return err
-		}
 		// Down is what made a backend unusable though it could be used
 		// (dsr-l2: its MAC known; encapsulated: always).
 		couldUse := len(be.MAC) == 6 || st.cfg.Forward.Encapsulated()
 		st.cfg.Backends = append(st.cfg.Backends, lb.Backend{Addr: be.Addr, MAC: be.MAC, Weight: be.Weight, Down: !be.Usable && couldUse, Failing: be.Failing && be.Usable})
 	}
-	// The vips map is not pinned: this program's is empty until now.
+	// backend_svc and the vips map are not pinned: this program's are
+	// empty until now.
+	for _, st := range b.services {
+		ids := make([]uint32, 0, len(st.ids))
+		for _, id := range st.ids {
+			ids = append(ids, id)
+		}
+		if err := b.beSvc.PutBatch(ids, st.cfg.Key); err != nil {
+			return err
+		}
+	}
 	return b.syncVIPs()
 }

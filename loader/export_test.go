@@ -27,3 +27,16 @@ func MapOf(b *Balancer, name string) *ebpf.Map {
 	}
 	return b.mapByName(name)
 }
+
+// WithBatchTables is opts making a data plane whose tables have the
+// layout of xlb before they were memory-mapped (filled by batch updates).
+func WithBatchTables(opts Options) Options {
+	opts.batchTables = true
+	return opts
+}
+
+// MappedTables reports whether b fills its tables through a mapping.
+func MappedTables(b *Balancer) bool { return b.tables.Mapped() }
+
+// SameService is sameService, for its test.
+var SameService = sameService

@@ -473,3 +473,72 @@ func TestStaleTempPinsRemoved(t *testing.T) {
 		t.Errorf("pins: %v", err)
 	}
 }
+
+// Tables are memory-mapped arrays, filled through a mapping; a data plane
+// pinned with tables of the older layout (filled by batch updates) is
+// re-adopted with that layout, with or without tables installed, and one
+// pinned with mapped tables keeps those.
+func TestReadoptTableLayout(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		batch     bool
+		installed bool
+	}{
+		{"mapped", false, true},
+		{"mapped-empty", false, false},
+		{"batch", true, true},
+		{"batch-empty", true, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			opts := pinnedOptions(t, "xlb-layout-"+c.name)
+			first := opts
+			if c.batch {
+				first = loader.WithBatchTables(opts)
+			}
+			b, err := loader.Open(first)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if loader.MappedTables(b) == c.batch {
+				t.Fatalf("fresh data plane: mapped tables %v, want %v", loader.MappedTables(b), !c.batch)
+			}
+			f := &fixture{t: t, b: b}
+			if c.installed {
+				f.set(lb.Service{Key: web4, Backends: backends(web4.VIP, 3)})
+			}
+			if err := b.Close(); err != nil {
+				t.Fatal(err)
+			}
+			b2, err := loader.Open(opts)
+			if err != nil {
+				t.Fatalf("re-adopt: %v", err)
+			}
+			defer func() {
+				if err := b2.Detach(); err != nil {
+					t.Error(err)
+				}
+			}()
+			if loader.MappedTables(b2) == c.batch {
+				t.Errorf("re-adopted: mapped tables %v, want %v", loader.MappedTables(b2), !c.batch)
+			}
+			f.b = b2
+			f.set(lb.Service{Key: web4, Backends: backends(web4.VIP, 4)})
+			f.set(lb.Service{Key: dns4, Backends: backends(dns4.VIP, 2)})
+			for _, k := range []lb.ServiceKey{web4, dns4} {
+				st, _ := b2.Service(k)
+				tbl, err := b2.Tables().Get(st.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i, v := range tbl {
+					if v == 0 {
+						t.Fatalf("service %s: slot %d empty", k, i)
+					}
+				}
+			}
+			if got := f.sendFlows(web4, 40, 20000, 5); count(got, 3) == 0 {
+				t.Errorf("the backend added after re-adoption gets no flows: %v", got)
+			}
+		})
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
 
 	"github.com/xlb-lb/xlb/bpf"
 	"github.com/xlb-lb/xlb/loader/pinning"
@@ -186,6 +187,12 @@ func sizeSpec(spec *ebpf.CollectionSpec, opts Options, iface *net.Interface) err
 		return fmt.Errorf("map %q has no inner map spec", bpf.MapMaglevTables)
 	}
 	inner.MaxEntries = opts.TableSize
+	// Tables are filled through a memory mapping (maps.SchedTables); a
+	// re-adopted data plane keeps the layout it was pinned with
+	// (checkAdoptedTables).
+	if !opts.batchTables {
+		inner.Flags |= unix.BPF_F_MMAPABLE
+	}
 	if err := spec.Variables[bpf.VarMaglevSize].Set(opts.TableSize); err != nil {
 		return fmt.Errorf("set maglev size: %w", err)
 	}
@@ -279,7 +286,8 @@ func (b *Balancer) mapByName(name string) *ebpf.Map {
 }
 
 // checkAdoptedTables verifies that the pinned Maglev tables have the size
-// this daemon was configured with: the size is fixed per pinned set.
+// this daemon was configured with (the size is fixed per pinned set), and
+// makes new tables of their layout (mapped or not).
 func (b *Balancer) checkAdoptedTables() error {
 	var (
 		key uint32
@@ -295,8 +303,50 @@ func (b *Balancer) checkAdoptedTables() error {
 		if m.MaxEntries() != b.opts.TableSize {
 			return fmt.Errorf("table size %d (limits.maglev_size) differs from the pinned data plane's %d: keep the old size, or detach (flows are lost) and start again", b.opts.TableSize, m.MaxEntries())
 		}
+		// New tables must have the flags of the pinned ones (the outer
+		// map's template): a data plane pinned before tables were
+		// mapped keeps batch-filled ones.
+		b.setMappedTables(m.Flags()&unix.BPF_F_MMAPABLE != 0)
+		return nil
 	}
-	return it.Err()
+	if err := it.Err(); err != nil {
+		return err
+	}
+	return b.probeTableLayout()
+}
+
+// setMappedTables sets whether new tables are created BPF_F_MMAPABLE
+// (and filled through a mapping) or not (and filled by a batch update).
+func (b *Balancer) setMappedTables(mapped bool) {
+	b.inner.Flags &^= unix.BPF_F_MMAPABLE
+	if mapped {
+		b.inner.Flags |= unix.BPF_F_MMAPABLE
+	}
+}
+
+// probeTableLayout finds out whether a re-adopted data plane without any
+// table takes mapped tables: it installs an empty one at id 0 (no
+// service uses it) and removes it again. The outer map refuses an inner
+// map whose flags differ from its template's with EINVAL.
+func (b *Balancer) probeTableLayout() error {
+	b.setMappedTables(true)
+	m, err := ebpf.NewMap(b.inner)
+	if err != nil {
+		return fmt.Errorf("create a maglev table: %w", err)
+	}
+	defer m.Close()
+	key := uint32(0)
+	switch err := b.objs.MaglevTables.Put(&key, m); {
+	case errors.Is(err, unix.EINVAL):
+		b.setMappedTables(false)
+		return nil
+	case err != nil:
+		return fmt.Errorf("probe the pinned maglev tables' layout: %w", err)
+	}
+	if err := b.objs.MaglevTables.Delete(&key); err != nil {
+		return fmt.Errorf("probe the pinned maglev tables' layout: %w", err)
+	}
+	return nil
 }
 
 // Detach stops the data plane pinned in pinDir and removes its pins: the

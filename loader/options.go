@@ -59,6 +59,10 @@ type Options struct {
 	ConntrackPerCPU bool
 	// Logger receives lifecycle events; nil discards them.
 	Logger *slog.Logger
+
+	// batchTables makes a fresh data plane's tables the layout of xlb
+	// before they were memory-mapped (tests of re-adopting such pins).
+	batchTables bool
 }
 
 func (o *Options) setDefaults() {

@@ -338,3 +338,31 @@ func (b *BackendServices) Put(id uint32, k lb.ServiceKey) error {
 	}
 	return nil
 }
+
+// PutBatch records that backends ids belong to service k, with one batch
+// update (Put's order rules apply).
+func (b *BackendServices) PutBatch(ids []uint32, k lb.ServiceKey) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	v := marshalServiceKey(k)
+	vals := make([]bpf.SvcKey, len(ids))
+	for i := range vals {
+		vals[i] = v
+	}
+	err := batchPut(b.m, ids, vals, func(i int) error { return b.m.Put(&ids[i], &vals[i]) })
+	if err != nil {
+		return fmt.Errorf("put service of %d backends: %w", len(ids), err)
+	}
+	return nil
+}
+
+// Zero sets the counts of backends ids to 0 with one batch update.
+func (a *Active) Zero(ids []uint32) error {
+	zero := make([]int64, len(ids))
+	err := batchPut(a.m, ids, zero, func(i int) error { return a.m.Put(&ids[i], &zero[i]) })
+	if err != nil {
+		return fmt.Errorf("zero active flows of %d backends: %w", len(ids), err)
+	}
+	return nil
+}

@@ -1,10 +1,14 @@
 package maps
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
+	"sync"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/xlb-lb/xlb/bpf"
 	"github.com/xlb-lb/xlb/maps/lb"
@@ -110,14 +114,27 @@ func (b *Backends) All() (map[uint32]Backend, error) {
 // SchedTables is the map-in-map of per-service scheduler tables (the
 // Maglev table, the round-robin sequence or the least-conn list, built by
 // package table). Its BPF map keeps its first name, maglev_tables, so that
-// pinned data planes are re-adopted across upgrades. A table is never edited in place: Swap fills a fresh inner map and then replaces the
-// outer entry in one update, so packets see the old table or the new one.
+// pinned data planes are re-adopted across upgrades. A table is never
+// edited in place: a fresh inner map is filled (NewTable) and then
+// replaces the outer entry in one update (Install, Swap), so packets see
+// the old table or the new one.
+//
+// An update of a map-in-map from user space returns only after an RCU
+// grace period (the kernel waits until no program can still hold the old
+// inner map), some milliseconds: Install puts any number of tables in
+// with one update, and so one wait.
 type SchedTables struct {
 	outer *ebpf.Map
 	inner *ebpf.MapSpec
+
+	keysOnce sync.Once
+	keys     []uint32 // 0..size-1, for filling tables that cannot be mapped
 }
 
-// NewSchedTables wraps the outer map; inner is the spec of one table.
+// NewSchedTables wraps the outer map; inner is the spec of one table. An
+// inner spec with BPF_F_MMAPABLE (the outer map's template must have it
+// too) has its tables filled through a memory mapping, a fraction of a
+// millisecond for 65537 slots where a batch update takes about ten.
 func NewSchedTables(outer *ebpf.Map, inner *ebpf.MapSpec) *SchedTables {
 	return &SchedTables{outer: outer, inner: inner}
 }
@@ -125,27 +142,100 @@ func NewSchedTables(outer *ebpf.Map, inner *ebpf.MapSpec) *SchedTables {
 // Size is the number of slots of every table.
 func (t *SchedTables) Size() uint32 { return t.inner.MaxEntries }
 
-// Swap installs table as service svcID's table.
-func (t *SchedTables) Swap(svcID uint32, table []uint32) error {
+// Mapped reports whether tables are filled through a memory mapping.
+func (t *SchedTables) Mapped() bool { return t.inner.Flags&unix.BPF_F_MMAPABLE != 0 }
+
+// NewTable returns a fresh inner map holding table, for service svcID
+// (named in errors only); nothing is installed yet. The caller closes it
+// (an installed table is held by the outer map).
+func (t *SchedTables) NewTable(svcID uint32, table []uint32) (*ebpf.Map, error) {
 	if uint32(len(table)) != t.inner.MaxEntries {
-		return fmt.Errorf("maglev table for service %d: %d slots, want %d", svcID, len(table), t.inner.MaxEntries)
+		return nil, fmt.Errorf("maglev table for service %d: %d slots, want %d", svcID, len(table), t.inner.MaxEntries)
 	}
 	m, err := ebpf.NewMap(t.inner)
 	if err != nil {
-		return fmt.Errorf("create maglev table for service %d: %w", svcID, err)
+		return nil, fmt.Errorf("create maglev table for service %d: %w", svcID, err)
 	}
-	defer m.Close() // the outer map holds its own reference
-	keys := make([]uint32, len(table))
-	for i := range keys {
-		keys[i] = uint32(i)
+	if t.Mapped() {
+		err = fillMapped(m, table)
+	} else {
+		t.keysOnce.Do(func() {
+			t.keys = make([]uint32, t.inner.MaxEntries)
+			for i := range t.keys {
+				t.keys[i] = uint32(i)
+			}
+		})
+		_, err = m.BatchUpdate(t.keys, table, nil)
 	}
-	if _, err := m.BatchUpdate(keys, table, nil); err != nil {
-		return fmt.Errorf("fill maglev table for service %d: %w", svcID, err)
+	if err != nil {
+		m.Close()
+		return nil, fmt.Errorf("fill maglev table for service %d: %w", svcID, err)
 	}
-	if err := t.outer.Put(&svcID, m); err != nil {
-		return fmt.Errorf("install maglev table for service %d: %w", svcID, err)
+	return m, nil
+}
+
+// fillMapped writes table into the BPF_F_MMAPABLE array m through a
+// shared mapping, unmapped before it returns. An array's values sit 8
+// bytes apart whatever their size.
+func fillMapped(m *ebpf.Map, table []uint32) error {
+	const stride = 8
+	size := (len(table)*stride + os.Getpagesize() - 1) &^ (os.Getpagesize() - 1)
+	mem, err := unix.Mmap(m.FD(), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("map memory: %w", err)
+	}
+	for i, v := range table {
+		binary.NativeEndian.PutUint32(mem[i*stride:], v)
+	}
+	if err := unix.Munmap(mem); err != nil {
+		return fmt.Errorf("unmap memory: %w", err)
 	}
 	return nil
+}
+
+// Install makes tables[i] (from NewTable) service svcIDs[i]'s table, all
+// in one update of the outer map. It returns how many were installed: on
+// an error, the first n (in slice order) are in place, the rest not.
+func (t *SchedTables) Install(svcIDs []uint32, tables []*ebpf.Map) (int, error) {
+	if len(svcIDs) != len(tables) {
+		return 0, fmt.Errorf("install maglev tables: %d services, %d tables", len(svcIDs), len(tables))
+	}
+	if len(tables) == 0 {
+		return 0, nil
+	}
+	fds := make([]uint32, len(tables))
+	for i, m := range tables {
+		fds[i] = uint32(m.FD())
+	}
+	n, err := t.outer.BatchUpdate(svcIDs, fds, nil)
+	if errors.Is(err, ebpf.ErrNotSupported) && n == 0 {
+		// A kernel without batch updates of map-in-maps: one update
+		// (and one grace period) each.
+		for n = 0; n < len(tables); n++ {
+			if err := t.outer.Put(&svcIDs[n], tables[n]); err != nil {
+				return n, fmt.Errorf("install maglev table for service %d: %w", svcIDs[n], err)
+			}
+		}
+		return n, nil
+	}
+	if err != nil && len(tables) == 1 {
+		return n, fmt.Errorf("install maglev table for service %d: %w", svcIDs[0], err)
+	}
+	if err != nil {
+		return n, fmt.Errorf("install maglev tables (%d of %d in place): %w", n, len(tables), err)
+	}
+	return n, nil
+}
+
+// Swap installs table as service svcID's table.
+func (t *SchedTables) Swap(svcID uint32, table []uint32) error {
+	m, err := t.NewTable(svcID, table)
+	if err != nil {
+		return err
+	}
+	defer m.Close() // the outer map holds its own reference
+	_, err = t.Install([]uint32{svcID}, []*ebpf.Map{m})
+	return err
 }
 
 // Delete removes service svcID's table.
@@ -341,4 +431,50 @@ func LBService(c ServiceCounters) lb.ServiceCounters {
 // LBBackend converts a backend's counters to the vocabulary's.
 func LBBackend(c BackendCounters) lb.BackendCounters {
 	return lb.BackendCounters{Packets: c.Packets, Bytes: c.Bytes, NewFlows: c.NewFlows}
+}
+
+// batchPut writes n entries of array m with one batch update (a kernel
+// without batch updates: one update each, put(i)).
+func batchPut(m *ebpf.Map, keys []uint32, values any, put func(i int) error) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	_, err := m.BatchUpdate(keys, values, nil)
+	if !errors.Is(err, ebpf.ErrNotSupported) {
+		return err
+	}
+	for i := range keys {
+		if err := put(i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// PutBatch writes backends ids[i] = vs[i] with one batch update.
+func (b *Backends) PutBatch(ids []uint32, vs []Backend) error {
+	vals := make([]bpf.Backend, len(vs))
+	for i, v := range vs {
+		val, err := v.marshal()
+		if err != nil {
+			return err
+		}
+		vals[i] = val
+	}
+	err := batchPut(b.m, ids, vals, func(i int) error { return b.m.Put(&ids[i], &vals[i]) })
+	if err != nil {
+		return fmt.Errorf("put %d backends: %w", len(ids), err)
+	}
+	return nil
+}
+
+// ResetBackends zeroes the counters of backends ids with one batch update.
+func (s *Stats) ResetBackends(ids []uint32) error {
+	n := ebpfPossibleCPUs()
+	zero := make([]bpf.BackendCounters, len(ids)*n)
+	err := batchPut(s.backend, ids, zero, func(i int) error { return s.backend.Put(ids[i], zero[:n]) })
+	if err != nil {
+		return fmt.Errorf("reset counters of %d backends: %w", len(ids), err)
+	}
+	return nil
 }

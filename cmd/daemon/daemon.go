@@ -293,7 +293,11 @@ func weightOf(b config.Backend) uint32 {
 }
 
 func backendAddrs(svcs []config.Service) []netip.Addr {
-	var out []netip.Addr
+	n := 0
+	for _, s := range svcs {
+		n += len(s.Backends)
+	}
+	out := make([]netip.Addr, 0, n)
 	for _, s := range svcs {
 		for _, b := range s.Backends {
 			if a, err := b.Addr(); err == nil {

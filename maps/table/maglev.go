@@ -80,6 +80,48 @@ const (
 // shares to within one slot, and with all weights equal the loop is exactly
 // the classic unweighted Maglev population.
 func Maglev(backends []Backend, size uint32) ([]uint32, error) {
+	var b Builder
+	return b.Maglev(backends, size)
+}
+
+// Builder builds tables into buffers it keeps from one call to the next,
+// so a daemon that builds thousands of tables allocates for the first
+// only, and it keeps its last Maglev table: the next one of the same keys
+// and weights (a service with the same backends as the one before, as on
+// a host whose services share a pool) is that table relabelled with its
+// IDs, some 50 us instead of some 2 ms. A table it returns is valid until
+// its next build. A Builder is not safe for concurrent use; its zero value
+// is ready.
+type Builder struct {
+	table  []uint32
+	sorted []Backend
+	states []maglevState
+	heap   []uint64
+	// last is the last Maglev table built, as backend indexes from 1 in
+	// Key order, and lastKeys and lastWeights what it was built from.
+	last        []uint32
+	lastKeys    []string
+	lastWeights []uint32
+	ids         []uint32
+	// full has one bit per slot, set once the slot is claimed: the
+	// population loop's probes test it rather than the table, which is
+	// 32 times its size (8 KiB against 256 KiB for the default size,
+	// so the probes stay in the first-level cache).
+	full []uint64
+}
+
+// buffer returns b's table buffer resized to size slots, zeroed.
+func (b *Builder) buffer(size uint32) []uint32 {
+	if uint32(cap(b.table)) < size {
+		b.table = make([]uint32, size)
+	}
+	b.table = b.table[:size]
+	clear(b.table)
+	return b.table
+}
+
+// Maglev is the package's Maglev building into b's buffer.
+func (b *Builder) Maglev(backends []Backend, size uint32) ([]uint32, error) {
 	if size < maglevMinSize || size > maglevMaxSize {
 		return nil, fmt.Errorf("maglev size %d out of range %d-%d", size, maglevMinSize, maglevMaxSize)
 	}
@@ -89,80 +131,174 @@ func Maglev(backends []Backend, size uint32) ([]uint32, error) {
 
 	// Validate in Key order so the reported error, like the table, does not
 	// depend on the order of the input slice.
-	sorted := slices.Clone(backends)
+	sorted := append(b.sorted[:0], backends...)
+	b.sorted = sorted
 	slices.SortFunc(sorted, func(a, b Backend) int {
 		return strings.Compare(a.Key, b.Key)
 	})
 	active := 0
 	var maxWeight uint32
+	equal := true
 	for i := range sorted {
-		b := &sorted[i]
-		if b.Key == "" {
+		be := &sorted[i]
+		if be.Key == "" {
 			return nil, errors.New("backend key is empty")
 		}
-		if i > 0 && sorted[i-1].Key == b.Key {
-			return nil, fmt.Errorf("duplicate backend key %q", b.Key)
+		if i > 0 && sorted[i-1].Key == be.Key {
+			return nil, fmt.Errorf("duplicate backend key %q", be.Key)
 		}
-		if b.ID == 0 {
-			return nil, fmt.Errorf("backend %q: id 0 is reserved", b.Key)
+		if be.ID == 0 {
+			return nil, fmt.Errorf("backend %q: id 0 is reserved", be.Key)
 		}
-		if b.Weight > lb.MaxWeight {
-			return nil, fmt.Errorf("backend %q: weight %d out of range 0-%d", b.Key, b.Weight, lb.MaxWeight)
+		if be.Weight > lb.MaxWeight {
+			return nil, fmt.Errorf("backend %q: weight %d out of range 0-%d", be.Key, be.Weight, lb.MaxWeight)
 		}
-		if b.Weight > 0 {
+		if be.Weight > 0 {
+			if active > 0 && be.Weight != maxWeight {
+				equal = false
+			}
 			active++
-			maxWeight = max(maxWeight, b.Weight)
+			maxWeight = max(maxWeight, be.Weight)
 		}
 	}
 	if uint64(active) > uint64(size) {
 		return nil, fmt.Errorf("maglev size %d smaller than %d backends with weight > 0", size, active)
 	}
 
-	table := make([]uint32, size)
+	table := b.buffer(size)
 	if active == 0 {
 		return table, nil
 	}
 
-	states := make([]maglevState, 0, active)
-	heap := make([]uint64, 0, active)
+	// The IDs are only labels: the table is a function of the keys and
+	// weights. The population loop fills slots with backend indexes (Key
+	// order, from 1), kept as b.last; a table of the same keys and weights
+	// as the last (another service with the same backends) is the last
+	// one relabelled, without running the loop again.
+	if !b.sameAsLast(sorted, size) {
+		states := b.states[:0]
+		keys, weights := b.lastKeys[:0], b.lastWeights[:0]
+		for i := range sorted {
+			be := &sorted[i]
+			if be.Weight == 0 {
+				continue
+			}
+			states = append(states, maglevState{
+				pos:    uint32(maglevHash(be.Key, maglevOffsetSeed) % uint64(size)),
+				skip:   uint32(maglevHash(be.Key, maglevSkipSeed)%uint64(size-1)) + 1,
+				id:     uint32(len(states) + 1),
+				weight: be.Weight,
+			})
+			keys, weights = append(keys, be.Key), append(weights, be.Weight)
+		}
+		b.states = states
+		words := int(size+63) / 64
+		if cap(b.full) < words {
+			b.full = make([]uint64, words)
+		}
+		full := b.full[:words]
+		clear(full)
+		if cap(b.last) < int(size) {
+			b.last = make([]uint32, size)
+		}
+		b.last = b.last[:size]
+		clear(b.last)
+		if equal {
+			maglevEqual(b.last, full, states)
+		} else {
+			b.maglevWeighted(b.last, full, states, maxWeight)
+		}
+		b.lastKeys, b.lastWeights = keys, weights
+	}
+	ids := b.ids[:0]
 	for i := range sorted {
-		b := &sorted[i]
-		if b.Weight == 0 {
+		if sorted[i].Weight > 0 {
+			ids = append(ids, sorted[i].ID)
+		}
+	}
+	b.ids = ids
+	for i, idx := range b.last {
+		table[i] = ids[idx-1]
+	}
+	return table, nil
+}
+
+// sameAsLast reports whether the backends with a weight above 0 in sorted
+// have the keys and weights of b's last table, of the same size.
+func (b *Builder) sameAsLast(sorted []Backend, size uint32) bool {
+	if len(b.last) != int(size) {
+		return false
+	}
+	n := 0
+	for i := range sorted {
+		be := &sorted[i]
+		if be.Weight == 0 {
 			continue
 		}
-		heap = append(heap, maglevHeapKey(maglevDue(1, maxWeight, b.Weight), len(states)))
-		states = append(states, maglevState{
-			pos:    uint32(maglevHash(b.Key, maglevOffsetSeed) % uint64(size)),
-			skip:   uint32(maglevHash(b.Key, maglevSkipSeed)%uint64(size-1)) + 1,
-			id:     b.ID,
-			weight: b.Weight,
-		})
+		if n >= len(b.lastKeys) || be.Key != b.lastKeys[n] || be.Weight != b.lastWeights[n] {
+			return false
+		}
+		n++
 	}
+	return n == len(b.lastKeys)
+}
+
+// maglevClaim places s's next free permutation slot in table and returns
+// it. size is prime and 1 <= skip < size, so the permutation visits every
+// slot and a free one is found while the table is not full.
+func maglevClaim(table []uint32, full []uint64, s *maglevState) {
+	size := uint32(len(table))
+	pos, skip := s.pos, s.skip
+	for full[pos>>6]&(1<<(pos&63)) != 0 {
+		pos += skip
+		if pos >= size {
+			pos -= size
+		}
+	}
+	full[pos>>6] |= 1 << (pos & 63)
+	table[pos] = s.id
+	pos += skip
+	if pos >= size {
+		pos -= size
+	}
+	s.pos = pos
+}
+
+// maglevEqual is the population loop when every backend has the same
+// weight: each is due once per round, so the heap's order, (round, Key
+// order), is plain rotation in Key order.
+func maglevEqual(table []uint32, full []uint64, states []maglevState) {
+	size := uint32(len(table))
+	for filled := uint32(0); ; {
+		for i := range states {
+			maglevClaim(table, full, &states[i])
+			if filled++; filled == size {
+				return
+			}
+		}
+	}
+}
+
+// maglevWeighted is the population loop driven by the min-heap on (round,
+// Key order).
+func (b *Builder) maglevWeighted(table []uint32, full []uint64, states []maglevState, maxWeight uint32) {
+	size := uint32(len(table))
+	heap := b.heap[:0]
+	for i := range states {
+		heap = append(heap, maglevHeapKey(maglevDue(1, maxWeight, states[i].weight), i))
+	}
+	b.heap = heap
 	for i := len(heap)/2 - 1; i >= 0; i-- {
 		maglevSiftDown(heap, i)
 	}
-
 	for filled := uint32(0); filled < size; filled++ {
 		idx := int(heap[0] & maglevIndexMask)
 		s := &states[idx]
-		// size is prime and 1 <= skip < size, so the permutation visits
-		// every slot and a free one is found while filled < size.
-		for table[s.pos] != 0 {
-			s.pos += s.skip
-			if s.pos >= size {
-				s.pos -= size
-			}
-		}
-		table[s.pos] = s.id
-		s.pos += s.skip
-		if s.pos >= size {
-			s.pos -= size
-		}
+		maglevClaim(table, full, s)
 		s.placed++
 		heap[0] = maglevHeapKey(maglevDue(s.placed+1, maxWeight, s.weight), idx)
 		maglevSiftDown(heap, 0)
 	}
-	return table, nil
 }
 
 // maglevDue is the round, counted from 1, in which a backend of weight w

@@ -467,6 +467,23 @@ func BenchmarkMaglev(b *testing.B) {
 			}
 		})
 	}
+	// A daemon building one table after another reuses one Builder; a
+	// service with the same backends as the one before (as when every
+	// service of a host has the same pool) takes the last table
+	// relabelled with its IDs.
+	b.Run(fmt.Sprintf("builder-same-set/backends=100/size=%d", lb.TableSize.Default), func(b *testing.B) {
+		bs := maglevTestBackends(100, 1)
+		var bld Builder
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			for j := range bs {
+				bs[j].ID = uint32(i*100 + j + 1)
+			}
+			if _, err := bld.Maglev(bs, lb.TableSize.Default); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("backends=4096/size=655373", func(b *testing.B) {
 		bs := maglevTestBackends(4096, 1)
 		b.ReportAllocs()
@@ -476,4 +493,96 @@ func BenchmarkMaglev(b *testing.B) {
 			}
 		}
 	})
+}
+
+// One Builder used for a run of tables of every scheduler, sizes and
+// weights gives each the table a fresh build gives: nothing of one build
+// leaks into the next through the reused buffers.
+func TestBuilderReuse(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	var b Builder
+	for round := range 60 {
+		n := 1 + rng.IntN(150)
+		size := []uint32{251, 1021, 4099, lb.TableSize.Default}[rng.IntN(4)]
+		bs := maglevTestBackends(n, 0)
+		equal := rng.IntN(2) == 0
+		w := uint32(1 + rng.IntN(5))
+		for i := range bs {
+			if equal {
+				bs[i].Weight = w
+			} else {
+				bs[i].Weight = uint32(rng.IntN(4))
+			}
+		}
+		sched := []lb.Scheduler{lb.Maglev, lb.SourceHash, lb.RoundRobin, lb.LeastConn}[rng.IntN(4)]
+		want, wantErr := Build(sched, bs, size)
+		got, err := b.Build(sched, bs, size)
+		if (err != nil) != (wantErr != nil) {
+			t.Fatalf("round %d: error %v, fresh build %v", round, err, wantErr)
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("round %d (%s, %d backends, size %d, equal weights %v): the reused builder's table differs from a fresh one",
+				round, sched, n, size, equal)
+		}
+		if sched == lb.Maglev && err == nil {
+			if ch := maglevChanged(maglevReference(bs, size), got); ch != 0 {
+				t.Fatalf("round %d: %d slots differ from the reference round loop", round, ch)
+			}
+		}
+	}
+}
+
+// A Builder given the same keys and weights again (other IDs, pooled IDs,
+// other drained backends) relabels its last table; any other change of
+// keys, weights or size builds afresh. Each table is what a fresh build
+// gives.
+func TestBuilderSameSet(t *testing.T) {
+	base := maglevTestBackends(50, 2)
+	for i := range base {
+		base[i].Weight = uint32(1 + i%3)
+	}
+	with := func(f func(bs []Backend) []Backend) []Backend { return f(slices.Clone(base)) }
+	steps := []struct {
+		name string
+		bs   []Backend
+		size uint32
+	}{
+		{"first", base, 4099},
+		{"other ids", with(func(bs []Backend) []Backend {
+			for i := range bs {
+				bs[i].ID += 1000
+			}
+			return bs
+		}), 4099},
+		{"pooled ids", with(func(bs []Backend) []Backend {
+			for i := range bs {
+				bs[i].ID = uint32(1 + i%4)
+			}
+			return bs
+		}), 4099},
+		{"drained backend added", with(func(bs []Backend) []Backend {
+			return append(bs, Backend{ID: 999, Key: "198.18.9.9", Weight: 0})
+		}), 4099},
+		{"reversed input", with(func(bs []Backend) []Backend { slices.Reverse(bs); return bs }), 4099},
+		{"one weight changed", with(func(bs []Backend) []Backend { bs[7].Weight = 3; return bs }), 4099},
+		{"back to the first", base, 4099},
+		{"one drained", with(func(bs []Backend) []Backend { bs[3].Weight = 0; return bs }), 4099},
+		{"one key changed", with(func(bs []Backend) []Backend { bs[3].Key = "198.18.9.8"; return bs }), 4099},
+		{"one fewer", base[1:], 4099},
+		{"other size", base, 4093},
+		{"equal weights", maglevTestBackends(50, 1), 4093},
+		{"equal weights again", maglevTestBackends(50, 1), 4093},
+		{"equal weights, twice as heavy", maglevTestBackends(50, 2), 4093},
+	}
+	var b Builder
+	for _, st := range steps {
+		got, err := b.Maglev(st.bs, st.size)
+		if err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		want := mustMaglev(t, st.bs, st.size)
+		if ch := maglevChanged(want, got); ch != 0 {
+			t.Fatalf("%s: %d slots differ from a fresh build", st.name, ch)
+		}
+	}
 }

@@ -14,36 +14,43 @@ import (
 // source-hash, the round-robin sequence, or the least-conn candidate list.
 // Backends with weight 0 take no part (drained).
 func Build(sched lb.Scheduler, backends []Backend, size uint32) ([]uint32, error) {
+	var b Builder
+	return b.Build(sched, backends, size)
+}
+
+// Build is the package's Build into b's buffer.
+func (b *Builder) Build(sched lb.Scheduler, backends []Backend, size uint32) ([]uint32, error) {
 	switch sched {
 	case lb.Maglev, lb.SourceHash:
-		return Maglev(backends, size)
+		return b.Maglev(backends, size)
 	case lb.RoundRobin:
-		return RoundRobin(backends, size)
+		return b.RoundRobin(backends, size)
 	case lb.LeastConn:
-		return LeastConn(backends, size)
+		return b.LeastConn(backends, size)
 	}
 	return nil, fmt.Errorf("scheduler %s has no table", sched)
 }
 
 // checkBackends validates backends as Maglev does and returns those
-// with a weight above 0 in Key order.
-func checkBackends(backends []Backend) ([]Backend, error) {
-	sorted := slices.Clone(backends)
+// with a weight above 0 in Key order (in b's buffer).
+func (b *Builder) checkBackends(backends []Backend) ([]Backend, error) {
+	sorted := append(b.sorted[:0], backends...)
+	b.sorted = sorted
 	slices.SortFunc(sorted, func(a, b Backend) int { return strings.Compare(a.Key, b.Key) })
 	out := sorted[:0]
-	for i, b := range sorted {
+	for i, be := range sorted {
 		switch {
-		case b.Key == "":
+		case be.Key == "":
 			return nil, errors.New("backend key is empty")
-		case i > 0 && sorted[i-1].Key == b.Key:
-			return nil, fmt.Errorf("duplicate backend key %q", b.Key)
-		case b.ID == 0:
-			return nil, fmt.Errorf("backend %q: id 0 is reserved", b.Key)
-		case b.Weight > lb.MaxWeight:
-			return nil, fmt.Errorf("backend %q: weight %d out of range 0-%d", b.Key, b.Weight, lb.MaxWeight)
+		case i > 0 && sorted[i-1].Key == be.Key:
+			return nil, fmt.Errorf("duplicate backend key %q", be.Key)
+		case be.ID == 0:
+			return nil, fmt.Errorf("backend %q: id 0 is reserved", be.Key)
+		case be.Weight > lb.MaxWeight:
+			return nil, fmt.Errorf("backend %q: weight %d out of range 0-%d", be.Key, be.Weight, lb.MaxWeight)
 		}
-		if b.Weight > 0 {
-			out = append(out, b)
+		if be.Weight > 0 {
+			out = append(out, be)
 		}
 	}
 	return out, nil
@@ -59,14 +66,20 @@ func checkBackends(backends []Backend) ([]Backend, error) {
 // share to within one slot, whatever N is, and any N consecutive slots to
 // within two: a cursor's picks follow the weights closely at every point.
 func RoundRobin(backends []Backend, size uint32) ([]uint32, error) {
+	var b Builder
+	return b.RoundRobin(backends, size)
+}
+
+// RoundRobin is the package's RoundRobin into b's buffer.
+func (b *Builder) RoundRobin(backends []Backend, size uint32) ([]uint32, error) {
 	if size < 1 {
 		return nil, fmt.Errorf("round-robin table size %d: must be at least 1", size)
 	}
-	active, err := checkBackends(backends)
+	active, err := b.checkBackends(backends)
 	if err != nil {
 		return nil, err
 	}
-	table := make([]uint32, size)
+	table := b.buffer(size)
 	if len(active) == 0 {
 		return table, nil
 	}
@@ -124,7 +137,13 @@ func RoundRobin(backends []Backend, size uint32) ([]uint32, error) {
 // live, so a weight change needs no new table to take effect, but one is
 // built anyway (a backend drained to 0 leaves the list).
 func LeastConn(backends []Backend, size uint32) ([]uint32, error) {
-	active, err := checkBackends(backends)
+	var b Builder
+	return b.LeastConn(backends, size)
+}
+
+// LeastConn is the package's LeastConn into b's buffer.
+func (b *Builder) LeastConn(backends []Backend, size uint32) ([]uint32, error) {
+	active, err := b.checkBackends(backends)
 	if err != nil {
 		return nil, err
 	}
@@ -134,7 +153,7 @@ func LeastConn(backends []Backend, size uint32) ([]uint32, error) {
 	if uint64(len(active))+1 > uint64(size) {
 		return nil, fmt.Errorf("least-conn: %d backends do not fit a table of %d slots", len(active), size)
 	}
-	table := make([]uint32, size)
+	table := b.buffer(size)
 	table[0] = uint32(len(active))
 	for i, b := range active {
 		table[1+i] = b.ID
