@@ -53,11 +53,20 @@ func measureDisruption(o options) (_ *Disruption, err error) {
 		return nil, fmt.Errorf("load xlb: %w", err)
 	}
 	defer func() { err = errors.Join(err, bal.Close()) }()
-	ct, err := conntrackMap(bal.Program())
+	// The flow state: a flow's first frame (these are mid-stream ACKs) is
+	// half-open, its second promotes it to the connection table; both are
+	// emptied, or a case would start with the previous case's flows.
+	ct, err := progMap(bal.Program(), bpf.MapConntrack)
 	if err != nil {
 		return nil, err
 	}
 	defer ct.Close()
+	ho, err := progMap(bal.Program(), bpf.MapHalfOpen)
+	if err != nil {
+		return nil, err
+	}
+	defer ho.Close()
+	clearState := func() error { return errors.Join(clearMap(ct), clearMap(ho)) }
 
 	key := lb.ServiceKey{VIP: netip.MustParseAddr("198.18.1.1"), Port: 80, Proto: lb.TCP}
 	frames := make([][]byte, flows)
@@ -102,7 +111,7 @@ func measureDisruption(o options) (_ *Disruption, err error) {
 	d := &Disruption{Flows: flows}
 	for _, n := range sizes {
 		for _, change := range []string{"remove", "add"} {
-			if err := clearMap(ct); err != nil {
+			if err := clearState(); err != nil {
 				return nil, err
 			}
 			all := backendsN(n + 1)
@@ -134,7 +143,7 @@ func measureDisruption(o options) (_ *Disruption, err error) {
 			if err != nil {
 				return nil, err
 			}
-			if err := clearMap(ct); err != nil {
+			if err := clearState(); err != nil {
 				return nil, err
 			}
 			noCT, err := send()
@@ -169,8 +178,8 @@ func measureDisruption(o options) (_ *Disruption, err error) {
 	return d, nil
 }
 
-// conntrackMap finds the connection table of a loaded xlb program.
-func conntrackMap(prog *ebpf.Program) (*ebpf.Map, error) {
+// progMap finds the map called name of a loaded xlb program.
+func progMap(prog *ebpf.Program, name string) (*ebpf.Map, error) {
 	info, err := prog.Info()
 	if err != nil {
 		return nil, fmt.Errorf("program info: %w", err)
@@ -185,12 +194,12 @@ func conntrackMap(prog *ebpf.Program) (*ebpf.Map, error) {
 			return nil, err
 		}
 		mi, err := m.Info()
-		if err == nil && mi.Name == bpf.MapConntrack {
+		if err == nil && mi.Name == name {
 			return m, nil
 		}
 		m.Close()
 	}
-	return nil, fmt.Errorf("xlb program has no %s map", bpf.MapConntrack)
+	return nil, fmt.Errorf("xlb program has no %s map", name)
 }
 
 // clearMap deletes every entry of a hash map.
@@ -217,7 +226,7 @@ func clearMap(m *ebpf.Map) error {
 func (d *Disruption) Markdown() string {
 	var b strings.Builder
 	b.WriteString("### 4. Disruption (flows that change backend)\n\n")
-	fmt.Fprintf(&b, "%d flows through the real data plane (one BPF_PROG_TEST_RUN packet each), before and after the change; \"without\" empties the connection table first (Maglev alone).\n\n", d.Flows)
+	fmt.Fprintf(&b, "%d flows through the real data plane (one BPF_PROG_TEST_RUN packet each), before and after the change; \"without\" empties the connection and half-open tables first (Maglev alone).\n\n", d.Flows)
 	var rows [][]string
 	for _, c := range d.Cases {
 		rows = append(rows, []string{c.Change, pct(c.Ideal, 2), pct(c.WithConntrack, 2), fmt.Sprint(c.MovedOthers), pct(c.WithoutConntrack, 2), pct(c.OnRemoved, 2)})
