@@ -153,7 +153,8 @@ func TestEstablishedBackendIDReused(t *testing.T) {
 	}
 }
 
-// newFixtureSized is a fixture with no services, with opts' limits.
+// newFixtureSized is a fixture with no services, with opts' limits and
+// the fixture's MAC.
 func newFixtureSized(t *testing.T, opts loader.Options) *fixture {
 	t.Helper()
 	priv.Require(t)

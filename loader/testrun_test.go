@@ -15,7 +15,6 @@ import (
 	"github.com/xlb-lb/xlb/maps"
 	"github.com/xlb-lb/xlb/maps/lb"
 	"github.com/xlb-lb/xlb/test/frame"
-	"github.com/xlb-lb/xlb/test/priv"
 )
 
 // XDP verdicts.
@@ -73,18 +72,8 @@ func newFixture(t *testing.T) *fixture {
 // limits are the fixture's).
 func newFixtureWith(t *testing.T, opts loader.Options) *fixture {
 	t.Helper()
-	priv.Require(t)
-	opts.MAC, opts.MaxServices, opts.MaxBackends = lbMAC, 64, 1024
-	b, err := loader.Open(opts)
-	if err != nil {
-		t.Fatalf("open: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := b.Close(); err != nil {
-			t.Errorf("close balancer: %v", err)
-		}
-	})
-	f := &fixture{t: t, b: b}
+	opts.MaxServices, opts.MaxBackends = 64, 1024
+	f := newFixtureSized(t, opts)
 	for _, s := range []lb.Service{
 		{Key: web4, Backends: backends(web4.VIP, 3)},
 		{Key: dns4, Backends: backends(dns4.VIP, 3)},
