@@ -3,12 +3,12 @@ package main
 import (
 	"errors"
 	"fmt"
+	"image/color"
 	"os"
 	"path/filepath"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
-	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 	"gonum.org/v1/plot/vg/vgimg"
@@ -102,7 +102,7 @@ func perPacketPlot(pp *PerPacket) (*plot.Plot, error) {
 	for i, b := range []*plotter.BarChart{bx, bb} {
 		b.Horizontal = true
 		b.LineStyle.Width = 0
-		b.Color = plotutil.Color(i)
+		b.Color = barColor(i)
 	}
 	bx.Offset, bb.Offset = w/2, -w/2
 	p.Add(bx, bb, plotter.NewGrid())
@@ -137,7 +137,7 @@ func throughputPlot(t *Throughput) (*plot.Plot, error) {
 			return nil, fmt.Errorf("chart: %w", err)
 		}
 		b.LineStyle.Width = 0
-		b.Color = plotutil.Color(i)
+		b.Color = barColor(i)
 		b.Offset = vg.Length(i-1) * w
 		p.Add(b)
 		p.Legend.Add(name, b)
@@ -159,4 +159,12 @@ func maxOf(vs ...plotter.Values) float64 {
 		}
 	}
 	return m
+}
+
+// barColor is the i-th colour of the Okabe-Ito palette, told apart with
+// every common colour-vision deficiency (and by lightness in grey): blue,
+// orange, bluish green, vermillion.
+func barColor(i int) color.Color {
+	p := []color.RGBA{{0x00, 0x72, 0xB2, 0xFF}, {0xE6, 0x9F, 0x00, 0xFF}, {0x00, 0x9E, 0x73, 0xFF}, {0xD5, 0x5E, 0x00, 0xFF}}
+	return p[i%len(p)]
 }
