@@ -51,9 +51,14 @@ func (d *Daemon) diffConfig(data []byte) (api.ConfigDiff, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	out := diffServices(d.desired, cfg.Services)
-	from, to := jsonText(d.bgpCfg), jsonText(cfg.BGP)
-	if from != to {
-		out.BGP = &api.Change{Field: "bgp", From: from, To: to}
+	if jsonText(d.bgpCfg) != jsonText(cfg.BGP) {
+		// Shown as GET /v1/bgp shows it: passwords hidden.
+		from, to := jsonText(hidePasswords(d.bgpCfg)), jsonText(hidePasswords(cfg.BGP))
+		field := "bgp"
+		if from == to {
+			field = "bgp (a peer password)"
+		}
+		out.BGP = &api.Change{Field: field, From: from, To: to}
 	}
 	return out, nil
 }
@@ -159,4 +164,18 @@ func jsonText(v any) string {
 		return "none"
 	}
 	return string(b)
+}
+
+// hidePasswords is a copy of b with each set peer password "(set)".
+func hidePasswords(b *config.BGP) *config.BGP {
+	if b == nil {
+		return nil
+	}
+	c := b.Clone()
+	for i := range c.Peers {
+		if c.Peers[i].Password != "" {
+			c.Peers[i].Password = "(set)"
+		}
+	}
+	return c
 }

@@ -117,3 +117,35 @@ func TestConfigDiffBad(t *testing.T) {
 		t.Errorf("unknown request field: %d %s", w.Code, w.Body)
 	}
 }
+
+// TestConfigDiffBGP: a bgp change is shown with passwords hidden, and a
+// password-only change is named as one.
+func TestConfigDiffBGP(t *testing.T) {
+	d, _, _ := startBGP(t, twoServices+`
+bgp:
+  asn: 65010
+  peers: [{address: 198.18.0.1, asn: 65000, password: secret1}]
+`, Options{})
+	for _, c := range []struct{ bgp, field, notFrom, notTo string }{
+		{"  asn: 65011\n  peers: [{address: 198.18.0.1, asn: 65000, password: secret1}]\n", "bgp", `"asn":65011`, `"asn":65010`},
+		{"  asn: 65010\n  peers: [{address: 198.18.0.1, asn: 65000, password: secret2}]\n", "bgp (a peer password)", "", ""},
+	} {
+		code, body := postDiff(t, d, twoServices+"bgp:\n"+c.bgp)
+		var got api.ConfigDiff
+		if err := json.Unmarshal(body, &got); code != http.StatusOK || err != nil || got.BGP == nil {
+			t.Fatalf("%d %s", code, body)
+		}
+		if got.BGP.Field != c.field || strings.Contains(string(body), "secret") || !strings.Contains(got.BGP.From, `"password":"(set)"`) ||
+			(c.notFrom != "" && (strings.Contains(got.BGP.From, c.notFrom) || strings.Contains(got.BGP.To, c.notTo))) {
+			t.Errorf("bgp diff %+v", got.BGP)
+		}
+		if len(got.Added)+len(got.Removed)+len(got.Changed) != 0 {
+			t.Errorf("services changed: %s", body)
+		}
+	}
+	code, body := postDiff(t, d, twoServices)
+	var got api.ConfigDiff
+	if err := json.Unmarshal(body, &got); code != http.StatusOK || err != nil || got.BGP == nil || got.BGP.To != "none" {
+		t.Errorf("bgp removed: %d %s", code, body)
+	}
+}

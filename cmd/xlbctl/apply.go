@@ -99,7 +99,7 @@ func writeDiff(w io.Writer, d api.ConfigDiff) error {
 		}
 	}
 	if d.BGP != nil {
-		p("~ bgp: %s -> %s", d.BGP.From, d.BGP.To)
+		p("~ %s: %s -> %s", d.BGP.Field, d.BGP.From, d.BGP.To)
 	}
 	p("%d added, %d removed, %d changed, %d unchanged (nothing applied)", len(d.Added), len(d.Removed), len(d.Changed), d.Unchanged)
 	return nil
