@@ -44,8 +44,10 @@ func checkConfig(w io.Writer, f *flags) error {
 	if err := xdpMode.UnmarshalText([]byte(mode)); err != nil {
 		return fmt.Errorf("xdp_mode: %w", err)
 	}
-	if role == lb.RoleBackend && cfg.Decap == nil {
-		return fmt.Errorf("config %s: decap: required by --role backend", f.checkConfig)
+	if role == lb.RoleBackend {
+		if err := daemon.CheckBackendConfig(cfg); err != nil {
+			return fmt.Errorf("config %s: %w", f.checkConfig, err)
+		}
 	}
 	// The interface's addresses are the BGP defaults; an interface not on
 	// this host (a file checked elsewhere) skips only those checks.
@@ -77,8 +79,11 @@ func printSummary(w io.Writer, f *flags, cfg *config.Config, role lb.Role, iface
 	p("interface %s, xdp_mode %s%s", iface, mode, note)
 	p("listeners: api %s, metrics %s", f.apiSock, orNone(f.metrics))
 	if role == lb.RoleBackend {
-		d := cfg.Decap
-		p("decap: vips %s, gue_port %d, addresses %s", strings.Join(d.VIPs, " "), d.GUEPort, orNone(strings.Join(d.Addresses, " ")))
+		if d := cfg.Decap; d == nil || len(d.VIPs) == 0 {
+			p("decap: no vips: nothing is decapsulated")
+		} else {
+			p("decap: vips %s, gue_port %d, addresses %s", strings.Join(d.VIPs, " "), d.GUEPort, orDefault(strings.Join(d.Addresses, " ")))
+		}
 		return
 	}
 	l := cfg.Limits
@@ -124,7 +129,7 @@ func orNone(s string) string {
 
 func orDefault(s string) string {
 	if s == "" {
-		return "(interface address)"
+		return "(the interface's)"
 	}
 	return s
 }

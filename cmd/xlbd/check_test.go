@@ -113,7 +113,17 @@ func TestCheckConfigBad(t *testing.T) {
 			}
 		})
 	}
-	f, _ := parseFlags([]string{"--check-config", filepath.Join(t.TempDir(), "missing.yaml")})
+	// The backend role refuses what it would ignore, as at start.
+	f, _ := parseFlags([]string{"--check-config", "../../examples/xlb.yaml", "--role", "backend"})
+	if err := checkConfig(&bytes.Buffer{}, f); err == nil || !strings.Contains(err.Error(), "services: 3 services in the config") {
+		t.Errorf("services in the backend role: %v", err)
+	}
+	f, _ = parseFlags([]string{"--check-config", writeConfig(t, "interface: lo\n"), "--role", "backend"})
+	var out bytes.Buffer
+	if err := checkConfig(&out, f); err != nil || !strings.Contains(out.String(), "decap: no vips: nothing is decapsulated\n") {
+		t.Errorf("no decap section: %v\n%s", err, out.String())
+	}
+	f, _ = parseFlags([]string{"--check-config", filepath.Join(t.TempDir(), "missing.yaml")})
 	if err := checkConfig(&bytes.Buffer{}, f); err == nil || !strings.Contains(err.Error(), "missing.yaml") {
 		t.Errorf("missing file: %v", err)
 	}
