@@ -4,7 +4,9 @@ package test
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -12,6 +14,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/xlb-lb/xlb/test/lab"
+	"github.com/xlb-lb/xlb/test/xlbdproc"
 )
 
 // TestCheckConfig runs the built xlbd --check-config on a good and a bad
@@ -90,5 +95,46 @@ func copyFile(t *testing.T, from, to string, mode os.FileMode) {
 	}
 	if err := out.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestApplyDryRun runs the built xlbctl apply --dry-run against a running
+// xlbd: the diff includes an API change a reload would drop, a bad file
+// gets xlbd's error with exit 1, and nothing changes.
+func TestApplyDryRun(t *testing.T) {
+	topo := lab.NewT(t, lab.Config{Backends: 2, ClientAddrs: -1})
+	svc := fmt.Sprintf("%s:80/tcp", topo.VIP4)
+	b0, b1 := topo.Backends[0].Addr4, topo.Backends[1].Addr4
+	file := fmt.Sprintf("services:\n  - vip: %s\n    port: 80\n    backends:\n      - address: %s\n", topo.VIP4, b0)
+	d := xlbdproc.NewT(t, xlbdproc.Options{Bins: bins, Lab: topo, Config: file})
+	d.Start()
+	if _, err := d.Ctl("backend", "add", svc, b1.String(), "--weight", "2"); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	next := filepath.Join(dir, "next.yaml")
+	write := func(s string) {
+		if err := os.WriteFile(next, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(file + "    scheduler: round-robin\n")
+	out, err := d.Ctl("apply", "--dry-run", "-f", next)
+	want := fmt.Sprintf("~ service %s\n    scheduler: maglev -> round-robin\n    - backend %s weight 2\n0 added, 0 removed, 1 changed, 0 unchanged (nothing applied)\n", svc, b1)
+	if err != nil || out != want {
+		t.Errorf("apply --dry-run: %v\n%s\nwant\n%s", err, out, want)
+	}
+	write(file + "    scheduler: fastest\n")
+	out, err = d.Ctl("apply", "--dry-run", "-f", next)
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(out, `services[0].scheduler "fastest"`) {
+		t.Errorf("bad file: %v\n%s", err, out)
+	}
+	st, err := d.Client().Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Services) != 1 || st.Services[0].Scheduler != "maglev" || len(st.Services[0].Backends) != 2 {
+		t.Errorf("the running state changed: %+v", st.Services)
 	}
 }
