@@ -66,6 +66,7 @@ func (d *Daemon) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/services/{service}/backends/{backend}/drain", d.withBackend(func(r *http.Request, key lb.ServiceKey, addr netip.Addr) error {
 		return d.drainBackend(key, addr)
 	}))
+	mux.HandleFunc("POST /v1/config/diff", d.handleConfigDiff)
 	mux.HandleFunc("GET /v1/flows", d.handleFlows)
 	mux.HandleFunc("GET /v1/services/{service}/table", d.handleTable)
 	mux.HandleFunc("GET /v1/bgp", func(w http.ResponseWriter, r *http.Request) {

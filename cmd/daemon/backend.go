@@ -68,15 +68,24 @@ func NewBackend(o BackendOptions) *Backend {
 // ErrBackendRole means a request the backend role does not serve.
 var ErrBackendRole = errors.New("xlbd runs in the backend role (decapsulator only): it has no services, flows, tables or BGP")
 
-// Apply checks cfg for the backend role and makes the decapsulator's
-// settings its decap section's: all or nothing. A config with services
-// or a bgp section is refused: they would silently do nothing here.
-func (b *Backend) Apply(cfg *config.Config) error {
+// CheckBackendConfig makes the checks of Apply that need no data plane
+// (xlbd --check-config --role backend).
+func CheckBackendConfig(cfg *config.Config) error {
 	if len(cfg.Services) > 0 {
 		return fmt.Errorf("services: %d services in the config: %w; remove them or run --role balancer", len(cfg.Services), ErrBackendRole)
 	}
 	if cfg.BGP != nil {
 		return fmt.Errorf("bgp: %w", ErrBackendRole)
+	}
+	return nil
+}
+
+// Apply checks cfg for the backend role and makes the decapsulator's
+// settings its decap section's: all or nothing. A config with services
+// or a bgp section is refused: they would silently do nothing here.
+func (b *Backend) Apply(cfg *config.Config) error {
+	if err := CheckBackendConfig(cfg); err != nil {
+		return err
 	}
 	var addrs []netip.Addr
 	if cfg.Decap == nil || len(cfg.Decap.Addresses) == 0 {

@@ -70,6 +70,23 @@ func splitCheckID(id string) (svc, backend string) {
 	return svc, backend
 }
 
+// checkedHealthConfig is s's health check as the prober takes it,
+// validated; false: s has no probing check.
+func checkedHealthConfig(s config.Service) (health.Config, bool, error) {
+	cfg, ok := healthConfig(s.Health)
+	if !ok {
+		return cfg, false, nil
+	}
+	key, err := s.Key()
+	if err != nil {
+		return cfg, false, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, false, badRequest("service %s: health: %w", key, err)
+	}
+	return cfg, true, nil
+}
+
 // healthConfig is a service's check in the checker's terms; false: the
 // service has no probing check (none, or no health block).
 func healthConfig(h *config.Health) (health.Config, bool) {
@@ -113,16 +130,16 @@ func (h *healthState) specs(svcs, prev []config.Service) ([]health.Spec, error) 
 	}
 	var out []health.Spec
 	for _, s := range svcs {
-		cfg, ok := healthConfig(s.Health)
+		cfg, ok, err := checkedHealthConfig(s)
+		if err != nil {
+			return nil, err
+		}
 		if !ok {
 			continue
 		}
 		key, err := s.Key()
 		if err != nil {
 			return nil, err
-		}
-		if err := cfg.Validate(); err != nil {
-			return nil, badRequest("service %s: health: %w", key, err)
 		}
 		port := uint16(s.Port)
 		if s.Health.Port != 0 {

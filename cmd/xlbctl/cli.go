@@ -113,6 +113,11 @@ func lookup(args []string) (*command, []string, error) {
 			return &commands[i], args[1:], nil
 		}
 	}
+	for i := range fileCommands {
+		if fileCommands[i].name == word {
+			return &fileCommands[i], args[1:], nil
+		}
+	}
 	if !isGroup(word) {
 		return nil, nil, usagef("unknown command %q (commands: %s; see xlbctl --help)", word, strings.Join(topNames(), ", "))
 	}
@@ -221,7 +226,7 @@ func writeHelp(w io.Writer, cmd *command) {
 	var own, check []*flag.Flag
 	fs.VisitAll(func(f *flag.Flag) {
 		switch {
-		case f.Name == "api" || f.Name == "o":
+		case f.Name == "api" || f.Name == "o" || f.Name == "f":
 		case slices.Contains(checkFlags, f.Name):
 			check = append(check, f)
 		default:
@@ -251,8 +256,11 @@ func writeFlags(w io.Writer, title string, flags []*flag.Flag) {
 	for _, f := range flags {
 		arg, usage := flag.UnquoteUsage(f)
 		name := "--" + f.Name
-		if f.Name == "output" {
+		switch f.Name {
+		case "output":
 			name = "-o, --output"
+		case "file":
+			name = "-f, --file"
 		}
 		if arg != "" {
 			name += " " + arg
@@ -305,8 +313,7 @@ pattern). A backend is an IP address, e.g. 198.18.0.11 or 2001:2::11.
 Commands:
 `)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	for i := range commands {
-		c := &commands[i]
+	for _, c := range slices.Concat(commands, fileCommands) {
 		fmt.Fprintf(tw, "  %s\t%s\n", c.shortUsage(), c.summary)
 	}
 	_ = tw.Flush() // output for a person, as fmt.Fprint* (see .golangci.yaml)

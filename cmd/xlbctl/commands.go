@@ -206,3 +206,31 @@ and how long the backend has been in it.`,
 		setup: backendList,
 	},
 }
+
+// fileCommands are the commands that send a config file to xlbd rather
+// than change its state piece by piece. They are looked up and listed
+// after commands; they are not in that table because its tests drive every
+// entry with positional arguments alone, and a file command needs -f.
+var fileCommands = []command{
+	{
+		name:    "apply",
+		flags:   "--dry-run -f FILE [-o table|json]",
+		summary: "show what a reload with a config file would change",
+		help: `
+Sends the config file to xlbd, which validates it as a reload would (the same
+parser and checks) and answers what a reload with it would change in the
+running state, the file's and the API's changes: services added (+), removed
+(-) and changed (~), and for a changed one its settings and its backends
+added, removed or reweighted. Nothing is applied. A bad file gets xlbd's
+error, naming the field and the value (exit status 1).
+
+Only --dry-run is supported: to apply the file, make it xlbd's config file
+and reload (systemctl reload xlbd, or SIGHUP), which applies all of it or
+nothing.`,
+		examples: []string{
+			"xlbctl apply --dry-run -f /etc/xlb/xlb.yaml.new",
+			"xlbctl apply --dry-run -f new.yaml -o json | jq .changed",
+		},
+		setup: apply,
+	},
+}

@@ -43,6 +43,7 @@ var version = "dev"
 type flags struct {
 	iface, config, xdpMode, bpffs, apiSock, metrics, state string
 	apiGroup, runDir, role                                 string
+	checkConfig                                            string
 	detach                                                 bool
 	logLevel                                               string
 }
@@ -62,6 +63,7 @@ func parseFlags(args []string) (*flags, error) {
 	fs.StringVar(&f.runDir, "run-dir", "/run/xlb", "directory of the per-interface lock files")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.role, "role", string(lb.RoleBalancer), "balancer (the load balancer) or backend (the decapsulator of a backend host: the config's decap section)")
+	fs.StringVar(&f.checkConfig, "check-config", "", "check the config file `FILE` as a start or reload would (no data plane, no root), print a summary and exit: 0 valid, 1 not")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: xlbd [flags]\n\nRuns the xlb data plane on one interface. Stopping xlbd (SIGTERM) keeps\nforwarding; a restarted xlbd re-adopts it. SIGHUP reloads the config file.\n--role backend runs the decapsulator of a backend host instead (the\nconfig's decap section).\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -83,6 +85,13 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "xlbd:", err)
 		os.Exit(2)
+	}
+	if f.checkConfig != "" {
+		if err := checkConfig(os.Stdout, f); err != nil {
+			fmt.Fprintln(os.Stderr, "xlbd: check-config:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
