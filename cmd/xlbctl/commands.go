@@ -179,7 +179,6 @@ finish, drain it first and remove it once "xlbctl flows" shows none left.`,
 	{
 		name:    "backend drain",
 		args:    "VIP:PORT/PROTO ADDR",
-		flags:   "[--wait [--timeout DURATION]]",
 		summary: "stop sending new flows to a backend, keeping its flows",
 		help: `
 Sets the weight of backend ADDR of the service to 0: its established flows
