@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"time"
 
 	"github.com/xlb-lb/xlb/cmd/api"
 	"github.com/xlb-lb/xlb/cmd/config"
@@ -102,18 +103,108 @@ func backendDel(fs *flag.FlagSet) func(context.Context, *call) error {
 	}
 }
 
+// drainPoll is how often "backend drain --wait" reads the active flows;
+// tests shorten it.
+var drainPoll = time.Second
+
+// defaultDrainTimeout is how long "backend drain --wait" waits by default.
+const defaultDrainTimeout = 5 * time.Minute
+
 func backendDrain(fs *flag.FlagSet) func(context.Context, *call) error {
+	wait := fs.Bool("wait", false, "wait until the backend has no active flows left")
+	timeout := fs.String("timeout", defaultDrainTimeout.String(), "with --wait: give up after `DURATION`")
 	return func(ctx context.Context, c *call) error {
 		k, addr, err := backendArgs(c)
 		if err != nil {
 			return err
 		}
+		d := defaultDrainTimeout
+		if c.given["timeout"] {
+			if !*wait {
+				return usageErr("--timeout needs --wait")
+			}
+			d, err = time.ParseDuration(*timeout)
+			if err != nil || d <= 0 {
+				return usagef("--timeout %q: want a positive duration such as 30s or 5m", *timeout)
+			}
+		}
 		if _, err := c.client.DrainBackend(ctx, k.String(), addr); err != nil {
 			return err
 		}
 		fmt.Fprintf(c.env.Stdout, "draining backend %s of %s: weight 0, its flows continue, new flows go to the others\n", addr, k)
-		return nil
+		if !*wait {
+			return nil
+		}
+		return waitDrained(ctx, c, k, addr, d)
 	}
+}
+
+// waitDrained polls the active flows of backend addr of service k until
+// there are none, printing the count whenever it changes. It fails when
+// timeout passes or ctx ends (Ctrl-C); the backend stays drained.
+func waitDrained(ctx context.Context, c *call, k lb.ServiceKey, addr string, timeout time.Duration) error {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(drainPoll)
+	defer tick.Stop()
+	last := int64(-1)
+	for {
+		n, err := activeFlows(ctx, c, k, addr)
+		if err != nil {
+			if ctx.Err() != nil {
+				return stopped(c, k, addr, last)
+			}
+			return err
+		}
+		if n == 0 {
+			fmt.Fprintf(c.env.Stdout, "backend %s of %s: drained, no active flows left\n", addr, k)
+			return nil
+		}
+		if int64(n) != last {
+			fmt.Fprintf(c.env.Stdout, "backend %s of %s: %d active %s\n", addr, k, n, plural(n, "flow", "flows"))
+			last = int64(n)
+		}
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			return fmt.Errorf("backend %s of %s: %d active %s left after %s (it stays drained)", addr, k, n, plural(n, "flow", "flows"), timeout)
+		case <-ctx.Done():
+			return stopped(c, k, addr, last)
+		}
+	}
+}
+
+// stopped is the error of a wait cut short by Ctrl-C.
+func stopped(c *call, k lb.ServiceKey, addr string, last int64) error {
+	if last < 0 {
+		return fmt.Errorf("backend %s of %s: stopped waiting (it stays drained)", addr, k)
+	}
+	return fmt.Errorf("backend %s of %s: stopped waiting with %d active flow(s) left (it stays drained)", addr, k, last)
+}
+
+// activeFlows reads the active flows of backend addr of service k.
+func activeFlows(ctx context.Context, c *call, k lb.ServiceKey, addr string) (uint64, error) {
+	svcs, err := c.client.Services(ctx)
+	if err != nil {
+		return 0, err
+	}
+	ss, ok := findService(svcs, k)
+	if !ok {
+		return 0, noService(k)
+	}
+	for _, b := range ss.Backends {
+		if b.Address == addr {
+			return b.ActiveFlows, nil
+		}
+	}
+	return 0, fmt.Errorf("backend %s of %s: gone while waiting for its flows", addr, k)
+}
+
+func plural(n uint64, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 func backendList(fs *flag.FlagSet) func(context.Context, *call) error {

@@ -183,9 +183,17 @@ finish, drain it first and remove it once "xlbctl flows" shows none left.`,
 		help: `
 Sets the weight of backend ADDR of the service to 0: its established flows
 continue, new flows go to the other backends (like ipvsadm -e -w 0). Undo it
-with "backend set ... --weight N".`,
+with "backend set ... --weight N".
+
+With --wait it then reads the backend's active flows every second, prints
+the count when it changes and exits 0 once it is 0, or 1 after --timeout
+(default 5m) with the count left. A TCP flow leaves the count as soon as
+the client's FIN or RST passes the balancer; a flow that just goes idle (UDP,
+a client that vanished) leaves when it expires and xlbd's sweep (every 5s)
+removes it. Ctrl-C stops waiting; the backend stays drained.`,
 		examples: []string{
 			"xlbctl backend drain 198.18.1.1:80/tcp 198.18.0.11",
+			"xlbctl backend drain 198.18.1.1:80/tcp 198.18.0.11 --wait --timeout 10m && xlbctl backend del 198.18.1.1:80/tcp 198.18.0.11",
 			"xlbctl flows | grep 198.18.0.11  # wait for its flows to end, then: backend del",
 		},
 		setup: backendDrain,
