@@ -24,6 +24,7 @@ func (d *Daemon) MetricsHandler() http.Handler {
 		d.writeMetrics(bw)
 		_ = bw.Flush() // the scraper went away: nothing to tell it
 	})
+	d.statusPage(mux)
 	return mux
 }
 
