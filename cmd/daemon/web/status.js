@@ -110,7 +110,10 @@
     const tbody = el("tbody");
     const tfoot = el("tfoot");
     const total = el("tr", { "data-total": "" });
-    for (const [k, label, num] of COLUMNS) total.append(el("td", { "data-col": k, "data-label": label, class: num ? "num" : "" }));
+    const totalLabel = { backend: "", state: "Backends" };
+    for (const [k, label, num] of COLUMNS) {
+      total.append(el("td", { "data-col": k, "data-label": k in totalLabel ? totalLabel[k] : label, class: num ? "num" : "" }));
+    }
     tfoot.append(total);
     table.append(el("caption", { class: "mono", hidden: "" }, "Backends of " + key), thead, tbody, tfoot);
     const scroll = el("div", { class: "scroll" });
@@ -321,6 +324,7 @@
       document.body.dataset.ready = "1";
       setFeed(true, "live, updated " + new Date(serverNow).toISOString().slice(11, 19) + " UTC");
     } catch (err) {
+      console.error("xlb status page:", err);
       document.body.dataset.error = String(err && err.message ? err.message : err);
       setFeed(false, "not updating: " + document.body.dataset.error + "; retrying");
     }

@@ -1,0 +1,423 @@
+//go:build integration
+
+package test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	"github.com/xlb-lb/xlb/cmd/api"
+	"github.com/xlb-lb/xlb/test/lab"
+	"github.com/xlb-lb/xlb/test/priv"
+	"github.com/xlb-lb/xlb/test/xlbdproc"
+)
+
+// ScreenshotDirEnv names a directory: TestStatusPage then also writes
+// status-page.png (1280 px wide) and status-page-phone.png (375 px) there,
+// taken while traffic flows (make screenshots).
+const ScreenshotDirEnv = "XLB_SCREENSHOT_DIR"
+
+// pageRow is one backend row of the status page, read from the DOM: its
+// data-* attributes and the text shown in its cells.
+type pageRow struct {
+	Backend     string `json:"backend"`
+	State       string `json:"state"`
+	StateText   string `json:"stateText"`
+	Weight      string `json:"weight"`
+	WeightText  string `json:"weightText"`
+	Active      string `json:"activeFlows"`
+	ActiveText  string `json:"activeText"`
+	Packets     string `json:"packets"`
+	PacketsText string `json:"packetsText"`
+	Bytes       string `json:"bytes"`
+	NewFlows    string `json:"newFlows"`
+	NewText     string `json:"newText"`
+	PPS         string `json:"pps"`
+	Reason      string `json:"reason"`
+	Check       string `json:"check"`
+}
+
+// pageService is one service table of the page.
+type pageService struct {
+	Service   string    `json:"service"`
+	Scheduler string    `json:"scheduler"`
+	Forward   string    `json:"forward"`
+	Announced string    `json:"announced"`
+	Health    string    `json:"health"`
+	Packets   string    `json:"packets"` // the totals row
+	Rows      []pageRow `json:"rows"`
+}
+
+// readPage is run in the page: what it shows, as pageService values.
+const readPage = `[...document.querySelectorAll("section.service")].map(s => ({
+  service: s.dataset.service, scheduler: s.dataset.scheduler, forward: s.dataset.forward,
+  announced: s.dataset.announced, health: s.dataset.health,
+  packets: s.querySelector("tfoot tr").dataset.packets || "",
+  rows: [...s.querySelectorAll("tbody tr")].map(r => {
+    const c = k => r.querySelector('[data-col="' + k + '"]').textContent;
+    return {backend: r.dataset.backend, state: r.dataset.state, stateText: c("state"),
+      weight: r.dataset.weight, weightText: c("weight"), activeFlows: r.dataset.activeFlows, activeText: c("active"),
+      packets: r.dataset.packets, packetsText: c("packets"), bytes: r.dataset.bytes,
+      newFlows: r.dataset.newFlows, newText: c("new"), pps: r.dataset.pps, reason: c("reason"), check: c("check")};
+  })}))`
+
+// browser is a headless chromium in the lab's balancer namespace (so it
+// reaches xlbd's metrics listener on the namespace's loopback), driven
+// through chromedp's pipe; every uncaught exception and console error of
+// the page is collected.
+type browser struct {
+	ctx    context.Context
+	mu     sync.Mutex
+	errors []string
+}
+
+func (b *browser) pageErrors() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.errors...)
+}
+
+func newBrowser(t *testing.T, nsPath string) *browser {
+	t.Helper()
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		priv.SkipOrFail(t, fmt.Errorf("no chromium (Debian package chromium): %w", err))
+	}
+	nsenter, err := exec.LookPath("nsenter")
+	if err != nil {
+		priv.SkipOrFail(t, fmt.Errorf("no nsenter: %w", err))
+	}
+	dir := t.TempDir()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium),
+		chromedp.NoSandbox, // root
+		chromedp.DisableGPU,
+		chromedp.UserDataDir(filepath.Join(dir, "profile")),
+		chromedp.Env("HOME="+dir),
+		chromedp.WindowSize(1280, 900),
+		// nsenter enters the network namespace only (the host's files
+		// stay visible) and execs chromium: the same pid, which
+		// chromedp stops when the context ends.
+		chromedp.ModifyCmdFunc(func(cmd *exec.Cmd) {
+			cmd.Args = append([]string{nsenter, "--net=" + nsPath, "--", cmd.Path}, cmd.Args[1:]...)
+			cmd.Path = nsenter
+		}),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(func() {
+		cancel()
+		cancelAlloc()
+	})
+	b := &browser{ctx: ctx}
+	exceptions := chromedp.Events(ctx, runtime.ExceptionThrown)
+	console := chromedp.Events(ctx, runtime.ConsoleAPICalled)
+	go func() {
+		for ev, err := range exceptions {
+			if err != nil {
+				return
+			}
+			b.mu.Lock()
+			d := ev.ExceptionDetails
+			msg := d.Text
+			if d.Exception != nil {
+				msg += " " + d.Exception.Description
+			}
+			b.errors = append(b.errors, fmt.Sprintf("exception at %s:%d: %s", d.URL, d.LineNumber+1, msg))
+			b.mu.Unlock()
+		}
+	}()
+	go func() {
+		for ev, err := range console {
+			if err != nil {
+				return
+			}
+			if ev.Type == runtime.ConsoleAPICalledTypeError {
+				var args []string
+				for _, a := range ev.Args {
+					args = append(args, string(a.Value)+a.Description)
+				}
+				b.mu.Lock()
+				b.errors = append(b.errors, "console.error: "+strings.Join(args, " "))
+				b.mu.Unlock()
+			}
+		}
+	}()
+	return b
+}
+
+// do runs actions, bounded.
+func (b *browser) do(t *testing.T, what string, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		t.Fatalf("browser: %s: %v; page errors: %v; the page says: %q", what, err, b.pageErrors(), b.feedError())
+	}
+}
+
+// feedError is the error the page shows about its feed (data-error).
+func (b *browser) feedError() string {
+	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+	defer cancel()
+	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.dataset.error`))
+	if err != nil {
+		return "(unreadable: " + err.Error() + ")"
+	}
+	return s
+}
+
+func evalIn[T any](t *testing.T, b *browser, what, js string) T {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](js))
+	if err != nil {
+		t.Fatalf("browser: %s: %v; page errors: %v", what, err, b.pageErrors())
+	}
+	return v
+}
+
+// waitUpdates waits until the page has taken n more readings of its feed.
+func (b *browser) waitUpdates(t *testing.T, n int) {
+	t.Helper()
+	now := evalIn[string](t, b, "read the update count", `document.body.dataset.updates`)
+	from, _ := strconv.Atoi(now)
+	b.do(t, fmt.Sprintf("wait for %d more updates", n), chromedp.Poll[chromedp.Void](fmt.Sprintf(
+		`Number(document.body.dataset.updates) >= %d`, from+n), chromedp.WithPollingInterval(100*time.Millisecond)))
+}
+
+// ctlStatus is "xlbctl status -o json".
+func (e *daemonEnv) ctlStatus() api.Status {
+	e.t.Helper()
+	out := e.MustCtl("status", "-o", "json")
+	var st api.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		e.t.Fatalf("xlbctl status -o json: %v\n%s", err, out)
+	}
+	return st
+}
+
+// counters is what must not move between two readings for the page to be
+// compared with them: every backend's state, weight and counters.
+func counters(s api.ServiceStatus) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d %d %d|", s.Packets, s.Bytes, s.NewFlows)
+	for _, be := range s.Backends {
+		fmt.Fprintf(&b, "%s %s %d %d %d %d %d|", be.Address, be.State, be.Weight, be.ActiveFlows, be.Packets, be.Bytes, be.NewFlows)
+	}
+	return b.String()
+}
+
+// TestStatusPage loads xlbd's status page in a real headless chromium from
+// a running xlbd in the lab: one service with three HTTP backends under
+// an http health check, one drained, traffic through the VIP (some of it
+// on connections kept open). Once the counters stand still, every number
+// the page shows (state, weight, active flows, packets, bytes, new flows)
+// equals "xlbctl status -o json" read before and after, the drained
+// backend shows as drained, no script error happened, and at 375 px wide
+// nothing scrolls sideways. With XLB_SCREENSHOT_DIR set it also takes
+// the screenshots for the docs while traffic flows (issue 16).
+func TestStatusPage(t *testing.T) {
+	topo := lab.NewT(t, lab.Config{Backends: 3, ClientAddrs: 8})
+	for _, h := range topo.Backends {
+		srv, err := h.ServeHTTP(h.Name, 8080)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(srv.Stop)
+	}
+	e := newDaemonEnv(t, topo, healthConfig(topo, 8080, fmt.Sprintf(
+		"      type: http\n      interval: 1s\n      rise: 1\n      http: {path: %s}\n", lab.HealthPath)))
+	e.Start()
+	svc := fmt.Sprintf("%s:8080/tcp", topo.VIP4)
+	e.waitAllUp(svc)
+	vip := netip.AddrPortFrom(topo.VIP4, 8080)
+
+	// Connections kept open (active flows), then the drain: the drained
+	// backend keeps the ones it has.
+	var kept []*lab.HTTPConn
+	for i := 0; i < 6; i++ {
+		c, err := topo.Client.DialHTTP(netip.AddrPortFrom(topo.Client.Extra4[i], 0), vip, 3*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		if _, err := c.Get("/", 3*time.Second); err != nil {
+			t.Fatalf("kept connection %d: %v", i, err)
+		}
+		kept = append(kept, c)
+	}
+	drained := topo.Backends[1].Addr4
+	e.MustCtl("backend", "drain", svc, drained.String())
+	e.waitBackend(svc, drained, "drained", func(b api.BackendStatus) bool { return b.State == api.StateDrain && !b.InTable })
+	traffic := func(n, round int) {
+		for i := 0; i < n; i++ {
+			src := netip.AddrPortFrom(topo.Client.Extra4[i%len(topo.Client.Extra4)], uint16(20000+round*1000+i%1000))
+			if _, err := topo.Client.GetHTTP(src, vip, 3*time.Second); err != nil {
+				t.Errorf("request %d through the VIP: %v", i, err)
+				return
+			}
+		}
+		for i, c := range kept {
+			if _, err := c.Get("/", 3*time.Second); err != nil {
+				t.Errorf("request on kept connection %d: %v", i, err)
+				return
+			}
+		}
+	}
+	traffic(40, 0)
+
+	b := newBrowser(t, topo.Balancer.NS.Path)
+	url := "http://" + xlbdproc.DefaultMetrics + "/"
+	b.do(t, "load the page", chromedp.Navigate(url), chromedp.WaitReady(`body[data-ready="1"]`))
+
+	if dir := os.Getenv(ScreenshotDirEnv); dir != "" {
+		screenshots(t, b, dir, func(round int) { traffic(30, round) })
+	}
+
+	// Let the counters settle: two readings a second apart agree.
+	var before api.Status
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		before = e.ctlStatus()
+		time.Sleep(time.Second)
+		if again := e.ctlStatus(); counters(again.Services[0]) == counters(before.Services[0]) {
+			before = again
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the counters did not stand still for a second within 30s")
+		}
+	}
+	b.waitUpdates(t, 2) // a reading taken after "before"
+	page := evalIn[[]pageService](t, b, "read the page", readPage)
+	after := e.ctlStatus()
+	if counters(after.Services[0]) != counters(before.Services[0]) {
+		t.Fatalf("the counters moved while the page was read:\nbefore %s\nafter  %s", counters(before.Services[0]), counters(after.Services[0]))
+	}
+	if len(page) != len(after.Services) {
+		t.Fatalf("the page shows %d services, xlbctl %d: %+v", len(page), len(after.Services), page)
+	}
+	want := after.Services[0]
+	got := page[0]
+	t.Logf("page: %+v", got)
+	if got.Service != want.Service || got.Scheduler != want.Scheduler || got.Forward != want.Forward || got.Health != "http" {
+		t.Errorf("service head: %+v, want %s %s %s http", got, want.Service, want.Scheduler, want.Forward)
+	}
+	if got.Packets != strconv.FormatUint(want.Packets, 10) {
+		t.Errorf("totals row packets %s, xlbctl %d", got.Packets, want.Packets)
+	}
+	if len(got.Rows) != len(want.Backends) || len(got.Rows) != 3 {
+		t.Fatalf("the page shows %d backend rows, xlbctl %d", len(got.Rows), len(want.Backends))
+	}
+	var sawDrained bool
+	for i, w := range want.Backends {
+		r := got.Rows[i]
+		u := strconv.FormatUint
+		checks := []struct{ what, got, want string }{
+			{"address", r.Backend, w.Address},
+			{"state", r.State, w.State},
+			{"state shown", strings.TrimSpace(r.StateText), w.State},
+			{"weight", r.Weight, u(uint64(w.Weight), 10)},
+			{"weight shown", r.WeightText, u(uint64(w.Weight), 10)},
+			{"active flows", r.Active, u(w.ActiveFlows, 10)},
+			{"active flows shown", strings.ReplaceAll(r.ActiveText, ",", ""), u(w.ActiveFlows, 10)},
+			{"packets", r.Packets, u(w.Packets, 10)},
+			{"packets shown", strings.ReplaceAll(r.PacketsText, ",", ""), u(w.Packets, 10)},
+			{"bytes", r.Bytes, u(w.Bytes, 10)},
+			{"new flows", r.NewFlows, u(w.NewFlows, 10)},
+			{"new flows shown", strings.ReplaceAll(r.NewText, ",", ""), u(w.NewFlows, 10)},
+			{"packet rate (counters still)", r.PPS, "0.0"},
+		}
+		for _, c := range checks {
+			if c.got != c.want {
+				t.Errorf("backend %s: %s on the page %q, xlbctl %q", w.Address, c.what, c.got, c.want)
+			}
+		}
+		if w.Check == nil || !strings.HasPrefix(r.Check, "http 200") {
+			t.Errorf("backend %s: last check shown %q (xlbctl %+v)", w.Address, r.Check, w.Check)
+		}
+		if w.Address == drained.String() {
+			sawDrained = true
+			if r.State != api.StateDrain || w.ActiveFlows == 0 {
+				t.Errorf("drained backend %s: page state %q, xlbctl active flows %d (want drain, kept connections)", w.Address, r.State, w.ActiveFlows)
+			}
+		} else if r.State != api.StateUp {
+			t.Errorf("backend %s: page state %q, want up", w.Address, r.State)
+		}
+		if w.Packets == 0 || w.ActiveFlows == 0 {
+			t.Errorf("backend %s had no traffic (packets %d, active %d): the test proves little", w.Address, w.Packets, w.ActiveFlows)
+		}
+	}
+	if !sawDrained {
+		t.Errorf("no row for the drained backend %s", drained)
+	}
+
+	// A phone: 375 CSS px, nothing wider than the screen.
+	b.do(t, "phone viewport", chromedp.EmulateViewport(375, 812, chromedp.EmulateScale(2)))
+	b.waitUpdates(t, 1)
+	if w := evalIn[int](t, b, "page width", `document.documentElement.scrollWidth`); w > 375 {
+		t.Errorf("at 375 px the page is %d px wide: it scrolls sideways", w)
+	}
+	if n := evalIn[int](t, b, "rows at 375 px", `document.querySelectorAll("section.service tbody tr").length`); n != 3 {
+		t.Errorf("at 375 px the page shows %d backend rows", n)
+	}
+	if errs := b.pageErrors(); len(errs) > 0 {
+		t.Errorf("the page's script failed: %v", errs)
+	}
+}
+
+// screenshots writes the page at 1280 and 375 px wide into dir while
+// traffic flows, so the rates show.
+func screenshots(t *testing.T, b *browser, dir string, traffic func(round int)) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for round := 1; ; round++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			traffic(round % 40)
+		}
+	}()
+	defer func() {
+		close(stop)
+		<-done
+	}()
+	shoot := func(name string, w, h int64, scale float64) {
+		b.do(t, "viewport "+name, chromedp.EmulateViewport(w, h, chromedp.EmulateScale(scale)))
+		b.waitUpdates(t, 3)
+		png, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatalf("screenshot %s: %v", name, err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("wrote %s (%d bytes)", filepath.Join(dir, name), len(png))
+	}
+	shoot("status-page.png", 1280, 720, 1)
+	shoot("status-page-phone.png", 375, 812, 2)
+	b.do(t, "desktop viewport", chromedp.EmulateViewport(1280, 900, chromedp.EmulateScale(1)))
+}
