@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -121,6 +122,9 @@ func newBrowser(t *testing.T, nsPath string) *browser {
 	t.Cleanup(func() {
 		cancel()
 		cancelAlloc()
+		if left := stopProcessesOf(dir); len(left) > 0 {
+			t.Errorf("chromium processes outlived the test: %v", left)
+		}
 	})
 	b := &browser{ctx: ctx}
 	exceptions := chromedp.Events(ctx, runtime.ExceptionThrown)
@@ -157,6 +161,34 @@ func newBrowser(t *testing.T, nsPath string) *browser {
 		}
 	}()
 	return b
+}
+
+// stopProcessesOf kills, by pid, every process whose command line names
+// dir: the browser's own processes all name its profile directory, and
+// the crash handlers chromium starts in sessions of their own name the
+// crash database under HOME; both are in dir, which is the test's own.
+// It returns those still there after 10s.
+func stopProcessesOf(dir string) []int {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var left []int
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil || pid == os.Getpid() {
+				continue
+			}
+			cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+			if err == nil && strings.Contains(string(cmdline), dir) {
+				left = append(left, pid)
+				_ = syscall.Kill(pid, syscall.SIGKILL) // gone already: fine
+			}
+		}
+		if len(left) == 0 || time.Now().After(deadline) {
+			return left
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // do runs actions, bounded.
@@ -213,19 +245,22 @@ func (e *daemonEnv) ctlStatus() api.Status {
 
 // counters is what must not move between two readings for the page to be
 // compared with them: every backend's state, weight and counters.
-func counters(s api.ServiceStatus) string {
+func counters(st api.Status) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d %d %d|", s.Packets, s.Bytes, s.NewFlows)
-	for _, be := range s.Backends {
-		fmt.Fprintf(&b, "%s %s %d %d %d %d %d|", be.Address, be.State, be.Weight, be.ActiveFlows, be.Packets, be.Bytes, be.NewFlows)
+	for _, s := range st.Services {
+		fmt.Fprintf(&b, "%s %d %d %d|", s.Service, s.Packets, s.Bytes, s.NewFlows)
+		for _, be := range s.Backends {
+			fmt.Fprintf(&b, "%s %s %d %d %d %d %d|", be.Address, be.State, be.Weight, be.ActiveFlows, be.Packets, be.Bytes, be.NewFlows)
+		}
 	}
 	return b.String()
 }
 
 // TestStatusPage loads xlbd's status page in a real headless chromium from
-// a running xlbd in the lab: one service with three HTTP backends under
-// an http health check, one drained, traffic through the VIP (some of it
-// on connections kept open). Once the counters stand still, every number
+// a running xlbd in the lab: a service with three HTTP backends under an
+// http health check, one drained, and an IPv6 round-robin service without
+// a check, traffic through both VIPs (some of it on connections kept
+// open). Once the counters stand still, every number
 // the page shows (state, weight, active flows, packets, bytes, new flows)
 // equals "xlbctl status -o json" read before and after, the drained
 // backend shows as drained, no script error happened, and at 375 px wide
@@ -240,12 +275,24 @@ func TestStatusPage(t *testing.T) {
 		}
 		t.Cleanup(srv.Stop)
 	}
-	e := newDaemonEnv(t, topo, healthConfig(topo, 8080, fmt.Sprintf(
-		"      type: http\n      interval: 1s\n      rise: 1\n      http: {path: %s}\n", lab.HealthPath)))
+	// Two services, one table each: IPv4 under an http check, IPv6
+	// round-robin without one.
+	config := healthConfig(topo, 8080, fmt.Sprintf(
+		"      type: http\n      interval: 1s\n      rise: 1\n      http: {path: %s}\n", lab.HealthPath))
+	config += fmt.Sprintf("  - vip: %s\n    port: 8080\n    protocol: tcp\n    scheduler: round-robin\n    backends:\n", topo.VIP6)
+	for _, h := range topo.Backends {
+		config += fmt.Sprintf("      - address: %s\n", h.Addr6)
+	}
+	e := newDaemonEnv(t, topo, config)
 	e.Start()
 	svc := fmt.Sprintf("%s:8080/tcp", topo.VIP4)
+	svc6 := fmt.Sprintf("[%s]:8080/tcp", topo.VIP6)
 	e.waitAllUp(svc)
+	for _, h := range topo.Backends {
+		e.waitBackend(svc6, h.Addr6, "up", isUp)
+	}
 	vip := netip.AddrPortFrom(topo.VIP4, 8080)
+	vip6 := netip.AddrPortFrom(topo.VIP6, 8080)
 
 	// Connections kept open (active flows), then the drain: the drained
 	// backend keeps the ones it has.
@@ -261,14 +308,43 @@ func TestStatusPage(t *testing.T) {
 		}
 		kept = append(kept, c)
 	}
-	drained := topo.Backends[1].Addr4
+	for i := 0; i < 3; i++ {
+		c, err := topo.Client.DialHTTP(netip.AddrPortFrom(topo.Client.Extra6[i], 0), vip6, 3*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		if _, err := c.Get("/", 3*time.Second); err != nil {
+			t.Fatalf("kept IPv6 connection %d: %v", i, err)
+		}
+		kept = append(kept, c)
+	}
+	// Drain the backend that holds the most kept connections: it keeps
+	// them, so the page must show it drained with active flows.
+	var drained netip.Addr
+	var most uint64
+	for _, b := range e.ctlStatus().Services[0].Backends {
+		if b.ActiveFlows > most {
+			drained, most = netip.MustParseAddr(b.Address), b.ActiveFlows
+		}
+	}
+	if most == 0 {
+		t.Fatal("no active flows with 6 connections open")
+	}
 	e.MustCtl("backend", "drain", svc, drained.String())
 	e.waitBackend(svc, drained, "drained", func(b api.BackendStatus) bool { return b.State == api.StateDrain && !b.InTable })
-	traffic := func(n, round int) {
+	traffic := func(n int) {
 		for i := 0; i < n; i++ {
-			src := netip.AddrPortFrom(topo.Client.Extra4[i%len(topo.Client.Extra4)], uint16(20000+round*1000+i%1000))
+			src := netip.AddrPortFrom(topo.Client.Extra4[i%len(topo.Client.Extra4)], 0) // an ephemeral port: no clash with TIME_WAIT
 			if _, err := topo.Client.GetHTTP(src, vip, 3*time.Second); err != nil {
 				t.Errorf("request %d through the VIP: %v", i, err)
+				return
+			}
+		}
+		for i := 0; i < n/2; i++ {
+			src := netip.AddrPortFrom(topo.Client.Extra6[i%len(topo.Client.Extra6)], 0) // an ephemeral port: no clash with TIME_WAIT
+			if _, err := topo.Client.GetHTTP(src, vip6, 3*time.Second); err != nil {
+				t.Errorf("request %d through the IPv6 VIP: %v", i, err)
 				return
 			}
 		}
@@ -279,88 +355,95 @@ func TestStatusPage(t *testing.T) {
 			}
 		}
 	}
-	traffic(40, 0)
+	traffic(40)
 
 	b := newBrowser(t, topo.Balancer.NS.Path)
 	url := "http://" + xlbdproc.DefaultMetrics + "/"
 	b.do(t, "load the page", chromedp.Navigate(url), chromedp.WaitReady(`body[data-ready="1"]`))
 
 	if dir := os.Getenv(ScreenshotDirEnv); dir != "" {
-		screenshots(t, b, dir, func(round int) { traffic(30, round) })
+		screenshots(t, b, dir, func() { traffic(30) })
 	}
 
-	// Let the counters settle: two readings a second apart agree.
-	var before api.Status
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		before = e.ctlStatus()
-		time.Sleep(time.Second)
-		if again := e.ctlStatus(); counters(again.Services[0]) == counters(before.Services[0]) {
-			before = again
+	// Read the page between two readings of xlbctl that agree (the
+	// counters stand still: traffic stopped, and neither a late packet
+	// nor xlbd's sweep of the active counts moved them meanwhile); when
+	// they moved, try again.
+	var page []pageService
+	var after api.Status
+	for attempt := 1; ; attempt++ {
+		before := e.ctlStatus()
+		b.waitUpdates(t, 2) // a reading taken after "before"
+		page = evalIn[[]pageService](t, b, "read the page", readPage)
+		after = e.ctlStatus()
+		if counters(after) == counters(before) {
 			break
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the counters did not stand still for a second within 30s")
+		if attempt == 10 {
+			t.Fatalf("the counters never stood still while the page was read:\nbefore %s\nafter  %s", counters(before), counters(after))
 		}
-	}
-	b.waitUpdates(t, 2) // a reading taken after "before"
-	page := evalIn[[]pageService](t, b, "read the page", readPage)
-	after := e.ctlStatus()
-	if counters(after.Services[0]) != counters(before.Services[0]) {
-		t.Fatalf("the counters moved while the page was read:\nbefore %s\nafter  %s", counters(before.Services[0]), counters(after.Services[0]))
+		t.Logf("the counters moved while the page was read (attempt %d):\nbefore %s\nafter  %s", attempt, counters(before), counters(after))
 	}
 	if len(page) != len(after.Services) {
 		t.Fatalf("the page shows %d services, xlbctl %d: %+v", len(page), len(after.Services), page)
 	}
-	want := after.Services[0]
-	got := page[0]
-	t.Logf("page: %+v", got)
-	if got.Service != want.Service || got.Scheduler != want.Scheduler || got.Forward != want.Forward || got.Health != "http" {
-		t.Errorf("service head: %+v, want %s %s %s http", got, want.Service, want.Scheduler, want.Forward)
-	}
-	if got.Packets != strconv.FormatUint(want.Packets, 10) {
-		t.Errorf("totals row packets %s, xlbctl %d", got.Packets, want.Packets)
-	}
-	if len(got.Rows) != len(want.Backends) || len(got.Rows) != 3 {
-		t.Fatalf("the page shows %d backend rows, xlbctl %d", len(got.Rows), len(want.Backends))
-	}
 	var sawDrained bool
-	for i, w := range want.Backends {
-		r := got.Rows[i]
-		u := strconv.FormatUint
-		checks := []struct{ what, got, want string }{
-			{"address", r.Backend, w.Address},
-			{"state", r.State, w.State},
-			{"state shown", strings.TrimSpace(r.StateText), w.State},
-			{"weight", r.Weight, u(uint64(w.Weight), 10)},
-			{"weight shown", r.WeightText, u(uint64(w.Weight), 10)},
-			{"active flows", r.Active, u(w.ActiveFlows, 10)},
-			{"active flows shown", strings.ReplaceAll(r.ActiveText, ",", ""), u(w.ActiveFlows, 10)},
-			{"packets", r.Packets, u(w.Packets, 10)},
-			{"packets shown", strings.ReplaceAll(r.PacketsText, ",", ""), u(w.Packets, 10)},
-			{"bytes", r.Bytes, u(w.Bytes, 10)},
-			{"new flows", r.NewFlows, u(w.NewFlows, 10)},
-			{"new flows shown", strings.ReplaceAll(r.NewText, ",", ""), u(w.NewFlows, 10)},
-			{"packet rate (counters still)", r.PPS, "0.0"},
+	for si, want := range after.Services {
+		got := page[si]
+		t.Logf("page: %+v", got)
+		health := "none"
+		if want.Health != nil {
+			health = want.Health.Type
 		}
-		for _, c := range checks {
-			if c.got != c.want {
-				t.Errorf("backend %s: %s on the page %q, xlbctl %q", w.Address, c.what, c.got, c.want)
+		if got.Service != want.Service || got.Scheduler != want.Scheduler || got.Forward != want.Forward || got.Health != health {
+			t.Errorf("service head: %+v, want %s %s %s %s", got, want.Service, want.Scheduler, want.Forward, health)
+		}
+		if got.Packets != strconv.FormatUint(want.Packets, 10) {
+			t.Errorf("%s: totals row packets %s, xlbctl %d", want.Service, got.Packets, want.Packets)
+		}
+		if len(got.Rows) != len(want.Backends) || len(got.Rows) != 3 {
+			t.Fatalf("%s: the page shows %d backend rows, xlbctl %d", want.Service, len(got.Rows), len(want.Backends))
+		}
+		for i, w := range want.Backends {
+			r := got.Rows[i]
+			u := strconv.FormatUint
+			checks := []struct{ what, got, want string }{
+				{"address", r.Backend, w.Address},
+				{"state", r.State, w.State},
+				{"state shown", strings.TrimSpace(r.StateText), w.State},
+				{"weight", r.Weight, u(uint64(w.Weight), 10)},
+				{"weight shown", r.WeightText, u(uint64(w.Weight), 10)},
+				{"active flows", r.Active, u(w.ActiveFlows, 10)},
+				{"active flows shown", strings.ReplaceAll(r.ActiveText, ",", ""), u(w.ActiveFlows, 10)},
+				{"packets", r.Packets, u(w.Packets, 10)},
+				{"packets shown", strings.ReplaceAll(r.PacketsText, ",", ""), u(w.Packets, 10)},
+				{"bytes", r.Bytes, u(w.Bytes, 10)},
+				{"new flows", r.NewFlows, u(w.NewFlows, 10)},
+				{"new flows shown", strings.ReplaceAll(r.NewText, ",", ""), u(w.NewFlows, 10)},
+				{"packet rate (counters still)", r.PPS, "0.0"},
 			}
-		}
-		if w.Check == nil || !strings.HasPrefix(r.Check, "http 200") {
-			t.Errorf("backend %s: last check shown %q (xlbctl %+v)", w.Address, r.Check, w.Check)
-		}
-		if w.Address == drained.String() {
-			sawDrained = true
-			if r.State != api.StateDrain || w.ActiveFlows == 0 {
-				t.Errorf("drained backend %s: page state %q, xlbctl active flows %d (want drain, kept connections)", w.Address, r.State, w.ActiveFlows)
+			for _, c := range checks {
+				if c.got != c.want {
+					t.Errorf("%s backend %s: %s on the page %q, xlbctl %q", want.Service, w.Address, c.what, c.got, c.want)
+				}
 			}
-		} else if r.State != api.StateUp {
-			t.Errorf("backend %s: page state %q, want up", w.Address, r.State)
-		}
-		if w.Packets == 0 || w.ActiveFlows == 0 {
-			t.Errorf("backend %s had no traffic (packets %d, active %d): the test proves little", w.Address, w.Packets, w.ActiveFlows)
+			switch {
+			case want.Health != nil && (w.Check == nil || !strings.HasPrefix(r.Check, "http 200")):
+				t.Errorf("backend %s: last check shown %q (xlbctl %+v)", w.Address, r.Check, w.Check)
+			case want.Health == nil && r.Check != "\u2013":
+				t.Errorf("backend %s without a check: last check shown %q", w.Address, r.Check)
+			}
+			if want.Service == svc && w.Address == drained.String() {
+				sawDrained = true
+				if r.State != api.StateDrain || w.ActiveFlows == 0 {
+					t.Errorf("drained backend %s: page state %q, xlbctl active flows %d (want drain, kept connections)", w.Address, r.State, w.ActiveFlows)
+				}
+			} else if r.State != api.StateUp {
+				t.Errorf("%s backend %s: page state %q, want up", want.Service, w.Address, r.State)
+			}
+			if w.Packets == 0 {
+				t.Errorf("%s backend %s had no traffic: the test proves little", want.Service, w.Address)
+			}
 		}
 	}
 	if !sawDrained {
@@ -373,7 +456,7 @@ func TestStatusPage(t *testing.T) {
 	if w := evalIn[int](t, b, "page width", `document.documentElement.scrollWidth`); w > 375 {
 		t.Errorf("at 375 px the page is %d px wide: it scrolls sideways", w)
 	}
-	if n := evalIn[int](t, b, "rows at 375 px", `document.querySelectorAll("section.service tbody tr").length`); n != 3 {
+	if n := evalIn[int](t, b, "rows at 375 px", `document.querySelectorAll("section.service tbody tr").length`); n != 6 {
 		t.Errorf("at 375 px the page shows %d backend rows", n)
 	}
 	if errs := b.pageErrors(); len(errs) > 0 {
@@ -383,7 +466,7 @@ func TestStatusPage(t *testing.T) {
 
 // screenshots writes the page at 1280 and 375 px wide into dir while
 // traffic flows, so the rates show.
-func screenshots(t *testing.T, b *browser, dir string, traffic func(round int)) {
+func screenshots(t *testing.T, b *browser, dir string, traffic func()) {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -392,13 +475,13 @@ func screenshots(t *testing.T, b *browser, dir string, traffic func(round int)) 
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for round := 1; ; round++ {
+		for {
 			select {
 			case <-stop:
 				return
 			default:
 			}
-			traffic(round % 40)
+			traffic()
 		}
 	}()
 	defer func() {
