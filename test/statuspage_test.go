@@ -27,8 +27,8 @@ import (
 )
 
 // ScreenshotDirEnv names a directory: TestStatusPage then also writes
-// status-page.png (1280 px wide) and status-page-phone.png (375 px) there,
-// taken while traffic flows (make screenshots).
+// status-page.png (1280 px wide) and status-page-phone.png (375 px, its
+// first screen) there, taken while traffic flows (make screenshots).
 const ScreenshotDirEnv = "XLB_SCREENSHOT_DIR"
 
 // pageRow is one backend row of the status page, read from the DOM: its
@@ -297,27 +297,22 @@ func TestStatusPage(t *testing.T) {
 	// Connections kept open (active flows), then the drain: the drained
 	// backend keeps the ones it has.
 	var kept []*lab.HTTPConn
-	for i := 0; i < 6; i++ {
-		c, err := topo.Client.DialHTTP(netip.AddrPortFrom(topo.Client.Extra4[i], 0), vip, 3*time.Second)
+	keep := func(src netip.Addr, dst netip.AddrPort) {
+		c, err := topo.Client.DialHTTP(netip.AddrPortFrom(src, 0), dst, 3*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = c.Close() })
 		if _, err := c.Get("/", 3*time.Second); err != nil {
-			t.Fatalf("kept connection %d: %v", i, err)
+			t.Fatalf("kept connection from %s to %s: %v", src, dst, err)
 		}
 		kept = append(kept, c)
 	}
+	for i := 0; i < 6; i++ {
+		keep(topo.Client.Extra4[i], vip)
+	}
 	for i := 0; i < 3; i++ {
-		c, err := topo.Client.DialHTTP(netip.AddrPortFrom(topo.Client.Extra6[i], 0), vip6, 3*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = c.Close() })
-		if _, err := c.Get("/", 3*time.Second); err != nil {
-			t.Fatalf("kept IPv6 connection %d: %v", i, err)
-		}
-		kept = append(kept, c)
+		keep(topo.Client.Extra6[i], vip6)
 	}
 	// Drain the backend that holds the most kept connections: it keeps
 	// them, so the page must show it drained with active flows.
@@ -333,20 +328,20 @@ func TestStatusPage(t *testing.T) {
 	}
 	e.MustCtl("backend", "drain", svc, drained.String())
 	e.waitBackend(svc, drained, "drained", func(b api.BackendStatus) bool { return b.State == api.StateDrain && !b.InTable })
-	traffic := func(n int) {
+	// requests: one-shot requests from the client's extra addresses,
+	// ephemeral ports (no clash with TIME_WAIT).
+	requests := func(n int, srcs []netip.Addr, dst netip.AddrPort) bool {
 		for i := 0; i < n; i++ {
-			src := netip.AddrPortFrom(topo.Client.Extra4[i%len(topo.Client.Extra4)], 0) // an ephemeral port: no clash with TIME_WAIT
-			if _, err := topo.Client.GetHTTP(src, vip, 3*time.Second); err != nil {
-				t.Errorf("request %d through the VIP: %v", i, err)
-				return
+			if _, err := topo.Client.GetHTTP(netip.AddrPortFrom(srcs[i%len(srcs)], 0), dst, 3*time.Second); err != nil {
+				t.Errorf("request %d to %s: %v", i, dst, err)
+				return false
 			}
 		}
-		for i := 0; i < n/2; i++ {
-			src := netip.AddrPortFrom(topo.Client.Extra6[i%len(topo.Client.Extra6)], 0) // an ephemeral port: no clash with TIME_WAIT
-			if _, err := topo.Client.GetHTTP(src, vip6, 3*time.Second); err != nil {
-				t.Errorf("request %d through the IPv6 VIP: %v", i, err)
-				return
-			}
+		return true
+	}
+	traffic := func(n int) {
+		if !requests(n, topo.Client.Extra4, vip) || !requests(n/2, topo.Client.Extra6, vip6) {
+			return
 		}
 		for i, c := range kept {
 			if _, err := c.Get("/", 3*time.Second); err != nil {
@@ -488,10 +483,15 @@ func screenshots(t *testing.T, b *browser, dir string, traffic func()) {
 		close(stop)
 		<-done
 	}()
-	shoot := func(name string, w, h int64, scale float64) {
+	// shoot takes the whole page, or on a phone the first screen of it.
+	shoot := func(name string, w, h int64, scale float64, whole bool) {
 		b.do(t, "viewport "+name, chromedp.EmulateViewport(w, h, chromedp.EmulateScale(scale)))
 		b.waitUpdates(t, 3)
-		png, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100))
+		capture := chromedp.CaptureScreenshot()
+		if whole {
+			capture = chromedp.FullScreenshot(100)
+		}
+		png, err := chromedp.Run(b.ctx, capture)
 		if err != nil {
 			t.Fatalf("screenshot %s: %v", name, err)
 		}
@@ -500,7 +500,7 @@ func screenshots(t *testing.T, b *browser, dir string, traffic func()) {
 		}
 		t.Logf("wrote %s (%d bytes)", filepath.Join(dir, name), len(png))
 	}
-	shoot("status-page.png", 1280, 720, 1)
-	shoot("status-page-phone.png", 375, 812, 2)
+	shoot("status-page.png", 1280, 720, 1, true)
+	shoot("status-page-phone.png", 375, 812, 2, false)
 	b.do(t, "desktop viewport", chromedp.EmulateViewport(1280, 900, chromedp.EmulateScale(1)))
 }

@@ -145,6 +145,15 @@
     setText(td, text);
   }
 
+  // rateCells shows rates in the cells td(k) of a row: per second, "–"
+  // until there are two readings.
+  function rateCells(td, rates) {
+    for (const [k, unit] of [["pps", ""], ["bps", "B"], ["nfps", ""]]) {
+      const r = rates[k];
+      cell(td(k), k, r === null ? "" : r.toFixed(1), rateText(r, unit));
+    }
+  }
+
   function renderBackend(row, b, rates, serverNow) {
     const c = row.cells;
     setData(row.tr, "state", b.state);
@@ -169,9 +178,7 @@
     cell(c.bytes, "bytes", b.bytes, bytes(b.bytes));
     c.bytes.title = count(b.bytes) + " bytes";
     cell(c.new, "newFlows", b.new_flows, count(b.new_flows));
-    cell(c.pps, "pps", rates.pps === null ? "" : rates.pps.toFixed(1), rateText(rates.pps, ""));
-    cell(c.bps, "bps", rates.bps === null ? "" : rates.bps.toFixed(1), rateText(rates.bps, "B"));
-    cell(c.nfps, "nfps", rates.nfps === null ? "" : rates.nfps.toFixed(1), rateText(rates.nfps, ""));
+    rateCells((k) => c[k], rates);
     setData(row.tr, "usable", b.usable);
     setData(row.tr, "inTable", b.in_table);
   }
@@ -247,9 +254,7 @@
     cell(tc("packets"), "packets", s.packets, count(s.packets));
     cell(tc("bytes"), "bytes", s.bytes, bytes(s.bytes));
     cell(tc("new"), "newFlows", s.new_flows, count(s.new_flows));
-    cell(tc("pps"), "pps", rates.pps === null ? "" : rates.pps.toFixed(1), rateText(rates.pps, ""));
-    cell(tc("bps"), "bps", rates.bps === null ? "" : rates.bps.toFixed(1), rateText(rates.bps, "B"));
-    cell(tc("nfps"), "nfps", rates.nfps === null ? "" : rates.nfps.toFixed(1), rateText(rates.nfps, ""));
+    rateCells(tc, rates);
   }
 
   function renderSummary(st) {
