@@ -504,3 +504,40 @@ func screenshots(t *testing.T, b *browser, dir string, traffic func()) {
 	shoot("status-page-phone.png", 375, 812, 2, false)
 	b.do(t, "desktop viewport", chromedp.EmulateViewport(1280, 900, chromedp.EmulateScale(1)))
 }
+
+// TestStatusPageBGP loads the status page of an xlbd that announces its
+// VIPs to a real BGP router (BIRD in the HA lab): every service shows its
+// VIP announced to the router's address, as xlbctl status -o json says.
+func TestStatusPageBGP(t *testing.T) {
+	h := newHALab(t, 1, "maglev")
+	h.startNodes()
+	node := h.nodes[0]
+	router := h.topo.Router.Addr4.String()
+
+	b := newBrowser(t, h.topo.Balancers[0].NS.Path)
+	b.do(t, "load the page", chromedp.Navigate("http://"+xlbdproc.DefaultMetrics+"/"), chromedp.WaitReady(`body[data-ready="1"]`))
+	b.do(t, "wait for every service announced to "+router, chromedp.Poll[chromedp.Void](fmt.Sprintf(
+		`(() => { const s = document.querySelectorAll("section.service"); return s.length > 0 && [...s].every(e => e.dataset.announcedTo === %q); })()`, router),
+		chromedp.WithPollingInterval(100*time.Millisecond)))
+	shown := evalIn[[]string](t, b, "read the BGP facts", `[...document.querySelectorAll("section.service")].map(s =>
+		s.dataset.service + " " + s.dataset.announced + " " + s.querySelector('[data-fact="bgp"] dd').textContent)`)
+
+	var st api.Status
+	out := node.MustCtl("status", "-o", "json")
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("xlbctl status -o json: %v\n%s", err, out)
+	}
+	if !st.BGP || len(shown) != len(st.Services) || len(st.Services) != 3 {
+		t.Fatalf("page %q, xlbctl bgp %v and %d services", shown, st.BGP, len(st.Services))
+	}
+	for i, s := range st.Services {
+		want := fmt.Sprintf("%s true announced to %s", s.Service, router)
+		if shown[i] != want || !s.Announced || strings.Join(s.AnnouncedTo, ",") != router {
+			t.Errorf("page %q, want %q; xlbctl announced %v to %v", shown[i], want, s.Announced, s.AnnouncedTo)
+		}
+	}
+	t.Logf("page: %q", shown)
+	if errs := b.pageErrors(); len(errs) > 0 {
+		t.Errorf("the page's script failed: %v", errs)
+	}
+}
