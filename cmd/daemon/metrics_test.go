@@ -27,7 +27,7 @@ import (
 	"github.com/xlb-lb/xlb/maps/lb"
 )
 
-var updateGolden = flag.Bool("update", false, "rewrite testdata/metrics.golden from the current /metrics")
+var updateGolden = flag.Bool("update", false, "rewrite the golden scrapes in testdata from the current /metrics")
 
 // goldenMetrics is the scrape of metricsDaemon recorded from the
 // hand-written exposition writer that client_golang replaced: every name,
@@ -250,22 +250,42 @@ func compareScrapes(want, got map[string]*dto.MetricFamily) (diffs []string, fam
 // values.
 func TestMetricsUnchanged(t *testing.T) {
 	d := metricsDaemon(t)
-	text := scrape(t, d.MetricsHandler())
+	compareGolden(t, goldenMetrics, scrape(t, d.MetricsHandler()))
+}
+
+// The backend role's scrape is the one the hand-written writer gave.
+func TestBackendMetricsUnchanged(t *testing.T) {
+	n := lb.DecapCounters{RxPackets: 900, ECNCE: 7, Pass: map[string]uint64{}, Decap: map[lb.DecapKind]uint64{
+		{Mode: "ipip", Outer: "ipv4", Inner: "ipv4"}: 31, {Mode: "gue", Outer: "ipv4", Inner: "ipv6"}: 32,
+		{Mode: "gue", Outer: "ipv6", Inner: "ipv6"}: 33, {Mode: "ipip", Outer: "ipv6", Inner: "ipv4"}: 34,
+	}}
+	for i, r := range lb.DecapPassReasons {
+		n.Pass[r] = uint64(100 + i)
+	}
+	b := NewBackend(BackendOptions{Interface: "eth9", XDPMode: "native", Version: "v1.2.3-test", Decap: &fakeDecap{n: n}})
+	compareGolden(t, "testdata/backend-metrics.golden", scrape(t, b.MetricsHandler()))
+}
+
+// compareGolden compares the scrape text with the golden file (rewritten
+// first with -update).
+func compareGolden(t *testing.T, file, text string) {
+	t.Helper()
+	goVersion := func(v string) string { return fmt.Sprintf("goversion=%q", v) }
 	if *updateGolden {
-		rec := strings.ReplaceAll(text, fmt.Sprintf("goversion=%q", runtime.Version()), fmt.Sprintf("goversion=%q", goVersionMark))
-		if err := os.WriteFile(goldenMetrics, []byte(rec), 0o644); err != nil {
+		rec := strings.ReplaceAll(text, goVersion(runtime.Version()), goVersion(goVersionMark))
+		if err := os.WriteFile(file, []byte(rec), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	golden, err := os.ReadFile(goldenMetrics)
+	golden, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := parseMetrics(t, goldenMetrics, strings.ReplaceAll(string(golden), fmt.Sprintf("goversion=%q", goVersionMark), fmt.Sprintf("goversion=%q", runtime.Version())))
+	want := parseMetrics(t, file, strings.ReplaceAll(string(golden), goVersion(goVersionMark), goVersion(runtime.Version())))
 	got := parseMetrics(t, "the scrape", text)
 	diffs, families, series := compareScrapes(want, got)
 	for _, d := range diffs {
 		t.Error(d)
 	}
-	t.Logf("compared %d families, %d series with %s", families, series, goldenMetrics)
+	t.Logf("compared %d families, %d series with %s", families, series, file)
 }
