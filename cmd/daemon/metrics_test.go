@@ -1,9 +1,11 @@
 package daemon
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -250,7 +252,60 @@ func compareScrapes(want, got map[string]*dto.MetricFamily) (diffs []string, fam
 // values.
 func TestMetricsUnchanged(t *testing.T) {
 	d := metricsDaemon(t)
-	compareGolden(t, goldenMetrics, scrape(t, d.MetricsHandler()))
+	text := scrape(t, d.MetricsHandler())
+	compareGolden(t, goldenMetrics, text)
+	// The Go runtime and process collectors are there too.
+	fams := parseMetrics(t, "the scrape", text)
+	for _, name := range []string{"go_goroutines", "go_memstats_heap_alloc_bytes", "process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"} {
+		if fams[name] == nil {
+			t.Errorf("no %s in the scrape", name)
+		}
+	}
+}
+
+// brokenDataPlane cannot be read.
+type brokenDataPlane struct{ DataPlane }
+
+func (brokenDataPlane) Snapshot() (lb.Snapshot, error) {
+	return lb.Snapshot{}, errors.New("map lookup: operation not permitted")
+}
+
+// A data plane that cannot be read leaves its families out of the scrape
+// (not zeros: a counter at zero reads as a reset), logs why, counts it in
+// promhttp_metric_handler_errors_total, and serves the rest.
+func TestMetricsDataPlaneUnreadable(t *testing.T) {
+	d := metricsDaemon(t)
+	var logged strings.Builder
+	d.log = slog.New(slog.NewTextHandler(&logged, nil))
+	d.dp = brokenDataPlane{d.dp}
+	fams := parseMetrics(t, "the scrape", scrape(t, d.MetricsHandler()))
+	for _, gone := range []string{"xlb_received_packets_total", "xlb_passed_packets_total", "xlb_conntrack_entries", "xlb_service_packets_total", "xlb_backend_up", "xlb_backend_packets_total"} {
+		if fams[gone] != nil {
+			t.Errorf("%s served from an unreadable data plane: %v", gone, fams[gone])
+		}
+	}
+	for _, kept := range []string{"xlb_build_info", "xlb_backend_weight", "xlb_service_all_backends_down", "xlb_health_checks_total", "xlb_health_check_duration_seconds", "xlb_bgp_peer_up", "go_goroutines"} {
+		if fams[kept] == nil {
+			t.Errorf("%s left out with the data plane's families", kept)
+		}
+	}
+	if !strings.Contains(logged.String(), "level=ERROR") || !strings.Contains(logged.String(), "map lookup: operation not permitted") {
+		t.Errorf("log: %q, want the data plane's error", logged.String())
+	}
+	// The failed scrape is counted after it was gathered: the next one
+	// shows it.
+	fams = parseMetrics(t, "the second scrape", scrape(t, d.MetricsHandler()))
+	var errs float64
+	for _, m := range fams["promhttp_metric_handler_errors_total"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "cause" && l.GetValue() == "gathering" {
+				errs = m.GetCounter().GetValue()
+			}
+		}
+	}
+	if errs < 1 {
+		t.Errorf("promhttp_metric_handler_errors_total{cause=\"gathering\"} = %v, want the failed scrape counted", errs)
+	}
 }
 
 // The backend role's scrape is the one the hand-written writer gave.
