@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -260,6 +261,28 @@ func TestMetricsUnchanged(t *testing.T) {
 		if fams[name] == nil {
 			t.Errorf("no %s in the scrape", name)
 		}
+	}
+}
+
+// countingDataPlane counts the snapshots taken.
+type countingDataPlane struct {
+	DataPlane
+	n atomic.Int32
+}
+
+func (c *countingDataPlane) Snapshot() (lb.Snapshot, error) {
+	c.n.Add(1)
+	return c.DataPlane.Snapshot()
+}
+
+// A scrape reads the data plane once, whatever the number of families.
+func TestMetricsOneSnapshotPerScrape(t *testing.T) {
+	d := metricsDaemon(t)
+	c := &countingDataPlane{DataPlane: d.dp}
+	d.dp = c
+	scrape(t, d.MetricsHandler())
+	if n := c.n.Load(); n != 1 {
+		t.Errorf("%d snapshots for one scrape, want 1", n)
 	}
 }
 
