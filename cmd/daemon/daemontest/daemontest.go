@@ -30,6 +30,7 @@ type DataPlane struct {
 	active      map[lb.ServiceKey]map[netip.Addr]uint64
 	global      lb.GlobalCounters
 	flows       []lb.FlowEntry
+	halfOpen    int
 	timeouts    lb.Timeouts
 	icmp        lb.ICMP
 	encap       lb.Encap
@@ -157,7 +158,7 @@ func (p *DataPlane) Installed(k lb.ServiceKey) (lb.Service, bool) {
 func (p *DataPlane) Snapshot() (lb.Snapshot, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	snap := lb.Snapshot{Global: p.global, Flows: len(p.flows), Timeouts: p.timeouts, Services: map[lb.ServiceKey]lb.ServiceState{}}
+	snap := lb.Snapshot{Global: p.global, Flows: len(p.flows), HalfOpen: p.halfOpen, Timeouts: p.timeouts, Services: map[lb.ServiceKey]lb.ServiceState{}}
 	for k, s := range p.services {
 		ss := lb.ServiceState{Service: s, Counters: p.counters[k], Backends: map[netip.Addr]lb.BackendState{}}
 		for _, b := range s.Backends {
@@ -198,6 +199,13 @@ func (p *DataPlane) SetGlobal(g lb.GlobalCounters) {
 func (p *DataPlane) SetFlows(f []lb.FlowEntry) {
 	p.mu.Lock()
 	p.flows = slices.Clone(f)
+	p.mu.Unlock()
+}
+
+// SetHalfOpen sets the number of entries in the half-open TCP table.
+func (p *DataPlane) SetHalfOpen(n int) {
+	p.mu.Lock()
+	p.halfOpen = n
 	p.mu.Unlock()
 }
 
