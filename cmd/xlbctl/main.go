@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gdamore/tcell/v2"
+
 	"github.com/xlb-lb/xlb/cmd/api"
 	"github.com/xlb-lb/xlb/cmd/config"
 )
@@ -58,6 +60,9 @@ type env struct {
 	Now func() time.Time
 	// Getenv reads the environment (XLB_API); nil: os.Getenv.
 	Getenv func(string) string
+	// Screen opens the terminal for top's live view; nil: the real
+	// terminal when Stdout is one, else top prints plain frames.
+	Screen func() (tcell.Screen, error)
 }
 
 // envSocket names the environment variable that replaces the default API
