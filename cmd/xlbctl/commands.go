@@ -244,7 +244,8 @@ nothing.`,
 }
 
 // toolCommands are the commands that serve the person at the terminal
-// rather than read or change one piece of state: a live view. They are looked up and listed after the others; they are
+// rather than read or change one piece of state: a live view and shell
+// completion. They are looked up and listed after the others; they are
 // not in commands because its tests run every entry once against a fake
 // xlbd and pin its command list, and top runs until it is stopped.
 var toolCommands = []command{
@@ -279,5 +280,25 @@ says so and top goes on.`,
 			"xlbctl top -b -n 1 -d 5 | grep 198.18.0.11  # the rates of one backend over 5s",
 		},
 		setup: top,
+	},
+	{
+		name:    "completion",
+		args:    "SHELL",
+		summary: "print the shell completion script for bash or zsh",
+		help: `
+Prints a script that makes bash or zsh complete xlbctl's commands and flags,
+and, from the running xlbd, service keys (VIP:PORT/PROTO) and the backend
+addresses of the service before them. When xlbd cannot be reached within a
+second, only commands and flags complete.
+
+bash: add 'source <(xlbctl completion bash)' to ~/.bashrc.
+zsh: 'xlbctl completion zsh > ~/.zfunc/_xlbctl' with ~/.zfunc in fpath
+before compinit (or 'source <(xlbctl completion zsh)' after compinit).`,
+		examples: []string{
+			"xlbctl completion bash > /etc/bash_completion.d/xlbctl",
+			"source <(xlbctl completion bash)",
+			"xlbctl completion zsh > \"${fpath[1]}/_xlbctl\"",
+		},
+		setup: completion,
 	},
 }

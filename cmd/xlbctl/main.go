@@ -85,6 +85,9 @@ func run(ctx context.Context, e env, args []string) int {
 	if e.Getenv == nil {
 		e.Getenv = os.Getenv
 	}
+	if len(args) > 0 && args[0] == completeCommand {
+		return e.complete(ctx, args[1:])
+	}
 	socket := api.DefaultSocket
 	if v := e.Getenv(envSocket); v != "" {
 		socket = v
