@@ -3,12 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // completionLab serves xlbd's real handlers with two services: drainSvc
@@ -290,4 +292,116 @@ _xlbctl || print "status:$?"
 			}
 		}
 	}
+}
+
+// tmuxShell runs an interactive shell in a detached tmux window on a tmux
+// server of its own, for pressing Tab in it.
+type tmuxShell struct {
+	t      *testing.T
+	tmux   string
+	server string
+}
+
+func newTmuxShell(t *testing.T, env []string, shell ...string) *tmuxShell {
+	t.Helper()
+	tmux, err := exec.LookPath("tmux")
+	if err != nil {
+		if os.Getenv("XLB_REQUIRE_PRIV") == "1" {
+			t.Fatal("tmux not installed (apt-get install tmux)")
+		}
+		t.Skip("tmux not installed (apt-get install tmux)")
+	}
+	s := &tmuxShell{t: t, tmux: tmux, server: fmt.Sprintf("xlbctl-tab-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "-"))}
+	args := append([]string{"new-session", "-d", "-x", "200", "-y", "50", "-s", "tab", "--"}, shell...)
+	cmd := exec.Command(tmux, append([]string{"-L", s.server, "-f", "/dev/null"}, args...)...)
+	cmd.Env = env
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("tmux new-session: %v\n%s", err, out)
+	}
+	// kill-server ends this tmux server only (-L), and the shell with it.
+	t.Cleanup(func() { _ = exec.Command(tmux, "-L", s.server, "kill-server").Run() })
+	return s
+}
+
+func (s *tmuxShell) run(args ...string) string {
+	s.t.Helper()
+	out, err := exec.Command(s.tmux, append([]string{"-L", s.server}, args...)...).CombinedOutput()
+	if err != nil {
+		s.t.Fatalf("tmux %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// keys types text (literally) and then the named keys (Tab, Enter).
+func (s *tmuxShell) keys(text string, named ...string) {
+	s.t.Helper()
+	if text != "" {
+		s.run("send-keys", "-t", "tab", "-l", text)
+	}
+	if len(named) > 0 {
+		s.run(append([]string{"send-keys", "-t", "tab"}, named...)...)
+	}
+}
+
+// waitFor waits until the window shows want.
+func (s *tmuxShell) waitFor(want string) {
+	s.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		screen := s.run("capture-pane", "-p", "-t", "tab")
+		if strings.Contains(screen, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("no %q in the window after 10s:\n%s", want, screen)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestCompletionTab presses Tab in real interactive bash and zsh, in a
+// tmux window, with the scripts loaded as docs/cli.md says.
+func TestCompletionTab(t *testing.T) {
+	bin := xlbctlBinary(t)
+	sock := completionLab(t)
+	t.Run("bash", func(t *testing.T) {
+		s := newTmuxShell(t, shellEnv(bin, sock), "bash", "--norc", "--noprofile", "-i")
+		s.keys("PS1='$ '; source <(xlbctl completion bash); echo loaded", "Enter")
+		s.waitFor("\nloaded")
+		s.keys("clear", "Enter")
+		// A service key through its colons, then a backend of it.
+		s.keys("xlbctl backend drain 198.18.1.1:8", "Tab")
+		s.waitFor("$ xlbctl backend drain 198.18.1.1:80/tcp")
+		s.keys("198.18.0.1", "Tab", "Tab")
+		s.waitFor("198.18.0.11  198.18.0.12")
+		s.keys("2")
+		s.waitFor("$ xlbctl backend drain 198.18.1.1:80/tcp 198.18.0.12")
+		s.keys("", "C-c")
+		s.keys("clear", "Enter")
+		s.keys("xlbctl backend del [2001:2::1]:443/tcp 2001:", "Tab")
+		s.waitFor("$ xlbctl backend del [2001:2::1]:443/tcp 2001:2::11")
+	})
+	t.Run("zsh", func(t *testing.T) {
+		fdir, zdot := t.TempDir(), t.TempDir()
+		if err := os.WriteFile(filepath.Join(fdir, "_xlbctl"), []byte(zshScript), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := exec.LookPath("zsh"); err != nil {
+			t.Skip("zsh not installed (apt-get install zsh)")
+		}
+		s := newTmuxShell(t, append(shellEnv(bin, sock), "ZDOTDIR="+zdot), "zsh", "-f", "-i")
+		s.keys("PS1='%% '; fpath=("+fdir+" $fpath); autoload -Uz compinit; compinit -u -d "+zdot+"/.zcompdump; echo loaded", "Enter")
+		s.waitFor("\nloaded")
+		s.keys("clear", "Enter")
+		s.keys("xlbctl backend drain 198.18.1.1:8", "Tab")
+		s.waitFor("% xlbctl backend drain 198.18.1.1:80/tcp")
+		s.keys("198.18.0.1", "Tab")
+		s.waitFor("198.18.0.11  198.18.0.12")
+		s.keys("1")
+		s.waitFor("% xlbctl backend drain 198.18.1.1:80/tcp 198.18.0.11")
+		s.keys("", "C-c")
+		s.keys("clear", "Enter")
+		s.keys("xlbctl backend del '[2001:2::1]:443/tcp' 2001:", "Tab")
+		s.waitFor("% xlbctl backend del '[2001:2::1]:443/tcp' 2001:2::11")
+	})
 }

@@ -210,8 +210,6 @@ func TestTopBatchUnreachable(t *testing.T) {
 	}
 
 	l, _ := newTopLab(t)
-	inner := l.step
-	l.step = func(i int) { inner(i) }
 	fc := &flakyClient{Client: l, fail: map[int]bool{1: true}}
 	var out, errOut bytes.Buffer
 	code := run(context.Background(), env{Stdout: &out, Stderr: &errOut, Client: fc, Now: l.Now},
@@ -278,6 +276,12 @@ func TestTopUsageErrors(t *testing.T) {
 // trailing blanks cut.
 func screenText(s tcell.SimulationScreen) string {
 	cells, w, h := s.GetContents()
+	// GetContents hands out the screen's own cells, which the next Show
+	// rewrites; read them under the screen's lock (a sync.Mutex it embeds).
+	if l, ok := s.(sync.Locker); ok {
+		l.Lock()
+		defer l.Unlock()
+	}
 	var b strings.Builder
 	for y := range h {
 		var line strings.Builder
@@ -295,12 +299,33 @@ func screenText(s tcell.SimulationScreen) string {
 	return b.String()
 }
 
+// simScreen is a simulated screen that says when top has initialised it:
+// tcell's Init writes the screen's fields without its lock.
+type simScreen struct {
+	tcell.SimulationScreen
+	ready chan struct{}
+}
+
+func newSimScreen() *simScreen {
+	return &simScreen{SimulationScreen: tcell.NewSimulationScreen("UTF-8"), ready: make(chan struct{})}
+}
+
+func (s *simScreen) Init() error {
+	defer close(s.ready)
+	return s.SimulationScreen.Init()
+}
+
 // waitScreen waits until the screen shows every one of want.
-func waitScreen(t *testing.T, s tcell.SimulationScreen, done <-chan int, want ...string) string {
+func waitScreen(t *testing.T, s *simScreen, done <-chan int, want ...string) string {
 	t.Helper()
+	select {
+	case <-s.ready:
+	case code := <-done:
+		t.Fatalf("top exited %d before it opened the screen", code)
+	}
 	deadline := time.After(10 * time.Second)
 	for {
-		text := screenText(s)
+		text := screenText(s.SimulationScreen)
 		ok := true
 		for _, w := range want {
 			ok = ok && strings.Contains(text, w)
@@ -346,7 +371,7 @@ func rowOrder(text string, names ...string) string {
 // screen: rates appear, keys change the sort, a resize redraws, q quits.
 func TestTopInteractive(t *testing.T) {
 	l, _ := newTopLab(t)
-	scr := tcell.NewSimulationScreen("UTF-8")
+	scr := newSimScreen()
 	var errOut bytes.Buffer
 	done := make(chan int, 1)
 	go func() {
@@ -402,7 +427,7 @@ func TestTopInteractive(t *testing.T) {
 // TestTopInteractiveUnreachable: the live view says xlbd is unreachable,
 // keeps going, and Ctrl-C quits.
 func TestTopInteractiveUnreachable(t *testing.T) {
-	scr := tcell.NewSimulationScreen("UTF-8")
+	scr := newSimScreen()
 	done := make(chan int, 1)
 	var errOut bytes.Buffer
 	go func() {
