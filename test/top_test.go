@@ -20,8 +20,9 @@ import (
 
 // TestTopBatch runs "xlbctl top -b -n 3" against a real xlbd while a
 // client opens TCP connections through the VIP in a loop: the backend
-// serving them shows packets and new flows per second in every frame, the
-// drained one shows none (issue 16).
+// serving them shows packets, bits and new flows per second in every frame
+// and the connections held open among its active flows; the drained one
+// shows none of these (issue 16).
 //
 // With XLB_TOP_CAPTURE=FILE it also runs the live view in a tmux window of
 // 120x30 under the same load and writes what the window shows to FILE
@@ -35,8 +36,18 @@ func TestTopBatch(t *testing.T) {
 	serving, drained := topo.Backends[0], topo.Backends[1]
 	e.MustCtl("backend", "drain", svc, drained.Addr4.String())
 
-	// The load: one connection after another until the test ends.
+	// Five connections held open: the serving backend's active flows.
 	vip := netip.AddrPortFrom(topo.VIP4, 8080)
+	const held = 5
+	for range held {
+		c, err := topo.Client.Dial(netip.AddrPort{}, vip, 3*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+	}
+
+	// The load: one connection after another until the test ends.
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -81,11 +92,13 @@ func TestTopBatch(t *testing.T) {
 		if s.pps <= 0 || s.nps <= 0 {
 			t.Errorf("frame %d: service %s: pps %v, new/s %v, want both above 0", i+1, svc, s.pps, s.nps)
 		}
-		if sv.pps <= 0 || sv.bps <= 0 || sv.nps <= 0 {
-			t.Errorf("frame %d: serving backend %s: pps %v, bits/s %v, new/s %v, want all above 0", i+1, serving.Addr4, sv.pps, sv.bps, sv.nps)
+		if sv.pps <= 0 || sv.bps <= 0 || sv.nps <= 0 || sv.act < held {
+			t.Errorf("frame %d: serving backend %s: pps %v, bits/s %v, new/s %v, active %v, want all above 0 and %d active or more",
+				i+1, serving.Addr4, sv.pps, sv.bps, sv.nps, sv.act, held)
 		}
-		if dr.pps != 0 || dr.bps != 0 || dr.nps != 0 || dr.state != "drain" {
-			t.Errorf("frame %d: drained backend %s: state %s, pps %v, bits/s %v, new/s %v, want drain and 0", i+1, drained.Addr4, dr.state, dr.pps, dr.bps, dr.nps)
+		if dr.pps != 0 || dr.bps != 0 || dr.nps != 0 || dr.act != 0 || dr.state != "drain" {
+			t.Errorf("frame %d: drained backend %s: state %s, pps %v, bits/s %v, new/s %v, active %v, want drain and 0",
+				i+1, drained.Addr4, dr.state, dr.pps, dr.bps, dr.nps, dr.act)
 		}
 	}
 

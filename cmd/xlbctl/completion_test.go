@@ -405,3 +405,28 @@ func TestCompletionTab(t *testing.T) {
 		s.waitFor("% xlbctl backend del '[2001:2::1]:443/tcp' 2001:2::11")
 	})
 }
+
+// The commands of toolCommands have help like the others (TestHelp covers
+// the commands table), and the overview lists them.
+func TestToolCommandsHelp(t *testing.T) {
+	overview := mustRun(t, &fakeClient{}, "--help").stdout
+	for i := range toolCommands {
+		c := &toolCommands[i]
+		if !strings.Contains(overview, "\n  "+c.shortUsage()+" ") {
+			t.Errorf("overview lacks %s:\n%s", c.name, overview)
+		}
+		for _, args := range [][]string{{c.name, "--help"}, {c.name, "-h"}, {"help", c.name}} {
+			r := xlbctl(t, &fakeClient{}, args...)
+			if r.code != 0 || r.stderr != "" || len(r.calls) != 0 || !strings.HasPrefix(r.stdout, "Usage: "+c.usageLine()+"\n") ||
+				!strings.Contains(r.stdout, "\nExamples:\n  xlbctl "+c.name) {
+				t.Errorf("%q: exit %d, stderr %q, calls %q, stdout:\n%s", args, r.code, r.stderr, r.calls, r.stdout)
+			}
+		}
+		r := xlbctl(t, &fakeClient{}, c.name, "--help")
+		for _, f := range strings.Fields(c.flags) {
+			if name, ok := strings.CutPrefix(strings.Trim(f, "[]."), "--"); ok && !strings.Contains(r.stdout, "--"+name+" ") {
+				t.Errorf("%s --help does not explain --%s:\n%s", c.name, name, r.stdout)
+			}
+		}
+	}
+}
