@@ -509,7 +509,15 @@ func (v *topView) draw(s tcell.Screen) {
 		lineBackend:     base,
 		lineBackendDown: base.Foreground(tcell.ColorOlive),
 	}
-	lines := v.lines()
+	var lines []topLine
+	for _, l := range v.lines() {
+		// The error line wraps: its end says what to check.
+		for l.kind == lineError && len(l.text) > w && w > 0 {
+			lines = append(lines, topLine{l.kind, l.text[:w]})
+			l.text = l.text[w:]
+		}
+		lines = append(lines, l)
+	}
 	room := h - 1 // the key line takes the last row
 	if len(lines) > room && room > 0 {
 		more := len(lines) - room + 1
