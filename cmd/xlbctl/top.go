@@ -445,7 +445,11 @@ func (t *topRun) batch(ctx context.Context) error {
 		if !t.sleep(ctx) {
 			return nil // Ctrl-C: the frames so far are the output
 		}
-		v.add(t.sample(ctx))
+		smp := t.sample(ctx)
+		if ctx.Err() != nil {
+			return nil // Ctrl-C during the request: not xlbd's failure
+		}
+		v.add(smp)
 		if err := writeFrame(t.call.env.Stdout, v); err != nil {
 			return err
 		}

@@ -478,3 +478,26 @@ func TestTopKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestTopBatchInterrupted: Ctrl-C ends batch mode with exit 0 and the
+// frames so far, without a frame blaming xlbd.
+func TestTopBatchInterrupted(t *testing.T) {
+	l, _ := newTopLab(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errOut syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, env{Stdout: &out, Stderr: &errOut, Client: l, Now: l.Now}, []string{"top", "-b", "-d", "100ms"})
+	}()
+	waitFor(t, &out, "\n  198.18.0.11      up               1      700.0", done)
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 || errOut.String() != "" || strings.Contains(out.String(), "unreachable") {
+			t.Errorf("exit %d, stderr %q, stdout:\n%s", code, errOut.String(), out.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("still running 10s after Ctrl-C")
+	}
+}
