@@ -1,6 +1,7 @@
 // Command xlbctl changes a running xlbd through its local API (HTTP/JSON
 // over a unix socket): it adds, changes and removes services and
-// backends, drains backends, and shows status, counters and flows.
+// backends, drains backends, and shows status, counters and flows; top
+// shows live rates, and completion prints bash and zsh completion scripts.
 //
 // Noun commands (status, stats, flows, service list, backend list) only
 // read; verb commands (add, set, del, drain) change state. Errors are one
