@@ -126,6 +126,7 @@ func TestCompletionCommand(t *testing.T) {
 
 var (
 	buildOnce sync.Once
+	builtDir  string // removed by TestMain
 	builtBin  string
 	buildErr  error
 )
@@ -140,6 +141,7 @@ func xlbctlBinary(t *testing.T) string {
 			buildErr = err
 			return
 		}
+		builtDir = dir
 		builtBin = filepath.Join(dir, "xlbctl")
 		out, err := exec.Command("go", "build", "-o", builtBin, ".").CombinedOutput()
 		if err != nil {
@@ -155,8 +157,8 @@ func xlbctlBinary(t *testing.T) string {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if builtBin != "" {
-		_ = os.RemoveAll(filepath.Dir(builtBin))
+	if builtDir != "" {
+		_ = os.RemoveAll(builtDir)
 	}
 	os.Exit(code)
 }
@@ -164,7 +166,8 @@ func TestMain(m *testing.M) {
 // shellEnv is the environment of a shell that finds the built xlbctl in
 // PATH and xlbd's socket in XLB_API.
 func shellEnv(bin, sock string) []string {
-	return append(os.Environ(), "PATH="+filepath.Dir(bin)+":"+os.Getenv("PATH"), envSocket+"="+sock, "HOME="+filepath.Dir(bin))
+	// HISTFILE empty: an interactive shell saves no history on exit.
+	return append(os.Environ(), "PATH="+filepath.Dir(bin)+":"+os.Getenv("PATH"), envSocket+"="+sock, "HOME="+filepath.Dir(bin), "HISTFILE=")
 }
 
 // TestCompletionBash sources the script in a real bash, sets the
