@@ -113,9 +113,11 @@ func lookup(args []string) (*command, []string, error) {
 			return &commands[i], args[1:], nil
 		}
 	}
-	for i := range fileCommands {
-		if fileCommands[i].name == word {
-			return &fileCommands[i], args[1:], nil
+	for _, table := range [][]command{fileCommands, flowCommands} {
+		for i := range table {
+			if table[i].name == word {
+				return &table[i], args[1:], nil
+			}
 		}
 	}
 	if !isGroup(word) {
@@ -313,7 +315,7 @@ pattern). A backend is an IP address, e.g. 198.18.0.11 or 2001:2::11.
 Commands:
 `)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	for _, c := range slices.Concat(commands, fileCommands) {
+	for _, c := range slices.Concat(commands, fileCommands, flowCommands) {
 		fmt.Fprintf(tw, "  %s\t%s\n", c.shortUsage(), c.summary)
 	}
 	_ = tw.Flush() // output for a person, as fmt.Fprint* (see .golangci.yaml)
