@@ -62,13 +62,14 @@ func explainFlow(fs *flag.FlagSet) func(context.Context, *call) error {
 // scheduler they come from, then the backends they name.
 func writeExplain(c *call, e api.Explain) {
 	w := c.env.Stdout
-	proto := e.Service[strings.LastIndexByte(e.Service, '/')+1:]
-	vip := e.Service[:strings.LastIndexByte(e.Service, '/')]
+	slash := strings.LastIndexByte(e.Service, '/')
+	proto, vip := e.Service[slash+1:], e.Service[:slash]
 	pers := "no persistence"
 	if e.Persistence != 0 {
 		pers = "persistence " + e.Persistence.String()
 	}
-	t := newTable(w, "", "FLOW", proto+" "+e.Client+" -> "+vip, fmt.Sprintf("(%s, %s)", e.Scheduler, pers))
+	fmt.Fprintf(w, "flow %s %s -> %s (%s, %s)\n\n", proto, e.Client, vip, e.Scheduler, pers)
+	t := newTable(w, "", "", "BACKEND", "BECAUSE")
 	place := func(what string, p api.ExplainPlacement) {
 		to := p.Backend
 		switch {
@@ -79,59 +80,60 @@ func writeExplain(c *call, e api.Explain) {
 		case to == "":
 			to = "?"
 		}
-		t.row(what, "-> "+to, "by "+p.By+": "+p.Why)
+		t.row(what, to, p.By+": "+p.Why)
 	}
 	place("next packet", e.NextPacket)
 	place("new flow", e.NewFlow)
 	place("other port", e.OtherPort)
-	t.row("", "", "")
+	_ = t.flush() // output for a person, as fmt.Fprint* (see .golangci.yaml)
+
+	fmt.Fprintln(w)
+	t = newTable(w, "", "ENTRY", "BACKEND", "STATE", "IDLE", "TIMEOUT", "VERDICT")
 	entry := func(what string, x *api.ExplainEntry) {
 		if x == nil {
-			t.row(what, "none", "")
+			t.row(what, "none", "", "", "", "")
 			return
 		}
-		to := "never expires"
+		to := "never"
 		if x.Timeout != 0 {
-			to = "timeout " + x.Timeout.String()
+			to = x.Timeout.String()
 		}
 		verdict := "used"
 		if !x.Used {
 			verdict = "ignored: " + x.Ignored
 		}
-		t.row(what, x.Backend, fmt.Sprintf("%s, idle %s (%s); %s", x.State, age(time.Duration(x.AgeSeconds*float64(time.Second))), to, verdict))
+		t.row(what, x.Backend, x.State, age(time.Duration(x.AgeSeconds*float64(time.Second))), to, verdict)
 	}
 	entry("conntrack", e.Conntrack)
 	if proto == "tcp" {
 		entry("half-open", e.HalfOpen)
 	}
 	entry("persistence", e.PersistenceEntry)
+	_ = t.flush()
+
 	s := e.Slot
-	detail := s.How
+	fmt.Fprintf(w, "\nscheduler %s: %s\n", e.Scheduler, s.How)
 	if s.Slot != nil {
-		detail = fmt.Sprintf("%s hash %s, slot %d of %d; %s", s.HashOf, s.Hash, *s.Slot, s.Size, s.How)
+		fmt.Fprintf(w, "  %s hash %s, slot %d of %d -> %s\n", s.HashOf, s.Hash, *s.Slot, s.Size, orDash(s.Backend))
 	}
-	t.row("scheduler", orDash(s.Backend), e.Scheduler+": "+detail)
 	for _, cu := range s.Cursors {
-		t.row("", cu.Backend, fmt.Sprintf("cpu %d: cursor at slot %d", cu.CPU, cu.Slot))
+		fmt.Fprintf(w, "  cpu %d: cursor at slot %d -> %s\n", cu.CPU, cu.Slot, orDash(cu.Backend))
 	}
-	for i, ca := range s.Candidates {
-		note := fmt.Sprintf("active %d, weight %d", ca.Active, ca.Weight)
-		if !ca.Eligible {
-			note += ", not eligible"
+	if len(s.Candidates) > 0 {
+		fmt.Fprintf(w, "  scan from the %s hash %s: pick %s\n", s.HashOf, s.Hash, orDash(s.Backend))
+		t = newTable(w, "  ", "CANDIDATE", "ACTIVE", "WEIGHT", "ELIGIBLE")
+		for _, ca := range s.Candidates {
+			t.row(ca.Backend, ca.Active, ca.Weight, ca.Eligible)
 		}
-		if i == 0 {
-			note = fmt.Sprintf("scan starts here (%s hash %s); %s", s.HashOf, s.Hash, note)
-		}
-		t.row("", ca.Backend, note)
+		_ = t.flush()
 	}
-	_ = t.flush() // output for a person, as fmt.Fprint* (see .golangci.yaml)
 	if len(e.Backends) == 0 {
 		return
 	}
 	fmt.Fprintln(w)
-	bt := newTable(w, "", "BACKEND", "STATE", "WEIGHT", "REASON")
+	t = newTable(w, "", "BACKEND", "STATE", "WEIGHT", "REASON")
 	for _, b := range e.Backends {
-		bt.row(b.Address, b.State, b.Weight, b.Reason)
+		t.row(b.Address, b.State, b.Weight, b.Reason)
 	}
-	_ = bt.flush()
+	_ = t.flush()
 }
