@@ -42,7 +42,10 @@ func TestExplainFlow(t *testing.T) {
 		{"backend down", func(f *FlowFacts) { b := f.Backends[1]; b.Usable = false; f.Backends[1] = b }, Placement{Backend: 2, By: "scheduler"}, 2, 0, "reschedules"},
 		{"id given to another service", func(f *FlowFacts) { b := f.Backends[1]; b.OfService = false; f.Backends[1] = b }, Placement{Backend: 2, By: "scheduler"}, 2, 0, "another service"},
 		{"half-open", func(f *FlowFacts) { f.Conntrack = nil; f.HalfOpen = &EntryFacts{BackendID: 3, LastSeen: now} }, Placement{Backend: 3, By: "half-open"}, 2, 0, ""},
-		{"half-open expired", func(f *FlowFacts) { f.Conntrack = nil; f.HalfOpen = &EntryFacts{BackendID: 3, LastSeen: now - uint64(121*time.Second)} },
+		{"half-open expired", func(f *FlowFacts) {
+			f.Conntrack = nil
+			f.HalfOpen = &EntryFacts{BackendID: 3, LastSeen: now - uint64(121*time.Second)}
+		},
 			Placement{Backend: 2, By: "scheduler"}, 2, 0, "tcp_fin_timeout"},
 		{"slot empty: drop", func(f *FlowFacts) { f.Conntrack = nil; f.SlotBackend = 0 }, Placement{By: "scheduler", Drop: true}, 0, 0, "drop_no_backend"},
 		{"slot's backend down: drop", func(f *FlowFacts) { f.Conntrack = nil; b := f.Backends[2]; b.Usable = false; f.Backends[2] = b },
