@@ -115,7 +115,7 @@ func (b *Balancer) FlowFacts(k lb.ServiceKey, client netip.AddrPort, now uint64)
 			return f, err
 		}
 		f.Backends[bid] = lb.BackendFacts{Addr: be.Addr, OfService: be.Addr.IsValid() && be.ServiceID == id,
-			Usable: be.Usable, Failing: be.Failing, Weight: be.Weight}
+			Usable: be.Usable, Failing: be.Failing, Weight: be.Weight, MAC: be.MAC}
 	}
 	return f, nil
 }

@@ -58,12 +58,16 @@ func (d *Daemon) explain(rawKey, rawClient string) (api.Explain, error) {
 	if err != nil {
 		return api.Explain{}, err
 	}
-	st := d.status()
-	i := slices.IndexFunc(st.Services, func(s api.ServiceStatus) bool { return s.Service == key.String() })
+	// Not d.status(): its snapshot counts the connection table, and
+	// explain reads single keys only.
+	d.mu.Lock()
+	desired := d.desired
+	d.mu.Unlock()
+	i := slices.IndexFunc(desired, func(s config.Service) bool { k, err := s.Key(); return err == nil && k == key })
 	if i < 0 {
 		return api.Explain{}, notFound("service %s: no such service", key)
 	}
-	svc := st.Services[i]
+	svc := desired[i]
 	facts, err := d.dp.FlowFacts(key, client, monotonicNow())
 	if err != nil {
 		return api.Explain{}, fmt.Errorf("read the data plane: %w", err)
@@ -119,7 +123,7 @@ func (d *Daemon) explain(rawKey, rawClient string) (api.Explain, error) {
 	for _, id := range named {
 		b := facts.Backends[id]
 		eb := api.ExplainBackend{Address: name(id), Weight: b.Weight, Usable: b.Usable && b.OfService}
-		j := slices.IndexFunc(svc.Backends, func(bs api.BackendStatus) bool { return bs.Address == b.Addr.String() })
+		j := slices.IndexFunc(svc.Backends, func(cb config.Backend) bool { a, err := cb.Addr(); return err == nil && a == b.Addr })
 		switch {
 		case !b.Addr.IsValid():
 			eb.State, eb.Reason = "gone", "no backend holds this id: its service or the backend was removed"
@@ -128,8 +132,13 @@ func (d *Daemon) explain(rawKey, rawClient string) (api.Explain, error) {
 		case j < 0:
 			eb.State, eb.Reason = "gone", "not in the desired state any more"
 		default:
-			bs := svc.Backends[j]
-			eb.State, eb.Reason = bs.State, bs.Reason
+			bs := api.BackendStatus{Address: b.Addr.String(), Weight: weightOf(svc.Backends[j]), Usable: b.Usable}
+			if b.MAC != nil {
+				bs.MAC = b.MAC.String()
+			}
+			fwd, _ := lb.ForwardModes.Parse(svc.Forward)
+			d.describeBackend(&bs, key, b.Addr, svc.Health, fwd.Encapsulated())
+			eb.Weight, eb.State, eb.Reason = bs.Weight, bs.State, bs.Reason
 		}
 		out.Backends = append(out.Backends, eb)
 	}

@@ -2,6 +2,7 @@ package lb
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 	"time"
@@ -64,6 +65,8 @@ type BackendFacts struct {
 	Usable    bool
 	Failing   bool
 	Weight    uint32
+	// MAC is nil while unknown (or for an encapsulated service's).
+	MAC net.HardwareAddr
 }
 
 // CursorFacts is one CPU's round-robin cursor: the slot its next pick
@@ -323,17 +326,22 @@ func explainScheduler(f FlowFacts, usable func(uint32) bool) SchedulerExplanatio
 			if !c.Eligible {
 				continue
 			}
-			load := uint64(1)
-			if c.Active > 0 {
-				load = uint64(c.Active) + 1
-			}
-			w := uint64(b.Weight)
+			load, w := c.load()
 			if s.Backend == 0 || load*bestW < bestLoad*w {
 				s.Backend, bestLoad, bestW = id, load, w
 			}
 		}
 	}
 	return s
+}
+
+// load is lc_step's (active+1, weight): counts below 0 (between a close
+// and the daemon's correction) count as 0.
+func (c Candidate) load() (uint64, uint64) {
+	if c.Active > 0 {
+		return uint64(c.Active) + 1, uint64(c.Weight)
+	}
+	return 1, uint64(c.Weight)
 }
 
 // leastConnTie reports whether more than one eligible candidate has the
@@ -345,11 +353,7 @@ func leastConnTie(cs []Candidate) bool {
 		if !c.Eligible {
 			continue
 		}
-		load := uint64(1)
-		if c.Active > 0 {
-			load = uint64(c.Active) + 1
-		}
-		w := uint64(c.Weight)
+		load, w := c.load()
 		switch {
 		case n == 0 || load*bw < bl*w:
 			n, bl, bw = 1, load, w

@@ -289,7 +289,7 @@ func (p *DataPlane) FlowFacts(k lb.ServiceKey, client netip.AddrPort, now uint64
 	for i, b := range s.Backends {
 		n := uint32(i + 1)
 		id[b.Addr] = n
-		f.Backends[n] = lb.BackendFacts{Addr: b.Addr, OfService: true, Usable: b.UsableFor(s.Forward), Failing: b.Failing, Weight: b.Weight}
+		f.Backends[n] = lb.BackendFacts{Addr: b.Addr, OfService: true, Usable: b.UsableFor(s.Forward), Failing: b.Failing, Weight: b.Weight, MAC: b.MAC}
 		if b.UsableFor(s.Forward) {
 			in = append(in, table.Backend{ID: n, Key: b.Addr.String(), Weight: b.Weight})
 		}
