@@ -158,3 +158,17 @@ func TestExplainErrors(t *testing.T) {
 		t.Errorf("requests %q: want the unknown service's only", rec.requests)
 	}
 }
+
+// explain has its help, and the overview lists it.
+func TestExplainHelp(t *testing.T) {
+	for _, args := range [][]string{{"explain", "--help"}, {"help", "explain"}} {
+		r := xlbctl(t, &fakeClient{}, args...)
+		if r.code != 0 || !strings.HasPrefix(r.stdout, "Usage: xlbctl explain VIP:PORT/PROTO CLIENT:PORT [-o table|json]\n") ||
+			!strings.Contains(r.stdout, "\nExamples:\n  xlbctl explain ") || len(r.calls) != 0 {
+			t.Errorf("%q: exit %d, stdout:\n%s", args, r.code, r.stdout)
+		}
+	}
+	if r := xlbctl(t, &fakeClient{}, "--help"); !strings.Contains(r.stdout, "\n  explain VIP:PORT/PROTO CLIENT:PORT  ") {
+		t.Errorf("overview lacks explain:\n%s", r.stdout)
+	}
+}
