@@ -104,6 +104,12 @@ func subNames(group string) []string {
 
 func isHelpFlag(s string) bool { return s == "-h" || s == "-help" || s == "--help" || s == "--h" }
 
+// extraCommands are the one-word commands kept out of commands (each
+// table's comment says why), in the order the overview lists them.
+func extraCommands() []command {
+	return slices.Concat(fileCommands, flowCommands, toolCommands)
+}
+
 // lookup finds the command that args start with and returns it with the
 // remaining arguments.
 func lookup(args []string) (*command, []string, error) {
@@ -113,11 +119,10 @@ func lookup(args []string) (*command, []string, error) {
 			return &commands[i], args[1:], nil
 		}
 	}
-	for _, table := range [][]command{fileCommands, toolCommands} {
-		for i := range table {
-			if table[i].name == word {
-				return &table[i], args[1:], nil
-			}
+	extra := extraCommands()
+	for i := range extra {
+		if extra[i].name == word {
+			return &extra[i], args[1:], nil
 		}
 	}
 	if !isGroup(word) {
@@ -326,7 +331,7 @@ pattern). A backend is an IP address, e.g. 198.18.0.11 or 2001:2::11.
 Commands:
 `)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	for _, c := range slices.Concat(commands, fileCommands, toolCommands) {
+	for _, c := range slices.Concat(commands, extraCommands()) {
 		fmt.Fprintf(tw, "  %s\t%s\n", c.shortUsage(), c.summary)
 	}
 	_ = tw.Flush() // output for a person, as fmt.Fprint* (see .golangci.yaml)

@@ -302,3 +302,44 @@ before compinit (or 'source <(xlbctl completion zsh)' after compinit).`,
 		setup: completion,
 	},
 }
+
+// flowCommands are the commands about one flow. They are looked up and
+// listed after commands; they are not in that table because its tests
+// drive every entry with a backend address as the second argument, and a
+// flow command takes a client's address and port.
+var flowCommands = []command{
+	{
+		name:    "explain",
+		args:    "VIP:PORT/PROTO CLIENT:PORT",
+		flags:   "[-o table|json]",
+		summary: "say which backend a client's flow goes to, and why",
+		help: `
+Answers "why did my request land there?" for the flow from CLIENT:PORT to
+the service, from the data plane's own entries, judged as the data plane
+judges them:
+
+  next packet  where the flow's next packet goes (not a bare SYN): its
+               connection-table entry, else its half-open entry (TCP), else
+               as a new flow;
+  new flow     where this client:port would go with no entry of its own;
+  other port   where a new flow from another port of the client goes.
+
+Then the entries: the connection-table entry (established, closing after the
+client's FIN or RST, or expired beyond its timeout), the half-open entry, the
+client's persistence entry, each with its idle time, and whether the data
+plane uses it or ignores it (expired, its backend down or gone: the flow is
+then placed afresh); the scheduler's pick (maglev and source-hash: the hash
+and the slot of the live table; round-robin: each CPU's cursor; least-conn:
+the candidates' active flows); and the state of every backend named.
+
+A new flow goes to the client's persistent backend while its entry is live
+and the backend usable and healthy, else to the scheduler's pick; if that
+backend is not usable the packet is dropped until xlbd rebuilds the table.
+Each lookup reads one key: cheap with millions of flows.`,
+		examples: []string{
+			"xlbctl explain 198.18.1.1:80/tcp 198.18.2.10:40000",
+			"xlbctl explain '[2001:2::1]:443/tcp' '[2001:2::10]:51000' -o json | jq .next_packet",
+		},
+		setup: explainFlow,
+	},
+}

@@ -151,7 +151,7 @@ func (e env) candidates(ctx context.Context, words []string) []string {
 		cands = append(cands, "--help")
 	case cmd == nil && len(names) == 0:
 		cands = slices.Concat(topNames(), []string{"help"})
-		for _, c := range slices.Concat(fileCommands, toolCommands) {
+		for _, c := range extraCommands() {
 			cands = append(cands, c.name)
 		}
 	case cmd == nil && len(names) == 1 && isGroup(names[0]):

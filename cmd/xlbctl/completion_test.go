@@ -35,7 +35,7 @@ func TestCompleteCandidates(t *testing.T) {
 		words []string
 		want  string
 	}{
-		{[]string{""}, "apply backend bgp completion flows help service stats status top"},
+		{[]string{""}, "apply backend bgp completion explain flows help service stats status top"},
 		{[]string{"b"}, "backend bgp"},
 		{[]string{"backend", ""}, "add del drain list set"},
 		{[]string{"backend", "d"}, "del drain"},
