@@ -115,7 +115,7 @@ func TestBulkSync(t *testing.T) {
 	want = api.BackendSync{Service: key, Added: []api.BackendWeight{}, Removed: []api.BackendWeight{}, Changed: []api.BackendChange{},
 		Kept: []api.BackendWeight{bw("198.18.0.11", 1), bw("198.18.0.12", 3), bw("198.18.0.14", 1)}}
 	if code != 200 || !reflect.DeepEqual(res, want) {
-		t.Fatalf("repeated sync: %d %+v, want %+v", code, res, want)
+		t.Fatalf("repeated sync: %d %s, want %+v", code, out, want)
 	}
 	if dp, ok := d.dp.(*daemontest.DataPlane); ok && dp.Syncs() != syncsBefore {
 		t.Errorf("repeated sync synced the data plane: %d syncs, was %d", dp.Syncs(), syncsBefore)

@@ -94,7 +94,7 @@ func topNames() []string {
 // subNames lists the commands of a group: "add", "set", ...
 func subNames(group string) []string {
 	var names []string
-	for _, c := range commands {
+	for _, c := range slices.Concat(commands, fileCommands) {
 		if sub, ok := strings.CutPrefix(c.name, group+" "); ok {
 			names = append(names, sub)
 		}
@@ -132,6 +132,11 @@ func lookup(args []string) (*command, []string, error) {
 	for i := range commands {
 		if commands[i].name == name {
 			return &commands[i], args[2:], nil
+		}
+	}
+	for i := range fileCommands {
+		if fileCommands[i].name == name {
+			return &fileCommands[i], args[2:], nil
 		}
 	}
 	return nil, nil, usagef("unknown command %q (want %s; see xlbctl %s --help)", args[1], subs, word)
@@ -282,8 +287,7 @@ func writeGroupHelp(w io.Writer, group string) {
 	fmt.Fprintf(w, "Usage: xlbctl %s COMMAND [ARGS] [FLAGS]\n\nCommands:\n", group)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	var examples []string
-	for i := range commands {
-		c := &commands[i]
+	for _, c := range slices.Concat(commands, fileCommands) {
 		if strings.HasPrefix(c.name, group+" ") {
 			fmt.Fprintf(tw, "  %s\t%s\n", c.shortUsage(), c.summary)
 			examples = append(examples, c.examples[0])
