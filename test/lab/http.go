@@ -31,6 +31,7 @@ type HTTPServer struct {
 	srv      *http.Server
 	lns      []net.Listener
 	requests atomic.Int64
+	accepted sync.Map // netip.AddrPort of every connection accepted
 	wg       sync.WaitGroup
 	once     sync.Once
 }
@@ -85,7 +86,15 @@ func (h *Host) ServeHTTPAt(name string, addrs ...netip.AddrPort) (*HTTPServer, e
 		w.Header().Set("Content-Type", "text/plain")
 		fmt.Fprintf(w, "%s\n", Reply{Server: s.name, Client: remote})
 	})
-	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: nil}
+	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: nil,
+		ConnState: func(c net.Conn, st http.ConnState) {
+			if st != http.StateNew {
+				return
+			}
+			if a, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+				s.accepted.Store(netip.AddrPortFrom(a.Addr().Unmap(), a.Port()), struct{}{})
+			}
+		}}
 	for _, a := range addrs {
 		l, err := h.NS.listenTCP(a)
 		if err != nil {
@@ -128,6 +137,14 @@ func (s *HTTPServer) Port() uint16 { return s.port }
 // Requests returns the number of greeting requests answered so far
 // (health checks not included).
 func (s *HTTPServer) Requests() int64 { return s.requests.Load() }
+
+// Accepted reports whether the server accepted a TCP connection from
+// remote (as it saw it), whether or not a request followed: a test tells
+// by it on which server a connection that failed early had landed.
+func (s *HTTPServer) Accepted(remote netip.AddrPort) bool {
+	_, ok := s.accepted.Load(remote)
+	return ok
+}
 
 // Stop closes the listeners and every open connection and waits for the
 // server's goroutines to finish. It is idempotent.
