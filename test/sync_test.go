@@ -37,10 +37,10 @@ type httpLoad struct {
 	// per server: keep-alive requests answered, keep-alive connections
 	// opened and broken, new connections answered and broken
 	keepReqs, keepConns, keepBroken, newOK, newBroken map[string]int
-	unattributed                                     int
-	errs                                             []string
-	newTotal                                         atomic.Int64
-	keepTotal                                        atomic.Int64
+	unattributed                                      int
+	errs                                              []string
+	newTotal                                          atomic.Int64
+	keepTotal                                         atomic.Int64
 }
 
 func startHTTPLoad(t *testing.T, client *lab.Host, vip netip.AddrPort, keepAlive, newWorkers int, serverOf func(netip.AddrPort) string) *httpLoad {
