@@ -92,9 +92,8 @@ load() {
 }
 
 # sync_set tells xlb the set: every instance at WEIGHT, the one named by $1 (if
-# any) at weight 0. On failure (xlbd unreachable, the set refused) nothing
-# changed in xlb; dirty makes the main loop try again.
-dirty=0
+# any) at weight 0, and shows what changed. On failure (xlbd unreachable,
+# the set refused) nothing changed in xlb, and the next sample tries again.
 sync_set() {
 	local set=$STATE_DIR/set.txt empty=() out
 	{
@@ -107,11 +106,10 @@ sync_set() {
 	(($(count) > 0)) || empty=(--allow-empty)
 	if ! out=$("$XLBCTL" backend sync "$SERVICE" -f "$set" "${empty[@]}" 2>&1); then
 		log "sync failed: $out"
-		dirty=1
 		return 1
 	fi
-	dirty=0
-	printf '  %s\n' "${out//$'\n'/$'\n'  }"
+	# A set that changes nothing is not worth a line every sample.
+	[[ $out == "no change to "* ]] || printf '  %s\n' "${out//$'\n'/$'\n'  }"
 }
 
 scale_up() {
@@ -167,7 +165,10 @@ while (($(count) < MIN)); do scale_up || sleep "$INTERVAL"; done
 retry
 up=0 down=0
 while :; do
-	((dirty == 0)) || retry
+	# Every sample tells xlb the set again: a set that changes nothing
+	# changes nothing (nothing written, no check restarted), and one that
+	# differs puts back what a reload (SIGHUP) or a hand edit changed.
+	retry
 	n=$(count)
 	if ! l=$(load) || ! [[ $l =~ ^[0-9]+$ ]]; then
 		log "no load figure (${l:-none}); keeping $n instance(s)"
