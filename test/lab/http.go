@@ -70,23 +70,7 @@ func (h *Host) ServeHTTPAt(name string, addrs ...netip.AddrPort) (*HTTPServer, e
 		return nil, errors.New("serve http: port 0 is not supported")
 	}
 	s := &HTTPServer{name: name, port: port, host: h}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+HealthPath, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain")
-		_, _ = io.WriteString(w, "ok\n") // a failed write is the client's to see
-	})
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		s.requests.Add(1)
-		remote, err := netip.ParseAddrPort(r.RemoteAddr)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
-		w.Header().Set("Content-Type", "text/plain")
-		fmt.Fprintf(w, "%s\n", Reply{Server: s.name, Client: remote})
-	})
-	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: nil,
+	s.srv = &http.Server{Handler: GreetingHandler(name, &s.requests), ReadHeaderTimeout: 5 * time.Second, ErrorLog: nil,
 		ConnState: func(c net.Conn, st http.ConnState) {
 			if st != http.StateNew {
 				return
@@ -126,6 +110,32 @@ func (h *Host) ServeHTTPAt(name string, addrs ...netip.AddrPort) (*HTTPServer, e
 		}()
 	}
 	return s, nil
+}
+
+// GreetingHandler is an HTTPServer's handler, for servers of the lab
+// that run as processes of their own (test/labweb): GET HealthPath
+// answers "ok", every other request the greeting of server name, counted
+// in requests (nil: not counted).
+func GreetingHandler(name string, requests *atomic.Int64) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+HealthPath, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, "ok\n") // a failed write is the client's to see
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if requests != nil {
+			requests.Add(1)
+		}
+		remote, err := netip.ParseAddrPort(r.RemoteAddr)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+		w.Header().Set("Content-Type", "text/plain")
+		fmt.Fprintf(w, "%s\n", Reply{Server: name, Client: remote})
+	})
+	return mux
 }
 
 // Name returns the name the server answers with.

@@ -11,11 +11,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -40,21 +38,7 @@ func run(ctx context.Context, name string, port int) error {
 	if name == "" || port < 1 || port > 65535 {
 		return fmt.Errorf("want --name and a --port from 1 to 65535 (name %q, port %d)", name, port)
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+lab.HealthPath, func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, "ok\n") // a failed write is the client's to see
-	})
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		remote, err := netip.ParseAddrPort(r.RemoteAddr)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
-		w.Header().Set("Content-Type", "text/plain")
-		fmt.Fprintf(w, "%s\n", lab.Reply{Server: name, Client: remote})
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: lab.GreetingHandler(name, nil), ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 2)
 	for _, network := range []string{"tcp4", "tcp6"} {
 		l, err := net.Listen(network, fmt.Sprintf(":%d", port))
