@@ -190,12 +190,16 @@ services:
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() {
+		// Its exit status is of no interest once the test is over: it was
+		// told to stop.
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
 		select {
-		case <-exited:
+		case err := <-exited:
+			_ = err
 		case <-time.After(10 * time.Second):
 			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-exited
+			err := <-exited
+			_ = err
 		}
 		// Instances the hook started, should one have left the group.
 		pids, _ := filepath.Glob(filepath.Join(runDir, "*.pid"))
