@@ -179,3 +179,25 @@ func TestBackendSync(t *testing.T) {
 		t.Errorf("--allow-empty: exit %d, %q %q", code, out, errOut)
 	}
 }
+
+// The file commands have --help like the table's commands, and "help
+// backend sync" and the group's help find backend sync.
+func TestFileCommandsHelp(t *testing.T) {
+	for i := range fileCommands {
+		c := &fileCommands[i]
+		for _, args := range [][]string{append(strings.Fields(c.name), "--help"), append([]string{"help"}, strings.Fields(c.name)...)} {
+			r := xlbctl(t, &fakeClient{}, args...)
+			if r.code != 0 || !strings.HasPrefix(r.stdout, "Usage: "+c.usageLine()+"\n") || len(r.calls) != 0 {
+				t.Errorf("%q: exit %d, stdout %q", args, r.code, r.stdout)
+			}
+			for _, f := range strings.Fields(c.flags) {
+				if name, ok := strings.CutPrefix(strings.Trim(f, "[]."), "--"); ok && !strings.Contains(r.stdout, "  --"+name+" ") {
+					t.Errorf("%s --help does not explain --%s", c.name, name)
+				}
+			}
+		}
+	}
+	if r := xlbctl(t, &fakeClient{}, "backend", "--help"); !strings.Contains(r.stdout, "\n  backend sync VIP:PORT/PROTO ") {
+		t.Errorf("backend --help lacks sync:\n%s", r.stdout)
+	}
+}
