@@ -38,6 +38,31 @@ func DecodeBackend(r io.Reader) (Backend, error) {
 	return b, nil
 }
 
+// BackendSet is the body of a bulk sync (PUT
+// /v1/services/{service}/backends): a service's whole backend set.
+type BackendSet struct {
+	// Backends is the set, each with its address and weight (default 1),
+	// as a service's backends are in the config file.
+	Backends []Backend `json:"backends"`
+	// AllowEmpty lets the set be empty; without it (or the allow_empty
+	// query parameter) a sync that would leave no backend is refused.
+	AllowEmpty bool `json:"allow_empty,omitempty"`
+}
+
+// DecodeBackendSet decodes a bulk sync's body, strictly. The backends are
+// validated with their service (Service.Normalize), which names each bad
+// entry as backends[i].
+func DecodeBackendSet(r io.Reader) (BackendSet, error) {
+	var s BackendSet
+	if err := decodeJSON(r, &s); err != nil {
+		return BackendSet{}, err
+	}
+	if s.Backends == nil {
+		return BackendSet{}, fieldErr("backends", "", "missing: want a list of backends ([] with allow_empty for none)")
+	}
+	return s, nil
+}
+
 // DecodeBGP decodes the bgp section from a JSON API body, strictly, and
 // normalises and validates it. Error paths are relative to the section.
 func DecodeBGP(r io.Reader) (*BGP, error) {

@@ -49,6 +49,7 @@ func (d *Daemon) Handler() http.Handler {
 		}
 		return d.addBackend(key, b)
 	}))
+	mux.HandleFunc("PUT /v1/services/{service}/backends", d.handleSyncBackends)
 	mux.HandleFunc("PUT /v1/services/{service}/backends/{backend}", d.withBackend(func(r *http.Request, key lb.ServiceKey, addr netip.Addr) error {
 		body, err := withAddress(r.Body, addr)
 		if err != nil {

@@ -431,15 +431,21 @@ func (d *Daemon) Kick() {
 func (d *Daemon) mutate(fn func([]config.Service) ([]config.Service, error)) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	next := make([]config.Service, len(d.desired))
-	for i, s := range d.desired {
-		next[i] = s.Clone()
-	}
-	next, err := fn(next)
+	next, err := fn(d.desiredCopy())
 	if err != nil {
 		return err
 	}
 	return d.commit(desiredState{next, d.bgpCfg}, d.configHash)
+}
+
+// desiredCopy is a deep copy of the desired services, for a change to
+// build on. Callers hold d.mu.
+func (d *Daemon) desiredCopy() []config.Service {
+	next := make([]config.Service, len(d.desired))
+	for i, s := range d.desired {
+		next[i] = s.Clone()
+	}
+	return next
 }
 
 func findService(svcs []config.Service, key lb.ServiceKey) int {

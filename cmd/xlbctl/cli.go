@@ -94,7 +94,7 @@ func topNames() []string {
 // subNames lists the commands of a group: "add", "set", ...
 func subNames(group string) []string {
 	var names []string
-	for _, c := range commands {
+	for _, c := range slices.Concat(commands, extraCommands()) {
 		if sub, ok := strings.CutPrefix(c.name, group+" "); ok {
 			names = append(names, sub)
 		}
@@ -104,8 +104,8 @@ func subNames(group string) []string {
 
 func isHelpFlag(s string) bool { return s == "-h" || s == "-help" || s == "--help" || s == "--h" }
 
-// extraCommands are the one-word commands kept out of commands (each
-// table's comment says why), in the order the overview lists them.
+// extraCommands are the commands kept out of commands (each table's
+// comment says why), in the order the overview lists them.
 func extraCommands() []command {
 	return slices.Concat(fileCommands, flowCommands, toolCommands)
 }
@@ -139,6 +139,11 @@ func lookup(args []string) (*command, []string, error) {
 	for i := range commands {
 		if commands[i].name == name {
 			return &commands[i], args[2:], nil
+		}
+	}
+	for i := range fileCommands {
+		if fileCommands[i].name == name {
+			return &fileCommands[i], args[2:], nil
 		}
 	}
 	return nil, nil, usagef("unknown command %q (want %s; see xlbctl %s --help)", args[1], subs, word)
@@ -300,8 +305,7 @@ func writeGroupHelp(w io.Writer, group string) {
 	fmt.Fprintf(w, "Usage: xlbctl %s COMMAND [ARGS] [FLAGS]\n\nCommands:\n", group)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	var examples []string
-	for i := range commands {
-		c := &commands[i]
+	for _, c := range slices.Concat(commands, fileCommands) {
 		if strings.HasPrefix(c.name, group+" ") {
 			fmt.Fprintf(tw, "  %s\t%s\n", c.shortUsage(), c.summary)
 			examples = append(examples, c.examples[0])

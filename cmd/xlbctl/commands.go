@@ -241,6 +241,40 @@ nothing.`,
 		},
 		setup: apply,
 	},
+	{
+		name:    "backend sync",
+		args:    "VIP:PORT/PROTO",
+		flags:   "-f FILE [--allow-empty] [--dry-run] [-o table|json]",
+		summary: "replace a service's whole backend set (autoscalers)",
+		help: `
+Replaces the service's backends with the set in FILE (- for stdin), in one
+step that xlbd validates whole and applies all or nothing, and prints what
+was added (+), removed (-), reweighted (~) and kept (=). Backends that stay
+keep their flows and health state; new ones are health-checked as any added
+backend; removed ones leave as with "backend del": their flows move, which
+breaks their TCP connections. To let them finish, first sync the set with
+the leaving backend at weight 0 (or "backend drain --wait" it), then sync
+it away. The same set twice changes nothing. A set with no backend is
+refused unless --allow-empty.
+
+FILE is YAML or JSON, a list of backends as in the config file or a mapping
+with that list under backends:
+  - address: 198.18.0.11
+  - {address: 198.18.0.12, weight: 2}
+or plain text, one backend per line: ADDR, ADDR WEIGHT or ADDR=WEIGHT, an
+IPv6 address plain or in brackets (2001:2::11 3, [2001:2::11]=3); "#" starts
+a comment, blank lines are skipped. A file is YAML or JSON when its first
+line (past blanks and comments) starts with "-", "{", "backends:", or "["
+followed by "{", "]" or nothing. A bad entry is named by its line and value
+and nothing is sent (exit status 1).`,
+		examples: []string{
+			"xlbctl backend sync 198.18.1.1:80/tcp -f pool.txt",
+			"printf '198.18.0.11\\n198.18.0.12 2\\n' | xlbctl backend sync 198.18.1.1:80/tcp -f -",
+			"xlbctl backend sync '[2001:2::1]:443/tcp' -f pool.yaml --dry-run -o json",
+			"xlbctl backend sync 198.18.1.1:80/tcp -f /dev/null --allow-empty  # remove every backend",
+		},
+		setup: backendSync,
+	},
 }
 
 // toolCommands are the commands that serve the person at the terminal

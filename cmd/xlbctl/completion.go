@@ -152,7 +152,9 @@ func (e env) candidates(ctx context.Context, words []string) []string {
 	case cmd == nil && len(names) == 0:
 		cands = slices.Concat(topNames(), []string{"help"})
 		for _, c := range extraCommands() {
-			cands = append(cands, c.name)
+			if !strings.Contains(c.name, " ") { // a group's are under the group
+				cands = append(cands, c.name)
+			}
 		}
 	case cmd == nil && len(names) == 1 && isGroup(names[0]):
 		cands = subNames(names[0])

@@ -37,7 +37,7 @@ func TestCompleteCandidates(t *testing.T) {
 	}{
 		{[]string{""}, "apply backend bgp completion explain flows help service stats status top"},
 		{[]string{"b"}, "backend bgp"},
-		{[]string{"backend", ""}, "add del drain list set"},
+		{[]string{"backend", ""}, "add del drain list set sync"},
 		{[]string{"backend", "d"}, "del drain"},
 		{[]string{"service", "del", ""}, keys},
 		{[]string{"service", "del", "198"}, "198.18.1.1:80/tcp"},
@@ -186,7 +186,7 @@ func TestCompletionBash(t *testing.T) {
 		want  string
 	}{
 		{"xlbctl ba", []string{"xlbctl", "ba"}, "backend"},
-		{"xlbctl backend ", []string{"xlbctl", "backend", ""}, "add del drain list set"},
+		{"xlbctl backend ", []string{"xlbctl", "backend", ""}, "add del drain list set sync"},
 		// A whole service key where no ':' has been typed yet.
 		{"xlbctl service del 198", []string{"xlbctl", "service", "del", "198"}, "198.18.1.1:80/tcp"},
 		{"xlbctl backend add ", []string{"xlbctl", "backend", "add", ""}, "198.18.1.1:80/tcp [2001:2::1]:443/tcp"},
