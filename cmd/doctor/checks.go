@@ -127,7 +127,11 @@ func parseRelease(s string) (kver, error) {
 		return kver{}, fmt.Errorf("kernel release %q: want MAJOR.MINOR", s)
 	}
 	major, err1 := strconv.Atoi(parts[0])
-	minor, err2 := strconv.Atoi(strings.TrimRightFunc(parts[1], func(r rune) bool { return r < '0' || r > '9' }))
+	digits := strings.IndexFunc(parts[1], func(r rune) bool { return r < '0' || r > '9' })
+	if digits < 0 {
+		digits = len(parts[1])
+	}
+	minor, err2 := strconv.Atoi(parts[1][:digits])
 	if err1 != nil || err2 != nil {
 		return kver{}, fmt.Errorf("kernel release %q: want MAJOR.MINOR", s)
 	}
@@ -440,9 +444,6 @@ func checkVIPARP(f *Facts) Result {
 	if !f.ARPAsked {
 		return skip("not asked (--arp-wait 0)")
 	}
-	if f.ARPErr != nil {
-		return warn("run as root, on the balancer's interface", "cannot ask who has the VIPs: %v", f.ARPErr)
-	}
 	// Name the backends by their MAC, from the neighbour table.
 	byMAC := map[string][]string{}
 	for _, b := range f.Backends {
@@ -474,6 +475,9 @@ func checkVIPARP(f *Facts) Result {
 	}
 	if len(thieves) > 0 {
 		return fail(strings.Join(fixes, "; "), "%s: it steals the VIP's traffic from the balancer", strings.Join(thieves, "; "))
+	}
+	if f.ARPErr != nil {
+		return warn("run it as root, in the balancer's network namespace", "cannot ask who has the VIPs: %v", f.ARPErr)
 	}
 	vips := make([]string, 0, len(f.VIPs))
 	for _, v := range f.VIPs {
