@@ -451,7 +451,8 @@ func checkVIPARP(f *Facts) Result {
 			byMAC[n.MAC.String()] = append(byMAC[n.MAC.String()], b.Addr.String())
 		}
 	}
-	var thieves, fixes []string
+	var thieves, hosts []string
+	fixes := map[string][]string{}
 	seen := map[string]bool{}
 	for _, r := range f.ARP {
 		if f.Link.MAC != nil && r.MAC.String() == f.Link.MAC.String() {
@@ -467,14 +468,21 @@ func checkVIPARP(f *Facts) Result {
 			who = "backend " + strings.Join(names, "/") + " (" + r.MAC.String() + ")"
 		}
 		thieves = append(thieves, fmt.Sprintf("%s answers for VIP %s", who, r.VIP))
+		if fixes[who] == nil {
+			hosts = append(hosts, who)
+		}
 		if r.VIP.Is4() {
-			fixes = append(fixes, fmt.Sprintf("on %s: move %s to lo (ip addr del %s/32 dev IFACE; ip addr add %s/32 dev lo) and sysctl -w net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2", who, r.VIP, r.VIP, r.VIP))
+			fixes[who] = append(fixes[who], fmt.Sprintf("ip addr del %s/32 dev <iface>; ip addr add %s/32 dev lo", r.VIP, r.VIP))
 		} else {
-			fixes = append(fixes, fmt.Sprintf("on %s: move %s to lo (ip -6 addr add %s/128 dev lo) off its link", who, r.VIP, r.VIP))
+			fixes[who] = append(fixes[who], fmt.Sprintf("ip -6 addr del %s/128 dev <iface>; ip -6 addr add %s/128 dev lo", r.VIP, r.VIP))
 		}
 	}
+	var fix []string
+	for _, who := range hosts {
+		fix = append(fix, "on "+who+": "+strings.Join(fixes[who], "; ")+"; sysctl -w net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2")
+	}
 	if len(thieves) > 0 {
-		return fail(strings.Join(fixes, "; "), "%s: it steals the VIP's traffic from the balancer", strings.Join(thieves, "; "))
+		return fail(strings.Join(fix, " | "), "%s: it takes the VIP's traffic from the balancer", strings.Join(thieves, "; "))
 	}
 	if f.ARPErr != nil {
 		return warn("run it as root, in the balancer's network namespace", "cannot ask who has the VIPs: %v", f.ARPErr)

@@ -23,7 +23,9 @@ func fakeEnv(t *testing.T, change func(*Facts), status func(context.Context, str
 	var out, errOut bytes.Buffer
 	got := new(*Facts)
 	if status == nil {
-		status = func(context.Context, string) (api.Status, error) { return api.Status{}, errors.New("connection refused") }
+		status = func(context.Context, string) (api.Status, error) {
+			return api.Status{}, errors.New("connection refused")
+		}
 	}
 	env := Env{Stdout: &out, Stderr: &errOut, Status: status,
 		Gather: func(f *Facts, _ ProgInfo, _ time.Duration) {

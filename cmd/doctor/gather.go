@@ -61,10 +61,33 @@ func Gather(f *Facts, info ProgInfo, arpWait time.Duration) {
 		if err != nil {
 			f.ARPErr = err
 		} else {
-			f.ARP, f.ARPErr = AskVIPs(ifi, f.VIPs, arpWait)
+			f.ARP, f.ARPErr = AskVIPs(ifi, f.VIPs, arpWait, source6(nlLink))
 		}
 		f.ARPAsked = true
 	}
+}
+
+// source6 is the address to solicit from: the interface's link-local
+// address, else a global one, never one still tentative or failed.
+func source6(l netlink.Link) netip.Addr {
+	addrs, err := netlink.AddrList(l, netlink.FAMILY_V6)
+	if err != nil {
+		return netip.Addr{}
+	}
+	var best netip.Addr
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok || a.Flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED) != 0 {
+			continue
+		}
+		if ip.IsLinkLocalUnicast() {
+			return ip
+		}
+		if !best.IsValid() {
+			best = ip
+		}
+	}
+	return best
 }
 
 func attachMode(m uint32) string {
