@@ -105,11 +105,13 @@ func checkBPFFS(f *Facts) Result {
 	case err != nil:
 		return warn("", "bpffs at %s; pin directory %s: %v", under, f.PinDir, err)
 	}
-	names := make([]string, 0, len(pins))
+	link := ""
 	for _, p := range pins {
-		names = append(names, p.Name())
+		if p.Name() == "link" {
+			link = ", its link among them: a data plane is pinned"
+		}
 	}
-	return ok("bpffs at %s; %d pins in %s (%s)", under, len(pins), f.PinDir, strings.Join(names, " "))
+	return ok("bpffs at %s; %d pins in %s%s", under, len(pins), f.PinDir, link)
 }
 
 type kver struct{ major, minor int }
@@ -254,7 +256,7 @@ func checkOffloads(f *Facts) Result {
 	if l.Features["rx-gro-hw"] {
 		return warn("ethtool -K "+l.Name+" rx-gro-hw off", "hardware GRO is on: native XDP needs it off (some drivers refuse the attach, others turn it off)")
 	}
-	return ok("lro off, rx-gro-hw off (software GRO %s runs after XDP; read with the ethtool ioctl)", onOff(l.Features["rx-gro"]))
+	return ok("lro off, rx-gro-hw off (software GRO, %s, runs after XDP)", onOff(l.Features["rx-gro"]))
 }
 
 func checkXDPProgram(f *Facts) Result {

@@ -132,7 +132,7 @@ func TestVerdicts(t *testing.T) {
 			if err := os.MkdirAll(filepath.Join(f.PinDir, "link"), 0o755); err != nil {
 				panic(err)
 			}
-		}, check: "bpffs", want: OK, msg: "1 pins in"},
+		}, check: "bpffs", want: OK, msg: "its link among them"},
 
 		{name: "kernel too old", files: map[string]string{"proc/sys/kernel/osrelease": "5.15.0-91-generic\n"}, check: "kernel", want: Fail, msg: "older than 5.17", fix: "5.17 or later"},
 		{name: "kernel 5.17", files: map[string]string{"proc/sys/kernel/osrelease": "5.17.0\n"}, check: "kernel", want: OK, msg: "health.via tunnel would need 6.6"},
