@@ -72,6 +72,16 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
+func TestHelp(t *testing.T) {
+	env, out, errOut, _ := fakeEnv(t, nil, nil)
+	if code := Main([]string{"--help"}, env); code != ExitOK {
+		t.Errorf("--help: exit %d, want 0", code)
+	}
+	if !strings.HasPrefix(errOut.String(), "Usage: xlbd doctor [flags]") || !strings.Contains(errOut.String(), "-arp-wait") || out.Len() > 0 {
+		t.Errorf("--help: stdout %q, stderr %q", out, errOut)
+	}
+}
+
 func TestExitCodes(t *testing.T) {
 	env, out, _, _ := fakeEnv(t, nil, nil)
 	if code := Main([]string{"--iface", "eth0", "--vip", "198.18.1.1", "--backend", "198.18.0.11,198.18.0.12"}, env); code != ExitOK {
@@ -182,5 +192,16 @@ func TestStatusText(t *testing.T) {
 	var s Status
 	if err := s.UnmarshalText([]byte("meh")); err == nil {
 		t.Error("meh: no error")
+	}
+}
+
+func TestSourceDaemonBackendRole(t *testing.T) {
+	st := api.Status{Role: "backend", Interface: "eth0", XDPMode: "native", Services: []api.ServiceStatus{},
+		Decap: &api.DecapStatus{VIPs: []string{"198.18.1.1", "2001:2:0:1::1"}}}
+	env, _, _, got := fakeEnv(t, nil, func(context.Context, string) (api.Status, error) { return st, nil })
+	Main(nil, env)
+	f := *got
+	if f.Role != "backend" || len(f.VIPs) != 2 || len(f.Backends) != 0 {
+		t.Errorf("facts %+v", f)
 	}
 }
