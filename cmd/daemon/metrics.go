@@ -160,6 +160,7 @@ func (d *Daemon) writeMetrics(w *bufio.Writer) {
 		p.metric("xlb_service_all_backends_down", "gauge", "1 while every weighted backend of a service fails its health check.", []string{"service", s.Service}, down)
 	}
 	d.health.metrics.write(p)
+	d.writeDNSMetrics(p)
 	if b := d.bgpStatus(context.Background()); b.Enabled {
 		p.metric("xlb_bgp_announced_prefixes", "gauge", "VIPs announced over BGP (host routes).", nil, uint64(len(b.Announced)))
 		for _, peer := range b.Peers {
