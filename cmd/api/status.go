@@ -85,8 +85,8 @@ type BackendStatus struct {
 	Address string `json:"address"`
 	// Name is the DNS name the backend was resolved from; empty for a
 	// backend given by address.
-	Name    string `json:"name,omitempty"`
-	Weight  uint32 `json:"weight"`
+	Name   string `json:"name,omitempty"`
+	Weight uint32 `json:"weight"`
 	// MAC is the backend's Ethernet address, empty while unknown.
 	MAC string `json:"mac"`
 	// State is StateUp, StateDown, StateDrain or StateNoMAC.

@@ -185,10 +185,13 @@ func (r *Resolvers) Effective() Resolvers {
 		e.Attempts = DefaultDNSAttempts
 	}
 	if e.MinRefresh == 0 {
-		e.MinRefresh = Duration(min(DefaultDNSMinRefresh, time.Duration(max(e.MaxRefresh, Duration(100*time.Millisecond)))))
+		e.MinRefresh = Duration(DefaultDNSMinRefresh)
+		if e.MaxRefresh != 0 {
+			e.MinRefresh = min(e.MinRefresh, e.MaxRefresh)
+		}
 	}
 	if e.MaxRefresh == 0 {
-		e.MaxRefresh = Duration(max(DefaultDNSMaxRefresh, time.Duration(e.MinRefresh)))
+		e.MaxRefresh = Duration(DefaultDNSMaxRefresh)
 	}
 	if e.RetryInterval == 0 {
 		e.RetryInterval = Duration(DefaultDNSRetryInterval)

@@ -75,12 +75,12 @@ type Daemon struct {
 	bgp        Announcer
 	ifaceAddrs []netip.Addr
 
-	mu         sync.Mutex
-	desired    []config.Service // normalised, in file/API order
+	mu      sync.Mutex
+	desired []config.Service // normalised, in file/API order
 	// running is desired with every named backend replaced by its
 	// addresses: what the data plane and the health checks get.
 	running    expansion
-	bgpCfg     *config.BGP      // normalised; nil: no BGP
+	bgpCfg     *config.BGP // normalised; nil: no BGP
 	configHash string
 	started    bool
 	// withdrawn: a planned stop took the VIPs out of BGP; reconciles no
