@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/miekg/dns"
@@ -38,19 +39,20 @@ func lookupDNS(ctx context.Context, k config.NameKey, r config.Resolvers) DNSAns
 	m := new(dns.Msg)
 	m.SetQuestion(dns.Fqdn(k.Name), qtype)
 	m.RecursionDesired = true
-	var errs []error
+	var errs []string
 	for i := range e.Attempts {
 		server := servers[i%len(servers)].String()
 		ans, err := exchange(ctx, m, server, time.Duration(e.Timeout))
 		if err == nil {
 			return ans
 		}
-		errs = append(errs, fmt.Errorf("%s: %w", server, err))
+		errs = append(errs, server+": "+err.Error())
 		if ctx.Err() != nil {
 			break
 		}
 	}
-	return DNSAnswer{Err: errors.Join(errs...)}
+	// One line: status and logs show it as is.
+	return DNSAnswer{Err: errors.New(strings.Join(errs, "; "))}
 }
 
 // exchange sends one query; an error is a failure to get an answer.
