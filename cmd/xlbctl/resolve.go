@@ -5,7 +5,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"strings"
+	"time"
 
 	"github.com/xlb-lb/xlb/cmd/api"
 )
@@ -57,4 +59,36 @@ func serviceResolve(fs *flag.FlagSet) func(context.Context, *call) error {
 			}
 			return nil
 		})
+}
+
+// writeNames prints a service's backend names: one line each with its
+// state, addresses and refresh, and the latest error while it matters.
+func writeNames(w io.Writer, names []api.NameStatus, now func() time.Time) {
+	for _, n := range names {
+		fmt.Fprintf(w, "  dns: %s (%s, weight %d): %s, %d %s", n.Name, n.Family, n.Weight, n.State,
+			len(n.Addresses), plural(uint64(len(n.Addresses)), "address", "addresses"))
+		if len(n.Leaving) > 0 {
+			fmt.Fprintf(w, ", %d leaving", len(n.Leaving))
+		}
+		if !n.LastSuccess.IsZero() {
+			fmt.Fprintf(w, ", answered %s ago", ageOf(now, n.LastSuccess))
+		}
+		if !n.NextRefresh.IsZero() {
+			if d := n.NextRefresh.Sub(now()); d > 0 {
+				fmt.Fprintf(w, ", next lookup in %s", age(d))
+			} else {
+				fmt.Fprintf(w, ", next lookup now")
+			}
+		}
+		fmt.Fprintln(w)
+		switch n.State {
+		case api.NameFailing:
+			fmt.Fprintf(w, "    lookup failing, last good set kept: %s\n", n.LastError)
+		case api.NameHeld:
+			fmt.Fprintf(w, "    %s; set kept until %s\n", n.LastError, n.HeldUntil.Format(time.RFC3339))
+		}
+		for _, sk := range n.Skipped {
+			fmt.Fprintf(w, "    not used: %s\n", sk)
+		}
+	}
 }

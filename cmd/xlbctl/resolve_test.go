@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/xlb-lb/xlb/cmd/api"
 )
@@ -32,5 +34,30 @@ func TestServiceResolve(t *testing.T) {
 	want := "web.pool.example (ipv4): added 198.18.0.13; removed 198.18.0.12 (drained until their flows end); 1 kept\n"
 	if r.stdout != want || len(r.calls) != 1 || r.calls[0] != "ResolveService 198.18.1.1:80/tcp" {
 		t.Errorf("stdout %q, calls %q; want %q", r.stdout, r.calls, want)
+	}
+}
+
+// status shows each backend name: its state, addresses, refresh, and the
+// error while the last good set is kept.
+func TestStatusNames(t *testing.T) {
+	st := api.Status{Interface: "eth0", Services: []api.ServiceStatus{{
+		Service: "198.18.1.1:80/tcp", Scheduler: "maglev", Forward: "dsr-l2",
+		Names: []api.NameStatus{
+			{Name: "web.pool.example", Family: "ipv4", Weight: 2, State: api.NameFailing, Addresses: []string{"198.18.0.11", "198.18.0.12"},
+				Leaving: []string{"198.18.0.13"}, LastSuccess: testNow.Add(-90 * time.Second), NextRefresh: testNow.Add(5 * time.Second),
+				LastError: "198.18.0.53:53: timeout after 2s", Skipped: []string{"198.18.0.10: also a static backend (the static one is used)"}},
+			{Name: "new.pool.example", Family: "ipv4", Weight: 1, State: api.NamePending, Addresses: []string{}},
+		},
+	}}}
+	r := mustRun(t, &fakeClient{status: st}, "status")
+	for _, want := range []string{
+		"  dns: web.pool.example (ipv4, weight 2): failing, 2 addresses, 1 leaving, answered 1m30s ago, next lookup in 5s\n" +
+			"    lookup failing, last good set kept: 198.18.0.53:53: timeout after 2s\n" +
+			"    not used: 198.18.0.10: also a static backend (the static one is used)\n",
+		"  dns: new.pool.example (ipv4, weight 1): pending, 0 addresses\n",
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("status lacks\n%s\ngot\n%s", want, r.stdout)
+		}
 	}
 }
