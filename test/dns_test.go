@@ -170,6 +170,29 @@ services:
 `, dnsPort, topo.VIP4, port, dnsName)
 }
 
+// dnsLab is a lab whose xlbd resolves the service's backends through
+// dnsmasq.
+type dnsLab struct {
+	topo *lab.Topology
+	dns  *dnsmasq
+	e    *daemonEnv
+	key  string
+	vip  netip.AddrPort
+}
+
+// newDNSLab builds a lab of n backends serving port 8080, dnsmasq naming
+// the first named of them, and a started xlbd with dnsConfig.
+func newDNSLab(t *testing.T, n, named int) dnsLab {
+	t.Helper()
+	topo := lab.NewT(t, lab.Config{Backends: n})
+	serveAll(t, topo, 8080)
+	l := dnsLab{topo: topo, dns: startDNSMasq(t, topo.Balancer, topo.Backends[:named]...),
+		key: fmt.Sprintf("%s:8080/tcp", topo.VIP4), vip: netip.AddrPortFrom(topo.VIP4, 8080)}
+	l.e = newDaemonEnv(t, topo, dnsConfig(topo, 8080))
+	l.e.Start()
+	return l
+}
+
 // nameOf is the name's status in service s.
 func nameOf(s api.ServiceStatus) api.NameStatus {
 	for _, n := range s.Names {
@@ -227,14 +250,9 @@ func reachAll(t *testing.T, topo *lab.Topology, dst netip.AddrPort, want ...stri
 // picks it up at its refresh (the 2 s TTL), checks it, and new connections
 // reach it.
 func TestDNSRecordGainsAddress(t *testing.T) {
-	topo := lab.NewT(t, lab.Config{Backends: 3})
-	serveAll(t, topo, 8080)
+	l := newDNSLab(t, 3, 2)
+	topo, dns, e, key, vip := l.topo, l.dns, l.e, l.key, l.vip
 	be1, be2, be3 := topo.Backends[0], topo.Backends[1], topo.Backends[2]
-	dns := startDNSMasq(t, topo.Balancer, be1, be2)
-	e := newDaemonEnv(t, topo, dnsConfig(topo, 8080))
-	e.Start()
-	key := fmt.Sprintf("%s:8080/tcp", topo.VIP4)
-	vip := netip.AddrPortFrom(topo.VIP4, 8080)
 
 	e.waitService(key, "both resolved backends up", func(s api.ServiceStatus) bool {
 		return slices.Equal(backendsUp(s), addrList(be1, be2)) && nameOf(s).State == api.NameOK
@@ -262,13 +280,8 @@ func TestDNSRecordGainsAddress(t *testing.T) {
 // after the change, new connections avoid the backend, and it leaves the
 // service once the connection is closed.
 func TestDNSRecordLosesAddress(t *testing.T) {
-	topo := lab.NewT(t, lab.Config{Backends: 3})
-	serveAll(t, topo, 8080)
-	dns := startDNSMasq(t, topo.Balancer, topo.Backends...)
-	e := newDaemonEnv(t, topo, dnsConfig(topo, 8080))
-	e.Start()
-	key := fmt.Sprintf("%s:8080/tcp", topo.VIP4)
-	vip := netip.AddrPortFrom(topo.VIP4, 8080)
+	l := newDNSLab(t, 3, 3)
+	topo, dns, e, key, vip := l.topo, l.dns, l.e, l.key, l.vip
 	e.waitService(key, "all three resolved backends up", func(s api.ServiceStatus) bool {
 		return slices.Equal(backendsUp(s), addrList(topo.Backends...))
 	})
@@ -341,13 +354,8 @@ func TestDNSRecordLosesAddress(t *testing.T) {
 // status and metrics show the failure, and traffic still flows to every
 // backend.
 func TestDNSServerStopped(t *testing.T) {
-	topo := lab.NewT(t, lab.Config{Backends: 2})
-	serveAll(t, topo, 8080)
-	dns := startDNSMasq(t, topo.Balancer, topo.Backends...)
-	e := newDaemonEnv(t, topo, dnsConfig(topo, 8080))
-	e.Start()
-	key := fmt.Sprintf("%s:8080/tcp", topo.VIP4)
-	vip := netip.AddrPortFrom(topo.VIP4, 8080)
+	l := newDNSLab(t, 2, 2)
+	topo, dns, e, key, vip := l.topo, l.dns, l.e, l.key, l.vip
 	all := addrList(topo.Backends...)
 	e.waitService(key, "both resolved backends up", func(s api.ServiceStatus) bool {
 		return slices.Equal(backendsUp(s), all)

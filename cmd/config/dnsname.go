@@ -110,7 +110,7 @@ func CanonicalHostname(s string) (string, error) {
 			return "", errorString("label " + quote(label) + " starts or ends with a hyphen")
 		}
 		for _, r := range label {
-			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+			if !isLDH(r) {
 				return "", errorString("not a host name: " + strconv.QuoteRune(r) + " (letters, digits, hyphens and dots only)")
 			}
 		}
@@ -296,3 +296,6 @@ func durationOr(d *Duration, def time.Duration) *Duration {
 	}
 	return &v
 }
+
+// isLDH reports a letter (lower case), digit or hyphen.
+func isLDH(r rune) bool { return r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' }

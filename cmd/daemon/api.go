@@ -192,17 +192,9 @@ func (d *Daemon) statusOf(snap lb.Snapshot) api.Status {
 	desired := d.running.Services
 	origin := d.running.Origin
 	names := map[lb.ServiceKey][]api.NameStatus{}
-	for _, s := range d.desired {
-		key, err := s.Key()
-		if err != nil {
-			continue
-		}
-		for _, b := range s.Backends {
-			if b.Named() {
-				names[key] = append(names[key], d.dns.nameStatus(b, d.running.Skipped[key][b.NameKey()]))
-			}
-		}
-	}
+	eachNamed(d.desired, func(key lb.ServiceKey, b config.Backend) {
+		names[key] = append(names[key], d.dns.nameStatus(b, d.running.Skipped[key][b.NameKey()]))
+	})
 	allDown := stdmaps.Clone(d.health.allDown)
 	var announced []netip.Addr
 	bgpOn := d.bgp != nil && d.bgpCfg != nil

@@ -256,17 +256,9 @@ func (d *Daemon) pruneLeaving() {
 	now := d.dns.clock()
 	p := d.dns.policy()
 	users := map[config.NameKey][]lb.ServiceKey{}
-	for _, s := range d.desired {
-		key, err := s.Key()
-		if err != nil {
-			continue
-		}
-		for _, b := range s.Backends {
-			if b.Named() {
-				users[b.NameKey()] = append(users[b.NameKey()], key)
-			}
-		}
-	}
+	eachNamed(d.desired, func(key lb.ServiceKey, b config.Backend) {
+		users[b.NameKey()] = append(users[b.NameKey()], key)
+	})
 	changed := false
 	for k, st := range d.dns.names {
 		if len(st.Leaving) == 0 {
@@ -368,4 +360,20 @@ func (s *dnsState) nameStatus(b config.Backend, skipped []string) api.NameStatus
 		ns.State = api.NameOK
 	}
 	return ns
+}
+
+// eachNamed calls fn with every named backend entry of svcs and its
+// service's key, in order.
+func eachNamed(svcs []config.Service, fn func(lb.ServiceKey, config.Backend)) {
+	for _, s := range svcs {
+		key, err := s.Key()
+		if err != nil {
+			continue
+		}
+		for _, b := range s.Backends {
+			if b.Named() {
+				fn(key, b)
+			}
+		}
+	}
 }
