@@ -61,3 +61,23 @@ func TestStatusNames(t *testing.T) {
 		}
 	}
 }
+
+// service set keeps a service's backend names as names: the addresses
+// they gave are not written back as static backends.
+func TestServiceSetKeepsNames(t *testing.T) {
+	w := uint32(1)
+	st := api.Status{Services: []api.ServiceStatus{{
+		Service: "198.18.1.1:80/tcp", Scheduler: "maglev", Forward: "dsr-l2",
+		Backends: []api.BackendStatus{
+			{Address: "198.18.0.10", Weight: w},
+			{Address: "198.18.0.11", Name: "web.pool.example", Weight: 2},
+			{Address: "198.18.0.12", Name: "web.pool.example", Weight: 0},
+		},
+		Names: []api.NameStatus{{Name: "web.pool.example", Family: "ipv4", Weight: 2}},
+	}}}
+	r := mustRun(t, &fakeClient{status: st}, "service", "set", "198.18.1.1:80/tcp", "--scheduler", "source-hash")
+	want := `"backends":[{"address":"198.18.0.10","weight":1},{"name":"web.pool.example","family":"ipv4","weight":2}]`
+	if len(r.calls) != 2 || !strings.Contains(r.calls[1], want) {
+		t.Errorf("calls %q\nwant the second to contain %s", r.calls, want)
+	}
+}
