@@ -392,6 +392,44 @@ func TestDNSServerStopped(t *testing.T) {
 	}
 }
 
+// TestDNSRestartDuringOutage: xlbd restarts (kill -9, then a new xlbd
+// over the re-adopted data plane) while the DNS server is down; the names'
+// last good sets, kept in the state file, serve from the first moment:
+// the status says restored, then failing, and traffic reaches every
+// backend throughout.
+func TestDNSRestartDuringOutage(t *testing.T) {
+	l := newDNSLab(t, 2, 2)
+	topo, e, key := l.topo, l.e, l.key
+	all := addrList(topo.Backends...)
+	e.waitService(key, "both resolved backends up", func(s api.ServiceStatus) bool {
+		return slices.Equal(backendsUp(s), all)
+	})
+	l.dns.stop()
+	e.Kill()
+	e.Start()
+	st, err := e.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first api.ServiceStatus
+	for _, s := range st.Services {
+		if s.Service == key {
+			first = s
+		}
+	}
+	n := nameOf(first)
+	t.Logf("name at the first status after the restart: %+v", n)
+	if !slices.Equal(n.Addresses, all) || (n.State != api.NameRestored && n.State != api.NameFailing) {
+		t.Fatalf("after the restart the name has %v (%s), want the saved %v", n.Addresses, n.State, all)
+	}
+	s := e.waitService(key, "the name failing, its set kept", func(s api.ServiceStatus) bool {
+		return nameOf(s).State == api.NameFailing && slices.Equal(backendsUp(s), all)
+	})
+	t.Logf("then: %+v", nameOf(s))
+	seen := reachAll(t, topo, l.vip, topo.Backends[0].Name, topo.Backends[1].Name)
+	t.Logf("connections after the restart with the DNS server down: %v", seen)
+}
+
 // metricAtLeast reports whether the sample line name (with labels) is at
 // least v.
 func metricAtLeast(metrics, name string, v float64) bool {
