@@ -1,12 +1,22 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"net"
+	"net/http/httptest"
+	"net/netip"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/xlb-lb/xlb/cmd/api"
+	"github.com/xlb-lb/xlb/cmd/config"
+	"github.com/xlb-lb/xlb/cmd/daemon"
+	"github.com/xlb-lb/xlb/cmd/daemon/daemontest"
 )
 
 func (f *fakeClient) ResolveService(ctx context.Context, key string) (api.ResolveResult, error) {
@@ -79,5 +89,76 @@ func TestServiceSetKeepsNames(t *testing.T) {
 	want := `"backends":[{"address":"198.18.0.10","weight":1},{"name":"web.pool.example","family":"ipv4","weight":2}]`
 	if len(r.calls) != 2 || !strings.Contains(r.calls[1], want) {
 		t.Errorf("calls %q\nwant the second to contain %s", r.calls, want)
+	}
+}
+
+// service resolve end to end: the real client over a unix socket, xlbd's
+// real handlers, DNS answers from the test.
+func TestServiceResolveEndToEnd(t *testing.T) {
+	answer := daemon.DNSAnswer{Addrs: []netip.Addr{netip.MustParseAddr("198.18.0.11"), netip.MustParseAddr("198.18.0.12")}, TTL: time.Minute}
+	var mu sync.Mutex
+	lookup := func(context.Context, config.NameKey, config.Resolvers) daemon.DNSAnswer {
+		mu.Lock()
+		defer mu.Unlock()
+		return answer
+	}
+	sock := filepath.Join(t.TempDir(), "xlb.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := daemon.New(daemon.Options{StatePath: filepath.Join(t.TempDir(), "state.json"), Interface: "eth0",
+		DataPlane: daemontest.NewDataPlane(16), HealthClock: frozenClock{testNow}, DNSLookup: lookup})
+	t.Cleanup(d.Close)
+	if err := d.Start(daemontest.NewMACs(), &config.Config{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(d.Handler())
+	_ = srv.Listener.Close()
+	srv.Listener = ln
+	srv.Start()
+	t.Cleanup(srv.Close)
+	ctl := func(args ...string) (int, string, string) {
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), env{Stdout: &out, Stderr: &errOut, Now: func() time.Time { return testNow }}, append([]string{"--api", sock}, args...))
+		return code, out.String(), errOut.String()
+	}
+	c := api.NewClient(sock)
+	w := uint32(2)
+	if _, err := c.AddService(context.Background(), config.Service{VIP: "198.18.1.1", Port: 80,
+		Backends: []config.Backend{{Address: "198.18.0.10"}, {Name: "web.pool.example", Weight: &w}}}); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := ctl("service", "resolve", "198.18.1.1:80/tcp")
+	if code != 0 || out != "web.pool.example (ipv4): added 198.18.0.11 198.18.0.12; 0 kept\n" {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	mu.Lock()
+	answer = daemon.DNSAnswer{Err: errors.New("198.18.0.53:53: timeout after 2s")}
+	mu.Unlock()
+	code, out, _ = ctl("service", "resolve", "198.18.1.1:80/tcp")
+	if code != 0 || out != "web.pool.example (ipv4): unchanged; 2 kept\n  last good set kept: 198.18.0.53:53: timeout after 2s\n" {
+		t.Fatalf("failed lookup: exit %d, stdout %q", code, out)
+	}
+	_, out, _ = ctl("status")
+	if !strings.Contains(out, "  dns: web.pool.example (ipv4, weight 2): failing, 2 addresses") {
+		t.Errorf("status:\n%s", out)
+	}
+	// A resolved address is not a backend of its own.
+	code, _, errOut = ctl("backend", "drain", "198.18.1.1:80/tcp", "198.18.0.11")
+	if code != 1 || !strings.Contains(errOut, "backend 198.18.0.11 comes from DNS name web.pool.example") {
+		t.Errorf("drain of a resolved address: exit %d, %q", code, errOut)
+	}
+	// service set keeps the name.
+	if code, _, errOut = ctl("service", "set", "198.18.1.1:80/tcp", "--scheduler", "round-robin"); code != 0 {
+		t.Fatalf("service set: %s", errOut)
+	}
+	st, err := c.Services(context.Background())
+	if err != nil || len(st) != 1 || len(st[0].Names) != 1 || len(st[0].Backends) != 3 {
+		t.Fatalf("after service set: %+v %v", st, err)
+	}
+	code, out, _ = ctl("service", "resolve", "198.18.1.9:80/tcp")
+	if code != 1 {
+		t.Errorf("resolve of no service: exit %d %q", code, out)
 	}
 }
