@@ -343,3 +343,39 @@ func TestDNSBackendAPI(t *testing.T) {
 		t.Errorf("resolve of no service: %d %s", code, body)
 	}
 }
+
+// A reload keeps the names' sets (no lookup needed to serve them); a name
+// dropped from the file goes with its addresses, like removed backends.
+func TestDNSReloadKeepsSets(t *testing.T) {
+	dns := newFakeDNS()
+	dns.set("web.pool.example", "ipv4", DNSAnswer{Addrs: ips("198.18.0.11", "198.18.0.12"), TTL: time.Minute})
+	d, _, path := startFromFile(t, namedConfig, Options{DNSLookup: dns.lookup, DNSClock: dns.clock})
+	const v4 = "198.18.1.1:80/tcp"
+	resolveReq(t, d, v4)
+	want := []string{"198.18.0.10=1", "198.18.0.11=2", "198.18.0.12=2"}
+	if got := backendWeights(t, d, v4); !slices.Equal(got, want) {
+		t.Fatalf("resolved: %v", got)
+	}
+	dns.set("web.pool.example", "ipv4", DNSAnswer{Err: errors.New("timeout")})
+	if err := os.WriteFile(path, []byte(namedConfig+"\n# touched\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := backendWeights(t, d, v4); !slices.Equal(got, want) {
+		t.Fatalf("after a reload: %v", got)
+	}
+	if err := os.WriteFile(path, []byte(strings.Replace(namedConfig, "      - name: web.pool.example\n        weight: 2\n", "", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := backendWeights(t, d, v4); !slices.Equal(got, []string{"198.18.0.10=1"}) {
+		t.Fatalf("after dropping the name: %v", got)
+	}
+	if n := serviceStatus(d, v4).Names; len(n) != 0 {
+		t.Errorf("names after dropping it: %+v", n)
+	}
+}
