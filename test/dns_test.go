@@ -383,8 +383,8 @@ func TestDNSServerStopped(t *testing.T) {
 	t.Logf("connections with the DNS server down: %v", seen)
 	m := e.Metrics()
 	for _, want := range []string{
-		fmt.Sprintf(`xlb_dns_name_failing{name="%s",family="ipv4"} 1`, dnsName),
-		fmt.Sprintf(`xlb_dns_backends{service="%s",name="%s"} 2`, key, dnsName),
+		fmt.Sprintf(`xlb_dns_name_failing{family="ipv4",name="%s"} 1`, dnsName),
+		fmt.Sprintf(`xlb_dns_backends{name="%s",service="%s"} 2`, dnsName, key),
 	} {
 		if !strings.Contains(m, want+"\n") {
 			t.Errorf("metrics lack %q", want)

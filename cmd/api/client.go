@@ -189,6 +189,14 @@ func (c *Client) Table(ctx context.Context, key string, slots bool) (Table, erro
 	return t, err
 }
 
+// Explain says which backend the flow from client (IP:PORT) to the
+// service goes to and why.
+func (c *Client) Explain(ctx context.Context, key, client string) (Explain, error) {
+	var e Explain
+	err := c.do(ctx, http.MethodGet, servicePath(key)+"/explain?client="+url.QueryEscape(client), nil, &e)
+	return e, err
+}
+
 func servicePath(key string) string { return "/v1/services/" + url.PathEscape(key) }
 
 func backendPath(key, addr string) string {

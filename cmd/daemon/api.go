@@ -82,6 +82,7 @@ func (d *Daemon) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/config/diff", d.handleConfigDiff)
 	mux.HandleFunc("GET /v1/flows", d.handleFlows)
 	mux.HandleFunc("GET /v1/services/{service}/table", d.handleTable)
+	mux.HandleFunc("GET /v1/services/{service}/explain", d.handleExplain)
 	mux.HandleFunc("GET /v1/bgp", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, d.bgpStatus(r.Context()))
 	})

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/xlb-lb/xlb/cmd/config"
 	"github.com/xlb-lb/xlb/health"
 	"github.com/xlb-lb/xlb/maps/lb"
@@ -75,6 +77,9 @@ type Daemon struct {
 	bgp        Announcer
 	ifaceAddrs []netip.Addr
 
+	// registry holds the metrics MetricsHandler serves.
+	registry *prometheus.Registry
+
 	mu      sync.Mutex
 	desired []config.Service // normalised, in file/API order
 	// running is desired with every named backend replaced by its
@@ -105,6 +110,7 @@ func New(o Options) *Daemon {
 	d.tunnel = &checkTunnel{open: o.OpenTunnel}
 	d.dns = newDNSState(o.DNSLookup, o.DNSClock)
 	d.health = newHealthState(d.log, d.Kick, o.Probe, o.HealthClock, d.tunnel.dial)
+	d.registry = newRegistry(coreCollector{d}, d.health.metrics, dnsCollector{d})
 	if o.Adopted {
 		if snap, err := d.dp.Snapshot(); err != nil {
 			d.log.Warn("could not read the re-adopted data plane: backends start down", "err", err)

@@ -1,8 +1,6 @@
 package daemon
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -224,18 +222,16 @@ func TestDNSBackendsThroughDaemon(t *testing.T) {
 	if n.State != api.NameFailing || !strings.Contains(n.LastError, "timeout") || !n.LastSuccess.Equal(t0.Add(2*time.Second)) || !n.NextRefresh.Equal(dns.clock().Add(5*time.Second)) {
 		t.Fatalf("failing name status: %+v", n)
 	}
-	var mb bytes.Buffer
-	w := bufio.NewWriter(&mb)
-	d.writeMetrics(w)
-	_ = w.Flush()
+	m := scrape(t, d.MetricsHandler())
 	for _, want := range []string{
 		`xlb_dns_resolutions_total{result="error"} 1`,
 		`xlb_dns_resolutions_total{result="success"} 3`,
-		`xlb_dns_name_failing{name="web.pool.example",family="ipv4"} 1`,
-		`xlb_dns_backends{service="198.18.1.1:80/tcp",name="web.pool.example"} 2`,
-		`xlb_dns_last_success_timestamp_seconds{name="web.pool.example",family="ipv4"} ` + strconv.FormatInt(t0.Add(2*time.Second).Unix(), 10),
+		`xlb_dns_name_failing{family="ipv4",name="web.pool.example"} 1`,
+		`xlb_dns_name_addresses{family="ipv4",name="web.pool.example"} 2`,
+		`xlb_dns_backends{name="web.pool.example",service="198.18.1.1:80/tcp"} 2`,
+		`xlb_dns_last_success_timestamp_seconds{family="ipv4",name="web.pool.example"} ` + strconv.FormatFloat(float64(t0.Add(2*time.Second).Unix()), 'g', -1, 64),
 	} {
-		if !strings.Contains(mb.String(), want+"\n") {
+		if !strings.Contains(m, want+"\n") {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
