@@ -271,3 +271,11 @@ func readError(resp *http.Response) error {
 	msg = strings.Join(strings.FieldsFunc(msg, func(r rune) bool { return r == '\n' || r == '\r' }), " ")
 	return &APIError{Status: resp.StatusCode, Message: msg}
 }
+
+// ResolveService looks the DNS names of the service key up again now and
+// applies what changed (POST /v1/services/{service}/resolve).
+func (c *Client) ResolveService(ctx context.Context, key string) (ResolveResult, error) {
+	var r ResolveResult
+	err := c.do(ctx, http.MethodPost, servicePath(key)+"/resolve", nil, &r)
+	return r, err
+}

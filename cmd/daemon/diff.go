@@ -118,6 +118,11 @@ func diffService(key string, o, n config.Service) api.ServiceDiff {
 	weights := func(s config.Service) map[string]uint32 {
 		m := make(map[string]uint32, len(s.Backends))
 		for _, b := range s.Backends {
+			if b.Named() {
+				// The entry, not its addresses: a reload keeps them.
+				m[b.NameKey().String()] = weightOf(b)
+				continue
+			}
 			m[b.Address] = weightOf(b)
 		}
 		return m

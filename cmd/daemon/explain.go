@@ -60,8 +60,9 @@ func (d *Daemon) explain(rawKey, rawClient string) (api.Explain, error) {
 	}
 	// Not d.status(): its snapshot counts the connection table, and
 	// explain reads single keys only.
+	// The running services: backends named by DNS as their addresses.
 	d.mu.Lock()
-	desired := d.desired
+	desired := d.running.Services
 	d.mu.Unlock()
 	i := slices.IndexFunc(desired, func(s config.Service) bool { k, err := s.Key(); return err == nil && k == key })
 	if i < 0 {

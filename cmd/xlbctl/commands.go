@@ -135,6 +135,24 @@ number of backends and how many are up.`,
 		setup: serviceList,
 	},
 	{
+		name:    "service resolve",
+		args:    "VIP:PORT/PROTO",
+		flags:   "[-o table|json]",
+		summary: "look the service's backend names up in DNS again now",
+		help: `
+Asks xlbd to resolve the DNS names among the service's backends now, rather
+than at their next refresh (the record's TTL, within the resolvers section's
+min_refresh and max_refresh), and prints for each name the addresses added,
+removed and kept. Added ones are health-checked like any new backend;
+removed ones are drained until their flows end. A failed lookup changes
+nothing: the name keeps its last good set, and the error is shown.`,
+		examples: []string{
+			"xlbctl service resolve 198.18.1.1:80/tcp",
+			"xlbctl service resolve 198.18.1.1:80/tcp -o json",
+		},
+		setup: serviceResolve,
+	},
+	{
 		name:    "backend add",
 		args:    "VIP:PORT/PROTO ADDR",
 		flags:   "[--weight N]",

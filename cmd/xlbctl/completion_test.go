@@ -88,7 +88,7 @@ func TestCompleteCandidates(t *testing.T) {
 		{[]string{"--api", sock, "service", "del", ""}, keys},
 		{[]string{"--api=" + sock, "backend", "drain", drainSvc, ""}, "198.18.0.11 198.18.0.12"},
 		{[]string{"--api", filepath.Join(t.TempDir(), "none.sock"), "service", "del", ""}, ""},
-		{[]string{"--api", filepath.Join(t.TempDir(), "none.sock"), "service", ""}, "add del list set"},
+		{[]string{"--api", filepath.Join(t.TempDir(), "none.sock"), "service", ""}, "add del list resolve set"},
 	} {
 		var out, errOut bytes.Buffer
 		code := run(context.Background(), env{Stdout: &out, Stderr: &errOut, Getenv: func(string) string { return "" }},
