@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"net/http"
-	"net/netip"
 	"slices"
 	"strconv"
 
@@ -46,20 +45,15 @@ func replaceBackends(svcs []config.Service, key lb.ServiceKey, set []config.Back
 	sd := diffService(key.String(), svcs[i], next)
 	res.Added, res.Removed, res.Changed = nonNil(sd.BackendsAdded), nonNil(sd.BackendsRemoved), nonNil(sd.BackendsChanged)
 	res.Kept = []api.BackendWeight{}
-	for _, b := range next.Backends {
-		if j := findBackend(svcs[i], mustAddr(b)); j >= 0 && weightOf(svcs[i].Backends[j]) == weightOf(b) {
-			res.Kept = append(res.Kept, api.BackendWeight{Address: b.Address, Weight: weightOf(b)})
+	was := entryWeights(svcs[i])
+	for a, w := range entryWeights(next) {
+		if ow, ok := was[a]; ok && ow == w {
+			res.Kept = append(res.Kept, api.BackendWeight{Address: a, Weight: w})
 		}
 	}
 	slices.SortFunc(res.Kept, func(a, b api.BackendWeight) int { return compareAddr(a.Address, b.Address) })
 	svcs[i] = next
 	return svcs, res, nil
-}
-
-// mustAddr is a normalised backend's address.
-func mustAddr(b config.Backend) netip.Addr {
-	a, _ := b.Addr()
-	return a
 }
 
 func nonNil[T any](s []T) []T {
