@@ -26,10 +26,10 @@ func TestBulkSyncNamed(t *testing.T) {
 		{`[{"name":"web.pool.example"},{"name":"b.pool.example","weight":2},{"address":"198.18.0.12"}]`, api.BackendSync{Service: key,
 			Added:   []api.BackendWeight{bw("198.18.0.12", 1), bw("b.pool.example/ipv4", 2)},
 			Removed: []api.BackendWeight{bw("198.18.0.11", 1)}, Changed: []api.BackendChange{},
-			Kept:    []api.BackendWeight{bw("web.pool.example/ipv4", 1)}, Applied: true}},
+			Kept: []api.BackendWeight{bw("web.pool.example/ipv4", 1)}, Applied: true}},
 		{`[{"address":"198.18.0.12"}]`, api.BackendSync{Service: key, Added: []api.BackendWeight{},
 			Removed: []api.BackendWeight{bw("b.pool.example/ipv4", 2), bw("web.pool.example/ipv4", 1)}, Changed: []api.BackendChange{},
-			Kept:    []api.BackendWeight{bw("198.18.0.12", 1)}, Applied: true}},
+			Kept: []api.BackendWeight{bw("198.18.0.12", 1)}, Applied: true}},
 	} {
 		code, res, out := putBackends(t, do, key, "", `{"backends":`+tc.set+`}`)
 		if code != 200 || !reflect.DeepEqual(res, tc.want) {
