@@ -2,7 +2,6 @@ package health
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -11,6 +10,9 @@ import (
 	"sync"
 	"syscall"
 
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
 
@@ -32,13 +34,6 @@ type waiter struct {
 	addr netip.Addr
 	done chan struct{}
 }
-
-const (
-	icmpEchoRequest   = 8
-	icmpEchoReply     = 0
-	icmpv6EchoRequest = 128
-	icmpv6EchoReply   = 129
-)
 
 func newPinger() *pinger {
 	return &pinger{
@@ -168,45 +163,34 @@ func (p *pinger) close() {
 }
 
 // echoRequest builds an ICMP or ICMPv6 echo request. The kernel fills in
-// the ICMPv6 checksum (it covers a pseudo-header only it knows).
+// the ICMPv6 checksum (it covers a pseudo-header only it knows): Marshal
+// without one leaves it zero.
 func echoRequest(id, seq uint16, v6 bool) []byte {
-	m := make([]byte, 8+16)
-	m[0] = icmpEchoRequest
+	var typ icmp.Type = ipv4.ICMPTypeEcho
 	if v6 {
-		m[0] = icmpv6EchoRequest
+		typ = ipv6.ICMPTypeEchoRequest
 	}
-	binary.BigEndian.PutUint16(m[4:], id)
-	binary.BigEndian.PutUint16(m[6:], seq)
-	copy(m[8:], "xlb health check")
-	if !v6 {
-		binary.BigEndian.PutUint16(m[2:], checksum(m))
+	m := icmp.Message{Type: typ, Body: &icmp.Echo{ID: int(id), Seq: int(seq), Data: []byte("xlb health check")}}
+	b, err := m.Marshal(nil)
+	if err != nil {
+		panic("marshal an echo request: " + err.Error()) // a fixed, valid message
 	}
-	return m
+	return b
 }
 
 // parseEchoReply returns the identifier and sequence of an echo reply.
-func parseEchoReply(m []byte, v6 bool) (id, seq uint16, ok bool) {
-	want := byte(icmpEchoReply)
+func parseEchoReply(b []byte, v6 bool) (id, seq uint16, ok bool) {
+	var want icmp.Type = ipv4.ICMPTypeEchoReply
 	if v6 {
-		want = icmpv6EchoReply
+		want = ipv6.ICMPTypeEchoReply
 	}
-	if len(m) < 8 || m[0] != want || m[1] != 0 {
+	m, err := icmp.ParseMessage(want.Protocol(), b)
+	if err != nil || m.Type != want || m.Code != 0 {
 		return 0, 0, false
 	}
-	return binary.BigEndian.Uint16(m[4:]), binary.BigEndian.Uint16(m[6:]), true
-}
-
-// checksum is the Internet checksum (RFC 1071).
-func checksum(b []byte) uint16 {
-	var sum uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		sum += uint32(b[i])<<8 | uint32(b[i+1])
+	e, isEcho := m.Body.(*icmp.Echo)
+	if !isEcho {
+		return 0, 0, false
 	}
-	if len(b)%2 == 1 {
-		sum += uint32(b[len(b)-1]) << 8
-	}
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	return ^uint16(sum)
+	return uint16(e.ID), uint16(e.Seq), true
 }

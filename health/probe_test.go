@@ -15,6 +15,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 )
 
 func targetOf(t *testing.T, hostport string) Target {
@@ -252,7 +255,7 @@ func TestEchoCodec(t *testing.T) {
 		t.Errorf("icmp request checksum does not verify: % x", m)
 	}
 	reply := append([]byte{}, m...)
-	reply[0] = icmpEchoReply
+	reply[0] = byte(ipv4.ICMPTypeEchoReply)
 	if id, seq, ok := parseEchoReply(reply, false); !ok || id != 0x1234 || seq != 7 {
 		t.Errorf("parse reply: %x %d %v", id, seq, ok)
 	}
@@ -263,10 +266,26 @@ func TestEchoCodec(t *testing.T) {
 		t.Error("a 7-byte message parsed as a reply")
 	}
 	r6 := echoRequest(1, 2, true)
-	r6[0] = icmpv6EchoReply
+	r6[0] = byte(ipv6.ICMPTypeEchoReply)
 	if id, seq, ok := parseEchoReply(r6, true); !ok || id != 1 || seq != 2 {
 		t.Errorf("parse v6 reply: %d %d %v", id, seq, ok)
 	}
+}
+
+// checksum is the Internet checksum (RFC 1071), written out here to check
+// the library's.
+func checksum(b []byte) uint16 {
+	var sum uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(b[i])<<8 | uint32(b[i+1])
+	}
+	if len(b)%2 == 1 {
+		sum += uint32(b[len(b)-1]) << 8
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	return ^uint16(sum)
 }
 
 // TestHungServersDoNotStall runs many checks against a server that

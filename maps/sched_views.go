@@ -366,3 +366,18 @@ func (a *Active) Zero(ids []uint32) error {
 	}
 	return nil
 }
+
+// Cursors are round-robin's per-CPU cursors by service id (rr_cursor).
+type Cursors struct{ m *ebpf.Map }
+
+// NewCursors wraps the rr_cursor map.
+func NewCursors(m *ebpf.Map) *Cursors { return &Cursors{m} }
+
+// Get returns service svcID's cursor on each possible CPU, in CPU order.
+func (c *Cursors) Get(svcID uint32) ([]uint32, error) {
+	var v []uint32
+	if err := c.m.Lookup(&svcID, &v); err != nil {
+		return nil, fmt.Errorf("read round-robin cursors of service %d: %w", svcID, err)
+	}
+	return v, nil
+}

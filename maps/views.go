@@ -478,3 +478,22 @@ func (s *Stats) ResetBackends(ids []uint32) error {
 	}
 	return nil
 }
+
+// Slot reads slot i of service svcID's installed table: one lookup, not
+// the whole table.
+func (t *SchedTables) Slot(svcID, i uint32) (uint32, error) {
+	var id ebpf.MapID
+	if err := t.outer.Lookup(&svcID, &id); err != nil {
+		return 0, fmt.Errorf("lookup maglev table for service %d: %w", svcID, err)
+	}
+	m, err := ebpf.NewMapFromID(id)
+	if err != nil {
+		return 0, fmt.Errorf("open maglev table for service %d: %w", svcID, err)
+	}
+	defer m.Close()
+	var v uint32
+	if err := m.Lookup(&i, &v); err != nil {
+		return 0, fmt.Errorf("read slot %d of the table of service %d: %w", i, svcID, err)
+	}
+	return v, nil
+}

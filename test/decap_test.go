@@ -172,7 +172,7 @@ func TestDecapBackendRole(t *testing.T) {
 		}
 	}
 	m := d.Metrics()
-	if !strings.Contains(m, `xlb_decap_packets_total{mode="gue",outer="ipv6",inner="ipv6"} 2`) {
+	if !strings.Contains(m, `xlb_decap_packets_total{inner="ipv6",mode="gue",outer="ipv6"} 2`) {
 		t.Errorf("metrics lack the gue 6in6 count:\n%s", m)
 	}
 

@@ -296,7 +296,7 @@ func TestHealthHTTP(t *testing.T) {
 
 	m := e.Metrics()
 	for _, want := range []string{
-		fmt.Sprintf(`xlb_health_checks_total{service="%s",backend="%s",result="failure"}`, key, sick.Addr4),
+		fmt.Sprintf(`xlb_health_checks_total{backend="%s",result="failure",service="%s"}`, sick.Addr4, key),
 		fmt.Sprintf(`xlb_health_check_duration_seconds_count{service="%s"}`, key),
 	} {
 		if !strings.Contains(m, want) {

@@ -231,7 +231,7 @@ func TestDaemon(t *testing.T) {
 
 	// Metrics.
 	metrics := e.Metrics()
-	for _, want := range []string{"xlb_build_info{", "xlb_forwarded_packets_total ", `xlb_backend_up{service="198.18.1.1:8080/tcp",backend="198.18.0.11"} 1`,
+	for _, want := range []string{"xlb_build_info{", "xlb_forwarded_packets_total ", `xlb_backend_up{backend="198.18.0.11",service="198.18.1.1:8080/tcp"} 1`,
 		`xlb_service_new_flows_total{service="198.18.1.1:8080/tcp"}`, `xlb_passed_packets_total{reason="not_service"}`, "xlb_conntrack_entries "} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %q", want)

@@ -189,6 +189,14 @@ func (c *Client) Table(ctx context.Context, key string, slots bool) (Table, erro
 	return t, err
 }
 
+// Explain says which backend the flow from client (IP:PORT) to the
+// service goes to and why.
+func (c *Client) Explain(ctx context.Context, key, client string) (Explain, error) {
+	var e Explain
+	err := c.do(ctx, http.MethodGet, servicePath(key)+"/explain?client="+url.QueryEscape(client), nil, &e)
+	return e, err
+}
+
 func servicePath(key string) string { return "/v1/services/" + url.PathEscape(key) }
 
 func backendPath(key, addr string) string {
@@ -262,4 +270,12 @@ func readError(resp *http.Response) error {
 	// One line, whatever the daemon sent.
 	msg = strings.Join(strings.FieldsFunc(msg, func(r rune) bool { return r == '\n' || r == '\r' }), " ")
 	return &APIError{Status: resp.StatusCode, Message: msg}
+}
+
+// ResolveService looks the DNS names of the service key up again now and
+// applies what changed (POST /v1/services/{service}/resolve).
+func (c *Client) ResolveService(ctx context.Context, key string) (ResolveResult, error) {
+	var r ResolveResult
+	err := c.do(ctx, http.MethodPost, servicePath(key)+"/resolve", nil, &r)
+	return r, err
 }

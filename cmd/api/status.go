@@ -82,12 +82,18 @@ type ServiceStatus struct {
 	// announced: those whose session is established (every VIP goes to
 	// every peer). Empty while not announced or no session is up.
 	AnnouncedTo []string `json:"announced_to,omitempty"`
+	// Names are the service's backend entries named by DNS; their
+	// addresses are in Backends, each with its Name.
+	Names []NameStatus `json:"names,omitempty"`
 }
 
 // BackendStatus is one backend of a service as installed.
 type BackendStatus struct {
 	Address string `json:"address"`
-	Weight  uint32 `json:"weight"`
+	// Name is the DNS name the backend was resolved from; empty for a
+	// backend given by address.
+	Name   string `json:"name,omitempty"`
+	Weight uint32 `json:"weight"`
 	// MAC is the backend's Ethernet address, empty while unknown.
 	MAC string `json:"mac"`
 	// State is StateUp, StateDown, StateDrain or StateNoMAC.

@@ -46,6 +46,9 @@ type Config struct {
 	Decap *Decap `yaml:"decap,omitempty" json:"decap,omitempty"`
 	// Encap holds the encapsulated modes' settings; nil: the defaults.
 	Encap *Encap `yaml:"encap,omitempty" json:"encap,omitempty"`
+	// Resolvers configures the lookups of backends named by DNS; nil:
+	// the defaults (the nameservers of /etc/resolv.conf).
+	Resolvers *Resolvers `yaml:"resolvers,omitempty" json:"resolvers,omitempty"`
 }
 
 // Conntrack holds the connection table's idle timeouts: a flow idle
@@ -143,6 +146,7 @@ func (c *Config) Validate() error {
 		e := *c.Encap
 		n.Encap = &e
 	}
+	n.Resolvers = c.Resolvers.Clone()
 	if err := n.normalize(); err != nil {
 		return err
 	}
@@ -204,6 +208,11 @@ func (c *Config) normalize() error {
 	if c.Encap != nil {
 		if err := c.Encap.normalize(); err != nil {
 			return under("encap", err)
+		}
+	}
+	if c.Resolvers != nil {
+		if err := c.Resolvers.normalize(); err != nil {
+			return under("resolvers", err)
 		}
 	}
 

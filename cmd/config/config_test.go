@@ -230,7 +230,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"unknown key far off", svc + "    colour: blue\n",
 			`line 7: field "colour" not found in services[0] (known fields: vip, port, protocol, scheduler, persistence, forward, health, backends)`},
 		{"unknown backend key", svc + "        mac: 02:00:00:00:00:01\n",
-			`line 7: field "mac" not found in services[0].backends[0] (known fields: address, weight)`},
+			`line 7: field "mac" not found in services[0].backends[0] (known fields: address, name, family, weight)`},
 		{"unknown health key", svc + "    health: {type: tcp, retries: 3}\n",
 			`line 7: field "retries" not found in services[0].health`},
 		{"duplicate key", svc + "    port: 81\n", `line 7: mapping key "port" already defined at line 4`},

@@ -32,10 +32,49 @@ func DecodeBackend(r io.Reader) (Backend, error) {
 	if err := decodeJSON(r, &b); err != nil {
 		return Backend{}, err
 	}
+	if b.Name != "" || b.Family != "" {
+		// The family's default and check need the service: checked
+		// again when the backend joins it.
+		if b.Address != "" {
+			return Backend{}, fieldErr("name", quote(b.Name), "give address or name, not both (address is "+quote(b.Address)+")")
+		}
+		if b.Name == "" {
+			return Backend{}, fieldErr("family", quote(b.Family), "only with name (a backend named by DNS)")
+		}
+		if _, err := CanonicalHostname(b.Name); err != nil {
+			return Backend{}, fieldErr("name", quote(b.Name), err.Error())
+		}
+		return b, nil
+	}
 	if _, err := b.normalize(); err != nil {
 		return Backend{}, err
 	}
 	return b, nil
+}
+
+// BackendSet is the body of a bulk sync (PUT
+// /v1/services/{service}/backends): a service's whole backend set.
+type BackendSet struct {
+	// Backends is the set, each with its address and weight (default 1),
+	// as a service's backends are in the config file.
+	Backends []Backend `json:"backends"`
+	// AllowEmpty lets the set be empty; without it (or the allow_empty
+	// query parameter) a sync that would leave no backend is refused.
+	AllowEmpty bool `json:"allow_empty,omitempty"`
+}
+
+// DecodeBackendSet decodes a bulk sync's body, strictly. The backends are
+// validated with their service (Service.Normalize), which names each bad
+// entry as backends[i].
+func DecodeBackendSet(r io.Reader) (BackendSet, error) {
+	var s BackendSet
+	if err := decodeJSON(r, &s); err != nil {
+		return BackendSet{}, err
+	}
+	if s.Backends == nil {
+		return BackendSet{}, fieldErr("backends", "", "missing: want a list of backends ([] with allow_empty for none)")
+	}
+	return s, nil
 }
 
 // DecodeBGP decodes the bgp section from a JSON API body, strictly, and

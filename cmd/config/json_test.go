@@ -58,7 +58,7 @@ func TestDecodeServiceErrors(t *testing.T) {
 		{`[]`, `want a JSON object`},
 		{`{"vip": "198.18.1.1", "port": 80, "sheduler": "sh"}`, `unknown field "sheduler" (did you mean "scheduler"?)`},
 		{`{"vip": "198.18.1.1", "port": 80, "backends": [{"address": "198.18.0.11"}, {"address": "198.18.0.12", "mac": "x"}]}`,
-			`unknown field "mac" in backends[1] (known fields: address, weight)`},
+			`unknown field "mac" in backends[1] (known fields: address, name, family, weight)`},
 		{`{"vip": "198.18.1.1", "port": 80, "health": {"http": {"expect": "200"}}}`,
 			`unknown field "expect" in health.http (known fields: method, path, host, https, insecure_skip_verify, expect_status, expect_body)`},
 		{`{"vip": "2001:2::1", "port": 80, "backends": [{"address": "198.18.0.11"}]}`,

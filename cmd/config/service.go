@@ -52,10 +52,20 @@ type Service struct {
 	Backends []Backend `yaml:"backends" json:"backends"`
 }
 
-// Backend is one real server of a service.
+// Backend is one real server of a service, or (Name) every address a DNS
+// name resolves to.
 type Backend struct {
-	// Address is the backend's own IP address (not the VIP).
-	Address string `yaml:"address" json:"address"`
+	// Address is the backend's own IP address (not the VIP). Exactly one
+	// of Address and Name is set.
+	Address string `yaml:"address,omitempty" json:"address,omitempty"`
+	// Name is a DNS host name whose A or AAAA records (Family) are the
+	// backends, each with Weight; xlbd re-resolves it (see Resolvers).
+	// Stored lower case, without a trailing dot.
+	Name string `yaml:"name,omitempty" json:"name,omitempty"`
+	// Family is the records Name is resolved to: ipv4 (A) or ipv6
+	// (AAAA); default, and today the only choice, the VIP's family.
+	// Stored only with Name.
+	Family string `yaml:"family,omitempty" json:"family,omitempty"`
 	// Weight is the relative share of new flows, 0-65535; nil means 1;
 	// 0 drains (existing flows continue, no new ones).
 	Weight *uint32 `yaml:"weight,omitempty" json:"weight,omitempty"`
@@ -144,8 +154,14 @@ func (s Service) Key() (lb.ServiceKey, error) {
 	return lb.ServiceKey{VIP: vip, Port: uint16(s.Port), Proto: p}, nil
 }
 
-// Addr returns the backend's address; b need not be normalised.
-func (b Backend) Addr() (netip.Addr, error) { return parseAddr("address", b.Address) }
+// Addr returns the backend's address; b need not be normalised. A named
+// backend (Name set) has none: an error.
+func (b Backend) Addr() (netip.Addr, error) {
+	if b.Name != "" && b.Address == "" {
+		return netip.Addr{}, fieldErr("name", quote(b.Name), "a backend named by DNS has no address of its own")
+	}
+	return parseAddr("address", b.Address)
+}
 
 // ExpectsStatus reports whether code is one of h.ExpectStatus (the
 // default if empty); false if the list is invalid.
@@ -237,8 +253,20 @@ func (s *Service) normalize() error {
 		s.Backends = []Backend{}
 	}
 	seen := make(map[netip.Addr]int, len(s.Backends))
+	names := map[NameKey]int{}
 	for i := range s.Backends {
 		at := fmt.Sprintf("backends[%d]", i)
+		if s.Backends[i].Name != "" {
+			if err := s.Backends[i].normalizeNamed(k); err != nil {
+				return under(at, err)
+			}
+			nk := s.Backends[i].NameKey()
+			if j, dup := names[nk]; dup {
+				return fieldErr(at+".name", quote(nk.Name), fmt.Sprintf("duplicate backend name (also backends[%d])", j))
+			}
+			names[nk] = i
+			continue
+		}
 		given := s.Backends[i].Address
 		a, err := s.Backends[i].normalize()
 		if err != nil {
@@ -256,6 +284,9 @@ func (s *Service) normalize() error {
 }
 
 func (b *Backend) normalize() (netip.Addr, error) {
+	if b.Family != "" {
+		return netip.Addr{}, fieldErr("family", quote(b.Family), "only with name (a backend named by DNS)")
+	}
 	a, err := b.Addr()
 	if err != nil {
 		return a, err

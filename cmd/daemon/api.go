@@ -50,6 +50,7 @@ func (d *Daemon) Handler() http.Handler {
 		}
 		return d.addBackend(key, b)
 	}))
+	mux.HandleFunc("PUT /v1/services/{service}/backends", d.handleSyncBackends)
 	mux.HandleFunc("PUT /v1/services/{service}/backends/{backend}", d.withBackend(func(r *http.Request, key lb.ServiceKey, addr netip.Addr) error {
 		body, err := withAddress(r.Body, addr)
 		if err != nil {
@@ -67,9 +68,23 @@ func (d *Daemon) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/services/{service}/backends/{backend}/drain", d.withBackend(func(r *http.Request, key lb.ServiceKey, addr netip.Addr) error {
 		return d.drainBackend(key, addr)
 	}))
+	mux.HandleFunc("POST /v1/services/{service}/resolve", func(w http.ResponseWriter, r *http.Request) {
+		key, err := lb.ParseServiceKey(r.PathValue("service"))
+		if err != nil {
+			writeError(w, badRequest("%w", err))
+			return
+		}
+		res, err := d.resolveService(r.Context(), key)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, res)
+	})
 	mux.HandleFunc("POST /v1/config/diff", d.handleConfigDiff)
 	mux.HandleFunc("GET /v1/flows", d.handleFlows)
 	mux.HandleFunc("GET /v1/services/{service}/table", d.handleTable)
+	mux.HandleFunc("GET /v1/services/{service}/explain", d.handleExplain)
 	mux.HandleFunc("GET /v1/bgp", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, d.bgpStatus(r.Context()))
 	})
@@ -211,7 +226,12 @@ func (d *Daemon) addPeers(st *api.Status) {
 // statusOf is status from a snapshot already read.
 func (d *Daemon) statusOf(snap lb.Snapshot) api.Status {
 	d.mu.Lock()
-	desired := d.desired
+	desired := d.running.Services
+	origin := d.running.Origin
+	names := map[lb.ServiceKey][]api.NameStatus{}
+	eachNamed(d.desired, func(key lb.ServiceKey, b config.Backend) {
+		names[key] = append(names[key], d.dns.nameStatus(b, d.running.Skipped[key][b.NameKey()]))
+	})
 	allDown := stdmaps.Clone(d.health.allDown)
 	var announced []netip.Addr
 	bgpOn := d.bgp != nil && d.bgpCfg != nil
@@ -226,7 +246,7 @@ func (d *Daemon) statusOf(snap lb.Snapshot) api.Status {
 			continue
 		}
 		ss := api.ServiceStatus{Service: key.String(), Scheduler: s.Scheduler, Persistence: s.Persistence, Forward: s.Forward, Health: s.Health, AllDown: allDown[key],
-			Announced: slices.Contains(announced, key.VIP)}
+			Announced: slices.Contains(announced, key.VIP), Names: names[key]}
 		inst, ok := snap.Services[key]
 		if ok {
 			c := inst.Counters
@@ -234,7 +254,7 @@ func (d *Daemon) statusOf(snap lb.Snapshot) api.Status {
 		}
 		for _, b := range s.Backends {
 			addr, _ := b.Addr()
-			bs := api.BackendStatus{Address: addr.String(), Weight: weightOf(b)}
+			bs := api.BackendStatus{Address: addr.String(), Name: origin[key][addr].Name, Weight: weightOf(b)}
 			if ib, found := inst.Backends[addr]; found {
 				bs.Usable, bs.InTable = ib.Usable, ib.InTable
 				if ib.MAC != nil {
@@ -245,6 +265,9 @@ func (d *Daemon) statusOf(snap lb.Snapshot) api.Status {
 			}
 			fwd, _ := lb.ForwardModes.Parse(s.Forward)
 			d.describeBackend(&bs, key, addr, s.Health, fwd.Encapsulated())
+			if bs.Name != "" && bs.Weight == 0 && leavingIn(names[key], bs.Name, bs.Address) {
+				bs.Reason = "gone from " + bs.Name + ": drained until its flows end"
+			}
 			ss.Backends = append(ss.Backends, bs)
 		}
 		st.Services = append(st.Services, ss)
@@ -405,4 +428,14 @@ func (d *Daemon) handleTable(w http.ResponseWriter, r *http.Request) {
 	}
 	t.SHA256 = hex.EncodeToString(h.Sum(nil))
 	writeJSON(w, http.StatusOK, t)
+}
+
+// leavingIn reports whether addr is among the leaving addresses of name.
+func leavingIn(names []api.NameStatus, name, addr string) bool {
+	for _, n := range names {
+		if n.Name == name && slices.Contains(n.Leaving, addr) {
+			return true
+		}
+	}
+	return false
 }

@@ -1,16 +1,15 @@
 package daemon
 
 import (
-	"bufio"
-	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/netip"
 	"runtime"
-	"slices"
 	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/xlb-lb/xlb/cmd/api"
 	"github.com/xlb-lb/xlb/cmd/config"
@@ -52,8 +51,9 @@ type BackendOptions struct {
 // section reconciled into the decapsulator, status and metrics. It runs
 // no services, health checks or BGP.
 type Backend struct {
-	o  BackendOptions
-	mu sync.Mutex
+	o        BackendOptions
+	mu       sync.Mutex
+	registry *prometheus.Registry // what MetricsHandler serves
 }
 
 // NewBackend returns the backend role's core; nothing is applied before
@@ -62,7 +62,9 @@ func NewBackend(o BackendOptions) *Backend {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Backend{o: o}
+	b := &Backend{o: o}
+	b.registry = newRegistry(decapCollector{b})
+	return b
 }
 
 // ErrBackendRole means a request the backend role does not serve.
@@ -170,40 +172,48 @@ func (b *Backend) Handler() http.Handler {
 	return mux
 }
 
-// MetricsHandler serves the backend role's metrics: xlb_build_info and
-// the xlb_decap_* counters.
+// MetricsHandler serves the backend role's metrics on GET /metrics:
+// xlb_build_info, the xlb_decap_* counters, the Go runtime's and the
+// process'.
 func (b *Backend) MetricsHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		bw := bufio.NewWriter(w)
-		b.writeMetrics(bw)
-		_ = bw.Flush() // the scraper went away: nothing to tell it
-	})
+	mux.Handle("GET /metrics", promHandler(b.registry, b.o.Log))
 	return mux
 }
 
-func (b *Backend) writeMetrics(w *bufio.Writer) {
-	p := &promWriter{families: map[string]*family{}}
-	defer p.flush(w)
-	p.metric("xlb_build_info", "gauge", "Build information of xlbd.", []string{"version", b.o.Version, "goversion", runtime.Version(), "role", string(lb.RoleBackend)}, 1)
-	n, err := b.o.Decap.Counters()
+var (
+	backendBuildInfoDesc = desc("xlb_build_info", "Build information of xlbd.", "version", "goversion", "role")
+	decapReceivedDesc    = desc("xlb_decap_received_packets_total", "Frames the decapsulator saw.")
+	decapPacketsDesc     = desc("xlb_decap_packets_total", "Packets decapsulated and passed to the stack, by mode and outer and inner family.", "mode", "outer", "inner")
+	decapPassedDesc      = desc("xlb_decap_passed_packets_total", "Frames passed to the stack untouched, by reason.", "reason")
+	decapECNDesc         = desc("xlb_decap_ecn_ce_packets_total", "Inner packets marked CE because their outer header was.")
+)
+
+// decapCollector reads the decapsulator's counters at scrape time.
+type decapCollector struct{ b *Backend }
+
+// Describe sends every family's description.
+func (decapCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{backendBuildInfoDesc, decapReceivedDesc, decapPacketsDesc, decapPassedDesc, decapECNDesc} {
+		ch <- d
+	}
+}
+
+// Collect reads the counters once; if it cannot, only xlb_build_info is
+// served and the handler logs the error.
+func (c decapCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- gauge(backendBuildInfoDesc, 1, c.b.o.Version, runtime.Version(), string(lb.RoleBackend))
+	n, err := c.b.o.Decap.Counters()
 	if err != nil {
-		b.o.Log.Error("read the decapsulator for metrics", "err", err)
+		ch <- prometheus.NewInvalidMetric(decapReceivedDesc, fmt.Errorf("read the decapsulator: %w", err))
 		return
 	}
-	p.metric("xlb_decap_received_packets_total", "counter", "Frames the decapsulator saw.", nil, n.RxPackets)
-	kinds := make([]lb.DecapKind, 0, len(n.Decap))
-	for k := range n.Decap {
-		kinds = append(kinds, k)
-	}
-	slices.SortFunc(kinds, func(a, c lb.DecapKind) int { return cmp.Compare(DecapKindName(a), DecapKindName(c)) })
-	for _, k := range kinds {
-		p.metric("xlb_decap_packets_total", "counter", "Packets decapsulated and passed to the stack, by mode and outer and inner family.",
-			[]string{"mode", k.Mode, "outer", k.Outer, "inner", k.Inner}, n.Decap[k])
+	ch <- counter(decapReceivedDesc, n.RxPackets)
+	for k, v := range n.Decap {
+		ch <- counter(decapPacketsDesc, v, k.Mode, k.Outer, k.Inner)
 	}
 	for _, r := range lb.DecapPassReasons {
-		p.metric("xlb_decap_passed_packets_total", "counter", "Frames passed to the stack untouched, by reason.", []string{"reason", r}, n.Pass[r])
+		ch <- counter(decapPassedDesc, n.Pass[r], r)
 	}
-	p.metric("xlb_decap_ecn_ce_packets_total", "counter", "Inner packets marked CE because their outer header was.", nil, n.ECNCE)
+	ch <- counter(decapECNDesc, n.ECNCE)
 }

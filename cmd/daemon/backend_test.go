@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -103,19 +102,16 @@ func TestBackendRole(t *testing.T) {
 		t.Errorf("services in the backend role: %d", resp.StatusCode)
 	}
 
-	var sb strings.Builder
-	w := bufio.NewWriter(&sb)
-	b.writeMetrics(w)
-	_ = w.Flush()
+	m := scrape(t, b.MetricsHandler())
 	for _, want := range []string{
 		`xlb_decap_received_packets_total 9`,
-		`xlb_decap_packets_total{mode="gue",outer="ipv4",inner="ipv6"} 4`,
+		`xlb_decap_packets_total{inner="ipv6",mode="gue",outer="ipv4"} 4`,
 		`xlb_decap_passed_packets_total{reason="not_vip"} 5`,
 		`xlb_decap_passed_packets_total{reason="malformed"} 0`,
 		`# TYPE xlb_decap_packets_total counter`,
 	} {
-		if !strings.Contains(sb.String(), want) {
-			t.Errorf("metrics lack %q:\n%s", want, sb.String())
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %q:\n%s", want, m)
 		}
 	}
 }

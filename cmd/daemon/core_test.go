@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -141,7 +142,7 @@ func TestCountersInStatusAndMetrics(t *testing.T) {
 	}
 	m := metricsText(d)
 	for _, want := range []string{
-		`xlb_build_info{version="v9",`,
+		`xlb_build_info{goversion="` + runtime.Version() + `",version="v9"} 1`,
 		"xlb_received_packets_total 50\n",
 		"xlb_forwarded_packets_total 8\n",
 		`xlb_passed_packets_total{reason="not_service"} 40` + "\n",
@@ -149,9 +150,9 @@ func TestCountersInStatusAndMetrics(t *testing.T) {
 		`xlb_dropped_packets_total{reason="no_backend"} 2` + "\n",
 		`xlb_service_packets_total{service="198.18.1.1:80/tcp"} 10` + "\n",
 		`xlb_service_dropped_packets_total{service="198.18.1.1:80/tcp"} 2` + "\n",
-		`xlb_backend_packets_total{service="198.18.1.1:80/tcp",backend="198.18.0.11"} 8` + "\n",
-		`xlb_backend_active_flows{service="198.18.1.1:80/tcp",backend="198.18.0.11"} 2` + "\n",
-		`xlb_backend_up{service="198.18.1.1:80/tcp",backend="198.18.0.11"} 1` + "\n",
+		`xlb_backend_packets_total{backend="198.18.0.11",service="198.18.1.1:80/tcp"} 8` + "\n",
+		`xlb_backend_active_flows{backend="198.18.0.11",service="198.18.1.1:80/tcp"} 2` + "\n",
+		`xlb_backend_up{backend="198.18.0.11",service="198.18.1.1:80/tcp"} 1` + "\n",
 	} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %q", want)

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/xlb-lb/xlb/cmd/config"
 	"github.com/xlb-lb/xlb/health"
 	"github.com/xlb-lb/xlb/maps/lb"
@@ -49,6 +51,11 @@ type Options struct {
 	// OpenTunnel opens the health checks' tunnel, on the first check with
 	// via tunnel; nil: such checks fail.
 	OpenTunnel func() (Tunnel, error)
+	// DNSLookup replaces the lookups of backends named by DNS (tests);
+	// nil: miekg/dns against the resolvers section's nameservers.
+	DNSLookup func(context.Context, config.NameKey, config.Resolvers) DNSAnswer
+	// DNSClock replaces the resolver's clock (tests); nil: time.Now.
+	DNSClock func() time.Time
 }
 
 // Daemon holds the desired state and reconciles it into the data plane.
@@ -65,13 +72,20 @@ type Daemon struct {
 	neigh  Neighbors
 	health *healthState
 	tunnel *checkTunnel
+	dns    *dnsState
 
 	bgp        Announcer
 	ifaceAddrs []netip.Addr
 
-	mu         sync.Mutex
-	desired    []config.Service // normalised, in file/API order
-	bgpCfg     *config.BGP      // normalised; nil: no BGP
+	// registry holds the metrics MetricsHandler serves.
+	registry *prometheus.Registry
+
+	mu      sync.Mutex
+	desired []config.Service // normalised, in file/API order
+	// running is desired with every named backend replaced by its
+	// addresses: what the data plane and the health checks get.
+	running    expansion
+	bgpCfg     *config.BGP // normalised; nil: no BGP
 	configHash string
 	started    bool
 	// withdrawn: a planned stop took the VIPs out of BGP; reconciles no
@@ -95,7 +109,9 @@ func New(o Options) *Daemon {
 		bgp: o.BGP, ifaceAddrs: o.InterfaceAddrs, now: time.Now,
 	}
 	d.tunnel = &checkTunnel{open: o.OpenTunnel}
+	d.dns = newDNSState(o.DNSLookup, o.DNSClock)
 	d.health = newHealthState(d.log, d.Kick, o.Probe, o.HealthClock, d.tunnel.dial)
+	d.registry = newRegistry(coreCollector{d}, d.health.metrics, dnsCollector{d})
 	if o.Adopted {
 		if snap, err := d.dp.Snapshot(); err != nil {
 			d.log.Warn("could not read the re-adopted data plane: backends start down", "err", err)
@@ -130,6 +146,10 @@ func (d *Daemon) Start(neigh Neighbors, cfg *config.Config, data []byte) error {
 	defer d.mu.Unlock()
 	d.neigh = neigh
 	d.started = true
+	d.dns.opts = resolversOf(cfg.Resolvers)
+	if st != nil {
+		d.dns.restore(st.DNS)
+	}
 	return d.commit(initial, hash)
 }
 
@@ -172,9 +192,11 @@ func (d *Daemon) Close() {
 	}
 }
 
-// Run reconciles on every kick (a health transition, a neighbour change)
-// and sweeps the connection table every sweep, until ctx ends.
+// Run reconciles on every kick (a health transition, a neighbour change),
+// sweeps the connection table every sweep, and resolves the backends
+// named by DNS, until ctx ends.
 func (d *Daemon) Run(ctx context.Context, sweep time.Duration) {
+	go d.runDNS(ctx)
 	t := time.NewTicker(sweep)
 	defer t.Stop()
 	for {
@@ -313,11 +335,13 @@ func backendAddrs(svcs []config.Service) []netip.Addr {
 // and only then makes it the desired state. If a later step fails, the
 // earlier ones are put back. Callers hold d.mu.
 func (d *Daemon) commit(next desiredState, configHash string) error {
-	specs, err := d.health.specs(next.Services, d.desired)
+	d.dns.track(next.Services)
+	run := expandServices(next.Services, d.dns.names)
+	specs, err := d.health.specs(run.Services, d.running.Services)
 	if err != nil {
 		return err
 	}
-	ls, err := d.dataPlaneServices(next.Services)
+	ls, err := d.dataPlaneServices(run.Services)
 	if err != nil {
 		return err
 	}
@@ -329,12 +353,12 @@ func (d *Daemon) commit(next desiredState, configHash string) error {
 			return badRequest("bgp: this xlbd has no BGP speaker")
 		}
 	}
-	d.neigh.Want(backendAddrs(next.Services))
+	d.neigh.Want(backendAddrs(run.Services))
 	if err := d.dp.Sync(ls); err != nil {
 		return badRequest("%w", err)
 	}
 	restore := func(what string) {
-		old, err := d.dataPlaneServices(d.desired)
+		old, err := d.dataPlaneServices(d.running.Services)
 		if err == nil {
 			err = d.dp.Sync(old)
 		}
@@ -353,11 +377,13 @@ func (d *Daemon) commit(next desiredState, configHash string) error {
 		restore("bgp change")
 		return err
 	}
-	if err := saveState(d.statePath, &persisted{ConfigHash: configHash, Services: next.Services, BGP: next.BGP}); err != nil {
+	if err := saveState(d.statePath, &persisted{ConfigHash: configHash, Services: next.Services, BGP: next.BGP, DNS: d.dns.saved(next.Services)}); err != nil {
 		restore("state write")
 		return fmt.Errorf("persist state (change not applied): %w", err)
 	}
 	d.desired, d.bgpCfg, d.configHash = next.Services, next.BGP, configHash
+	d.running = run
+	d.dns.forgetUnused(next.Services)
 	if d.bgp != nil {
 		d.logAnnouncements(before, d.bgp.Announced())
 	}
@@ -365,7 +391,7 @@ func (d *Daemon) commit(next desiredState, configHash string) error {
 		// specs were validated above: this is a bug, not bad input.
 		d.log.Error("health checks not updated", "err", err)
 	}
-	d.health.forget(next.Services, specs)
+	d.health.forget(run.Services, specs)
 	return nil
 }
 
@@ -386,7 +412,7 @@ func (d *Daemon) reconcile() {
 	if !d.started {
 		return
 	}
-	ls, err := d.dataPlaneServices(d.desired)
+	ls, err := d.dataPlaneServices(d.running.Services)
 	if err == nil {
 		err = d.dp.Sync(ls)
 	}
@@ -426,15 +452,21 @@ func (d *Daemon) Kick() {
 func (d *Daemon) mutate(fn func([]config.Service) ([]config.Service, error)) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	next := make([]config.Service, len(d.desired))
-	for i, s := range d.desired {
-		next[i] = s.Clone()
-	}
-	next, err := fn(next)
+	next, err := fn(d.desiredCopy())
 	if err != nil {
 		return err
 	}
 	return d.commit(desiredState{next, d.bgpCfg}, d.configHash)
+}
+
+// desiredCopy is a deep copy of the desired services, for a change to
+// build on. Callers hold d.mu.
+func (d *Daemon) desiredCopy() []config.Service {
+	next := make([]config.Service, len(d.desired))
+	for i, s := range d.desired {
+		next[i] = s.Clone()
+	}
+	return next
 }
 
 func findService(svcs []config.Service, key lb.ServiceKey) int {
@@ -515,6 +547,14 @@ func (d *Daemon) changeBackends(key lb.ServiceKey, fn func(s *config.Service) er
 }
 
 func (d *Daemon) addBackend(key lb.ServiceKey, b config.Backend) error {
+	if b.Named() {
+		// Normalize sets its family and refuses a second entry of the
+		// same name and family.
+		return d.changeBackends(key, func(s *config.Service) error {
+			s.Backends = append(s.Backends, b)
+			return nil
+		})
+	}
 	addr, err := b.Addr()
 	if err != nil {
 		return badRequest("%w", err)
@@ -536,7 +576,7 @@ func (d *Daemon) setBackend(key lb.ServiceKey, addr netip.Addr, b config.Backend
 	return d.changeBackends(key, func(s *config.Service) error {
 		i := findBackend(*s, addr)
 		if i < 0 {
-			return notFound("service %s: no backend %s", key, addr)
+			return d.noBackend(key, addr)
 		}
 		s.Backends[i] = b
 		return nil
@@ -547,7 +587,7 @@ func (d *Daemon) delBackend(key lb.ServiceKey, addr netip.Addr) error {
 	return d.changeBackends(key, func(s *config.Service) error {
 		i := findBackend(*s, addr)
 		if i < 0 {
-			return notFound("service %s: no backend %s", key, addr)
+			return d.noBackend(key, addr)
 		}
 		s.Backends = slices.Delete(s.Backends, i, i+1)
 		return nil
@@ -558,7 +598,7 @@ func (d *Daemon) drainBackend(key lb.ServiceKey, addr netip.Addr) error {
 	return d.changeBackends(key, func(s *config.Service) error {
 		i := findBackend(*s, addr)
 		if i < 0 {
-			return notFound("service %s: no backend %s", key, addr)
+			return d.noBackend(key, addr)
 		}
 		zero := uint32(0)
 		s.Backends[i].Weight = &zero
@@ -578,9 +618,13 @@ func (d *Daemon) Reload() error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	prevOpts := d.dns.opts
+	d.dns.opts = resolversOf(cfg.Resolvers)
 	if err := d.commit(desiredState{cfg.Services, cfg.BGP}, hashBytes(data)); err != nil {
+		d.dns.opts = prevOpts
 		return err
 	}
+	d.dns.kick() // the resolvers section may have changed
 	if err := d.dp.SetTimeouts(cfg.Conntrack.Timeouts()); err != nil {
 		return err
 	}
@@ -602,4 +646,13 @@ func (d *Daemon) sweep() {
 		d.log.Debug("swept the connection table", "flows", res.Flows, "expired", res.Expired,
 			"persistence_expired", res.PersistExpired, "halfopen_expired", res.HalfOpenExpired, "active_counts_corrected", res.Corrected)
 	}
+}
+
+// noBackend is the error for an address that is not a static backend of
+// the service: it may be one a DNS name gave. Callers hold d.mu.
+func (d *Daemon) noBackend(key lb.ServiceKey, addr netip.Addr) error {
+	if nk, ok := d.running.Origin[key][addr.Unmap()]; ok {
+		return conflict("service %s: backend %s comes from DNS name %s: change or drain the name's entry (weight), or the DNS record", key, addr, nk.Name)
+	}
+	return notFound("service %s: no backend %s", key, addr)
 }

@@ -31,6 +31,10 @@ type DataPlane interface {
 	// Table returns a service's scheduler table, slot by slot as backend
 	// addresses (the zero Addr for an empty slot).
 	Table(k lb.ServiceKey) ([]netip.Addr, error)
+	// FlowFacts reads what the data plane holds for the flow from client
+	// to the service with key k, key by key (no table is dumped); now is
+	// CLOCK_MONOTONIC in ns. lb.ExplainFlow judges them.
+	FlowFacts(k lb.ServiceKey, client netip.AddrPort, now uint64) (lb.FlowFacts, error)
 }
 
 // Neighbors resolves backend MACs: the loader's netlink watcher in xlbd, a

@@ -115,14 +115,7 @@ func diffService(key string, o, n config.Service) api.ServiceDiff {
 			sd.Settings = append(sd.Settings, api.Change{Field: f.name, From: f.from, To: f.to})
 		}
 	}
-	weights := func(s config.Service) map[string]uint32 {
-		m := make(map[string]uint32, len(s.Backends))
-		for _, b := range s.Backends {
-			m[b.Address] = weightOf(b)
-		}
-		return m
-	}
-	was, will := weights(o), weights(n)
+	was, will := entryWeights(o), entryWeights(n)
 	for a, w := range will {
 		ow, ok := was[a]
 		switch {
@@ -178,4 +171,19 @@ func hidePasswords(b *config.BGP) *config.BGP {
 		}
 	}
 	return c
+}
+
+// entryWeights maps each backend entry of s to its weight: an address by
+// itself, a DNS name by NAME/FAMILY (the entry, not its addresses: a
+// reload or a sync keeps them).
+func entryWeights(s config.Service) map[string]uint32 {
+	m := make(map[string]uint32, len(s.Backends))
+	for _, b := range s.Backends {
+		if b.Named() {
+			m[b.NameKey().String()] = weightOf(b)
+			continue
+		}
+		m[b.Address] = weightOf(b)
+	}
+	return m
 }

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/xlb-lb/xlb/cmd/config"
 	"github.com/xlb-lb/xlb/health"
 	"github.com/xlb-lb/xlb/maps/lb"
@@ -254,27 +256,44 @@ func (h *healthState) forget(svcs []config.Service, specs []health.Spec) {
 	clear(h.adopted) // only a restart's first commit inherits states
 }
 
-// healthMetrics accumulates the probes' results for /metrics.
+// healthMetrics counts the probes' results and times them, by check:
+// xlb_health_checks_total and xlb_health_check_duration_seconds.
 type healthMetrics struct {
+	checks    *prometheus.CounterVec
+	durations *prometheus.HistogramVec // by service
 	mu        sync.Mutex
-	checks    map[checkCount]uint64
-	durations map[string]*histogram // by service
+	ids       map[string]bool // checks with series, for prune
 }
-
-type checkCount struct{ id, result string }
 
 // checkBuckets are the upper bounds of the probe duration histogram, in
 // seconds.
 var checkBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 
-type histogram struct {
-	counts []uint64 // per bucket, not cumulative
-	count  uint64
-	sum    float64
+func newHealthMetrics() *healthMetrics {
+	return &healthMetrics{
+		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "xlb_health_checks_total",
+			Help: "Health check probes, by result (success, failure, timeout).",
+		}, []string{"service", "backend", "result"}),
+		durations: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "xlb_health_check_duration_seconds",
+			Help:    "Time a health check probe took.",
+			Buckets: checkBuckets,
+		}, []string{"service"}),
+		ids: map[string]bool{},
+	}
 }
 
-func newHealthMetrics() *healthMetrics {
-	return &healthMetrics{checks: map[checkCount]uint64{}, durations: map[string]*histogram{}}
+// Describe and Collect make the health check families one collector.
+func (m *healthMetrics) Describe(ch chan<- *prometheus.Desc) {
+	m.checks.Describe(ch)
+	m.durations.Describe(ch)
+}
+
+// Collect sends the health check series.
+func (m *healthMetrics) Collect(ch chan<- prometheus.Metric) {
+	m.checks.Collect(ch)
+	m.durations.Collect(ch)
 }
 
 // Probe results as the result label of xlb_health_checks_total.
@@ -292,40 +311,34 @@ func (m *healthMetrics) observe(id string, r health.Result) {
 	case !r.OK:
 		result = resultFailure
 	}
-	svc, _ := splitCheckID(id)
+	svc, backend := splitCheckID(id)
+	// Under the lock, so prune cannot miss a series made meanwhile.
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.checks[checkCount{id, result}]++
-	h := m.durations[svc]
-	if h == nil {
-		h = &histogram{counts: make([]uint64, len(checkBuckets))}
-		m.durations[svc] = h
-	}
-	s := r.Duration.Seconds()
-	if i, _ := slices.BinarySearch(checkBuckets, s); i < len(checkBuckets) {
-		h.counts[i]++
-	}
-	h.count++
-	h.sum += s
+	m.ids[id] = true
+	m.checks.WithLabelValues(svc, backend, result).Inc()
+	m.durations.WithLabelValues(svc).Observe(r.Duration.Seconds())
 }
 
-// prune forgets the series of checks that are gone.
+// prune forgets the series of checks that are gone, and the duration
+// histograms of services left with no check.
 func (m *healthMetrics) prune(live map[string]bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	svcs := map[string]bool{}
-	for c := range m.checks {
-		if !live[c.id] {
-			delete(m.checks, c)
-		}
-	}
 	for id := range live {
 		s, _ := splitCheckID(id)
 		svcs[s] = true
 	}
-	for s := range m.durations {
-		if !svcs[s] {
-			delete(m.durations, s)
+	for id := range m.ids {
+		if live[id] {
+			continue
+		}
+		delete(m.ids, id)
+		svc, backend := splitCheckID(id)
+		m.checks.DeletePartialMatch(prometheus.Labels{"service": svc, "backend": backend})
+		if !svcs[svc] {
+			m.durations.DeleteLabelValues(svc)
 		}
 	}
 }

@@ -1,9 +1,8 @@
 package daemon
 
 import (
-	"bufio"
-	"bytes"
 	"context"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"sync"
@@ -72,13 +71,11 @@ func serviceStatus(d *Daemon, key string) api.ServiceStatus {
 	return api.ServiceStatus{}
 }
 
+// metricsText is what GET /metrics serves.
 func metricsText(d *Daemon) string {
-	var b bytes.Buffer
-	w := bufio.NewWriter(&b)
-	d.writeMetrics(w)
-	// Flushing into a bytes.Buffer cannot fail.
-	_ = w.Flush()
-	return b.String()
+	rec := httptest.NewRecorder()
+	d.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	return rec.Body.String()
 }
 
 // TestHealthDrivesTheDataPlane follows backends through their checks: new
@@ -181,13 +178,13 @@ func TestHealthDrivesTheDataPlane(t *testing.T) {
 
 	m := metricsText(d)
 	for _, want := range []string{
-		`xlb_health_checks_total{service="198.18.1.1:80/tcp",backend="198.18.0.12",result="success"}`,
-		`xlb_health_checks_total{service="198.18.1.1:80/tcp",backend="198.18.0.12",result="failure"}`,
+		`xlb_health_checks_total{backend="198.18.0.12",result="success",service="198.18.1.1:80/tcp"}`,
+		`xlb_health_checks_total{backend="198.18.0.12",result="failure",service="198.18.1.1:80/tcp"}`,
 		`# TYPE xlb_health_check_duration_seconds histogram`,
 		`xlb_health_check_duration_seconds_bucket{service="198.18.1.1:80/tcp",le="+Inf"}`,
 		`xlb_health_check_duration_seconds_count{service="198.18.1.1:80/tcp"}`,
-		`xlb_backend_up{service="198.18.1.1:80/tcp",backend="198.18.0.12"} 1`,
-		`xlb_backend_up{service="198.18.1.1:80/tcp",backend="198.18.0.11"} 0`,
+		`xlb_backend_up{backend="198.18.0.12",service="198.18.1.1:80/tcp"} 1`,
+		`xlb_backend_up{backend="198.18.0.11",service="198.18.1.1:80/tcp"} 0`,
 	} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %s", want)

@@ -33,6 +33,7 @@ func TestOnTheLoader(t *testing.T) {
 		"StateWriteFailureAppliesNothing": TestStateWriteFailureAppliesNothing,
 		"HealthDrivesTheDataPlane":        TestHealthDrivesTheDataPlane,
 		"HealthStartUp":                   TestHealthStartUp,
+		"BulkSync":                        TestBulkSync,
 	} {
 		t.Run(name, fn)
 	}

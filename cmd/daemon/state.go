@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/xlb-lb/xlb/cmd/config"
 )
@@ -19,6 +20,24 @@ type persisted struct {
 	ConfigHash string           `json:"config_hash"`
 	Services   []config.Service `json:"services"`
 	BGP        *config.BGP      `json:"bgp,omitempty"`
+	// DNS holds each backend name's last good addresses, so a restart
+	// serves them until the first answer (even while DNS is down).
+	DNS []persistedName `json:"dns,omitempty"`
+}
+
+// persistedName is a backend name's last good set in the state file.
+type persistedName struct {
+	Name      string             `json:"name"`
+	Family    string             `json:"family"`
+	Addresses []string           `json:"addresses"`
+	Leaving   []persistedLeaving `json:"leaving,omitempty"`
+	Resolved  time.Time          `json:"resolved,omitzero"`
+}
+
+// persistedLeaving is an address gone from its name, draining.
+type persistedLeaving struct {
+	Address string    `json:"address"`
+	Since   time.Time `json:"since"`
 }
 
 func hashBytes(b []byte) string {

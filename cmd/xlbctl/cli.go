@@ -94,7 +94,7 @@ func topNames() []string {
 // subNames lists the commands of a group: "add", "set", ...
 func subNames(group string) []string {
 	var names []string
-	for _, c := range commands {
+	for _, c := range slices.Concat(commands, extraCommands()) {
 		if sub, ok := strings.CutPrefix(c.name, group+" "); ok {
 			names = append(names, sub)
 		}
@@ -103,6 +103,12 @@ func subNames(group string) []string {
 }
 
 func isHelpFlag(s string) bool { return s == "-h" || s == "-help" || s == "--help" || s == "--h" }
+
+// extraCommands are the commands kept out of commands (each table's
+// comment says why), in the order the overview lists them.
+func extraCommands() []command {
+	return slices.Concat(fileCommands, flowCommands, toolCommands)
+}
 
 // lookup finds the command that args start with and returns it with the
 // remaining arguments.
@@ -113,9 +119,10 @@ func lookup(args []string) (*command, []string, error) {
 			return &commands[i], args[1:], nil
 		}
 	}
-	for i := range fileCommands {
-		if fileCommands[i].name == word {
-			return &fileCommands[i], args[1:], nil
+	extra := extraCommands()
+	for i := range extra {
+		if extra[i].name == word {
+			return &extra[i], args[1:], nil
 		}
 	}
 	if !isGroup(word) {
@@ -132,6 +139,11 @@ func lookup(args []string) (*command, []string, error) {
 	for i := range commands {
 		if commands[i].name == name {
 			return &commands[i], args[2:], nil
+		}
+	}
+	for i := range fileCommands {
+		if fileCommands[i].name == name {
+			return &fileCommands[i], args[2:], nil
 		}
 	}
 	return nil, nil, usagef("unknown command %q (want %s; see xlbctl %s --help)", args[1], subs, word)
@@ -226,7 +238,7 @@ func writeHelp(w io.Writer, cmd *command) {
 	var own, check []*flag.Flag
 	fs.VisitAll(func(f *flag.Flag) {
 		switch {
-		case f.Name == "api" || f.Name == "o" || f.Name == "f":
+		case f.Name == "api" || isShortFlag(f.Name):
 		case slices.Contains(checkFlags, f.Name):
 			check = append(check, f)
 		default:
@@ -246,6 +258,20 @@ func writeHelp(w io.Writer, cmd *command) {
 	}
 }
 
+// shortFlags are the one-letter aliases of long flags, shown with them in
+// help: -o for --output, -f for --file, and top's -b, -n and -d (top's own
+// letters, for its users' fingers).
+var shortFlags = map[string]string{"output": "o", "file": "f", "batch": "b", "iterations": "n", "delay": "d"}
+
+func isShortFlag(name string) bool {
+	for _, s := range shortFlags {
+		if s == name {
+			return true
+		}
+	}
+	return false
+}
+
 // writeFlags prints a section of flags with their long names.
 func writeFlags(w io.Writer, title string, flags []*flag.Flag) {
 	if len(flags) == 0 {
@@ -256,11 +282,8 @@ func writeFlags(w io.Writer, title string, flags []*flag.Flag) {
 	for _, f := range flags {
 		arg, usage := flag.UnquoteUsage(f)
 		name := "--" + f.Name
-		switch f.Name {
-		case "output":
-			name = "-o, --output"
-		case "file":
-			name = "-f, --file"
+		if short, ok := shortFlags[f.Name]; ok {
+			name = "-" + short + ", " + name
 		}
 		if arg != "" {
 			name += " " + arg
@@ -282,8 +305,7 @@ func writeGroupHelp(w io.Writer, group string) {
 	fmt.Fprintf(w, "Usage: xlbctl %s COMMAND [ARGS] [FLAGS]\n\nCommands:\n", group)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	var examples []string
-	for i := range commands {
-		c := &commands[i]
+	for _, c := range slices.Concat(commands, fileCommands) {
 		if strings.HasPrefix(c.name, group+" ") {
 			fmt.Fprintf(tw, "  %s\t%s\n", c.shortUsage(), c.summary)
 			examples = append(examples, c.examples[0])
@@ -313,7 +335,7 @@ pattern). A backend is an IP address, e.g. 198.18.0.11 or 2001:2::11.
 Commands:
 `)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	for _, c := range slices.Concat(commands, fileCommands) {
+	for _, c := range slices.Concat(commands, extraCommands()) {
 		fmt.Fprintf(tw, "  %s\t%s\n", c.shortUsage(), c.summary)
 	}
 	_ = tw.Flush() // output for a person, as fmt.Fprint* (see .golangci.yaml)

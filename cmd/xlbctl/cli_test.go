@@ -82,8 +82,8 @@ func TestUsageErrors(t *testing.T) {
 		// Commands.
 		{nil, "xlbctl: missing command (usage: xlbctl [--api SOCKET] COMMAND [ARGS]; commands: " + commandList + "; see xlbctl --help)"},
 		{[]string{"frobnicate"}, `xlbctl: unknown command "frobnicate" (commands: ` + commandList + "; see xlbctl --help)"},
-		{[]string{"service"}, "xlbctl: service: missing command (want add, set, del or list; see xlbctl service --help)"},
-		{[]string{"backend", "undrain", svc}, `xlbctl: backend: unknown command "undrain" (want add, set, del, drain or list; see xlbctl backend --help)`},
+		{[]string{"service"}, "xlbctl: service: missing command (want add, set, del, list or resolve; see xlbctl service --help)"},
+		{[]string{"backend", "undrain", svc}, `xlbctl: backend: unknown command "undrain" (want add, set, del, drain, list or sync; see xlbctl backend --help)`},
 		{[]string{"help", "frobnicate"}, `xlbctl: help: unknown command "frobnicate" (commands: ` + commandList + "; see xlbctl --help)"},
 		{[]string{"help", "status", "now"}, `xlbctl: help: unexpected argument "now" (usage: xlbctl help [COMMAND])`},
 

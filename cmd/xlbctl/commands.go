@@ -135,6 +135,24 @@ number of backends and how many are up.`,
 		setup: serviceList,
 	},
 	{
+		name:    "service resolve",
+		args:    "VIP:PORT/PROTO",
+		flags:   "[-o table|json]",
+		summary: "look the service's backend names up in DNS again now",
+		help: `
+Asks xlbd to resolve the DNS names among the service's backends now, rather
+than at their next refresh (the record's TTL, within the resolvers section's
+min_refresh and max_refresh), and prints for each name the addresses added,
+removed and kept. Added ones are health-checked like any new backend;
+removed ones are drained until their flows end. A failed lookup changes
+nothing: the name keeps its last good set, and the error is shown.`,
+		examples: []string{
+			"xlbctl service resolve 198.18.1.1:80/tcp",
+			"xlbctl service resolve 198.18.1.1:80/tcp -o json",
+		},
+		setup: serviceResolve,
+	},
+	{
 		name:    "backend add",
 		args:    "VIP:PORT/PROTO ADDR",
 		flags:   "[--weight N]",
@@ -240,5 +258,140 @@ nothing.`,
 			"xlbctl apply --dry-run -f new.yaml -o json | jq .changed",
 		},
 		setup: apply,
+	},
+	{
+		name:    "backend sync",
+		args:    "VIP:PORT/PROTO",
+		flags:   "-f FILE [--allow-empty] [--dry-run] [-o table|json]",
+		summary: "replace a service's whole backend set (autoscalers)",
+		help: `
+Replaces the service's backends with the set in FILE (- for stdin), in one
+step that xlbd validates whole and applies all or nothing, and prints what
+was added (+), removed (-), reweighted (~) and kept (=). Backends that stay
+keep their flows and health state; new ones are health-checked as any added
+backend; removed ones leave as with "backend del": their flows move, which
+breaks their TCP connections. To let them finish, first sync the set with
+the leaving backend at weight 0 (or "backend drain --wait" it), then sync
+it away. The same set twice changes nothing. A set with no backend is
+refused unless --allow-empty.
+
+FILE is YAML or JSON, a list of backends as in the config file or a mapping
+with that list under backends:
+  - address: 198.18.0.11
+  - {address: 198.18.0.12, weight: 2}
+or plain text, one backend per line: ADDR, ADDR WEIGHT or ADDR=WEIGHT, an
+IPv6 address plain or in brackets (2001:2::11 3, [2001:2::11]=3); "#" starts
+a comment, blank lines are skipped. A file is YAML or JSON when its first
+line (past blanks and comments) starts with "-", "{", "backends:", or "["
+followed by "{", "]" or nothing. A bad entry is named by its line and value
+and nothing is sent (exit status 1).`,
+		examples: []string{
+			"xlbctl backend sync 198.18.1.1:80/tcp -f pool.txt",
+			"printf '198.18.0.11\\n198.18.0.12 2\\n' | xlbctl backend sync 198.18.1.1:80/tcp -f -",
+			"xlbctl backend sync '[2001:2::1]:443/tcp' -f pool.yaml --dry-run -o json",
+			"xlbctl backend sync 198.18.1.1:80/tcp -f /dev/null --allow-empty  # remove every backend",
+		},
+		setup: backendSync,
+	},
+}
+
+// toolCommands are the commands that serve the person at the terminal
+// rather than read or change one piece of state: a live view and shell
+// completion. They are looked up and listed after the others; they are
+// not in commands because its tests run every entry once against a fake
+// xlbd and pin its command list, and top runs until it is stopped.
+var toolCommands = []command{
+	{
+		name:    "top",
+		flags:   "[--batch] [--iterations N] [--delay D]",
+		summary: "live view of packet, bit and new-flow rates per service and backend",
+		help: `
+Shows each service and its backends with their rates over the latest
+interval: packets per second, bits per second and new flows per second,
+with the active flows of each backend (a service's is the sum of its
+backends'). The rates come from the counters of two successive status
+requests divided by the time between their answers; a counter that went
+backwards (xlbd restarted, a backend removed and added again) counts from
+zero rather than showing a huge or negative rate. Like ipvsadm -L --rate,
+refreshed like top.
+
+Keys: q (or Esc, Ctrl-C) quits; p, b, n, a and s sort by pps, bits/s,
+new/s, active and name; r reverses the order. Services are sorted among
+themselves and each service's backends under it. When xlbd cannot be
+reached, the view says so and keeps retrying.
+
+With --batch, or when stdout is not a terminal, it prints a plain text
+frame every --delay instead, the first after one delay (so that every frame
+has rates), until --iterations frames or Ctrl-C. Rates are shown with SI
+suffixes (k, M, G); "-" is a row new since the previous sample. In batch
+mode xlbd unreachable at the start is an error (exit 1); later, the frame
+says so and top goes on.`,
+		examples: []string{
+			"xlbctl top",
+			"xlbctl top --batch --iterations 3 --delay 2s",
+			"xlbctl top -b -n 1 -d 5 | grep 198.18.0.11  # the rates of one backend over 5s",
+		},
+		setup: top,
+	},
+	{
+		name:    "completion",
+		args:    "SHELL",
+		summary: "print the shell completion script for bash or zsh",
+		help: `
+Prints a script that makes bash or zsh complete xlbctl's commands and flags,
+and, from the running xlbd, service keys (VIP:PORT/PROTO) and the backend
+addresses of the service before them. When xlbd cannot be reached within a
+second, only commands and flags complete.
+
+bash: add 'source <(xlbctl completion bash)' to ~/.bashrc.
+zsh: 'xlbctl completion zsh > ~/.zfunc/_xlbctl' with ~/.zfunc in fpath
+before compinit (or 'source <(xlbctl completion zsh)' after compinit).`,
+		examples: []string{
+			"xlbctl completion bash > /etc/bash_completion.d/xlbctl",
+			"source <(xlbctl completion bash)",
+			"xlbctl completion zsh > \"${fpath[1]}/_xlbctl\"",
+		},
+		setup: completion,
+	},
+}
+
+// flowCommands are the commands about one flow. They are looked up and
+// listed after commands; they are not in that table because its tests
+// drive every entry with a backend address as the second argument, and a
+// flow command takes a client's address and port.
+var flowCommands = []command{
+	{
+		name:    "explain",
+		args:    "VIP:PORT/PROTO CLIENT:PORT",
+		flags:   "[-o table|json]",
+		summary: "say which backend a client's flow goes to, and why",
+		help: `
+Answers "why did my request land there?" for the flow from CLIENT:PORT to
+the service, from the data plane's own entries, judged as the data plane
+judges them:
+
+  next packet  where the flow's next packet goes (not a bare SYN): its
+               connection-table entry, else its half-open entry (TCP), else
+               as a new flow;
+  new flow     where this client:port would go with no entry of its own;
+  other port   where a new flow from another port of the client goes.
+
+Then the entries: the connection-table entry (established, closing after the
+client's FIN or RST, or expired beyond its timeout), the half-open entry, the
+client's persistence entry, each with its idle time, and whether the data
+plane uses it or ignores it (expired, its backend down or gone: the flow is
+then placed afresh); the scheduler's pick (maglev and source-hash: the hash
+and the slot of the live table; round-robin: each CPU's cursor; least-conn:
+the candidates' active flows); and the state of every backend named.
+
+A new flow goes to the client's persistent backend while its entry is live
+and the backend usable and healthy, else to the scheduler's pick; if that
+backend is not usable the packet is dropped until xlbd rebuilds the table.
+Each lookup reads one key: cheap with millions of flows.`,
+		examples: []string{
+			"xlbctl explain 198.18.1.1:80/tcp 198.18.2.10:40000",
+			"xlbctl explain '[2001:2::1]:443/tcp' '[2001:2::10]:51000' -o json | jq .next_packet",
+		},
+		setup: explainFlow,
 	},
 }

@@ -1,6 +1,7 @@
 // Command xlbctl changes a running xlbd through its local API (HTTP/JSON
 // over a unix socket): it adds, changes and removes services and
-// backends, drains backends, and shows status, counters and flows.
+// backends, drains backends, and shows status, counters and flows; top
+// shows live rates, and completion prints bash and zsh completion scripts.
 //
 // Noun commands (status, stats, flows, service list, backend list) only
 // read; verb commands (add, set, del, drain) change state. Errors are one
@@ -19,6 +20,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/gdamore/tcell/v2"
 
 	"github.com/xlb-lb/xlb/cmd/api"
 	"github.com/xlb-lb/xlb/cmd/config"
@@ -58,6 +61,9 @@ type env struct {
 	Now func() time.Time
 	// Getenv reads the environment (XLB_API); nil: os.Getenv.
 	Getenv func(string) string
+	// Screen opens the terminal for top's live view; nil: the real
+	// terminal when Stdout is one, else top prints plain frames.
+	Screen func() (tcell.Screen, error)
 }
 
 // envSocket names the environment variable that replaces the default API
@@ -79,6 +85,9 @@ func run(ctx context.Context, e env, args []string) int {
 	}
 	if e.Getenv == nil {
 		e.Getenv = os.Getenv
+	}
+	if len(args) > 0 && args[0] == completeCommand {
+		return e.complete(ctx, args[1:])
 	}
 	socket := api.DefaultSocket
 	if v := e.Getenv(envSocket); v != "" {

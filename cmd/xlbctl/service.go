@@ -308,8 +308,15 @@ func toService(k lb.ServiceKey, ss api.ServiceStatus) config.Service {
 		s.Health = &h
 	}
 	for _, b := range ss.Backends {
+		if b.Name != "" {
+			continue // the name's entry stands for it
+		}
 		w := b.Weight
 		s.Backends = append(s.Backends, config.Backend{Address: b.Address, Weight: &w})
+	}
+	for _, n := range ss.Names {
+		w := n.Weight
+		s.Backends = append(s.Backends, config.Backend{Name: n.Name, Family: n.Family, Weight: &w})
 	}
 	return s
 }

@@ -65,6 +65,7 @@ func writeStatus(w io.Writer, st api.Status, now func() time.Time) error {
 		case string(lb.AllDownKeepLast):
 			fmt.Fprintf(w, "  ALL BACKENDS DOWN: traffic still goes to the last healthy backends (all_down keep-last)\n")
 		}
+		writeNames(w, s.Names, now)
 		if len(s.Backends) == 0 {
 			fmt.Fprintf(w, "  no backends: its traffic is dropped\n")
 			continue

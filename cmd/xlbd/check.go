@@ -97,6 +97,11 @@ func printSummary(w io.Writer, f *flags, cfg *config.Config, role lb.Role, iface
 			name = s.VIP
 		}
 		p("  %s scheduler %s forward %s backends %d health %s", name, s.Scheduler, s.Forward, len(s.Backends), healthSummary(s.Health))
+		for _, b := range s.Backends {
+			if b.Named() {
+				p("    backend name %s (%s) weight %d: looked up by the running xlbd, not here", b.Name, b.Family, *b.Weight)
+			}
+		}
 	}
 	if cfg.BGP == nil {
 		p("bgp: off")

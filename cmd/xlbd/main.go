@@ -28,6 +28,7 @@ import (
 	"github.com/xlb-lb/xlb/cmd/bgp"
 	"github.com/xlb-lb/xlb/cmd/config"
 	"github.com/xlb-lb/xlb/cmd/daemon"
+	"github.com/xlb-lb/xlb/cmd/doctor"
 	"github.com/xlb-lb/xlb/loader"
 	"github.com/xlb-lb/xlb/loader/probe"
 	"github.com/xlb-lb/xlb/maps/lb"
@@ -65,7 +66,7 @@ func parseFlags(args []string) (*flags, error) {
 	fs.StringVar(&f.role, "role", string(lb.RoleBalancer), "balancer (the load balancer) or backend (the decapsulator of a backend host: the config's decap section)")
 	fs.StringVar(&f.checkConfig, "check-config", "", "check the config file `FILE` as a start or reload would (no data plane, no root), print a summary and exit: 0 valid, 1 not")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: xlbd [flags]\n\nRuns the xlb data plane on one interface. Stopping xlbd (SIGTERM) keeps\nforwarding; a restarted xlbd re-adopts it. SIGHUP reloads the config file.\n--role backend runs the decapsulator of a backend host instead (the\nconfig's decap section).\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: xlbd [flags]\n       xlbd doctor [flags]\n\nRuns the xlb data plane on one interface. Stopping xlbd (SIGTERM) keeps\nforwarding; a restarted xlbd re-adopts it. SIGHUP reloads the config file.\n--role backend runs the decapsulator of a backend host instead (the\nconfig's decap section).\n\nxlbd doctor [flags] checks this host for what xlb needs (xlbd doctor --help).\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -78,6 +79,9 @@ func parseFlags(args []string) (*flags, error) {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "doctor" {
+		os.Exit(doctor.Main(os.Args[2:], doctor.Env{Stdout: os.Stdout, Stderr: os.Stderr, ProgInfo: loader.ProgramInfo}))
+	}
 	f, err := parseFlags(os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)

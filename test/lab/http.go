@@ -31,6 +31,7 @@ type HTTPServer struct {
 	srv      *http.Server
 	lns      []net.Listener
 	requests atomic.Int64
+	accepted sync.Map // netip.AddrPort of every connection accepted
 	wg       sync.WaitGroup
 	once     sync.Once
 }
@@ -69,23 +70,15 @@ func (h *Host) ServeHTTPAt(name string, addrs ...netip.AddrPort) (*HTTPServer, e
 		return nil, errors.New("serve http: port 0 is not supported")
 	}
 	s := &HTTPServer{name: name, port: port, host: h}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+HealthPath, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain")
-		_, _ = io.WriteString(w, "ok\n") // a failed write is the client's to see
-	})
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		s.requests.Add(1)
-		remote, err := netip.ParseAddrPort(r.RemoteAddr)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
-		w.Header().Set("Content-Type", "text/plain")
-		fmt.Fprintf(w, "%s\n", Reply{Server: s.name, Client: remote})
-	})
-	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: nil}
+	s.srv = &http.Server{Handler: GreetingHandler(name, &s.requests), ReadHeaderTimeout: 5 * time.Second, ErrorLog: nil,
+		ConnState: func(c net.Conn, st http.ConnState) {
+			if st != http.StateNew {
+				return
+			}
+			if a, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+				s.accepted.Store(netip.AddrPortFrom(a.Addr().Unmap(), a.Port()), struct{}{})
+			}
+		}}
 	for _, a := range addrs {
 		l, err := h.NS.listenTCP(a)
 		if err != nil {
@@ -119,6 +112,32 @@ func (h *Host) ServeHTTPAt(name string, addrs ...netip.AddrPort) (*HTTPServer, e
 	return s, nil
 }
 
+// GreetingHandler is an HTTPServer's handler, for servers of the lab
+// that run as processes of their own (test/labweb): GET HealthPath
+// answers "ok", every other request the greeting of server name, counted
+// in requests (nil: not counted).
+func GreetingHandler(name string, requests *atomic.Int64) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+HealthPath, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, "ok\n") // a failed write is the client's to see
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if requests != nil {
+			requests.Add(1)
+		}
+		remote, err := netip.ParseAddrPort(r.RemoteAddr)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+		w.Header().Set("Content-Type", "text/plain")
+		fmt.Fprintf(w, "%s\n", Reply{Server: name, Client: remote})
+	})
+	return mux
+}
+
 // Name returns the name the server answers with.
 func (s *HTTPServer) Name() string { return s.name }
 
@@ -128,6 +147,14 @@ func (s *HTTPServer) Port() uint16 { return s.port }
 // Requests returns the number of greeting requests answered so far
 // (health checks not included).
 func (s *HTTPServer) Requests() int64 { return s.requests.Load() }
+
+// Accepted reports whether the server accepted a TCP connection from
+// remote (as it saw it), whether or not a request followed: a test tells
+// by it on which server a connection that failed early had landed.
+func (s *HTTPServer) Accepted(remote netip.AddrPort) bool {
+	_, ok := s.accepted.Load(remote)
+	return ok
+}
 
 // Stop closes the listeners and every open connection and waits for the
 // server's goroutines to finish. It is idempotent.

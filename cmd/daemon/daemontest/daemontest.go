@@ -12,8 +12,10 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/xlb-lb/xlb/cmd/bgp"
+	"github.com/xlb-lb/xlb/maps"
 	"github.com/xlb-lb/xlb/maps/lb"
 	"github.com/xlb-lb/xlb/maps/table"
 )
@@ -30,6 +32,8 @@ type DataPlane struct {
 	active      map[lb.ServiceKey]map[netip.Addr]uint64
 	global      lb.GlobalCounters
 	flows       []lb.FlowEntry
+	halfOpen    int
+	persist     map[persistKey]persistEntry
 	timeouts    lb.Timeouts
 	icmp        lb.ICMP
 	encap       lb.Encap
@@ -157,7 +161,7 @@ func (p *DataPlane) Installed(k lb.ServiceKey) (lb.Service, bool) {
 func (p *DataPlane) Snapshot() (lb.Snapshot, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	snap := lb.Snapshot{Global: p.global, Flows: len(p.flows), Timeouts: p.timeouts, Services: map[lb.ServiceKey]lb.ServiceState{}}
+	snap := lb.Snapshot{Global: p.global, Flows: len(p.flows), HalfOpen: p.halfOpen, Timeouts: p.timeouts, Services: map[lb.ServiceKey]lb.ServiceState{}}
 	for k, s := range p.services {
 		ss := lb.ServiceState{Service: s, Counters: p.counters[k], Backends: map[netip.Addr]lb.BackendState{}}
 		for _, b := range s.Backends {
@@ -198,6 +202,13 @@ func (p *DataPlane) SetGlobal(g lb.GlobalCounters) {
 func (p *DataPlane) SetFlows(f []lb.FlowEntry) {
 	p.mu.Lock()
 	p.flows = slices.Clone(f)
+	p.mu.Unlock()
+}
+
+// SetHalfOpen sets the number of entries in the half-open TCP table.
+func (p *DataPlane) SetHalfOpen(n int) {
+	p.mu.Lock()
+	p.halfOpen = n
 	p.mu.Unlock()
 }
 
@@ -243,6 +254,80 @@ func (p *DataPlane) Table(k lb.ServiceKey) ([]netip.Addr, error) {
 		out[i] = addr[id]
 	}
 	return out, nil
+}
+
+type persistKey struct {
+	svc    lb.ServiceKey
+	client netip.Addr
+}
+
+type persistEntry struct {
+	backend netip.Addr
+	age     time.Duration
+}
+
+// SetPersist gives the client of service k a persistence entry on
+// backend, age old.
+func (p *DataPlane) SetPersist(k lb.ServiceKey, client, backend netip.Addr, age time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.persist == nil {
+		p.persist = map[persistKey]persistEntry{}
+	}
+	p.persist[persistKey{k, client}] = persistEntry{backend, age}
+}
+
+// FlowFacts gives the flow the entries the test set (SetFlows,
+// SetPersist; no half-open ones) and the slot the data plane's hash (the
+// Go twin in package maps) picks in the model's table. Backend ids are
+// positions in the service's list, from 1, as in Table; least-conn's
+// counts are those of SetActive.
+func (p *DataPlane) FlowFacts(k lb.ServiceKey, client netip.AddrPort, now uint64) (lb.FlowFacts, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s, ok := p.services[k]
+	if !ok {
+		return lb.FlowFacts{}, fmt.Errorf("service %s: not installed", k)
+	}
+	key := lb.FlowKey{Src: client, Dst: netip.AddrPortFrom(k.VIP, k.Port), Proto: k.Proto}
+	f := lb.FlowFacts{Key: key, Now: now, Timeouts: p.timeouts, Scheduler: s.Scheduler, Persistence: s.Persistence,
+		TableSize: p.tableSize, Backends: map[uint32]lb.BackendFacts{}, FlowHash: maps.FlowHash(key), ClientHash: maps.ClientHash(key)}
+	id := map[netip.Addr]uint32{}
+	var in []table.Backend
+	for i, b := range s.Backends {
+		n := uint32(i + 1)
+		id[b.Addr] = n
+		f.Backends[n] = lb.BackendFacts{Addr: b.Addr, OfService: true, Usable: b.UsableFor(s.Forward), Failing: b.Failing, Weight: b.Weight, MAC: b.MAC}
+		if b.UsableFor(s.Forward) {
+			in = append(in, table.Backend{ID: n, Key: b.Addr.String(), Weight: b.Weight})
+		}
+	}
+	for _, e := range p.flows {
+		if e.Key == key {
+			f.Conntrack = &lb.EntryFacts{BackendID: id[e.Backend], LastSeen: now - uint64(e.Idle), Closing: e.Closing}
+		}
+	}
+	if e, ok := p.persist[persistKey{k, client.Addr()}]; ok {
+		f.Persist = &lb.EntryFacts{BackendID: id[e.backend], LastSeen: now - uint64(e.age)}
+	}
+	ids, err := table.Build(s.Scheduler, in, p.tableSize)
+	if err != nil {
+		return f, err
+	}
+	switch s.Scheduler {
+	case lb.Maglev, lb.SourceHash:
+		f.Slot = maps.Slot(s.Scheduler, key, p.tableSize)
+		f.SlotBackend = ids[f.Slot]
+	case lb.RoundRobin:
+		f.Cursors = []lb.CursorFacts{{Slot: 0, Backend: ids[0]}}
+	case lb.LeastConn:
+		f.Active = map[uint32]int64{}
+		for _, n := range ids[1 : 1+ids[0]] {
+			f.Candidates = append(f.Candidates, n)
+			f.Active[n] = int64(p.active[k][f.Backends[n].Addr])
+		}
+	}
+	return f, nil
 }
 
 // Sweep does nothing: the model's flows never expire.

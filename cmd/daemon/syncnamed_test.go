@@ -1,0 +1,39 @@
+package daemon
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/xlb-lb/xlb/cmd/api"
+)
+
+// A bulk sync of a service with backends named by DNS: a name is an entry
+// of the set like an address, kept, added or removed as a whole
+// (NAME/FAMILY, as apply --dry-run shows it).
+func TestBulkSyncNamed(t *testing.T) {
+	_, srv := newDaemonWith(t, Options{DNSLookup: newFakeDNS().lookup})
+	do := func(method, path, body string) (int, string) { return call(t, srv, method, path, body) }
+	const key = "198.18.1.1:80/tcp"
+	if code, out := do("POST", "/v1/services", `{"vip":"198.18.1.1","port":80,"backends":[{"name":"web.pool.example"},{"address":"198.18.0.11"}]}`); code != 200 {
+		t.Fatalf("add: %d %s", code, out)
+	}
+	for _, tc := range []struct {
+		set  string
+		want api.BackendSync
+	}{
+		{`[{"address":"198.18.0.11"},{"name":"web.pool.example"}]`, api.BackendSync{Service: key, Added: []api.BackendWeight{}, Removed: []api.BackendWeight{}, Changed: []api.BackendChange{},
+			Kept: []api.BackendWeight{bw("198.18.0.11", 1), bw("web.pool.example/ipv4", 1)}}},
+		{`[{"name":"web.pool.example"},{"name":"b.pool.example","weight":2},{"address":"198.18.0.12"}]`, api.BackendSync{Service: key,
+			Added:   []api.BackendWeight{bw("198.18.0.12", 1), bw("b.pool.example/ipv4", 2)},
+			Removed: []api.BackendWeight{bw("198.18.0.11", 1)}, Changed: []api.BackendChange{},
+			Kept: []api.BackendWeight{bw("web.pool.example/ipv4", 1)}, Applied: true}},
+		{`[{"address":"198.18.0.12"}]`, api.BackendSync{Service: key, Added: []api.BackendWeight{},
+			Removed: []api.BackendWeight{bw("b.pool.example/ipv4", 2), bw("web.pool.example/ipv4", 1)}, Changed: []api.BackendChange{},
+			Kept: []api.BackendWeight{bw("198.18.0.12", 1)}, Applied: true}},
+	} {
+		code, res, out := putBackends(t, do, key, "", `{"backends":`+tc.set+`}`)
+		if code != 200 || !reflect.DeepEqual(res, tc.want) {
+			t.Errorf("sync %s: %d %s\n got %+v\nwant %+v", tc.set, code, out, res, tc.want)
+		}
+	}
+}
