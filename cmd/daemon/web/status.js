@@ -131,7 +131,6 @@
       tr.append(td);
     }
     cells.backend.classList.add("mono");
-    cells.backend.textContent = addr;
     const st = el("span", { class: "state" });
     st.append(el("span", { class: "shape", "aria-hidden": "true" }), el("span", { class: "word" }));
     cells.state.append(st);
@@ -156,6 +155,9 @@
 
   function renderBackend(row, b, rates, serverNow) {
     const c = row.cells;
+    // A backend named by DNS shows its name beside the address.
+    setText(c.backend, b.name ? b.address + " (" + b.name + ")" : b.address);
+    setData(row.tr, "name", b.name || "");
     setData(row.tr, "state", b.state);
     setData(row.state, "state", b.state);
     setText(row.state.lastChild, b.state);
