@@ -17,7 +17,7 @@ TEST_FLAGS  ?= -count=1
 # Privileged tiers skip (loudly) without root; XLB_REQUIRE_PRIV=1 (CI) makes
 # those skips failures.
 
-.PHONY: help generate build install test test-unit test-integration bench bench-go demo demo-ha fuzz lint format check-format check-generated check-printk clean bpffs
+.PHONY: help generate build install test test-unit test-integration bench bench-go demo demo-ha screenshots fuzz lint format check-format check-generated check-printk clean bpffs
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -53,6 +53,9 @@ demo: ## xlb end to end: real xlbd and xlbctl, health checks, failover, drain, i
 demo-ha: ## xlb's HA: three xlbd nodes behind a BIRD router (BGP, ECMP), a node lost mid-stream, kill -9 and restart (root, bird2)
 	@echo "Compiling the demo..."
 	@$(GO) run ./test/demo/xlb-demo-ha
+
+screenshots: bpffs ## the status page's screenshots in docs/ from a lab xlbd with traffic, by headless chromium (root, chromium)
+	XLB_SCREENSHOT_DIR=$(CURDIR)/docs $(GO) test -tags integration -count=1 -run 'TestStatusPage$$' -v ./test/
 
 # As root, mount bpffs when it is not (a fresh machine); without root the
 # privileged tests skip and say so.

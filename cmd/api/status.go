@@ -17,11 +17,14 @@ const (
 // Status is the answer to the API's status request.
 type Status struct {
 	// Role is "balancer" or "backend" (xlbd --role).
-	Role      string          `json:"role,omitempty"`
-	Interface string          `json:"interface"`
-	XDPMode   string          `json:"xdp_mode"`
-	Version   string          `json:"version"`
-	Services  []ServiceStatus `json:"services"`
+	Role      string `json:"role,omitempty"`
+	Interface string `json:"interface"`
+	XDPMode   string `json:"xdp_mode"`
+	Version   string `json:"version"`
+	// Time is when the counters were read: rates are the change of a
+	// counter between two statuses over the change of Time.
+	Time     time.Time       `json:"time,omitzero"`
+	Services []ServiceStatus `json:"services"`
 	// Flows is the number of entries in the connection table.
 	Flows int `json:"flows"`
 	// Timeouts are the connection table's idle timeouts in force.
@@ -75,6 +78,10 @@ type ServiceStatus struct {
 	AllDown string `json:"all_down,omitempty"`
 	// Announced: the service's VIP is announced over BGP.
 	Announced bool `json:"announced"`
+	// AnnouncedTo are the BGP peers the VIP's route goes to while it is
+	// announced: those whose session is established (every VIP goes to
+	// every peer). Empty while not announced or no session is up.
+	AnnouncedTo []string `json:"announced_to,omitempty"`
 	// Names are the service's backend entries named by DNS; their
 	// addresses are in Backends, each with its Name.
 	Names []NameStatus `json:"names,omitempty"`

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/xlb-lb/xlb/cmd/api"
 	"github.com/xlb-lb/xlb/cmd/config"
@@ -182,10 +183,44 @@ func (d *Daemon) handleServices(w http.ResponseWriter, r *http.Request) {
 // counters.
 func (d *Daemon) status() api.Status {
 	snap, err := d.dp.Snapshot()
+	read := d.now()
 	if err != nil {
 		d.log.Error("read the data plane", "err", err)
 	}
-	return d.statusOf(snap)
+	st := d.statusOf(snap)
+	st.Time = read
+	d.addPeers(&st)
+	return st
+}
+
+// peersTimeout bounds the read of the BGP sessions for a status.
+const peersTimeout = 2 * time.Second
+
+// addPeers fills in, for each announced service, the peers its route goes
+// to: the established sessions (the speaker sends every VIP to every peer,
+// both families).
+func (d *Daemon) addPeers(st *api.Status) {
+	if !st.BGP || !slices.ContainsFunc(st.Services, func(s api.ServiceStatus) bool { return s.Announced }) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), peersTimeout)
+	defer cancel()
+	peers, err := d.bgp.Peers(ctx)
+	if err != nil {
+		d.log.Error("bgp: read the sessions", "err", err)
+		return
+	}
+	var up []string
+	for _, p := range peers {
+		if p.State == "established" {
+			up = append(up, p.Address)
+		}
+	}
+	for i := range st.Services {
+		if st.Services[i].Announced {
+			st.Services[i].AnnouncedTo = up
+		}
+	}
 }
 
 // statusOf is status from a snapshot already read.

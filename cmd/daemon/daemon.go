@@ -92,7 +92,8 @@ type Daemon struct {
 	// longer announce them.
 	withdrawn bool
 
-	kick chan struct{} // coalesced "reconcile now"
+	kick chan struct{}    // coalesced "reconcile now"
+	now  func() time.Time // the status's reading time (tests fix it)
 }
 
 // New returns a daemon with no desired state. Its health checks start
@@ -105,7 +106,7 @@ func New(o Options) *Daemon {
 		log: o.Log, cfgPath: o.ConfigPath, statePath: o.StatePath,
 		iface: o.Interface, xdpMode: o.XDPMode, version: o.Version,
 		dp: o.DataPlane, kick: make(chan struct{}, 1),
-		bgp: o.BGP, ifaceAddrs: o.InterfaceAddrs,
+		bgp: o.BGP, ifaceAddrs: o.InterfaceAddrs, now: time.Now,
 	}
 	d.tunnel = &checkTunnel{open: o.OpenTunnel}
 	d.dns = newDNSState(o.DNSLookup, o.DNSClock)

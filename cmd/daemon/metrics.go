@@ -21,6 +21,7 @@ import (
 func (d *Daemon) MetricsHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promHandler(d.registry, d.log))
+	d.statusPage(mux)
 	return mux
 }
 
