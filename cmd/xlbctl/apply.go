@@ -88,19 +88,26 @@ func writeDiff(w io.Writer, d api.ConfigDiff) error {
 		for _, ch := range s.Settings {
 			p("    %s: %s -> %s", ch.Field, ch.From, ch.To)
 		}
-		for _, b := range s.BackendsAdded {
-			p("    + backend %s weight %d", b.Address, b.Weight)
-		}
-		for _, b := range s.BackendsRemoved {
-			p("    - backend %s weight %d", b.Address, b.Weight)
-		}
-		for _, b := range s.BackendsChanged {
-			p("    ~ backend %s weight %d -> %d", b.Address, b.From, b.To)
-		}
+		backendLines(p, "    ", "backend ", s.BackendsAdded, s.BackendsRemoved, s.BackendsChanged)
 	}
 	if d.BGP != nil {
 		p("~ %s: %s -> %s", d.BGP.Field, d.BGP.From, d.BGP.To)
 	}
 	p("%d added, %d removed, %d changed, %d unchanged (nothing applied)", len(d.Added), len(d.Removed), len(d.Changed), d.Unchanged)
 	return nil
+}
+
+// backendLines prints backends added (+), removed (-) and reweighted (~),
+// each line starting with indent, the mark, then noun ("backend " in a
+// config diff).
+func backendLines(p func(string, ...any), indent, noun string, added, removed []api.BackendWeight, changed []api.BackendChange) {
+	for _, b := range added {
+		p("%s+ %s%s weight %d", indent, noun, b.Address, b.Weight)
+	}
+	for _, b := range removed {
+		p("%s- %s%s weight %d", indent, noun, b.Address, b.Weight)
+	}
+	for _, b := range changed {
+		p("%s~ %s%s weight %d -> %d", indent, noun, b.Address, b.From, b.To)
+	}
 }

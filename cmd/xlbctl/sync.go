@@ -91,15 +91,7 @@ func writeSync(w io.Writer, r api.BackendSync) {
 		verb = "no change to"
 	}
 	p("%s %s: %d added, %d removed, %d reweighted, %d kept", verb, r.Service, len(r.Added), len(r.Removed), len(r.Changed), len(r.Kept))
-	for _, b := range r.Added {
-		p("+ %s weight %d", b.Address, b.Weight)
-	}
-	for _, b := range r.Removed {
-		p("- %s weight %d", b.Address, b.Weight)
-	}
-	for _, b := range r.Changed {
-		p("~ %s weight %d -> %d", b.Address, b.From, b.To)
-	}
+	backendLines(p, "", "", r.Added, r.Removed, r.Changed)
 	for _, b := range r.Kept {
 		p("= %s weight %d", b.Address, b.Weight)
 	}
