@@ -79,6 +79,8 @@ type Balancer struct {
 	vipFilterOf []netip.Addr
 	// beSvc is each backend id's service key (backend_svc).
 	beSvc *maps.BackendServices
+
+	counts flowCounts
 }
 
 func (b *Balancer) initViews() {

@@ -336,11 +336,54 @@ func (c *Conntrack) Iterate(fn func(lb.FlowKey, Flow) bool) error {
 	return nil
 }
 
-// Count returns the number of entries.
+// countBatch is how many entries Count reads per system call. A hash
+// map's batch must hold a whole bucket, which is far smaller.
+const countBatch = 4096
+
+// Count returns the number of entries. It reads them countBatch at a time
+// (BPF_MAP_LOOKUP_BATCH): with a million flows that is some 250 system
+// calls instead of a million, and status, the status page, top and every
+// scrape count the table. Where the kernel has no batch lookup for the
+// map it counts one entry at a time.
 func (c *Conntrack) Count() (int, error) {
+	keys := make([]bpf.FlowKey, countBatch)
+	vals := make([]bpf.Flow, countBatch*valuesPerKey(c.m))
+	var cursor ebpf.MapBatchCursor
+	n := 0
+	for {
+		got, err := c.m.BatchLookup(&cursor, keys, vals, nil)
+		n += got
+		switch {
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+			return n, nil
+		case errors.Is(err, ebpf.ErrNotSupported) && n == 0:
+			return c.countEach()
+		case err != nil:
+			return 0, fmt.Errorf("count flows: %w", err)
+		}
+	}
+}
+
+// countEach counts the entries one at a time.
+func (c *Conntrack) countEach() (int, error) {
 	n := 0
 	err := c.Iterate(func(lb.FlowKey, Flow) bool { n++; return true })
 	return n, err
+}
+
+// valuesPerKey is how many values a lookup returns per key: one per
+// possible CPU for a per-CPU map, else one.
+func valuesPerKey(m *ebpf.Map) int {
+	switch m.Type() {
+	case ebpf.PerCPUHash, ebpf.PerCPUArray, ebpf.LRUCPUHash, ebpf.PerCPUCGroupStorage:
+	default:
+		return 1
+	}
+	n, err := ebpf.PossibleCPU()
+	if err != nil {
+		return 1 // the lookup then fails and says why
+	}
+	return n
 }
 
 // Stats reads the per-CPU counters, summed over CPUs.
