@@ -53,9 +53,12 @@ func writeStatus(w io.Writer, st api.Status, now func() time.Time) error {
 		fmt.Fprintf(w, "\nService %s, scheduler %s, persistence %s, forward %s\n", s.Service, orDash(s.Scheduler), persistenceText(s.Persistence), orDash(s.Forward))
 		fmt.Fprintf(w, "  check: %s\n", describeCheck(s.Health))
 		if st.BGP {
-			if s.Announced {
-				fmt.Fprintf(w, "  bgp: vip announced\n")
-			} else {
+			switch {
+			case s.Announced && len(s.AnnouncedTo) > 0:
+				fmt.Fprintf(w, "  bgp: vip announced to %s\n", strings.Join(s.AnnouncedTo, ", "))
+			case s.Announced:
+				fmt.Fprintf(w, "  bgp: vip announced (no session established)\n")
+			default:
 				fmt.Fprintf(w, "  bgp: vip NOT announced (no usable backend under its policy)\n")
 			}
 		}

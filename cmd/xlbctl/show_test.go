@@ -223,3 +223,26 @@ func TestWriteStatusBackendRole(t *testing.T) {
 		t.Errorf("zero counters shown:\n%s", out)
 	}
 }
+
+// With BGP on, status says per service whether its VIP is announced and
+// to which peers.
+func TestStatusBGP(t *testing.T) {
+	svc := func(key string, announced bool, to ...string) api.ServiceStatus {
+		return api.ServiceStatus{Service: key, Scheduler: "maglev", Forward: "dsr-l2", Announced: announced, AnnouncedTo: to}
+	}
+	st := api.Status{Interface: "eth0", XDPMode: "native", Version: "dev", BGP: true, Services: []api.ServiceStatus{
+		svc("198.18.1.1:80/tcp", true, "198.18.0.1", "198.18.0.2"),
+		svc("198.18.1.2:80/tcp", true),
+		svc("198.18.1.3:80/tcp", false),
+	}}
+	r := mustRun(t, &fakeClient{status: st}, "status")
+	for _, want := range []string{
+		"  bgp: vip announced to 198.18.0.1, 198.18.0.2\n",
+		"  bgp: vip announced (no session established)\n",
+		"  bgp: vip NOT announced (no usable backend under its policy)\n",
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("status lacks %q:\n%s", want, r.stdout)
+		}
+	}
+}
