@@ -335,7 +335,8 @@ func backendAddrs(svcs []config.Service) []netip.Addr {
 // and only then makes it the desired state. If a later step fails, the
 // earlier ones are put back. Callers hold d.mu.
 func (d *Daemon) commit(next desiredState, configHash string) error {
-	d.dns.track(next.Services)
+	// Names not tracked yet expand to no addresses: they are tracked
+	// (and looked up) only once the change is committed.
 	run := expandServices(next.Services, d.dns.names)
 	specs, err := d.health.specs(run.Services, d.running.Services)
 	if err != nil {
@@ -383,6 +384,7 @@ func (d *Daemon) commit(next desiredState, configHash string) error {
 	}
 	d.desired, d.bgpCfg, d.configHash = next.Services, next.BGP, configHash
 	d.running = run
+	d.dns.track(next.Services)
 	d.dns.forgetUnused(next.Services)
 	if d.bgp != nil {
 		d.logAnnouncements(before, d.bgp.Announced())

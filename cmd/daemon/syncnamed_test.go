@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"os"
+	"path/filepath"
 	"reflect"
 	"testing"
 
@@ -35,5 +37,25 @@ func TestBulkSyncNamed(t *testing.T) {
 		if code != 200 || !reflect.DeepEqual(res, tc.want) {
 			t.Errorf("sync %s: %d %s\n got %+v\nwant %+v", tc.set, code, out, res, tc.want)
 		}
+	}
+}
+
+// A change that is not committed leaves its names untracked: they are not
+// looked up or shown.
+func TestFailedChangeTracksNoName(t *testing.T) {
+	d, srv := newDaemonWith(t, Options{DNSLookup: newFakeDNS().lookup})
+	dir := filepath.Dir(d.statePath)
+	d.statePath = filepath.Join(dir, "missing", "state.json")
+	if err := os.WriteFile(filepath.Join(dir, "missing"), []byte("a file, not a directory"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, body := call(t, srv, "POST", "/v1/services", `{"vip":"198.18.1.1","port":80,"backends":[{"name":"web.pool.example"}]}`)
+	if code != 500 {
+		t.Fatalf("add: got %d %s, want 500 (state write fails)", code, body)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.dns.names) != 0 {
+		t.Errorf("names tracked after a failed change: %v", d.dns.names)
 	}
 }
