@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -259,11 +260,12 @@ func (d *Daemon) pruneLeaving() {
 	eachNamed(d.desired, func(key lb.ServiceKey, b config.Backend) {
 		users[b.NameKey()] = append(users[b.NameKey()], key)
 	})
-	changed := false
+	old := map[config.NameKey]nameState{}
 	for k, st := range d.dns.names {
 		if len(st.Leaving) == 0 {
 			continue
 		}
+		prev := st
 		st = st.clone()
 		active := func(a netip.Addr) uint64 {
 			var n uint64
@@ -274,12 +276,14 @@ func (d *Daemon) pruneLeaving() {
 		}
 		if st.pruneLeaving(now, p, active) {
 			d.dns.names[k] = st
-			changed = true
+			old[k] = prev
 		}
 	}
-	if changed {
+	if len(old) > 0 {
 		if err := d.commit(desiredState{d.desired, d.bgpCfg}, d.configHash); err != nil {
 			d.log.Error("dns: remove drained backends", "err", err)
+			// Not removed: they stay leaving, as the data plane has them.
+			maps.Copy(d.dns.names, old)
 		}
 	}
 }

@@ -1,0 +1,61 @@
+package daemon
+
+import (
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/xlb-lb/xlb/cmd/daemon/daemontest"
+)
+
+// breakStateWrite makes every later commit of d fail (its state cannot be
+// written).
+func breakStateWrite(t *testing.T, d *Daemon) {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "missing"), []byte("a file, not a directory"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.mu.Lock()
+	d.statePath = filepath.Join(dir, "missing", "state.json")
+	d.mu.Unlock()
+}
+
+// A leaving address whose removal cannot be committed stays leaving (as
+// the data plane still has it), and goes on a later try.
+func TestPruneLeavingFailedCommit(t *testing.T) {
+	dns := newFakeDNS()
+	d, _, _ := startFromFile(t, namedConfig, Options{DNSLookup: dns.lookup, DNSClock: dns.clock})
+	const v4 = "198.18.1.1:80/tcp"
+	dns.set("web.pool.example", "ipv4", DNSAnswer{Addrs: ips("198.18.0.11", "198.18.0.12"), TTL: 2 * time.Second})
+	if code, _, body := resolveReq(t, d, v4); code != http.StatusOK {
+		t.Fatalf("resolve: %d %s", code, body)
+	}
+	dns.advance(2 * time.Second)
+	dns.set("web.pool.example", "ipv4", DNSAnswer{Addrs: ips("198.18.0.11"), TTL: 2 * time.Second})
+	if code, _, body := resolveReq(t, d, v4); code != http.StatusOK {
+		t.Fatalf("resolve: %d %s", code, body)
+	}
+	key := mustKey(t, v4)
+	d.dp.(*daemontest.DataPlane).SetActive(key, netip.MustParseAddr("198.18.0.12"), 0)
+	good := d.statePath
+	breakStateWrite(t, d)
+	d.pruneLeaving()
+	if got := backendWeights(t, d, v4); !slices.Contains(got, "198.18.0.12=0") {
+		t.Fatalf("leaving backend gone from the data plane though the commit failed: %v", got)
+	}
+	if n := nameStatusOf(t, d, v4, "web.pool.example"); !slices.Contains(n.Leaving, "198.18.0.12") {
+		t.Fatalf("leaving address forgotten after a failed commit: %+v", n)
+	}
+	d.mu.Lock()
+	d.statePath = good
+	d.mu.Unlock()
+	d.pruneLeaving()
+	if got := backendWeights(t, d, v4); slices.Contains(got, "198.18.0.12=0") {
+		t.Fatalf("leaving backend stayed after a good commit: %v", got)
+	}
+}
