@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"net/netip"
 	"slices"
@@ -160,7 +161,8 @@ func (d *Daemon) runDNS(ctx context.Context) {
 		opts := d.dns.opts
 		d.mu.Unlock()
 		if len(due) > 0 {
-			d.applyLookups(d.lookupAll(ctx, due, opts))
+			// A failed commit is logged and kept in the names' states.
+			_, _ = d.applyLookups(d.lookupAll(ctx, due, opts))
 			continue
 		}
 		if leaving {
@@ -203,8 +205,9 @@ func (d *Daemon) lookupAll(ctx context.Context, names []config.NameKey, opts con
 // applyLookups applies answers to the names' states and, when a set
 // changed, the services' new backend lists through commit, the path every
 // change takes. If commit refuses them, the names keep their previous sets
-// and say why. It returns each name's state before and after.
-func (d *Daemon) applyLookups(answers map[config.NameKey]DNSAnswer) map[config.NameKey][2]nameState {
+// and say why, and are due again after the retry interval; the commit's
+// error is returned. It returns each name's state before and after.
+func (d *Daemon) applyLookups(answers map[config.NameKey]DNSAnswer) (map[config.NameKey][2]nameState, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := d.dns.clock()
@@ -229,19 +232,21 @@ func (d *Daemon) applyLookups(answers map[config.NameKey]DNSAnswer) map[config.N
 			d.log.Warn("dns: lookup", "name", k.Name, "family", k.Family, "result", describeAnswer(a), "kept", len(st.Addrs))
 		}
 	}
+	var err error
 	if changed && d.started {
-		if err := d.commit(desiredState{d.desired, d.bgpCfg}, d.configHash); err != nil {
+		if err = d.commit(desiredState{d.desired, d.bgpCfg}, d.configHash); err != nil {
 			d.log.Error("dns: resolved addresses not applied; the names keep their previous sets", "err", err)
 			for k, pair := range out {
 				st := d.dns.names[k]
 				st.Addrs, st.Leaving = pair[0].Addrs, pair[0].clone().Leaving
 				st.LastError, st.LastErrorAt, st.Failing = "resolved, but not applied: "+err.Error(), now, true
+				st.Next = now.Add(p.retry)
 				d.dns.names[k] = st
 				out[k] = [2]nameState{pair[0], st}
 			}
 		}
 	}
-	return out
+	return out, err
 }
 
 // pruneLeaving removes leaving addresses whose flows have ended (or whose
@@ -318,7 +323,11 @@ func (d *Daemon) resolveService(ctx context.Context, key lb.ServiceKey) (api.Res
 	if len(names) == 0 {
 		return res, nil
 	}
-	pairs := d.applyLookups(d.lookupAll(ctx, names, opts))
+	pairs, err := d.applyLookups(d.lookupAll(ctx, names, opts))
+	if err != nil {
+		// Not the request's fault (whatever commit called it): a 500.
+		return api.ResolveResult{}, fmt.Errorf("service %s: resolved, but not applied (the names keep their previous sets): %s", key, err.Error())
+	}
 	for _, k := range names {
 		pair, ok := pairs[k]
 		if !ok {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,5 +58,30 @@ func TestPruneLeavingFailedCommit(t *testing.T) {
 	d.pruneLeaving()
 	if got := backendWeights(t, d, v4); slices.Contains(got, "198.18.0.12=0") {
 		t.Fatalf("leaving backend stayed after a good commit: %v", got)
+	}
+}
+
+// Answers that cannot be committed: resolve answers 500, the name keeps
+// its previous set, says why, and is looked up again after the retry
+// interval (not the answer's TTL).
+func TestResolveFailedCommit(t *testing.T) {
+	dns := newFakeDNS()
+	d, _, _ := startFromFile(t, namedConfig, Options{DNSLookup: dns.lookup, DNSClock: dns.clock})
+	const v4 = "198.18.1.1:80/tcp"
+	dns.set("web.pool.example", "ipv4", DNSAnswer{Addrs: ips("198.18.0.11"), TTL: 30 * time.Second})
+	breakStateWrite(t, d)
+	code, _, body := resolveReq(t, d, v4)
+	if code != http.StatusInternalServerError || !strings.Contains(body, "not applied") {
+		t.Fatalf("resolve with a failing commit: %d %s, want 500 saying it was not applied", code, body)
+	}
+	if got := backendWeights(t, d, v4); !slices.Equal(got, []string{"198.18.0.10=1"}) {
+		t.Fatalf("backends after a failed commit: %v", got)
+	}
+	n := nameStatusOf(t, d, v4, "web.pool.example")
+	d.mu.Lock()
+	retry := d.dns.policy().retry
+	d.mu.Unlock()
+	if len(n.Addresses) != 0 || !strings.Contains(n.LastError, "not applied") || !n.NextRefresh.Equal(dns.clock().Add(retry)) {
+		t.Fatalf("name after a failed commit: %+v, want next refresh %s", n, dns.clock().Add(retry))
 	}
 }
