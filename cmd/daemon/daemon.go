@@ -194,9 +194,12 @@ func (d *Daemon) Close() {
 
 // Run reconciles on every kick (a health transition, a neighbour change),
 // sweeps the connection table every sweep, and resolves the backends
-// named by DNS, until ctx ends.
+// named by DNS, until ctx ends. It returns once the resolver loop has
+// stopped too (its lookups in flight ended, nothing applied from them).
 func (d *Daemon) Run(ctx context.Context, sweep time.Duration) {
-	go d.runDNS(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { d.runDNS(ctx) })
 	t := time.NewTicker(sweep)
 	defer t.Stop()
 	for {

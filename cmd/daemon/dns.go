@@ -161,8 +161,13 @@ func (d *Daemon) runDNS(ctx context.Context) {
 		opts := d.dns.opts
 		d.mu.Unlock()
 		if len(due) > 0 {
+			answers := d.lookupAll(ctx, due, opts)
+			if ctx.Err() != nil {
+				// Shutting down: lookups cut short are no DNS failures.
+				return
+			}
 			// A failed commit is logged and kept in the names' states.
-			_, _ = d.applyLookups(d.lookupAll(ctx, due, opts))
+			_, _ = d.applyLookups(answers)
 			continue
 		}
 		if leaving {
@@ -304,6 +309,10 @@ func resultOf(a DNSAnswer) string {
 	}
 	return "success"
 }
+
+// resolveTimeout bounds a resolve request's lookups (each ends after its
+// own timeout and attempts anyway).
+const resolveTimeout = 5 * time.Minute
 
 // resolveService resolves the names of one service now and answers what
 // changed (xlbctl service resolve).

@@ -1,15 +1,20 @@
 package daemon
 
 import (
+	"context"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/xlb-lb/xlb/cmd/config"
 	"github.com/xlb-lb/xlb/cmd/daemon/daemontest"
 )
 
@@ -83,5 +88,63 @@ func TestResolveFailedCommit(t *testing.T) {
 	d.mu.Unlock()
 	if len(n.Addresses) != 0 || !strings.Contains(n.LastError, "not applied") || !n.NextRefresh.Equal(dns.clock().Add(retry)) {
 		t.Fatalf("name after a failed commit: %+v, want next refresh %s", n, dns.clock().Add(retry))
+	}
+}
+
+// Run returns only once the resolver loop has stopped, and lookups cut
+// short by the shutdown are not recorded as failures.
+func TestRunJoinsResolver(t *testing.T) {
+	started := make(chan struct{}, 8)
+	var inFlight atomic.Int32
+	lookup := func(ctx context.Context, _ config.NameKey, _ config.Resolvers) DNSAnswer {
+		inFlight.Add(1)
+		defer inFlight.Add(-1)
+		started <- struct{}{}
+		<-ctx.Done()
+		return DNSAnswer{Err: ctx.Err()}
+	}
+	d, _, _ := startFromFile(t, namedConfig, Options{DNSLookup: lookup})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		d.Run(ctx, time.Hour)
+		close(done)
+	}()
+	<-started
+	cancel()
+	<-done
+	if n := inFlight.Load(); n != 0 {
+		t.Errorf("Run returned with %d lookups in flight", n)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if n := d.dns.counts["error"]; n != 0 {
+		t.Errorf("%d lookups cut short by the shutdown counted as failures", n)
+	}
+	for k, st := range d.dns.names {
+		if st.LastError != "" || st.Failing {
+			t.Errorf("%s after the shutdown: %+v", k, st)
+		}
+	}
+}
+
+// A resolve request whose client went away still completes its lookups:
+// the client's leaving is no DNS failure of the names.
+func TestResolveOutlivesClient(t *testing.T) {
+	lookup := func(ctx context.Context, _ config.NameKey, _ config.Resolvers) DNSAnswer {
+		if err := ctx.Err(); err != nil {
+			return DNSAnswer{Err: err}
+		}
+		return DNSAnswer{Addrs: ips("198.18.0.11"), TTL: time.Minute}
+	}
+	d, _, _ := startFromFile(t, namedConfig, Options{DNSLookup: lookup})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	req := httptest.NewRequestWithContext(ctx, http.MethodPost, "/v1/services/"+url.PathEscape("198.18.1.1:80/tcp")+"/resolve", nil)
+	d.Handler().ServeHTTP(httptest.NewRecorder(), req)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if n := d.dns.counts["error"]; n != 0 {
+		t.Errorf("%d lookups of a resolve whose client left counted as failures", n)
 	}
 }
