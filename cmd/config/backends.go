@@ -19,7 +19,8 @@ type backendFile struct {
 // YAML): either a list of backends as a service lists them in the config
 // file, or a mapping with that list under backends. Decoding is strict
 // (unknown keys are errors) and each backend is validated on its own
-// (address, weight; default weight 1); errors carry the line when it is
+// (address, weight; default weight 1; a backend named by DNS gets the
+// checks it can have without its service); errors carry the line when it is
 // known and name the entry as backends[i]. What the set must be as a whole
 // (family, duplicates) is checked with its service.
 func ParseBackendList(data []byte) ([]Backend, error) {
@@ -66,7 +67,7 @@ func ParseBackendList(data []byte) ([]Backend, error) {
 	}
 	for i := range list {
 		at := joinPath(prefix, "["+strconv.Itoa(i)+"]")
-		if _, err := list[i].normalize(); err != nil {
+		if err := list[i].normalizeAlone(); err != nil {
 			var fe *FieldError
 			if !errors.As(under(at, err), &fe) {
 				return nil, err

@@ -16,6 +16,10 @@ func TestParseBackendList(t *testing.T) {
 		{`{"backends":[{"address":"::ffff:198.18.0.11"}]}`, "198.18.0.11/1"},
 		{"[]", ""},
 		{"backends: []", ""},
+		// Named by DNS: checked without the service (family defaults there).
+		{"- address: 198.18.0.11\n- {name: pool.example, weight: 2}\n", "198.18.0.11/1 pool.example()/2"},
+		{"backends:\n  - name: pool.example\n    family: ipv6\n", "pool.example(ipv6)/-"},
+		{`[{"name":"pool.example","family":"any"}]`, "pool.example(any)/-"},
 	} {
 		l, err := ParseBackendList([]byte(tc.in))
 		if err != nil {
@@ -24,7 +28,15 @@ func TestParseBackendList(t *testing.T) {
 		}
 		var got []string
 		for _, b := range l {
-			got = append(got, b.Address+"/"+strconv.FormatUint(uint64(*b.Weight), 10))
+			w := "-"
+			if b.Weight != nil {
+				w = strconv.FormatUint(uint64(*b.Weight), 10)
+			}
+			if b.Name != "" {
+				got = append(got, b.Name+"("+b.Family+")/"+w)
+				continue
+			}
+			got = append(got, b.Address+"/"+w)
 		}
 		if strings.Join(got, " ") != tc.want {
 			t.Errorf("%q: %v, want %s", tc.in, got, tc.want)
@@ -39,6 +51,8 @@ func TestParseBackendList(t *testing.T) {
 		{"", "empty: want a list of backends, or backends: [...]"},
 		{"hello", "line 1: want a list of backends, or backends: [...]"},
 		{"- 198.18.0.11\n", `line 1: backends[0] "198.18.0.11": want a mapping`},
+		{"- address: 198.18.0.11\n- name: pool.example\n  address: 198.18.0.12\n", `line 2: backends[1].name "pool.example": give address or name, not both (address is "198.18.0.12")`},
+		{"backends:\n  - family: ipv4\n", `line 2: backends[0].family "ipv4": only with name (a backend named by DNS)`},
 	} {
 		if _, err := ParseBackendList([]byte(tc.in)); err == nil || err.Error() != tc.want {
 			t.Errorf("%q:\n  got  %v\n  want %s", tc.in, err, tc.want)

@@ -44,6 +44,27 @@ func vipFamily(k lb.ServiceKey) string {
 // normalizeNamed checks a backend named by DNS of the service with key k:
 // a host name and no address, a family (default the VIP's) the data plane
 // can forward to, a weight (default 1).
+// normalizeAlone checks a backend without its service (an API body, a
+// backend set file): a backend named by DNS gets the partial check (its
+// family's default and check need the service, and are done when it joins
+// it); one with an address is normalised in full.
+func (b *Backend) normalizeAlone() error {
+	if b.Name == "" && b.Family == "" {
+		_, err := b.normalize()
+		return err
+	}
+	if b.Address != "" {
+		return fieldErr("name", quote(b.Name), "give address or name, not both (address is "+quote(b.Address)+")")
+	}
+	if b.Name == "" {
+		return fieldErr("family", quote(b.Family), "only with name (a backend named by DNS)")
+	}
+	if _, err := CanonicalHostname(b.Name); err != nil {
+		return fieldErr("name", quote(b.Name), err.Error())
+	}
+	return nil
+}
+
 func (b *Backend) normalizeNamed(k lb.ServiceKey) error {
 	if b.Address != "" && b.Name != "" {
 		return fieldErr("name", quote(b.Name), "give address or name, not both (address is "+quote(b.Address)+")")

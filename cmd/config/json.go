@@ -32,21 +32,7 @@ func DecodeBackend(r io.Reader) (Backend, error) {
 	if err := decodeJSON(r, &b); err != nil {
 		return Backend{}, err
 	}
-	if b.Name != "" || b.Family != "" {
-		// The family's default and check need the service: checked
-		// again when the backend joins it.
-		if b.Address != "" {
-			return Backend{}, fieldErr("name", quote(b.Name), "give address or name, not both (address is "+quote(b.Address)+")")
-		}
-		if b.Name == "" {
-			return Backend{}, fieldErr("family", quote(b.Family), "only with name (a backend named by DNS)")
-		}
-		if _, err := CanonicalHostname(b.Name); err != nil {
-			return Backend{}, fieldErr("name", quote(b.Name), err.Error())
-		}
-		return b, nil
-	}
-	if _, err := b.normalize(); err != nil {
+	if err := b.normalizeAlone(); err != nil {
 		return Backend{}, err
 	}
 	return b, nil

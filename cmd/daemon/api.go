@@ -74,7 +74,11 @@ func (d *Daemon) Handler() http.Handler {
 			writeError(w, badRequest("%w", err))
 			return
 		}
-		res, err := d.resolveService(r.Context(), key)
+		// The lookups are not cut short when the client goes away: that
+		// would be recorded as a DNS failure of the names.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), resolveTimeout)
+		defer cancel()
+		res, err := d.resolveService(ctx, key)
 		if err != nil {
 			writeError(w, err)
 			return

@@ -194,9 +194,12 @@ func (d *Daemon) Close() {
 
 // Run reconciles on every kick (a health transition, a neighbour change),
 // sweeps the connection table every sweep, and resolves the backends
-// named by DNS, until ctx ends.
+// named by DNS, until ctx ends. It returns once the resolver loop has
+// stopped too (its lookups in flight ended, nothing applied from them).
 func (d *Daemon) Run(ctx context.Context, sweep time.Duration) {
-	go d.runDNS(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { d.runDNS(ctx) })
 	t := time.NewTicker(sweep)
 	defer t.Stop()
 	for {
@@ -335,7 +338,8 @@ func backendAddrs(svcs []config.Service) []netip.Addr {
 // and only then makes it the desired state. If a later step fails, the
 // earlier ones are put back. Callers hold d.mu.
 func (d *Daemon) commit(next desiredState, configHash string) error {
-	d.dns.track(next.Services)
+	// Names not tracked yet expand to no addresses: they are tracked
+	// (and looked up) only once the change is committed.
 	run := expandServices(next.Services, d.dns.names)
 	specs, err := d.health.specs(run.Services, d.running.Services)
 	if err != nil {
@@ -383,6 +387,7 @@ func (d *Daemon) commit(next desiredState, configHash string) error {
 	}
 	d.desired, d.bgpCfg, d.configHash = next.Services, next.BGP, configHash
 	d.running = run
+	d.dns.track(next.Services)
 	d.dns.forgetUnused(next.Services)
 	if d.bgp != nil {
 		d.logAnnouncements(before, d.bgp.Announced())

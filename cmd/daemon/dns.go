@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -159,7 +161,13 @@ func (d *Daemon) runDNS(ctx context.Context) {
 		opts := d.dns.opts
 		d.mu.Unlock()
 		if len(due) > 0 {
-			d.applyLookups(d.lookupAll(ctx, due, opts))
+			answers := d.lookupAll(ctx, due, opts)
+			if ctx.Err() != nil {
+				// Shutting down: lookups cut short are no DNS failures.
+				return
+			}
+			// A failed commit is logged and kept in the names' states.
+			_, _ = d.applyLookups(answers)
 			continue
 		}
 		if leaving {
@@ -202,8 +210,9 @@ func (d *Daemon) lookupAll(ctx context.Context, names []config.NameKey, opts con
 // applyLookups applies answers to the names' states and, when a set
 // changed, the services' new backend lists through commit, the path every
 // change takes. If commit refuses them, the names keep their previous sets
-// and say why. It returns each name's state before and after.
-func (d *Daemon) applyLookups(answers map[config.NameKey]DNSAnswer) map[config.NameKey][2]nameState {
+// and say why, and are due again after the retry interval; the commit's
+// error is returned. It returns each name's state before and after.
+func (d *Daemon) applyLookups(answers map[config.NameKey]DNSAnswer) (map[config.NameKey][2]nameState, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := d.dns.clock()
@@ -228,19 +237,21 @@ func (d *Daemon) applyLookups(answers map[config.NameKey]DNSAnswer) map[config.N
 			d.log.Warn("dns: lookup", "name", k.Name, "family", k.Family, "result", describeAnswer(a), "kept", len(st.Addrs))
 		}
 	}
+	var err error
 	if changed && d.started {
-		if err := d.commit(desiredState{d.desired, d.bgpCfg}, d.configHash); err != nil {
+		if err = d.commit(desiredState{d.desired, d.bgpCfg}, d.configHash); err != nil {
 			d.log.Error("dns: resolved addresses not applied; the names keep their previous sets", "err", err)
 			for k, pair := range out {
 				st := d.dns.names[k]
 				st.Addrs, st.Leaving = pair[0].Addrs, pair[0].clone().Leaving
 				st.LastError, st.LastErrorAt, st.Failing = "resolved, but not applied: "+err.Error(), now, true
+				st.Next = now.Add(p.retry)
 				d.dns.names[k] = st
 				out[k] = [2]nameState{pair[0], st}
 			}
 		}
 	}
-	return out
+	return out, err
 }
 
 // pruneLeaving removes leaving addresses whose flows have ended (or whose
@@ -259,11 +270,12 @@ func (d *Daemon) pruneLeaving() {
 	eachNamed(d.desired, func(key lb.ServiceKey, b config.Backend) {
 		users[b.NameKey()] = append(users[b.NameKey()], key)
 	})
-	changed := false
+	old := map[config.NameKey]nameState{}
 	for k, st := range d.dns.names {
 		if len(st.Leaving) == 0 {
 			continue
 		}
+		prev := st
 		st = st.clone()
 		active := func(a netip.Addr) uint64 {
 			var n uint64
@@ -274,12 +286,14 @@ func (d *Daemon) pruneLeaving() {
 		}
 		if st.pruneLeaving(now, p, active) {
 			d.dns.names[k] = st
-			changed = true
+			old[k] = prev
 		}
 	}
-	if changed {
+	if len(old) > 0 {
 		if err := d.commit(desiredState{d.desired, d.bgpCfg}, d.configHash); err != nil {
 			d.log.Error("dns: remove drained backends", "err", err)
+			// Not removed: they stay leaving, as the data plane has them.
+			maps.Copy(d.dns.names, old)
 		}
 	}
 }
@@ -295,6 +309,10 @@ func resultOf(a DNSAnswer) string {
 	}
 	return "success"
 }
+
+// resolveTimeout bounds a resolve request's lookups (each ends after its
+// own timeout and attempts anyway).
+const resolveTimeout = 5 * time.Minute
 
 // resolveService resolves the names of one service now and answers what
 // changed (xlbctl service resolve).
@@ -314,7 +332,11 @@ func (d *Daemon) resolveService(ctx context.Context, key lb.ServiceKey) (api.Res
 	if len(names) == 0 {
 		return res, nil
 	}
-	pairs := d.applyLookups(d.lookupAll(ctx, names, opts))
+	pairs, err := d.applyLookups(d.lookupAll(ctx, names, opts))
+	if err != nil {
+		// Not the request's fault (whatever commit called it): a 500.
+		return api.ResolveResult{}, fmt.Errorf("service %s: resolved, but not applied (the names keep their previous sets): %s", key, err.Error())
+	}
 	for _, k := range names {
 		pair, ok := pairs[k]
 		if !ok {

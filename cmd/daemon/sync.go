@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/xlb-lb/xlb/cmd/api"
 	"github.com/xlb-lb/xlb/cmd/config"
@@ -75,6 +76,11 @@ func (d *Daemon) syncBackends(key lb.ServiceKey, set []config.Backend, allowEmpt
 	if err != nil {
 		return res, err
 	}
+	if !allowEmpty {
+		if err := d.checkGivesBackends(next, key); err != nil {
+			return api.BackendSync{Service: key.String()}, err
+		}
+	}
 	res.DryRun = dryRun
 	if dryRun || res.Unchanged() {
 		return res, nil
@@ -86,6 +92,24 @@ func (d *Daemon) syncBackends(key lb.ServiceKey, set []config.Backend, allowEmpt
 	d.log.Info("backends synced", "service", key, "added", len(res.Added), "removed", len(res.Removed),
 		"reweighted", len(res.Changed), "kept", len(res.Kept))
 	return res, nil
+}
+
+// checkGivesBackends refuses a next state in which service key would have
+// no backend: a set of names not resolved yet (or whose addresses are all
+// skipped) is as empty as an empty set. Callers hold d.mu.
+func (d *Daemon) checkGivesBackends(next []config.Service, key lb.ServiceKey) error {
+	i := findService(next, key)
+	if i < 0 || len(expandServices(next[i:i+1], d.dns.names).Services[0].Backends) > 0 {
+		return nil
+	}
+	var names []string
+	for _, b := range next[i].Backends {
+		if b.Named() {
+			nk := b.NameKey()
+			names = append(names, nk.Name+" ("+nk.Family+")")
+		}
+	}
+	return badRequest("service %s: backends: no address yet from %s, which would leave the service with no backend (set allow_empty to mean it)", key, strings.Join(names, ", "))
 }
 
 // handleSyncBackends answers PUT /v1/services/{service}/backends.

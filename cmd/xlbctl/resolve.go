@@ -21,7 +21,8 @@ type nameResolver interface {
 var _ nameResolver = (*api.Client)(nil)
 
 func serviceResolve(fs *flag.FlagSet) func(context.Context, *call) error {
-	return readCommand(fs,
+	var got api.ResolveResult
+	show := readCommand(fs,
 		func(ctx context.Context, c *call) (api.ResolveResult, error) {
 			k, err := parseKey(c.args[0])
 			if err != nil {
@@ -31,7 +32,8 @@ func serviceResolve(fs *flag.FlagSet) func(context.Context, *call) error {
 			if !ok {
 				return api.ResolveResult{}, errors.New("this client cannot ask xlbd to resolve")
 			}
-			return r.ResolveService(ctx, k.String())
+			got, err = r.ResolveService(ctx, k.String())
+			return got, err
 		},
 		func(c *call, r api.ResolveResult) error {
 			w := c.env.Stdout
@@ -59,6 +61,23 @@ func serviceResolve(fs *flag.FlagSet) func(context.Context, *call) error {
 			}
 			return nil
 		})
+	return func(ctx context.Context, c *call) error {
+		if err := show(ctx, c); err != nil {
+			return err
+		}
+		// A name whose lookup failed is a failure (exit 1), whatever the
+		// output format: its last good set is kept, but it was not resolved.
+		var bad []string
+		for _, n := range got.Names {
+			if n.Error != "" {
+				bad = append(bad, n.Name+" ("+n.Family+")")
+			}
+		}
+		if len(bad) > 0 {
+			return fmt.Errorf("not resolved: %s", strings.Join(bad, ", "))
+		}
+		return nil
+	}
 }
 
 // writeNames prints a service's backend names: one line each with its

@@ -136,9 +136,13 @@ func TestServiceResolveEndToEnd(t *testing.T) {
 	mu.Lock()
 	answer = daemon.DNSAnswer{Err: errors.New("198.18.0.53:53: timeout after 2s")}
 	mu.Unlock()
-	code, out, _ = ctl("service", "resolve", "198.18.1.1:80/tcp")
-	if code != 0 || out != "web.pool.example (ipv4): unchanged; 2 kept\n  last good set kept: 198.18.0.53:53: timeout after 2s\n" {
-		t.Fatalf("failed lookup: exit %d, stdout %q", code, out)
+	code, out, errOut = ctl("service", "resolve", "198.18.1.1:80/tcp")
+	if code != 1 || out != "web.pool.example (ipv4): unchanged; 2 kept\n  last good set kept: 198.18.0.53:53: timeout after 2s\n" ||
+		errOut != "xlbctl: service resolve: not resolved: web.pool.example (ipv4)\n" {
+		t.Fatalf("failed lookup: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if code, out, _ = ctl("service", "resolve", "-o", "json", "198.18.1.1:80/tcp"); code != 1 || !strings.Contains(out, `"error"`) {
+		t.Fatalf("failed lookup, json: exit %d, stdout %q", code, out)
 	}
 	_, out, _ = ctl("status")
 	if !strings.Contains(out, "  dns: web.pool.example (ipv4, weight 2): failing, 2 addresses") {
