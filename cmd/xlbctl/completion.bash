@@ -15,9 +15,10 @@ _xlbctl() {
 		words+=("")
 	fi
 	local cur=${words[${#words[@]}-1]}
-	local IFS=$'\n'
-	# shellcheck disable=SC2207
-	COMPREPLY=($("${words[0]}" __complete "${words[@]:1}" 2>/dev/null))
+	# mapfile, not COMPREPLY=($(...)): that would glob-expand each
+	# candidate, and an IPv6 key [2001:2::1]:443/tcp is a pattern (gone
+	# under nullglob, an error under failglob, a file name if one matches).
+	mapfile -t COMPREPLY < <("${words[0]}" __complete "${words[@]:1}" 2>/dev/null)
 	# bash replaces only the part of the word after its last break
 	# character; when ':' is one, drop what precedes it from each
 	# candidate (as bash-completion's __ltrim_colon_completions does).

@@ -9,7 +9,9 @@
 
 _xlbctl() {
 	local -a cands
-	cands=(${(f)"$(${words[1]} __complete "${(@)words[2,CURRENT]}" 2>/dev/null)"})
+	# (Q): the words unquoted, as typed; zsh inserts an IPv6 key it
+	# completed as \[2001:2::1\]:443/tcp.
+	cands=(${(f)"$(${words[1]} __complete "${(@Q)words[2,CURRENT]}" 2>/dev/null)"})
 	(( ${#cands} )) || return 1
 	compadd -- "${cands[@]}"
 }

@@ -62,8 +62,10 @@ func explainFlow(fs *flag.FlagSet) func(context.Context, *call) error {
 // scheduler they come from, then the backends they name.
 func writeExplain(c *call, e api.Explain) {
 	w := c.env.Stdout
-	slash := strings.LastIndexByte(e.Service, '/')
-	proto, vip := e.Service[slash+1:], e.Service[:slash]
+	vip, proto, ok := strings.Cut(e.Service, "/")
+	if !ok { // not a key as xlbd writes them: show it as it came
+		proto = "?"
+	}
 	pers := "no persistence"
 	if e.Persistence != 0 {
 		pers = "persistence " + e.Persistence.String()
